@@ -1,0 +1,265 @@
+//! A [`Log`] shared between tasks, with group commit.
+//!
+//! Appends write under a short lock; durability is awaited outside it.
+//! [`SharedLog::wait_durable`] lets one waiter at a time run `fdatasync` on
+//! the active segment while the others queue: when the sync returns, every
+//! write that was in the page cache when it started is durable, so each
+//! queued waiter whose offset it covered returns without syncing again.
+//! Many producers therefore share one fsync.
+//!
+//! The *high watermark* is the end of what is durable as configured: with
+//! the default (sync before acknowledging) it only moves after an fsync;
+//! with `flush.ms` it moves on write. Readers never see data above it, so a
+//! consumer never reads a message that a crash could take back.
+//!
+//! A failed write or fsync poisons the log: nothing more is accepted,
+//! because what reached the disk is no longer known.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::batch::BatchHeader;
+use crate::config::LogConfig;
+use crate::error::{LogError, Result};
+use crate::log::{AppendInfo, Log};
+
+/// A partition log safe to use from many tasks. All methods take `&self`.
+#[derive(Debug)]
+pub struct SharedLog {
+    log: Mutex<Log>,
+    high_watermark: watch::Sender<u64>,
+    sync_turn: tokio::sync::Mutex<()>,
+    poisoned: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// Offsets and sizes of a log at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    /// First offset stored.
+    pub log_start_offset: u64,
+    /// End of what is durable and readable.
+    pub high_watermark: u64,
+    /// Next offset to be written.
+    pub log_end_offset: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+}
+
+impl SharedLog {
+    /// Wraps an opened log; everything recovered on open counts as durable.
+    pub fn new(log: Log) -> SharedLog {
+        let end = log.log_end_offset();
+        SharedLog {
+            log: Mutex::new(log),
+            high_watermark: watch::Sender::new(end),
+            sync_turn: tokio::sync::Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Appends batches (see [`Log::append`]) without waiting for durability.
+    /// With `flush.ms` set, the high watermark moves at once.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Poisoned`] or [`LogError::Closed`]; the errors of
+    /// [`Log::append`], where an I/O error poisons the log.
+    pub fn append(&self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let mut log = self.log.lock();
+        self.check_writable()?;
+        let result = log.append(batches, leader_epoch, now_ms);
+        if let Err(LogError::Io(error)) = &result {
+            tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned");
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        let info = result?;
+        if log.config().flush_interval.is_some() {
+            self.advance_high_watermark(info.last_offset + 1);
+        }
+        Ok(info)
+    }
+
+    /// Waits until every offset below `end_offset` is durable as configured
+    /// (immediately with `flush.ms`), syncing if nobody else is.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Poisoned`] when a sync failed; [`LogError::Closed`].
+    pub async fn wait_durable(&self, end_offset: u64) -> Result<()> {
+        loop {
+            if *self.high_watermark.borrow() >= end_offset {
+                return Ok(());
+            }
+            let _turn = self.sync_turn.lock().await;
+            if *self.high_watermark.borrow() >= end_offset {
+                return Ok(());
+            }
+            self.sync_now().await?;
+        }
+    }
+
+    /// Syncs the active segment and moves the high watermark to what was
+    /// written when the sync started. Callers hold `sync_turn`, or accept a
+    /// redundant sync.
+    async fn sync_now(&self) -> Result<()> {
+        let (file, target) = {
+            let log = self.log.lock();
+            self.check_writable()?;
+            log.sync_target()
+        };
+        let outcome = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        match outcome {
+            Ok(Ok(())) => {
+                self.advance_high_watermark(target);
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "fdatasync failed; log poisoned");
+                self.poisoned.store(true, Ordering::SeqCst);
+                Err(LogError::Poisoned)
+            }
+            Err(join_error) => Err(LogError::Io(std::io::Error::other(join_error))),
+        }
+    }
+
+    /// Syncs now (the periodic flush of `flush.ms` logs).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedLog::wait_durable`].
+    pub async fn flush(&self) -> Result<()> {
+        let _turn = self.sync_turn.lock().await;
+        self.sync_now().await
+    }
+
+    fn advance_high_watermark(&self, offset: u64) {
+        self.high_watermark.send_if_modified(|current| {
+            if offset > *current {
+                *current = offset;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(LogError::Closed);
+        }
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` up to `max_bytes` (at least one
+    /// batch), never past the high watermark. Empty at the high watermark.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::OffsetOutOfRange`] outside `[log_start, log_end]`; I/O errors.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes> {
+        let high_watermark = *self.high_watermark.borrow();
+        let cursor = {
+            let log = self.log.lock();
+            if offset >= high_watermark && offset <= log.log_end_offset() {
+                return Ok(Bytes::new());
+            }
+            log.cursor(offset)?
+        };
+        match cursor {
+            Some(cursor) => Ok(cursor.read(max_bytes, high_watermark)?),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// Offsets and size now.
+    pub fn offsets(&self) -> LogOffsets {
+        let high_watermark = *self.high_watermark.borrow();
+        let log = self.log.lock();
+        LogOffsets {
+            log_start_offset: log.log_start_offset(),
+            high_watermark,
+            log_end_offset: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
+        }
+    }
+
+    /// A receiver that sees every move of the high watermark (for long polls).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// The first batch whose max timestamp is `>= timestamp`, if it is below
+    /// the high watermark.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn batch_at_or_after_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>> {
+        let high_watermark = *self.high_watermark.borrow();
+        let batch = self.log.lock().batch_at_or_after_timestamp(timestamp)?;
+        Ok(batch.filter(|bytes| {
+            BatchHeader::parse(bytes).is_ok_and(|header| header.last_offset() < high_watermark)
+        }))
+    }
+
+    /// Applies retention (see [`Log::apply_retention`]).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors deleting segments.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        self.log.lock().apply_retention(now_ms)
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> LogConfig {
+        self.log.lock().config().clone()
+    }
+
+    /// Replaces the settings. Turning `flush.ms` off syncs before returning
+    /// control to writers that wait for durability, as they always do.
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.lock().set_config(config);
+    }
+
+    /// Runs `f` with the log locked (tests and tools).
+    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> T {
+        f(&self.log.lock())
+    }
+
+    /// Syncs and checkpoints for a clean shutdown; writes fail afterwards.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; the next open then recovers instead of trusting the checkpoint.
+    pub fn close(&self) -> Result<()> {
+        let mut log = self.log.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        log.close()
+    }
+
+    /// Closes the log and removes its directory.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors removing files.
+    pub fn delete(&self) -> Result<()> {
+        let log = self.log.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        match std::fs::remove_dir_all(log.dir()) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+}
