@@ -1,0 +1,245 @@
+"""Fixtures that run the real `weir server` binary for the integration tests.
+
+Every test that takes `broker` (or calls `weir_broker(...)`) gets its own
+broker process on a free 127.0.0.1 port with a fresh data directory under the
+test's tmp_path. The process's stdout+stderr go to `weir.log` next to it; when
+a test fails, the tail of that log is attached to the report. The process is
+always killed at teardown, and teardown fails the test if the broker died on
+its own or logged a panic, so a crash hidden behind a passing client check is
+still caught.
+
+The binary is $WEIR_BIN, or target/release/weir in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIR_BIN = Path(os.environ.get("WEIR_BIN") or REPO_ROOT / "target" / "release" / "weir")
+
+# How long the broker may take to accept connections after exec, and to exit
+# after SIGTERM. Generous for a loaded 2-core CI machine.
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+LOG_TAIL_BYTES = 20_000
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BrokerError(AssertionError):
+    """The broker process did not start, stop or behave as a process should."""
+
+
+class Broker:
+    """One `weir server` process (and its restarts) on a fixed port and data dir.
+
+    `args` are extra command-line flags given on every start; `env` adds
+    environment variables (WEIR_* from the test runner's own environment are
+    dropped so that the runner's settings never leak into a test).
+    """
+
+    def __init__(self, workdir: Path, args=(), env=None, port: int | None = None):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "weir.log"
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        # Set when the test itself stopped the process, so that teardown can
+        # tell a requested exit from a crash.
+        self._stopped_on_purpose = True
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port for a client's bootstrap.servers."""
+        return f"{self.host}:{self.port}"
+
+    def command(self, extra_args=()) -> list[str]:
+        return [
+            str(WEIR_BIN),
+            "server",
+            "--data-dir",
+            str(self.data_dir),
+            "--kafka-listen",
+            self.bootstrap,
+            *self.args,
+            *extra_args,
+        ]
+
+    def _environment(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
+        return env
+
+    def start(self, extra_args=(), timeout: float = START_TIMEOUT_S) -> "Broker":
+        """Start the process and wait until the Kafka port accepts connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise BrokerError("broker already running")
+        if not WEIR_BIN.is_file():
+            raise BrokerError(
+                f"weir binary not found at {WEIR_BIN}; build it with "
+                "`cargo build --release -p weir` or set WEIR_BIN"
+            )
+        cmd = self.command(extra_args)
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environment(),
+                cwd=self.workdir,
+            )
+        self._stopped_on_purpose = False
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                self._stopped_on_purpose = True
+                raise BrokerError(
+                    f"weir exited with code {code} before accepting connections\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"weir did not accept connections on {self.bootstrap} within "
+                    f"{timeout}s\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Send `sig` and wait for the exit; returns the exit code.
+
+        A negative code is the signal that ended the process (Popen's
+        convention), so after SIGKILL it is -9.
+        """
+        if self.proc is None:
+            raise BrokerError("broker was never started")
+        self._stopped_on_purpose = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise BrokerError(
+                    f"weir did not exit within {timeout}s of signal {sig}\n{self.log_tail()}"
+                )
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        """SIGKILL: the crash case. Returns -9."""
+        return self.stop(signal.SIGKILL)
+
+    def restart(self, sig: int = signal.SIGTERM, extra_args=()) -> int:
+        """Stop with `sig`, start again on the same port and data dir.
+
+        Returns the exit code of the stopped process.
+        """
+        code = self.stop(sig)
+        self.start(extra_args)
+        return code
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, limit: int = LOG_TAIL_BYTES) -> str:
+        text = self.log_text()
+        if len(text) > limit:
+            text = "[...]\n" + text[-limit:]
+        return f"----- {self.log_path} -----\n{text}"
+
+    def teardown(self) -> list[str]:
+        """Kill the process; return the problems teardown should report."""
+        problems = []
+        if self.proc is not None:
+            if self.proc.poll() is not None and not self._stopped_on_purpose:
+                problems.append(
+                    f"weir exited on its own with code {self.proc.returncode} during the test"
+                )
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        if "panicked at" in self.log_text():
+            problems.append("weir logged a panic")
+        return problems
+
+
+@pytest.fixture
+def weir_broker(request, tmp_path):
+    """Factory: `weir_broker(args=[...], env={...}, start=True) -> Broker`.
+
+    Every broker made here is killed at teardown; each gets its own
+    subdirectory of tmp_path.
+    """
+    brokers: list[Broker] = []
+    request.node._weir_brokers = brokers
+
+    def make(args=(), env=None, start=True) -> Broker:
+        broker = Broker(tmp_path / f"broker{len(brokers)}", args=args, env=env)
+        brokers.append(broker)
+        if start:
+            broker.start()
+        return broker
+
+    yield make
+
+    problems = []
+    for broker in brokers:
+        for problem in broker.teardown():
+            problems.append(f"{problem}\n{broker.log_tail()}")
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def broker(weir_broker) -> Broker:
+    """A running broker with default settings."""
+    return weir_broker()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach each broker's log tail to the report of a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when != "teardown":
+        for index, broker in enumerate(getattr(item, "_weir_brokers", [])):
+            report.sections.append((f"weir log (broker {index})", broker.log_tail()))
