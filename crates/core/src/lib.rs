@@ -1,1 +1,17 @@
-//! placeholder
+//! Weir's broker core: topics, partitions and every rule about what happens
+//! to them. Protocol front-ends call these operations and translate the
+//! answers; nothing here knows a wire format.
+
+mod broker;
+mod config;
+mod error;
+mod topic;
+
+pub use crate::broker::{
+    now_ms, summary, validate_topic_name, Acks, Appended, Broker, OffsetSpec, ReadResult, TopicSummary,
+    TOPIC_NAME_BYTES_MAX,
+};
+pub use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, ConfigSource, TopicConfig, TopicDefaults};
+pub use crate::error::{CoreError, Result};
+pub use crate::topic::{Partition, Topic};
+pub use weir_log::LogOffsets;

@@ -1,0 +1,550 @@
+//! The broker core: the registry of topics and the one implementation of
+//! every operation front-ends offer (create, delete, append, read, list
+//! offsets, configure).
+//!
+//! Data directory layout:
+//!
+//! ```text
+//! meta.json          cluster id and node id, written once
+//! .clean-shutdown    present only between a clean stop and the next start
+//! topics/<name>/     one directory per topic (crate::topic)
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use weir_log::batch::{self, BatchHeader};
+use weir_log::checkpoint::{sync_dir, write_atomically};
+
+use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
+use crate::error::{CoreError, Result};
+use crate::topic::{Partition, Topic};
+
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+const META_FILE: &str = "meta.json";
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    cluster_id: String,
+    node_id: i32,
+}
+
+/// How much durability a producer waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// No answer is expected (Kafka `acks=0`).
+    None,
+    /// Durable on this broker (Kafka `acks=1`).
+    Leader,
+    /// Durable on every in-sync replica (Kafka `acks=all`).
+    All,
+}
+
+/// Which offset [`Broker::list_offset`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The first offset stored.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// The first record with a timestamp at or after this (ms since epoch).
+    Timestamp(i64),
+}
+
+/// An append that is written and may still be waiting to become durable.
+#[derive(Debug)]
+pub struct Appended {
+    /// Offset of the first appended record.
+    pub base_offset: u64,
+    /// Log start offset when appended.
+    pub log_start_offset: u64,
+    partition: Arc<Partition>,
+    end_offset: u64,
+    acks: Acks,
+}
+
+impl Appended {
+    /// Waits until the append is durable as `acks` and the topic require.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Storage`] when the log failed before the data was durable.
+    pub async fn durable(&self) -> Result<()> {
+        if self.acks != Acks::None {
+            self.partition.log().wait_durable(self.end_offset).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Records read from a partition, with the offsets a consumer needs.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole record batches, as stored.
+    pub records: Bytes,
+    /// End of what is durable and readable.
+    pub high_watermark: u64,
+    /// First offset stored.
+    pub log_start_offset: u64,
+}
+
+/// Facts about a topic for metadata answers.
+#[derive(Debug, Clone)]
+pub struct TopicSummary {
+    /// Topic name.
+    pub name: String,
+    /// Topic id.
+    pub id: uuid::Uuid,
+    /// Partition count.
+    pub partitions: u32,
+    /// Leader epoch of each partition, by index.
+    pub leader_epochs: Vec<i32>,
+}
+
+/// The broker core. Cheap to share (`Arc<Broker>`); every method takes `&self`.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    cluster_id: String,
+    topics_dir: PathBuf,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serialises create/delete/grow so a name check and the disk change are atomic.
+    admin: Mutex<()>,
+}
+
+impl Broker {
+    /// Opens the data directory, loading every topic. After a clean shutdown
+    /// no log is scanned; otherwise each active segment's tail is validated.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading metadata or logs.
+    pub fn open(config: BrokerConfig) -> Result<Broker> {
+        let topics_dir = config.data_dir.join("topics");
+        fs::create_dir_all(&topics_dir)?;
+        let meta = load_or_create_meta(&config.data_dir, config.node_id)?;
+        let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+        let clean = marker.exists();
+        if clean {
+            // Removed before anything is written, so a crash from here on is
+            // never mistaken for a clean stop.
+            fs::remove_file(&marker)?;
+            sync_dir(&config.data_dir)?;
+        }
+        let mut topics = HashMap::new();
+        for entry in fs::read_dir(&topics_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_topic_name(&name).is_err() {
+                tracing::warn!(path = %entry.path().display(), "skipping a directory that is not a topic");
+                continue;
+            }
+            let topic = Topic::open(entry.path(), &name, &config.topic_defaults, clean)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
+        Ok(Broker {
+            cluster_id: meta.cluster_id,
+            config,
+            topics_dir,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+        })
+    }
+
+    /// The settings the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// This cluster's id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// A topic by name.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`].
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.topics.read().get(name).cloned().ok_or(CoreError::UnknownTopicOrPartition)
+    }
+
+    /// A topic by id.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`].
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Result<Arc<Topic>> {
+        self.topics
+            .read()
+            .values()
+            .find(|topic| topic.id() == id)
+            .cloned()
+            .ok_or(CoreError::UnknownTopicOrPartition)
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut topics: Vec<_> = self.topics.read().values().cloned().collect();
+        topics.sort_by(|a, b| a.name().cmp(b.name()));
+        topics
+    }
+
+    /// The topic, created with the default settings if it does not exist and
+    /// `allow_create` and the broker's `auto_create_topics` both allow it.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`] when it does not exist and may
+    /// not be created; [`CoreError::InvalidTopic`] for a bad name.
+    pub fn topic_or_create(&self, name: &str, allow_create: bool) -> Result<Arc<Topic>> {
+        match self.topic(name) {
+            Err(CoreError::UnknownTopicOrPartition) if allow_create && self.config.auto_create_topics => {
+                match self.create_topic(name, None, TopicConfig::default(), false) {
+                    Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => self.topic(name),
+                    Err(error) => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Creates a topic. `partitions: None` takes the broker default.
+    /// With `validate_only` nothing changes but every check runs.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidTopic`], [`CoreError::TopicAlreadyExists`],
+    /// [`CoreError::InvalidPartitions`], I/O errors.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<TopicSummary> {
+        validate_topic_name(name)?;
+        let partitions = match partitions {
+            None | Some(-1) => self.config.default_partitions,
+            Some(n) if n > 0 => n as u32,
+            Some(n) => return Err(CoreError::InvalidPartitions(format!("{n} partitions; it must be at least 1"))),
+        };
+        let _admin = self.admin.lock();
+        if self.topics.read().contains_key(name) {
+            return Err(CoreError::TopicAlreadyExists(name.to_string()));
+        }
+        if validate_only {
+            return Ok(TopicSummary {
+                name: name.to_string(),
+                id: uuid::Uuid::nil(),
+                partitions,
+                leader_epochs: vec![0; partitions as usize],
+            });
+        }
+        let dir = self.topics_dir.join(name);
+        if dir.exists() {
+            // A leftover of a creation interrupted before topic.json was written.
+            fs::remove_dir_all(&dir)?;
+        }
+        let topic = Arc::new(Topic::create(dir, name, partitions, config, &self.config.topic_defaults)?);
+        sync_dir(&self.topics_dir)?;
+        self.topics.write().insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(summary(&topic))
+    }
+
+    /// Deletes a topic and its data.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock();
+        let topic = self.topics.write().remove(name).ok_or(CoreError::UnknownTopicOrPartition)?;
+        for partition in topic.partitions() {
+            partition.log().delete()?;
+        }
+        fs::remove_dir_all(topic.dir())?;
+        sync_dir(&self.topics_dir)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`]; [`CoreError::InvalidPartitions`]
+    /// when `total` is not larger than the current count.
+    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
+        let _admin = self.admin.lock();
+        let topic = self.topic(name)?;
+        let current = topic.partition_count();
+        if total <= current as i32 {
+            return Err(CoreError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, which is higher than the requested {total}"
+            )));
+        }
+        if !validate_only {
+            topic.add_partitions(total as u32, &self.config.topic_defaults)?;
+            tracing::info!(topic = name, partitions = total, "added partitions");
+        }
+        Ok(())
+    }
+
+    /// Every setting of a topic with its effective value.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`].
+    pub fn describe_topic_config(&self, name: &str) -> Result<Vec<ConfigEntry>> {
+        Ok(self.topic(name)?.config().entries(&self.config.topic_defaults))
+    }
+
+    /// Applies changes to a topic's settings, all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::InvalidConfig`].
+    pub fn alter_topic_config(&self, name: &str, changes: &[(String, ConfigChange)], validate_only: bool) -> Result<()> {
+        let topic = self.topic(name)?;
+        let mut config = topic.config();
+        for (key, change) in changes {
+            config.apply(key, change)?;
+        }
+        self.install_topic_config(&topic, config, validate_only)
+    }
+
+    /// Replaces all of a topic's overrides (Kafka's legacy AlterConfigs).
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::InvalidConfig`].
+    pub fn replace_topic_config(&self, name: &str, pairs: &[(String, String)], validate_only: bool) -> Result<()> {
+        let topic = self.topic(name)?;
+        let config = TopicConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        self.install_topic_config(&topic, config, validate_only)
+    }
+
+    fn install_topic_config(&self, topic: &Topic, config: TopicConfig, validate_only: bool) -> Result<()> {
+        if validate_only {
+            return Ok(());
+        }
+        topic.set_config(config, &self.config.topic_defaults)
+    }
+
+    /// Validates and appends a producer's batches to one partition. The
+    /// write happens before this returns, so appends keep the caller's order;
+    /// await [`Appended::durable`] before acknowledging.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::CorruptMessage`],
+    /// [`CoreError::UnsupportedMessageFormat`], [`CoreError::MessageTooLarge`],
+    /// [`CoreError::PolicyViolation`] (min.insync.replicas), storage errors.
+    pub fn append(&self, topic: &str, partition: i32, records: Bytes, acks: Acks) -> Result<Appended> {
+        let topic = self.topic_or_create(topic, true)?;
+        let partition = topic.partition(partition)?;
+        if acks == Acks::All && topic.config().min_insync_replicas(&self.config.topic_defaults) > 1 {
+            return Err(CoreError::NotEnoughReplicas);
+        }
+        let batches = batch::split_batches(records)?;
+        if batches.is_empty() {
+            return Err(CoreError::CorruptMessage(weir_log::BatchError::Corrupt("no record batch")));
+        }
+        let info = partition
+            .log()
+            .append(&batches, partition.leader_epoch(), now_ms())?;
+        partition.count_appended(batches.iter().map(|(header, _)| header.records_count.max(0) as u64).sum());
+        Ok(Appended {
+            base_offset: info.base_offset,
+            log_start_offset: partition.log().offsets().log_start_offset,
+            end_offset: info.last_offset + 1,
+            partition,
+            acks,
+        })
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (but at least
+    /// one batch), never past the high watermark.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::OffsetOutOfRange`], storage errors.
+    pub fn read(&self, partition: &Partition, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        let offsets = partition.offsets();
+        let offset = u64::try_from(offset).map_err(|_| CoreError::OffsetOutOfRange {
+            offset: 0,
+            log_start_offset: offsets.log_start_offset,
+            log_end_offset: offsets.log_end_offset,
+        })?;
+        let records = partition.log().read(offset, max_bytes)?;
+        Ok(ReadResult {
+            records,
+            high_watermark: offsets.high_watermark,
+            log_start_offset: offsets.log_start_offset,
+        })
+    }
+
+    /// Finds an offset by position or time: `(offset, timestamp)`, with
+    /// timestamp -1 for the earliest and latest, and `None` when no record
+    /// is at or after the timestamp.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn list_offset(&self, partition: &Partition, spec: OffsetSpec) -> Result<Option<(u64, i64)>> {
+        let offsets = partition.offsets();
+        match spec {
+            OffsetSpec::Earliest => Ok(Some((offsets.log_start_offset, -1))),
+            OffsetSpec::Latest => Ok(Some((offsets.high_watermark, -1))),
+            OffsetSpec::Timestamp(timestamp) => {
+                let Some(batch) = partition.log().batch_at_or_after_timestamp(timestamp)? else {
+                    return Ok(None);
+                };
+                Ok(first_record_at_or_after(batch, timestamp))
+            }
+        }
+    }
+
+    /// Applies retention to every partition now. Returns segments deleted.
+    pub fn apply_retention(&self) -> usize {
+        let now = now_ms();
+        let mut deleted = 0;
+        for topic in self.topics() {
+            for partition in topic.partitions() {
+                match partition.log().apply_retention(now) {
+                    Ok(count) => deleted += count,
+                    Err(error) => tracing::error!(topic = topic.name(), partition = partition.index(), %error, "retention failed"),
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Syncs every relaxed-durability (`flush.ms`) partition whose interval passed.
+    pub async fn flush_due(&self) {
+        for topic in self.topics() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.flush_if_due().await {
+                    tracing::error!(topic = topic.name(), partition = partition.index(), %error, "periodic flush failed");
+                }
+            }
+        }
+    }
+
+    /// Syncs and checkpoints every log and marks the shutdown clean.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors writing the marker; a log that fails to close is logged
+    /// and recovered on the next start.
+    pub fn shutdown(&self) -> Result<()> {
+        for topic in self.topics() {
+            topic.close();
+        }
+        write_atomically(&self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"")?;
+        tracing::info!("broker core closed cleanly");
+        Ok(())
+    }
+}
+
+/// Metadata facts about a topic.
+pub fn summary(topic: &Topic) -> TopicSummary {
+    let partitions = topic.partitions();
+    TopicSummary {
+        name: topic.name().to_string(),
+        id: topic.id(),
+        partitions: partitions.len() as u32,
+        leader_epochs: partitions.iter().map(|p| p.leader_epoch()).collect(),
+    }
+}
+
+/// Checks Kafka's topic naming rules.
+///
+/// # Errors
+///
+/// [`CoreError::InvalidTopic`] saying which rule is broken.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(CoreError::InvalidTopic(format!("'{name}' is not allowed as a topic name")));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(CoreError::InvalidTopic(format!(
+            "topic name is {} bytes; the limit is {TOPIC_NAME_BYTES_MAX}",
+            name.len()
+        )));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(CoreError::InvalidTopic(format!(
+            "'{name}' contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Offset and timestamp of the first record in `batch` at or after `timestamp`.
+fn first_record_at_or_after(batch: Bytes, timestamp: i64) -> Option<(u64, i64)> {
+    let header = BatchHeader::parse(&batch).ok()?;
+    let mut buf = batch;
+    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|record| record.timestamp >= timestamp)
+            .map(|record| (record.offset as u64, record.timestamp)),
+        Err(error) => {
+            // Only the batch's own max timestamp is known; its first offset
+            // is the earliest answer that is certainly not too late.
+            tracing::warn!(%error, "cannot decode a stored batch; answering with its base offset");
+            Some((header.base_offset, header.max_timestamp))
+        }
+    }
+}
+
+fn load_or_create_meta(data_dir: &Path, node_id: i32) -> Result<Meta> {
+    let path = data_dir.join(META_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|error| CoreError::Io(io::Error::new(io::ErrorKind::InvalidData, error))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            let meta = Meta {
+                cluster_id: new_cluster_id(),
+                node_id,
+            };
+            let json = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
+            write_atomically(&path, &json)?;
+            Ok(meta)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A cluster id in Kafka's style: 22 characters of URL-safe base64 of a UUID.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = uuid::Uuid::new_v4().as_u128();
+    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}

@@ -1,0 +1,95 @@
+//! Errors of the broker core. Front-ends map each variant to their
+//! protocol's own code; nothing here knows those codes.
+
+use weir_log::{BatchError, LogError};
+
+/// What went wrong with a core operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// No such topic, or no such partition in it.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// The topic name breaks the naming rules.
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(String),
+    /// A topic of that name exists already.
+    #[error("topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    /// A partition count that cannot be honoured.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// A replication factor that this cluster cannot honour.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// An unknown config name or an unacceptable value.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// The request is well-formed but the broker's policy forbids it.
+    #[error("policy violation: {0}")]
+    PolicyViolation(String),
+    /// `acks=all` while fewer replicas are in sync than `min.insync.replicas`.
+    #[error("not enough in-sync replicas for acks=all")]
+    NotEnoughReplicas,
+    /// A batch larger than `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
+    MessageTooLarge {
+        /// Size of the refused batch.
+        size: usize,
+        /// The topic's limit.
+        limit: usize,
+    },
+    /// A batch that fails validation (CRC, lengths).
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(BatchError),
+    /// A record format older than v2.
+    #[error("record batch magic {0} is not supported; v2 is required")]
+    UnsupportedMessageFormat(i8),
+    /// A read before the log start or after the log end.
+    #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        /// Offset asked for.
+        offset: u64,
+        /// First offset stored.
+        log_start_offset: u64,
+        /// Next offset to be written.
+        log_end_offset: u64,
+    },
+    /// The partition's log failed and refuses writes.
+    #[error("storage error: {0}")]
+    Storage(#[source] LogError),
+    /// A file of the broker's own metadata could not be read or written.
+    #[error("metadata I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<LogError> for CoreError {
+    fn from(error: LogError) -> CoreError {
+        match error {
+            LogError::Batch(BatchError::UnsupportedMagic(magic)) => CoreError::UnsupportedMessageFormat(magic),
+            LogError::Batch(error) => CoreError::CorruptMessage(error),
+            LogError::BatchTooLarge { size, limit } => CoreError::MessageTooLarge { size, limit },
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            } => CoreError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            },
+            // A log closed under an append belongs to a topic just deleted.
+            LogError::Closed => CoreError::UnknownTopicOrPartition,
+            other => CoreError::Storage(other),
+        }
+    }
+}
+
+impl From<BatchError> for CoreError {
+    fn from(error: BatchError) -> CoreError {
+        CoreError::from(LogError::Batch(error))
+    }
+}
+
+/// Result alias of the core.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
