@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Kafka-protocol throughput of Weir against tansu, side by side, with
+# librdkafka (bench/kafka-load) as the client.
+#
+# For every repeat and every broker, in turn (weir, tansu, weir, tansu, ...):
+# start the broker on a fresh data directory, produce N messages of S bytes
+# to a new one-partition topic (creating it through the Admin API), consume
+# them back from the beginning, read the broker's CPU time from
+# /proc/<pid>/stat before and after each phase, stop the broker. At the end
+# print a markdown table of medians and the Weir/tansu ratios.
+#
+# Usage: bench/kafka-throughput.sh [options]
+#   -n, --messages N        messages per run                  (default 5000000)
+#   -s, --size BYTES        value size                        (default 100)
+#   -r, --repeats N         runs per broker                   (default 3)
+#   -b, --brokers LIST      space-separated, from: weir tansu tansu-sqlite
+#                                                             (default "weir tansu")
+#       --acks A            producer acks: 0, 1, all          (default all)
+#       --linger-ms MS      producer linger.ms                (default 5)
+#       --batch-size BYTES  producer batch.size               (default 1000000)
+#       --compression C     none|gzip|snappy|lz4|zstd         (default none)
+#       --pin               broker on CPU 0, client on CPU 1 (default: both share)
+#       --no-build          use the binaries already built
+#       --out DIR           results directory (default bench/results/<utc time>)
+# Environment: WEIR_BIN, TANSU_BIN, KAFKA_LOAD_BIN override the binaries;
+#   WEIR_ARGS / TANSU_ARGS add broker arguments; WEIR_PORT (19092),
+#   TANSU_PORT (19093), TANSU_PROMETHEUS_PORT (19100).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+
+MESSAGES=5000000
+SIZE=100
+REPEATS=3
+BROKERS="weir tansu"
+ACKS=all
+LINGER_MS=5
+BATCH_SIZE=1000000
+COMPRESSION=none
+PIN=0
+BUILD=1
+OUT=""
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -n|--messages) MESSAGES=$2; shift 2 ;;
+        -s|--size) SIZE=$2; shift 2 ;;
+        -r|--repeats) REPEATS=$2; shift 2 ;;
+        -b|--brokers) BROKERS=$2; shift 2 ;;
+        --acks) ACKS=$2; shift 2 ;;
+        --linger-ms) LINGER_MS=$2; shift 2 ;;
+        --batch-size) BATCH_SIZE=$2; shift 2 ;;
+        --compression) COMPRESSION=$2; shift 2 ;;
+        --pin) PIN=1; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --out) OUT=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option: $1 (try --help)" >&2; exit 64 ;;
+    esac
+done
+
+WEIR_PORT=${WEIR_PORT:-19092}
+TANSU_PORT=${TANSU_PORT:-19093}
+TANSU_PROMETHEUS_PORT=${TANSU_PROMETHEUS_PORT:-19100}
+OUT=${OUT:-$BENCH/results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+RESULTS=$OUT/runs.jsonl
+: > "$RESULTS"
+CLOCK_TICKS=$(getconf CLK_TCK)
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- binaries --
+
+KAFKA_LOAD_BIN=${KAFKA_LOAD_BIN:-$BENCH/target/release/kafka-load}
+WEIR_BIN=${WEIR_BIN:-$ROOT/target/release/weir}
+if [[ -z "${TANSU_BIN:-}" ]]; then
+    if [[ -x $BENCH/.tools/bin/tansu ]]; then
+        TANSU_BIN=$BENCH/.tools/bin/tansu
+    else
+        TANSU_BIN=$(command -v tansu || true)
+    fi
+fi
+
+if [[ $BUILD == 1 ]]; then
+    log "building kafka-load"
+    (cd "$BENCH/kafka-load" && CARGO_TARGET_DIR=$BENCH/target cargo build --release --quiet)
+    if [[ " $BROKERS " == *" weir "* ]]; then
+        log "building weir (release)"
+        (cd "$ROOT" && cargo build --release --quiet -p weir)
+    fi
+fi
+[[ -x $KAFKA_LOAD_BIN ]] || { echo "missing $KAFKA_LOAD_BIN" >&2; exit 1; }
+for broker in $BROKERS; do
+    case $broker in
+        weir) [[ -x $WEIR_BIN ]] || { echo "missing $WEIR_BIN" >&2; exit 1; } ;;
+        tansu|tansu-sqlite)
+            [[ -n $TANSU_BIN && -x $TANSU_BIN ]] || {
+                echo "tansu not found: cargo install tansu --locked --features dynostore,libsql --root $BENCH/.tools" >&2
+                exit 1
+            } ;;
+        *) echo "unknown broker: $broker" >&2; exit 64 ;;
+    esac
+done
+
+CLIENT_PIN=()
+BROKER_PIN=()
+if [[ $PIN == 1 ]]; then
+    BROKER_PIN=(taskset -c 0)
+    CLIENT_PIN=(taskset -c 1)
+fi
+
+# ------------------------------------------------------------ the machine --
+
+machine_report() {
+    local dir=$1
+    python3 - "$dir" <<'PY'
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+block = os.urandom(4096)
+latencies = []
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+try:
+    for _ in range(200):
+        os.write(fd, block)
+        started = time.perf_counter()
+        os.fsync(fd)
+        latencies.append((time.perf_counter() - started) * 1000)
+finally:
+    os.close(fd)
+    os.unlink(path)
+latencies.sort()
+print(f"fsync of a 4 KiB append: median {statistics.median(latencies):.3f} ms, "
+      f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.3f} ms (200 samples)")
+PY
+}
+
+PROBE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weir-bench-probe.XXXXXX")
+{
+    echo "- CPUs: $(nproc) × $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+    echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
+    echo "- Kernel: $(uname -sr)"
+    echo "- Data directory filesystem: $(stat -f -c %T "$PROBE_DIR") ($(df --output=source "$PROBE_DIR" | tail -1))"
+    echo "- $(machine_report "$PROBE_DIR")"
+    echo "- Weir: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- crates 2>/dev/null || echo ' (+ uncommitted changes)')"
+    [[ -n $TANSU_BIN ]] && echo "- tansu: $("$TANSU_BIN" --version 2>/dev/null | head -1)"
+    echo "- librdkafka: $("$KAFKA_LOAD_BIN" --version 2>/dev/null) (rdkafka 0.39 / librdkafka 2.12.1, bundled)"
+} > "$OUT/machine.md"
+rmdir "$PROBE_DIR"
+cat "$OUT/machine.md" >&2
+
+# ------------------------------------------------------------- the broker --
+
+BROKER_PID=""
+BROKER_PORT=""
+DATA_DIR=""
+
+cpu_ticks() {
+    # Fields 14 and 15 of /proc/<pid>/stat (utime, stime), counted after the
+    # ")" that closes the command name, which may itself hold spaces.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+peak_rss_kib() {
+    awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
+}
+
+wait_for_port() {
+    local port=$1 pid=$2
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+start_broker() {
+    local broker=$1 run=$2
+    DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weir-bench-$broker.XXXXXX")
+    local logfile=$OUT/$broker-$run.log
+    case $broker in
+        weir)
+            BROKER_PORT=$WEIR_PORT
+            # shellcheck disable=SC2086
+            "${BROKER_PIN[@]}" "$WEIR_BIN" server --data-dir "$DATA_DIR" \
+                --kafka-listen "127.0.0.1:$BROKER_PORT" ${WEIR_ARGS:-} \
+                > "$logfile" 2>&1 &
+            ;;
+        tansu|tansu-sqlite)
+            BROKER_PORT=$TANSU_PORT
+            local storage=memory://tansu/
+            [[ $broker == tansu-sqlite ]] && storage=sqlite://$DATA_DIR/tansu.db
+            # shellcheck disable=SC2086
+            "${BROKER_PIN[@]}" "$TANSU_BIN" broker \
+                --kafka-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+                --kafka-advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+                --storage-engine "$storage" \
+                --prometheus-listener-url "tcp://127.0.0.1:$TANSU_PROMETHEUS_PORT" \
+                ${TANSU_ARGS:-} > "$logfile" 2>&1 &
+            ;;
+    esac
+    BROKER_PID=$!
+    if ! wait_for_port "$BROKER_PORT" "$BROKER_PID"; then
+        log "$broker did not start listening on $BROKER_PORT; see $logfile"
+        tail -20 "$logfile" >&2 || true
+        stop_broker
+        return 1
+    fi
+}
+
+stop_broker() {
+    if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    BROKER_PID=""
+    [[ -n $DATA_DIR ]] && rm -rf "$DATA_DIR"
+    DATA_DIR=""
+}
+trap stop_broker EXIT
+
+# ----------------------------------------------------------------- a run --
+
+run_once() {
+    local broker=$1 run=$2
+    local topic=bench-$run
+    log "$broker run $run: start"
+    if ! start_broker "$broker" "$run"; then
+        jq -cn --arg broker "$broker" --argjson run "$run" \
+            '{broker: $broker, run: $run, error: "broker did not start"}' >> "$RESULTS"
+        return 0
+    fi
+    local ticks_start ticks_produced ticks_consumed produce consume produced
+    ticks_start=$(cpu_ticks "$BROKER_PID")
+    produce=$("${CLIENT_PIN[@]}" "$KAFKA_LOAD_BIN" produce --label "$broker" \
+        --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" --create-topic \
+        -n "$MESSAGES" -s "$SIZE" --acks "$ACKS" --linger-ms "$LINGER_MS" \
+        --batch-size "$BATCH_SIZE" --compression "$COMPRESSION" \
+        --idle-timeout-s 30 2> "$OUT/$broker-$run.produce.stderr") || true
+    [[ -n $produce ]] || produce='{"error": "kafka-load produce printed nothing"}'
+    ticks_produced=$(cpu_ticks "$BROKER_PID" 2>/dev/null || echo null)
+    log "$broker run $run: produce $(jq -c '{msgs_per_s, complete, failed, first_error, error}' <<< "$produce")"
+
+    produced=$(jq -r '.messages // 0' <<< "$produce")
+    if [[ $produced -gt 0 ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        consume=$("${CLIENT_PIN[@]}" "$KAFKA_LOAD_BIN" consume --label "$broker" \
+            --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" \
+            -n "$produced" -s "$SIZE" --idle-timeout-s 30 \
+            2> "$OUT/$broker-$run.consume.stderr") || true
+        [[ -n $consume ]] || consume='{"error": "kafka-load consume printed nothing"}'
+    else
+        consume='{"error": "nothing produced or broker gone"}'
+    fi
+    ticks_consumed=$(cpu_ticks "$BROKER_PID" 2>/dev/null || echo null)
+    log "$broker run $run: consume $(jq -c '{msgs_per_s, complete, sequence_breaks, first_error, error}' <<< "$consume")"
+
+    local rss
+    rss=$(peak_rss_kib "$BROKER_PID" 2>/dev/null || echo null)
+    stop_broker
+    jq -cn --arg broker "$broker" --argjson run "$run" \
+        --argjson produce "$produce" --argjson consume "$consume" \
+        --argjson t0 "$ticks_start" --argjson t1 "$ticks_produced" \
+        --argjson t2 "$ticks_consumed" --argjson hz "$CLOCK_TICKS" \
+        --argjson rss "$rss" '
+        {broker: $broker, run: $run, produce: $produce, consume: $consume,
+         broker_peak_rss_mib: (if $rss == null then null else $rss / 1024 end),
+         broker_cpu_produce_s: (if $t1 == null then null else ($t1 - $t0) / $hz end),
+         broker_cpu_consume_s: (if $t2 == null or $t1 == null then null else ($t2 - $t1) / $hz end)}' \
+        >> "$RESULTS"
+}
+
+log "results in $OUT"
+for run in $(seq 1 "$REPEATS"); do
+    for broker in $BROKERS; do
+        run_once "$broker" "$run"
+    done
+done
+
+# --------------------------------------------------------------- summary --
+
+{
+    echo "## Kafka throughput: $MESSAGES × $SIZE B, 1 partition, acks=$ACKS, linger.ms=$LINGER_MS, batch.size=$BATCH_SIZE, compression=$COMPRESSION"
+    echo
+    echo "Command: \`bench/kafka-throughput.sh -n $MESSAGES -s $SIZE -r $REPEATS -b \"$BROKERS\" --acks $ACKS --linger-ms $LINGER_MS --batch-size $BATCH_SIZE --compression $COMPRESSION$([[ $PIN == 1 ]] && echo ' --pin')\`"
+    echo
+    cat "$OUT/machine.md"
+    echo
+    python3 "$BENCH/summarize.py" "$RESULTS"
+} | tee "$OUT/summary.md"
