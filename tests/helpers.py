@@ -167,6 +167,28 @@ def consume_exactly(consumer: Consumer, count: int, timeout: float = 60.0, grace
     return messages
 
 
+def poll_one(consumer: Consumer, timeout: float = 30.0):
+    """The next message from the current assignment; fails on an error event."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        assert message.error() is None, f"consumer error: {message.error()!r}"
+        return message
+    raise AssertionError(f"no message within {timeout}s")
+
+
+def read_at(broker, topic: str, partition: int, offset: int):
+    """The message at `offset`, read by a fresh consumer assigned there."""
+    consumer = make_consumer(broker)
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        return poll_one(consumer)
+    finally:
+        consumer.close()
+
+
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout=10):
     """(low, high) from a fresh ListOffsets, never the cached values."""
     return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)

@@ -363,3 +363,89 @@ def fetch_v4(conn: Connection, topic: str, partition: int, offset: int, **kwargs
     partitions = topics[0][1]
     assert len(partitions) == 1 and partitions[0]["partition"] == partition, partitions
     return partitions[0]
+
+
+# --- RecordBatch v2 and Produce v3 -----------------------------------------
+
+def _crc32c_table():
+    table = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def varint(v: int) -> bytes:
+    """Zigzag-encoded signed varint, as in record fields."""
+    return uvarint((v << 1) ^ (v >> 63))
+
+
+def _varbytes(data: bytes | None) -> bytes:
+    return varint(-1) if data is None else varint(len(data)) + data
+
+
+def encode_record(offset_delta, timestamp_delta, key, value, headers=()) -> bytes:
+    body = (
+        int8(0)  # attributes
+        + varint(timestamp_delta)
+        + varint(offset_delta)
+        + _varbytes(key)
+        + _varbytes(value)
+        + varint(len(headers))
+        + b"".join(varint(len(k.encode())) + k.encode() + _varbytes(v) for k, v in headers)
+    )
+    return varint(len(body)) + body
+
+
+def record_batch(records, base_timestamp: int) -> bytes:
+    """An uncompressed RecordBatch v2 holding `records`, a list of
+    (key, value, headers) tuples, one millisecond apart."""
+    encoded = b"".join(
+        encode_record(i, i, key, value, headers) for i, (key, value, headers) in enumerate(records)
+    )
+    after_crc = (
+        int16(0)  # attributes: no compression, CreateTime
+        + int32(len(records) - 1)  # lastOffsetDelta
+        + int64(base_timestamp)
+        + int64(base_timestamp + len(records) - 1)  # maxTimestamp
+        + int64(-1)  # producerId
+        + int16(-1)  # producerEpoch
+        + int32(-1)  # baseSequence
+        + int32(len(records))
+        + encoded
+    )
+    after_length = int32(-1) + int8(2) + struct.pack(">I", crc32c(after_crc)) + after_crc
+    return int64(0) + int32(len(after_length)) + after_length
+
+
+def produce_v3_body(topic, partition, records: bytes | None, acks=-1, timeout_ms=10_000) -> bytes:
+    partitions = int32(1) + int32(partition) + (int32(-1) if records is None else int32(len(records)) + records)
+    return string(None) + int16(acks) + int32(timeout_ms) + int32(1) + string(topic) + partitions
+
+
+def produce_v3(conn: Connection, topic: str, partition: int, records: bytes | None) -> tuple[int, int]:
+    """One-partition Produce v3 with acks=all; returns (error_code, base_offset)."""
+    correlation_id = conn.send_request(API_PRODUCE, 3, produce_v3_body(topic, partition, records))
+    r = conn.response(correlation_id)
+
+    def partition_response(r):
+        return (r.int32(), r.int16(), r.int64(), r.int64())
+
+    topics = r.array(lambda r: (r.string(), r.array(partition_response)))
+    r.int32()  # throttle_time_ms
+    r.done()
+    [(name, [(index, error_code, base_offset, _log_append_time)])] = topics
+    assert (name, index) == (topic, partition)
+    return error_code, base_offset

@@ -32,6 +32,7 @@ from helpers import (
     make_admin,
     make_consumer,
     make_producer,
+    poll_one,
     produce_all,
     topic_partition_count,
     unique,
@@ -147,20 +148,9 @@ def test_every_codec_round_trip(broker):
     for partition in range(PARTITIONS):
         middle = len(offsets_by_partition[partition]) // 2 + 1
         consumer.assign([TopicPartition(topic, partition, middle)])
-        [message] = _consume_one(consumer)
+        message = poll_one(consumer)
         assert Record.of(message) == expected[(partition, middle)]
     consumer.close()
-
-
-def _consume_one(consumer, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        assert message.error() is None, f"consumer error: {message.error()!r}"
-        return [message]
-    raise AssertionError("no message within timeout")
 
 
 def test_list_offsets(broker):
