@@ -59,6 +59,17 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// How a new topic's partitions are replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// The broker's default (one replica on a single broker).
+    Default,
+    /// This many replicas per partition.
+    Factor(i16),
+    /// Replica broker ids for each partition, in partition order.
+    Assignment(Vec<Vec<i32>>),
+}
+
 /// An append that is written and may still be waiting to become durable.
 #[derive(Debug)]
 pub struct Appended {
@@ -215,7 +226,7 @@ impl Broker {
     pub fn topic_or_create(&self, name: &str, allow_create: bool) -> Result<Arc<Topic>> {
         match self.topic(name) {
             Err(CoreError::UnknownTopicOrPartition) if allow_create && self.config.auto_create_topics => {
-                match self.create_topic(name, None, TopicConfig::default(), false) {
+                match self.create_topic(name, None, Replication::Default, TopicConfig::default(), false) {
                     Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => self.topic(name),
                     Err(error) => Err(error),
                 }
@@ -235,10 +246,27 @@ impl Broker {
         &self,
         name: &str,
         partitions: Option<i32>,
+        replication: Replication,
         config: TopicConfig,
         validate_only: bool,
     ) -> Result<TopicSummary> {
         validate_topic_name(name)?;
+        let partitions = match replication {
+            Replication::Default => partitions,
+            Replication::Factor(factor) => {
+                self.check_replication_factor(factor)?;
+                partitions
+            }
+            Replication::Assignment(assignment) => {
+                if partitions.is_some_and(|n| n != -1) {
+                    return Err(CoreError::InvalidRequest(
+                        "give either a partition count or a replica assignment, not both".into(),
+                    ));
+                }
+                self.check_assignment(&assignment)?;
+                Some(assignment.len() as i32)
+            }
+        };
         let partitions = match partitions {
             None | Some(-1) => self.config.default_partitions,
             Some(n) if n > 0 => n as u32,
@@ -291,10 +319,26 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`]; [`CoreError::InvalidPartitions`]
     /// when `total` is not larger than the current count.
-    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        assignment: Option<&[Vec<i32>]>,
+        validate_only: bool,
+    ) -> Result<()> {
         let _admin = self.admin.lock();
         let topic = self.topic(name)?;
         let current = topic.partition_count();
+        if let Some(assignment) = assignment {
+            if assignment.len() as i64 != i64::from(total) - i64::from(current) {
+                return Err(CoreError::InvalidReplicaAssignment(format!(
+                    "{} assignments for {} new partitions",
+                    assignment.len(),
+                    i64::from(total) - i64::from(current)
+                )));
+            }
+            self.check_assignment(assignment)?;
+        }
         if total <= current as i32 {
             return Err(CoreError::InvalidPartitions(format!(
                 "topic currently has {current} partitions, which is higher than the requested {total}"
@@ -305,6 +349,28 @@ impl Broker {
             tracing::info!(topic = name, partitions = total, "added partitions");
         }
         Ok(())
+    }
+
+    fn check_replication_factor(&self, factor: i16) -> Result<()> {
+        match factor {
+            -1 | 1 => Ok(()),
+            n if n < 1 => Err(CoreError::InvalidReplicationFactor(
+                "replication factor must be larger than 0, or -1 to use the default".into(),
+            )),
+            n => Err(CoreError::InvalidReplicationFactor(format!(
+                "replication factor: {n} larger than available brokers: 1"
+            ))),
+        }
+    }
+
+    fn check_assignment(&self, assignment: &[Vec<i32>]) -> Result<()> {
+        let node = self.config.node_id;
+        match assignment.iter().find(|replicas| replicas.as_slice() != [node]) {
+            Some(replicas) => Err(CoreError::InvalidReplicaAssignment(format!(
+                "replicas {replicas:?}: the only broker is {node}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Every setting of a topic with its effective value.

@@ -57,6 +57,35 @@ impl Default for TopicDefaults {
 }
 
 impl BrokerConfig {
+    /// The broker's own settings, as read-only config entries.
+    pub fn entries(&self) -> Vec<ConfigEntry> {
+        let defaults = &self.topic_defaults;
+        let entry = |name: &str, value: String, kind: ConfigKind, documentation: &'static str| ConfigEntry {
+            name: name.to_string(),
+            value,
+            source: ConfigSource::Broker,
+            read_only: true,
+            documentation,
+            kind,
+        };
+        vec![
+            entry("node.id", self.node_id.to_string(), ConfigKind::Int, "This broker's id."),
+            entry("num.partitions", self.default_partitions.to_string(), ConfigKind::Int, "Partitions of auto-created topics."),
+            entry("auto.create.topics.enable", self.auto_create_topics.to_string(), ConfigKind::Boolean, "Create unknown topics on first use."),
+            entry("log.segment.bytes", defaults.segment_bytes.to_string(), ConfigKind::Int, "Default segment.bytes."),
+            entry("log.roll.ms", defaults.segment_ms.to_string(), ConfigKind::Long, "Default segment.ms."),
+            entry("log.retention.ms", defaults.retention_ms.to_string(), ConfigKind::Long, "Default retention.ms."),
+            entry("log.retention.bytes", defaults.retention_bytes.to_string(), ConfigKind::Long, "Default retention.bytes."),
+            entry("message.max.bytes", defaults.max_message_bytes.to_string(), ConfigKind::Int, "Default max.message.bytes."),
+            entry(
+                "log.retention.check.interval.ms",
+                self.retention_check_interval.as_millis().to_string(),
+                ConfigKind::Long,
+                "How often retention runs.",
+            ),
+        ]
+    }
+
     /// Defaults with data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
         BrokerConfig {
@@ -83,6 +112,21 @@ pub struct ConfigEntry {
     pub read_only: bool,
     /// What it does.
     pub documentation: &'static str,
+    /// Type of the value.
+    pub kind: ConfigKind,
+}
+
+/// Type of a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// Free text or an enumeration.
+    String,
+    /// 32-bit integer.
+    Int,
+    /// 64-bit integer.
+    Long,
+    /// true or false.
+    Boolean,
 }
 
 /// Origin of an effective setting.
@@ -92,6 +136,8 @@ pub enum ConfigSource {
     Topic,
     /// The broker's default.
     Default,
+    /// Fixed by the broker's own settings.
+    Broker,
 }
 
 /// An incremental change to one setting.
@@ -105,6 +151,7 @@ pub enum ConfigChange {
 
 struct Known {
     name: &'static str,
+    kind: ConfigKind,
     documentation: &'static str,
     read_only: bool,
     default: fn(&TopicDefaults) -> String,
@@ -114,6 +161,7 @@ struct Known {
 const KNOWN: &[Known] = &[
     Known {
         name: "cleanup.policy",
+        kind: ConfigKind::String,
         documentation: "delete: old segments are removed by retention. Weir does not compact logs yet.",
         read_only: false,
         default: |_| "delete".into(),
@@ -125,6 +173,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "retention.ms",
+        kind: ConfigKind::Long,
         documentation: "Delete a sealed segment once its newest record is older than this; -1 keeps data forever.",
         read_only: false,
         default: |d| d.retention_ms.to_string(),
@@ -132,6 +181,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "retention.bytes",
+        kind: ConfigKind::Long,
         documentation: "Delete the oldest segments while the partition is larger than this; -1 means no limit.",
         read_only: false,
         default: |d| d.retention_bytes.to_string(),
@@ -139,6 +189,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "segment.bytes",
+        kind: ConfigKind::Int,
         documentation: "Roll to a new segment at this size. Weir allows down to 1024 bytes.",
         read_only: false,
         default: |d| d.segment_bytes.to_string(),
@@ -146,6 +197,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "segment.ms",
+        kind: ConfigKind::Long,
         documentation: "Roll to a new segment when the active one's first record is older than this.",
         read_only: false,
         default: |d| d.segment_ms.to_string(),
@@ -153,6 +205,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "max.message.bytes",
+        kind: ConfigKind::Int,
         documentation: "Largest record batch accepted.",
         read_only: false,
         default: |d| d.max_message_bytes.to_string(),
@@ -160,6 +213,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "flush.ms",
+        kind: ConfigKind::Long,
         documentation: "0 (Weir's default): a write is acknowledged only after fdatasync. \
                         N > 0: acknowledged once written and synced within N ms; a machine crash can lose up to N ms of acknowledged writes.",
         read_only: false,
@@ -168,6 +222,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "index.interval.bytes",
+        kind: ConfigKind::Int,
         documentation: "Bytes of log between two sparse index entries.",
         read_only: false,
         default: |_| "4096".into(),
@@ -175,6 +230,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "min.insync.replicas",
+        kind: ConfigKind::Int,
         documentation: "acks=all produces fail with NOT_ENOUGH_REPLICAS while fewer replicas are in sync; a single broker has one.",
         read_only: false,
         default: |_| "1".into(),
@@ -182,6 +238,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "message.timestamp.type",
+        kind: ConfigKind::String,
         documentation: "CreateTime: records keep the producer's timestamp. LogAppendTime is not supported yet.",
         read_only: false,
         default: |_| "CreateTime".into(),
@@ -192,6 +249,7 @@ const KNOWN: &[Known] = &[
     },
     Known {
         name: "compression.type",
+        kind: ConfigKind::String,
         documentation: "producer: batches are stored compressed as the producer sent them. Weir does not recompress.",
         read_only: false,
         default: |_| "producer".into(),
@@ -267,6 +325,7 @@ impl TopicConfig {
                     source: ConfigSource::Topic,
                     read_only: known.read_only,
                     documentation: known.documentation,
+                    kind: known.kind,
                 },
                 None => ConfigEntry {
                     name: known.name.into(),
@@ -274,6 +333,7 @@ impl TopicConfig {
                     source: ConfigSource::Default,
                     read_only: known.read_only,
                     documentation: known.documentation,
+                    kind: known.kind,
                 },
             })
             .collect()

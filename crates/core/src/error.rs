@@ -19,6 +19,12 @@ pub enum CoreError {
     /// A partition count that cannot be honoured.
     #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
+    /// A request whose parts contradict each other.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A manual replica assignment naming brokers that do not exist.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     /// A replication factor that this cluster cannot honour.
     #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),

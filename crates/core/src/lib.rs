@@ -8,10 +8,10 @@ mod error;
 mod topic;
 
 pub use crate::broker::{
-    now_ms, summary, validate_topic_name, Acks, Appended, Broker, OffsetSpec, ReadResult, TopicSummary,
+    now_ms, summary, validate_topic_name, Acks, Appended, Broker, OffsetSpec, ReadResult, Replication, TopicSummary,
     TOPIC_NAME_BYTES_MAX,
 };
-pub use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, ConfigSource, TopicConfig, TopicDefaults};
+pub use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, ConfigKind, ConfigSource, TopicConfig, TopicDefaults};
 pub use crate::error::{CoreError, Result};
 pub use crate::topic::{Partition, Topic};
-pub use weir_log::LogOffsets;
+pub use weir_log::{BatchError, LogOffsets};

@@ -1,1 +1,39 @@
-fn main() {}
+//! The `weir` binary: `weir server` runs the broker.
+
+mod server;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Weir: one message broker for Kafka clients (and, soon, AMQP clients) on a
+/// durable, sequentially written log.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (Kafka on 127.0.0.1:9092, data in ./data by default).
+    ///
+    /// Every setting is a flag, a WEIR_* environment variable, or a key of
+    /// the TOML file given with --config, in that order of precedence.
+    Server(settings::ServerSettings),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(settings) => match settings.resolve() {
+            Ok(resolved) => server::run(resolved),
+            Err(message) => {
+                eprintln!("weir: {message}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

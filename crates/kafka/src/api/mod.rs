@@ -1,0 +1,58 @@
+//! One module per Kafka API: decode → call the core → encode.
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+/// Every API Weir answers, with the versions it handles in full. librdkafka
+/// chooses wire behaviour from this list, so nothing is listed that is not
+/// implemented. Floors are the oldest versions the codec supports (Kafka
+/// 4.0 removed the older ones too).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// Whether `version` of `api` is handled.
+pub fn supports(api: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|&(key, min, max)| key == api && (min..=max).contains(&version))
+}
+
+/// A protocol string from any string.
+pub(crate) fn text(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+/// A topic name for a response.
+pub(crate) fn topic_name(value: &str) -> TopicName {
+    TopicName(text(value))
+}
+
+/// Resource type of a topic in config APIs.
+pub(crate) const RESOURCE_TOPIC: i8 = 2;
+/// Resource type of a broker in config APIs.
+pub(crate) const RESOURCE_BROKER: i8 = 4;

@@ -1,0 +1,115 @@
+//! Produce: append batches, answer once they are durable as `acks` asks.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use weir_core::{Acks, Appended, CoreError};
+
+use crate::api::{text, topic_name};
+use crate::dispatch::Answer;
+use crate::errors;
+use crate::server::Context;
+
+/// Appends every partition's batches now (keeping the connection's order)
+/// and answers when all are durable.
+pub fn handle(context: &Arc<Context>, request: ProduceRequest, version: i16) -> Answer<ProduceResponse> {
+    let acks = match request.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    let transactional = request.transactional_id.is_some();
+    let mut appends: Vec<(String, Vec<(i32, Result<Appended, Failure>)>)> = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let partitions = topic
+            .partition_data
+            .into_iter()
+            .map(|partition| {
+                let outcome = match (acks, partition.records) {
+                    (None, _) => Err(Failure::of(ResponseError::InvalidRequiredAcks)),
+                    // Transactions come with a later issue; without them a
+                    // transactional batch cannot be stored correctly.
+                    _ if transactional => Err(Failure::of(ResponseError::TransactionalIdAuthorizationFailed)),
+                    (Some(_), None) => Err(Failure::from(&CoreError::CorruptMessage(missing_records()))),
+                    (Some(acks), Some(records)) => context
+                        .broker
+                        .append(&name, partition.index, records, acks)
+                        .map_err(|error| Failure::from(&error)),
+                };
+                (partition.index, outcome)
+            })
+            .collect();
+        appends.push((name, partitions));
+    }
+    if acks == Some(Acks::None) {
+        return Answer::Nothing;
+    }
+    Answer::Later(Box::pin(async move {
+        let mut responses = Vec::with_capacity(appends.len());
+        for (name, partitions) in appends {
+            let mut partition_responses = Vec::with_capacity(partitions.len());
+            for (index, outcome) in partitions {
+                let result = match outcome {
+                    Ok(appended) => appended.durable().await.map(|()| appended).map_err(|error| Failure::from(&error)),
+                    Err(failure) => Err(failure),
+                };
+                partition_responses.push(partition_response(index, result, version));
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_name(&name))
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    }))
+}
+
+/// A partition's error code and the message that explains it.
+struct Failure {
+    code: i16,
+    message: String,
+}
+
+impl Failure {
+    fn of(error: ResponseError) -> Failure {
+        Failure {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+
+    fn from(error: &CoreError) -> Failure {
+        Failure {
+            code: errors::code(error),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn partition_response(index: i32, result: Result<Appended, Failure>, version: i16) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_log_append_time_ms(-1);
+    match result {
+        Ok(appended) => response
+            .with_base_offset(appended.base_offset as i64)
+            .with_log_start_offset(appended.log_start_offset as i64),
+        Err(Failure { code, message }) => {
+            let response = response.with_error_code(code).with_base_offset(-1).with_log_start_offset(-1);
+            if version >= 8 {
+                response.with_error_message(Some(text(message)))
+            } else {
+                response
+            }
+        }
+    }
+}
+
+fn missing_records() -> weir_core::BatchError {
+    weir_core::BatchError::Corrupt("the partition's records are null")
+}

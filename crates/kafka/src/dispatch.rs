@@ -1,0 +1,160 @@
+//! Request routing: header, version check, one API module per request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::api;
+use crate::server::Context;
+
+/// An encoded answer (length prefix included), now or later; `None` means
+/// it could not be encoded and the connection must close.
+pub type Reply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// What an API handler gives back.
+pub enum Answer<R> {
+    /// The response is ready.
+    Now(R),
+    /// The response needs waiting (durability, long poll).
+    Later(Pin<Box<dyn Future<Output = R> + Send>>),
+    /// No response at all (produce with `acks=0`).
+    Nothing,
+}
+
+/// A request that cannot be answered: the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// Shorter than a request header.
+    #[error("request of {0} bytes is shorter than a request header")]
+    TooShort(usize),
+    /// An API key Weir does not know.
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    /// A known API at a version Weir does not advertise.
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The header or body does not decode, or has bytes left over.
+    #[error("malformed {api:?} request: {reason}")]
+    Malformed {
+        /// The API.
+        api: ApiKey,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The fixed part every request starts with: api key, api version, correlation id.
+const REQUEST_PREFIX_BYTES: usize = 8;
+
+/// Decodes one request frame and starts answering it.
+///
+/// # Errors
+///
+/// [`DispatchError`] when the request cannot be answered at all.
+pub fn handle(context: &Arc<Context>, mut frame: Bytes) -> Result<Option<Reply>, DispatchError> {
+    if frame.len() < REQUEST_PREFIX_BYTES {
+        return Err(DispatchError::TooShort(frame.len()));
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(api_key).map_err(|()| DispatchError::UnknownApi(api_key))?;
+    if !api::supports(api, version) {
+        if api == ApiKey::ApiVersions {
+            // The protocol's rule: answer with a v0 ApiVersions response
+            // carrying UNSUPPORTED_VERSION and the versions we do support.
+            let response = api::api_versions::unsupported_version();
+            return Ok(Some(ready(encode(api, 0, correlation_id, &response))));
+        }
+        return Err(DispatchError::UnsupportedVersion { api, version });
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|error| malformed(api, error))?;
+    route(context, api, &header, frame)
+}
+
+fn route(context: &Arc<Context>, api: ApiKey, header: &RequestHeader, body: Bytes) -> Result<Option<Reply>, DispatchError> {
+    let version = header.request_api_version;
+    let correlation_id = header.correlation_id;
+    macro_rules! call {
+        ($module:ident) => {{
+            let request = decode(api, version, body)?;
+            Ok(finish(api, version, correlation_id, api::$module::handle(context, request, version)))
+        }};
+    }
+    match api {
+        ApiKey::ApiVersions => call!(api_versions),
+        ApiKey::Metadata => call!(metadata),
+        ApiKey::Produce => call!(produce),
+        ApiKey::Fetch => call!(fetch),
+        ApiKey::ListOffsets => call!(list_offsets),
+        ApiKey::CreateTopics => call!(create_topics),
+        ApiKey::DeleteTopics => call!(delete_topics),
+        ApiKey::CreatePartitions => call!(create_partitions),
+        ApiKey::DescribeConfigs => call!(describe_configs),
+        ApiKey::AlterConfigs => call!(alter_configs),
+        ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs),
+        ApiKey::DescribeCluster => call!(describe_cluster),
+        other => Err(DispatchError::UnsupportedVersion { api: other, version }),
+    }
+}
+
+/// Decodes a request body, refusing one with bytes left over.
+fn decode<R: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<R, DispatchError> {
+    let request = R::decode(&mut body, version).map_err(|error| malformed(api, error))?;
+    if body.has_remaining() {
+        return Err(DispatchError::Malformed {
+            api,
+            reason: format!("{} bytes after the request body", body.remaining()),
+        });
+    }
+    Ok(request)
+}
+
+fn malformed(api: ApiKey, error: impl std::fmt::Display) -> DispatchError {
+    DispatchError::Malformed {
+        api,
+        reason: error.to_string(),
+    }
+}
+
+fn finish<R: Encodable + Send + 'static>(api: ApiKey, version: i16, correlation_id: i32, answer: Answer<R>) -> Option<Reply> {
+    match answer {
+        Answer::Now(response) => Some(ready(encode(api, version, correlation_id, &response))),
+        Answer::Later(future) => Some(Box::pin(async move {
+            let response = future.await;
+            encode(api, version, correlation_id, &response)
+        })),
+        Answer::Nothing => None,
+    }
+}
+
+fn ready(bytes: Option<Bytes>) -> Reply {
+    Box::pin(std::future::ready(bytes))
+}
+
+/// Encodes a response with its header and length prefix.
+fn encode<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, response: &R) -> Option<Bytes> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encoded = header
+        .encode(&mut buf, api.response_header_version(version))
+        .and_then(|()| response.encode(&mut buf, version));
+    if let Err(error) = encoded {
+        tracing::error!(?api, version, %error, "cannot encode a response; closing the connection");
+        return None;
+    }
+    let length = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&length.to_be_bytes());
+    Some(buf.freeze())
+}

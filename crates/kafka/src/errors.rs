@@ -1,0 +1,38 @@
+//! Core errors as Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use weir_core::CoreError;
+
+/// The Kafka error code for a core error.
+pub fn code(error: &CoreError) -> i16 {
+    response_error(error).code()
+}
+
+fn response_error(error: &CoreError) -> ResponseError {
+    match error {
+        CoreError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        CoreError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        CoreError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        CoreError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CoreError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        CoreError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        CoreError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        CoreError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        CoreError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        CoreError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        CoreError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        CoreError::UnsupportedMessageFormat(_) => ResponseError::UnsupportedForMessageFormat,
+        CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        CoreError::Storage(_) => ResponseError::KafkaStorageError,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
+/// The error code and message for a per-item result.
+pub fn code_and_message(result: &Result<(), CoreError>) -> (i16, Option<String>) {
+    match result {
+        Ok(()) => (0, None),
+        Err(error) => (code(error), Some(error.to_string())),
+    }
+}

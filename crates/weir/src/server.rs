@@ -1,0 +1,96 @@
+//! `weir server`: open the core, serve Kafka, run maintenance, stop cleanly
+//! on SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+use weir_core::Broker;
+
+use crate::settings::Resolved;
+
+/// How often `flush.ms` partitions are checked for a due sync.
+const FLUSH_TICK: Duration = Duration::from_millis(50);
+
+/// Runs the broker until a stop signal; returns the process exit code.
+pub fn run(settings: Resolved) -> ExitCode {
+    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Resolved) -> Result<(), String> {
+    let broker = Arc::new(Broker::open(settings.broker).map_err(|error| format!("cannot open the data directory: {error}"))?);
+    let listener = TcpListener::bind(settings.kafka_listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", settings.kafka_listen))?;
+    tracing::info!(address = %settings.kafka_listen, "Kafka listener ready");
+    let (stop, stopping) = watch::channel(false);
+    let kafka = tokio::spawn(weir_kafka::serve(listener, Arc::clone(&broker), settings.kafka, stopping.clone()));
+    let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    let _ = stop.send(true);
+    let _ = kafka.await;
+    let _ = maintenance.await;
+    tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .map_err(|error| format!("shutdown task failed: {error}"))?
+        .map_err(|error| format!("unclean shutdown: {error}"))
+}
+
+/// Retention on its interval and `flush.ms` syncs, until stopped.
+async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
+    let mut retention = tokio::time::interval(broker.config().retention_check_interval);
+    let mut flush = tokio::time::interval(FLUSH_TICK);
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let broker = Arc::clone(&broker);
+                match tokio::task::spawn_blocking(move || broker.apply_retention()).await {
+                    Ok(0) | Err(_) => {}
+                    Ok(deleted) => tracing::info!(deleted, "retention deleted segments"),
+                }
+            }
+            _ = flush.tick() => broker.flush_due().await,
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+async fn wait_for_stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stop with Ctrl-C");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

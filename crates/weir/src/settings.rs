@@ -1,0 +1,131 @@
+//! `weir server` settings: flags, then `WEIR_*` environment variables, then
+//! a TOML file (`--config`), then built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use weir_core::{BrokerConfig, TopicDefaults};
+use weir_kafka::KafkaConfig;
+
+/// Settings of `weir server`, each a flag, a `WEIR_*` variable and a TOML key.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// TOML file with any of these settings (keys in snake_case).
+    #[arg(long, env = "WEIR_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for logs and metadata [default: ./data].
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Kafka listener [default: 127.0.0.1:9092].
+    #[arg(long, env = "WEIR_KAFKA_LISTEN")]
+    pub kafka_listen: Option<SocketAddr>,
+    /// Host name given to Kafka clients in metadata [default: the listen address].
+    #[arg(long, env = "WEIR_KAFKA_ADVERTISED_HOST")]
+    pub kafka_advertised_host: Option<String>,
+    /// Partitions of topics created without a count [default: 1].
+    #[arg(long, env = "WEIR_NUM_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub num_partitions: Option<u32>,
+    /// Create unknown topics on first produce or metadata request [default: true].
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Default segment.bytes [default: 1073741824].
+    #[arg(long, env = "WEIR_LOG_SEGMENT_BYTES", value_parser = clap::value_parser!(i64).range(1024..=i64::from(i32::MAX)))]
+    pub log_segment_bytes: Option<i64>,
+    /// Default segment.ms [default: 604800000].
+    #[arg(long, env = "WEIR_LOG_ROLL_MS", value_parser = clap::value_parser!(i64).range(1..))]
+    pub log_roll_ms: Option<i64>,
+    /// Default retention.ms; -1 keeps data forever [default: 604800000].
+    #[arg(long, env = "WEIR_LOG_RETENTION_MS", value_parser = clap::value_parser!(i64).range(-1..), allow_negative_numbers = true)]
+    pub log_retention_ms: Option<i64>,
+    /// Default retention.bytes; -1 means no limit [default: -1].
+    #[arg(long, env = "WEIR_LOG_RETENTION_BYTES", value_parser = clap::value_parser!(i64).range(-1..), allow_negative_numbers = true)]
+    pub log_retention_bytes: Option<i64>,
+    /// How often retention runs, in ms [default: 300000].
+    #[arg(long, env = "WEIR_LOG_RETENTION_CHECK_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(10..))]
+    pub log_retention_check_interval_ms: Option<u64>,
+    /// Largest Kafka request accepted; larger closes the connection [default: 104857600].
+    #[arg(long, env = "WEIR_SOCKET_REQUEST_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1024..=i32::MAX as u64))]
+    pub socket_request_max_bytes: Option<u64>,
+    /// Default max.message.bytes (largest record batch) [default: 1048588].
+    #[arg(long, env = "WEIR_MESSAGE_MAX_BYTES", value_parser = clap::value_parser!(i64).range(0..=i64::from(i32::MAX)))]
+    pub message_max_bytes: Option<i64>,
+    /// Kafka connections served at once [default: 10000].
+    #[arg(long, env = "WEIR_CONNECTIONS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections_max: Option<u64>,
+    /// Log filter, e.g. `info` or `weir_kafka=debug` [default: info].
+    #[arg(long, env = "WEIR_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Settings of the core.
+    pub broker: BrokerConfig,
+    /// Where the Kafka listener binds.
+    pub kafka_listen: SocketAddr,
+    /// Settings of the Kafka listener.
+    pub kafka: KafkaConfig,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl ServerSettings {
+    /// Merges flags/environment with the TOML file and defaults.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file and what is wrong with it.
+    pub fn resolve(self) -> Result<Resolved, String> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => ServerSettings::default(),
+        };
+        let defaults = TopicDefaults::default();
+        let kafka_listen = self
+            .kafka_listen
+            .or(file.kafka_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let mut broker = BrokerConfig::new(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")));
+        broker.default_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
+        broker.auto_create_topics = self.auto_create_topics.or(file.auto_create_topics).unwrap_or(true);
+        broker.retention_check_interval = Duration::from_millis(
+            self.log_retention_check_interval_ms
+                .or(file.log_retention_check_interval_ms)
+                .unwrap_or(300_000),
+        );
+        broker.topic_defaults = TopicDefaults {
+            segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes).unwrap_or(defaults.segment_bytes),
+            segment_ms: self.log_roll_ms.or(file.log_roll_ms).unwrap_or(defaults.segment_ms),
+            retention_ms: self.log_retention_ms.or(file.log_retention_ms).unwrap_or(defaults.retention_ms),
+            retention_bytes: self.log_retention_bytes.or(file.log_retention_bytes).unwrap_or(defaults.retention_bytes),
+            max_message_bytes: self.message_max_bytes.or(file.message_max_bytes).unwrap_or(defaults.max_message_bytes),
+        };
+        let mut kafka = KafkaConfig::new(kafka_listen);
+        if let Some(host) = self.kafka_advertised_host.or(file.kafka_advertised_host) {
+            kafka.advertised_host = host;
+        }
+        if let Some(bytes) = self.socket_request_max_bytes.or(file.socket_request_max_bytes) {
+            kafka.request_bytes_max = bytes as usize;
+        }
+        if let Some(connections) = self.connections_max.or(file.connections_max) {
+            kafka.connections_max = connections as usize;
+        }
+        Ok(Resolved {
+            broker,
+            kafka_listen,
+            kafka,
+            log_level: self.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<ServerSettings, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
