@@ -181,9 +181,15 @@ def test_list_offsets(broker):
         (1, base + 5, 0), (1, base + 15, 1), (1, base + 30, 1), (1, base + 55, 3), (1, base + 61, -1),
         (2, base, -1),
     ]
-    answer = consumer.offsets_for_times([TopicPartition(topic, p, ts) for p, ts, _ in cases], timeout=10)
-    got = [(tp.partition, tp.offset, tp.error) for tp in answer]
+    # One request per case: a partition may appear only once per request.
+    got = []
+    for partition, timestamp, _ in cases:
+        [answer] = consumer.offsets_for_times([TopicPartition(topic, partition, timestamp)], timeout=10)
+        got.append((answer.partition, answer.offset, answer.error))
     assert got == [(p, want, None) for p, _, want in cases]
+    # All three partitions in one request.
+    answer = consumer.offsets_for_times([TopicPartition(topic, p, base + 15) for p in range(3)], timeout=10)
+    assert [(tp.partition, tp.offset, tp.error) for tp in answer] == [(0, 2, None), (1, 1, None), (2, -1, None)]
 
     # The same through the admin API (ListOffsets from the AdminClient).
     specs = {
@@ -240,7 +246,9 @@ def test_create_partitions(broker):
 
     consumer = make_consumer(broker)
     assert [watermarks(consumer, topic, p) for p in range(5)] == [(0, 1), (0, 1), (0, 0), (0, 0), (0, 0)]
-    reports = produce_all(producer, topic, [{"value": b"new", "partition": 4}])
+    # A producer caches metadata: the one created before the growth does not
+    # know partition 4 yet (as against Apache Kafka), so use a fresh one.
+    reports = produce_all(make_producer(broker), topic, [{"value": b"new", "partition": 4}])
     assert [(r[0], r[1], r[2]) for r in reports] == [(None, 4, 0)]
     consumer.assign([TopicPartition(topic, 4, 0)])
     [message] = consume_exactly(consumer, 1)

@@ -42,11 +42,13 @@ pub enum DispatchError {
         /// The version asked for.
         version: i16,
     },
-    /// The header or body does not decode, or has bytes left over.
-    #[error("malformed {api:?} request: {reason}")]
+    /// The header or body does not decode.
+    #[error("malformed {api:?} v{version} request: {reason}")]
     Malformed {
         /// The API.
         api: ApiKey,
+        /// Its version.
+        version: i16,
         /// What was wrong.
         reason: String,
     },
@@ -78,7 +80,7 @@ pub fn handle(context: &Arc<Context>, mut frame: Bytes) -> Result<Option<Reply>,
         return Err(DispatchError::UnsupportedVersion { api, version });
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(|error| malformed(api, error))?;
+        .map_err(|error| malformed(api, version, error))?;
     route(context, api, &header, frame)
 }
 
@@ -108,21 +110,21 @@ fn route(context: &Arc<Context>, api: ApiKey, header: &RequestHeader, body: Byte
     }
 }
 
-/// Decodes a request body, refusing one with bytes left over.
+/// Decodes a request body. Bytes left over are tolerated, as Apache Kafka
+/// tolerates them: librdkafka 2.x sends three extra bytes after some
+/// Metadata v12 requests, and refusing them would break those clients.
 fn decode<R: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<R, DispatchError> {
-    let request = R::decode(&mut body, version).map_err(|error| malformed(api, error))?;
+    let request = R::decode(&mut body, version).map_err(|error| malformed(api, version, error))?;
     if body.has_remaining() {
-        return Err(DispatchError::Malformed {
-            api,
-            reason: format!("{} bytes after the request body", body.remaining()),
-        });
+        tracing::debug!(?api, version, extra = body.remaining(), "bytes after the request body ignored");
     }
     Ok(request)
 }
 
-fn malformed(api: ApiKey, error: impl std::fmt::Display) -> DispatchError {
+fn malformed(api: ApiKey, version: i16, error: impl std::fmt::Display) -> DispatchError {
     DispatchError::Malformed {
         api,
+        version,
         reason: error.to_string(),
     }
 }

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use weir_log::{Log, LogConfig, LogError, SharedLog};
 
 use common::{
-    batch, check_whole_log, config, expected_deleted_by_size, log_read, parsed, segment_files, segment_log_path, Model,
-    NOW_MS,
+    batch, check_whole_log, config, expected_deleted_by_size, log_read, parsed, segment_files,
+    segment_log_path, Model, NOW_MS,
 };
 
 /// Shape of one batch to append: `(records, value_bytes, timestamp - NOW_MS)`.
@@ -22,13 +22,24 @@ type BatchShape = (usize, usize, i64);
 enum Op {
     /// One append call holding one or more batches; `bump_epoch` moves to a
     /// newer leader epoch first.
-    Append { batches: Vec<BatchShape>, bump_epoch: bool },
+    Append {
+        batches: Vec<BatchShape>,
+        bump_epoch: bool,
+    },
     /// A read at `start + pick % (end - start + 1)`.
-    Read { pick: u64, max_bytes: usize },
+    Read {
+        pick: u64,
+        max_bytes: usize,
+    },
     /// A read `distance` offsets past the end, or before the start.
-    ReadOutOfRange { before_start: bool, distance: u64 },
+    ReadOutOfRange {
+        before_start: bool,
+        distance: u64,
+    },
     /// `batch_at_or_after_timestamp(NOW_MS + target)`.
-    TimeLookup { target: i64 },
+    TimeLookup {
+        target: i64,
+    },
     Roll,
     Retention,
     CloseAndReopen,
@@ -56,14 +67,16 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn log_config() -> impl Strategy<Value = LogConfig> {
     (
-        300u64..4000,
+        400u64..5000,
         prop_oneof![Just(1u64), Just(64), 65u64..400, Just(4096)],
         prop::option::weighted(0.7, 0u64..6000),
     )
-        .prop_map(|(segment_bytes, index_interval_bytes, retention_bytes)| LogConfig {
-            retention_bytes,
-            ..config(segment_bytes, index_interval_bytes)
-        })
+        .prop_map(
+            |(segment_bytes, index_interval_bytes, retention_bytes)| LogConfig {
+                retention_bytes,
+                ..config(segment_bytes, index_interval_bytes)
+            },
+        )
 }
 
 /// The log under test and everything known about it.
@@ -96,9 +109,15 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Append { batches, bump_epoch } => self.append(batches, *bump_epoch),
+            Op::Append {
+                batches,
+                bump_epoch,
+            } => self.append(batches, *bump_epoch),
             Op::Read { pick, max_bytes } => self.read(*pick, *max_bytes),
-            Op::ReadOutOfRange { before_start, distance } => self.read_out_of_range(*before_start, *distance),
+            Op::ReadOutOfRange {
+                before_start,
+                distance,
+            } => self.read_out_of_range(*before_start, *distance),
             Op::TimeLookup { target } => self.time_lookup(NOW_MS + target),
             Op::Roll => self.log().roll().expect("roll"),
             Op::Retention => self.retention(),
@@ -129,8 +148,15 @@ impl Harness {
             .collect();
         let (base, last) = self.model.append(&batches, self.epoch);
         let epoch = self.epoch;
-        let info = self.log().append(&parsed(&batches), epoch, NOW_MS).expect("append");
-        assert_eq!((info.base_offset, info.last_offset), (base, last), "offsets are assigned consecutively");
+        let info = self
+            .log()
+            .append(&parsed(&batches), epoch, NOW_MS)
+            .expect("append");
+        assert_eq!(
+            (info.base_offset, info.last_offset),
+            (base, last),
+            "offsets are assigned consecutively"
+        );
     }
 
     fn read(&mut self, pick: u64, max_bytes: usize) {
@@ -158,7 +184,10 @@ impl Harness {
                 log_start_offset,
                 log_end_offset,
             }) => {
-                assert_eq!((reported, log_start_offset, log_end_offset), (offset, start, end));
+                assert_eq!(
+                    (reported, log_start_offset, log_end_offset),
+                    (offset, start, end)
+                );
             }
             other => panic!("read at {offset} outside [{start}, {end}] gave {other:?}"),
         }
@@ -166,12 +195,15 @@ impl Harness {
 
     fn time_lookup(&mut self, target: i64) {
         let log = self.log.as_ref().expect("log is open");
-        let found = log.batch_at_or_after_timestamp(target).expect("time lookup");
+        let found = log
+            .batch_at_or_after_timestamp(target)
+            .expect("time lookup");
         let wanted = self.model.live().iter().find(|b| b.max_timestamp >= target);
         match (found, wanted) {
             (None, None) => {}
             (Some(bytes), Some(expected)) => {
-                let header = weir_log::batch::validate(&bytes).expect("lookup returns a valid batch");
+                let header =
+                    weir_log::batch::validate(&bytes).expect("lookup returns a valid batch");
                 common::assert_batch_is(&header, &bytes, expected);
             }
             (found, wanted) => panic!(
@@ -185,10 +217,21 @@ impl Harness {
     fn retention(&mut self) {
         let before = segment_files(self.dir.path());
         let deleted = self.log().apply_retention(NOW_MS).expect("retention");
-        let expected = self.config.retention_bytes.map_or(0, |limit| expected_deleted_by_size(&before, limit));
-        assert_eq!(deleted, expected, "segments deleted by retention.bytes {:?} from {before:?}", self.config.retention_bytes);
+        let expected = self
+            .config
+            .retention_bytes
+            .map_or(0, |limit| expected_deleted_by_size(&before, limit));
+        assert_eq!(
+            deleted, expected,
+            "segments deleted by retention.bytes {:?} from {before:?}",
+            self.config.retention_bytes
+        );
         let after = segment_files(self.dir.path());
-        assert_eq!(after, before[deleted..], "the oldest segments were deleted, the rest untouched");
+        assert_eq!(
+            after,
+            before[deleted..],
+            "the oldest segments were deleted, the rest untouched"
+        );
         let start = self.log().log_start_offset();
         assert!(start >= self.model.log_start_offset, "log start moved back");
         self.model.log_start_offset = start;
@@ -207,18 +250,37 @@ impl Harness {
         let model = self.model.clone();
         let log = self.log.as_ref().expect("log is open");
         assert_eq!(log.log_end_offset(), model.end(), "log end offset");
-        assert_eq!(log.log_start_offset(), model.log_start_offset, "log start offset");
+        assert_eq!(
+            log.log_start_offset(),
+            model.log_start_offset,
+            "log start offset"
+        );
         check_log_start_is_a_segment_base(&dir, &model);
         let files = segment_files(&dir);
-        assert_eq!(log.segment_count(), files.len(), "segments in memory and on disk");
-        assert_eq!(log.size_bytes(), files.iter().map(|&(_, size)| size).sum::<u64>(), "size_bytes");
-        assert_eq!(log.epochs().entries(), &model.epochs[..], "leader-epoch cache");
+        assert_eq!(
+            log.segment_count(),
+            files.len(),
+            "segments in memory and on disk"
+        );
+        assert_eq!(
+            log.size_bytes(),
+            files.iter().map(|&(_, size)| size).sum::<u64>(),
+            "size_bytes"
+        );
+        assert_eq!(
+            log.epochs().entries(),
+            &model.epochs[..],
+            "leader-epoch cache"
+        );
     }
 }
 
 fn check_log_start_is_a_segment_base(dir: &Path, model: &Model) {
     let start = model.log_start_offset;
-    assert!(segment_log_path(dir, start).exists(), "log start {start} is not a segment's base");
+    assert!(
+        segment_log_path(dir, start).exists(),
+        "log start {start} is not a segment's base"
+    );
     assert!(
         start == model.end() || model.batches.iter().any(|b| b.base_offset == start),
         "log start {start} is not a batch boundary"
@@ -229,7 +291,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn log_matches_model(config in log_config(), ops in prop::collection::vec(op(), 1..64)) {
+    fn log_matches_model(config in log_config(), ops in prop::collection::vec(op(), 1..48)) {
         let mut harness = Harness::new(config);
         for op in &ops {
             harness.apply(op);
@@ -248,9 +310,14 @@ proptest! {
 enum SharedOp {
     Append(Vec<BatchShape>),
     /// Waits for durability up to `pick % (end + 1)`.
-    WaitDurable { pick: u64 },
+    WaitDurable {
+        pick: u64,
+    },
     Flush,
-    Read { pick: u64, max_bytes: usize },
+    Read {
+        pick: u64,
+        max_bytes: usize,
+    },
 }
 
 fn shared_op() -> impl Strategy<Value = SharedOp> {
@@ -264,7 +331,9 @@ fn shared_op() -> impl Strategy<Value = SharedOp> {
 }
 
 fn run_shared(config: LogConfig, ops: &[SharedOp]) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let acknowledged_on_write = config.flush_interval.is_some();
     let shared = SharedLog::new(Log::open(dir.path(), config.clone(), false).expect("open"));
@@ -287,12 +356,21 @@ fn run_shared(config: LogConfig, ops: &[SharedOp]) {
             }
             SharedOp::WaitDurable { pick } => {
                 let target = pick % (model.end() + 1);
-                runtime.block_on(shared.wait_durable(target)).expect("wait_durable");
-                assert!(shared.offsets().high_watermark >= target, "durable up to {target}");
+                runtime
+                    .block_on(shared.wait_durable(target))
+                    .expect("wait_durable");
+                assert!(
+                    shared.offsets().high_watermark >= target,
+                    "durable up to {target}"
+                );
             }
             SharedOp::Flush => {
                 runtime.block_on(shared.flush()).expect("flush");
-                assert_eq!(shared.offsets().high_watermark, model.end(), "a flush makes everything durable");
+                assert_eq!(
+                    shared.offsets().high_watermark,
+                    model.end(),
+                    "a flush makes everything durable"
+                );
             }
             SharedOp::Read { pick, max_bytes } => {
                 let offset = pick % (model.end() + 1);
@@ -302,15 +380,26 @@ fn run_shared(config: LogConfig, ops: &[SharedOp]) {
             }
         }
         let offsets = shared.offsets();
-        assert!(offsets.high_watermark >= high_watermark, "high watermark went back");
-        assert!(offsets.high_watermark <= offsets.log_end_offset, "high watermark past the log end");
+        assert!(
+            offsets.high_watermark >= high_watermark,
+            "high watermark went back"
+        );
+        assert!(
+            offsets.high_watermark <= offsets.log_end_offset,
+            "high watermark past the log end"
+        );
         assert_eq!(offsets.log_end_offset, model.end());
         if acknowledged_on_write {
-            assert_eq!(offsets.high_watermark, offsets.log_end_offset, "flush.ms: readable on write");
+            assert_eq!(
+                offsets.high_watermark, offsets.log_end_offset,
+                "flush.ms: readable on write"
+            );
         }
         high_watermark = offsets.high_watermark;
     }
-    runtime.block_on(shared.wait_durable(model.end())).expect("final wait_durable");
+    runtime
+        .block_on(shared.wait_durable(model.end()))
+        .expect("final wait_durable");
     let offsets = shared.offsets();
     assert_eq!(offsets.high_watermark, model.end());
     shared.close().expect("close");

@@ -9,7 +9,8 @@ use weir_log::batch;
 use weir_log::{Log, LogConfig};
 
 use common::{
-    batch, batch_with_timestamps, check_whole_log, config, expected_deleted_by_size, parsed, segment_files, Model, NOW_MS,
+    batch, batch_with_timestamps, check_whole_log, config, expected_deleted_by_size, parsed,
+    segment_files, Model, NOW_MS,
 };
 
 const HOUR_MS: i64 = 3600 * 1000;
@@ -18,7 +19,9 @@ const HOUR_MS: i64 = 3600 * 1000;
 fn append_all(log: &mut Log, model: &mut Model, batches: &[Bytes], now_ms: i64) {
     for bytes in batches {
         let (base, last) = model.append(std::slice::from_ref(bytes), 0);
-        let info = log.append(&parsed(std::slice::from_ref(bytes)), 0, now_ms).expect("append");
+        let info = log
+            .append(&parsed(std::slice::from_ref(bytes)), 0, now_ms)
+            .expect("append");
         assert_eq!((info.base_offset, info.last_offset), (base, last));
     }
 }
@@ -27,7 +30,9 @@ fn append_all(log: &mut Log, model: &mut Model, batches: &[Bytes], now_ms: i64) 
 /// the first batch, in offset order, whose max timestamp is `>= target`.
 fn check_time_lookups(log: &Log, model: &Model, targets: impl Iterator<Item = i64>, what: &str) {
     for target in targets {
-        let found = log.batch_at_or_after_timestamp(target).expect("time lookup");
+        let found = log
+            .batch_at_or_after_timestamp(target)
+            .expect("time lookup");
         let wanted = model.live().iter().find(|b| b.max_timestamp >= target);
         match (found, wanted) {
             (None, None) => {}
@@ -139,11 +144,19 @@ fn retention_ms_deletes_segments_whose_newest_record_is_older() {
 fn an_expired_active_segment_is_rolled_and_deleted() {
     let (dir, mut log, mut model) = log_with_aging_segments(HOUR_MS as u64);
     let later = NOW_MS + HOUR_MS + 1;
-    assert_eq!(log.apply_retention(later).expect("retention"), 5, "four sealed segments and the rolled active one");
+    assert_eq!(
+        log.apply_retention(later).expect("retention"),
+        5,
+        "four sealed segments and the rolled active one"
+    );
     model.log_start_offset = model.end();
     check_whole_log(&log, &model);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(segment_files(dir.path()), vec![(model.end(), 0)], "one empty segment at the log end");
+    assert_eq!(
+        segment_files(dir.path()),
+        vec![(model.end(), 0)],
+        "one empty segment at the log end"
+    );
 
     // Nothing more to delete; the log keeps its offsets across reopens and appends.
     assert_eq!(log.apply_retention(later).expect("retention"), 0);
@@ -263,9 +276,19 @@ fn segment_ms_rolls_when_the_active_segments_first_batch_is_old() {
     let mut log = Log::open(dir.path(), config, false).expect("open");
     let mut model = Model::default();
     append_all(&mut log, &mut model, &[batch(1, 10, NOW_MS, 1)], NOW_MS);
-    append_all(&mut log, &mut model, &[batch(1, 10, NOW_MS + 1, 2)], NOW_MS + HOUR_MS - 1);
+    append_all(
+        &mut log,
+        &mut model,
+        &[batch(1, 10, NOW_MS + 1, 2)],
+        NOW_MS + HOUR_MS - 1,
+    );
     assert_eq!(log.segment_count(), 1, "younger than segment.ms: no roll");
-    append_all(&mut log, &mut model, &[batch(1, 10, NOW_MS + 2, 3)], NOW_MS + HOUR_MS);
+    append_all(
+        &mut log,
+        &mut model,
+        &[batch(1, 10, NOW_MS + 2, 3)],
+        NOW_MS + HOUR_MS,
+    );
     assert_eq!(log.segment_count(), 2, "segment.ms reached: rolled");
     check_whole_log(&log, &model);
 }

@@ -40,7 +40,12 @@ pub fn batch_with_timestamps(timestamps: &[i64], value_bytes: usize, seed: u8) -
 pub fn parsed(batches: &[Bytes]) -> Vec<(BatchHeader, Bytes)> {
     batches
         .iter()
-        .map(|bytes| (batch::validate(bytes).expect("test batch is valid"), bytes.clone()))
+        .map(|bytes| {
+            (
+                batch::validate(bytes).expect("test batch is valid"),
+                bytes.clone(),
+            )
+        })
         .collect()
 }
 
@@ -151,13 +156,19 @@ pub struct Model {
 impl Model {
     /// Offset the next appended record must get.
     pub fn end(&self) -> u64 {
-        self.batches.last().map_or(self.log_start_offset, |b| b.last_offset + 1)
+        self.batches
+            .last()
+            .map_or(self.log_start_offset, |b| b.last_offset + 1)
     }
 
     /// Records an append and returns `(base_offset, last_offset)` it must get.
     pub fn append(&mut self, batches: &[Bytes], leader_epoch: i32) -> (u64, u64) {
         let base = self.end();
-        if self.epochs.last().is_none_or(|&(latest, _)| latest < leader_epoch) {
+        if self
+            .epochs
+            .last()
+            .is_none_or(|&(latest, _)| latest < leader_epoch)
+        {
             self.epochs.push((leader_epoch, base));
         }
         for bytes in batches {
@@ -182,7 +193,9 @@ impl Model {
 
     /// Batches at or after the log start.
     pub fn live(&self) -> &[StoredBatch] {
-        let first = self.batches.partition_point(|b| b.base_offset < self.log_start_offset);
+        let first = self
+            .batches
+            .partition_point(|b| b.base_offset < self.log_start_offset);
         &self.batches[first..]
     }
 
@@ -190,12 +203,20 @@ impl Model {
     /// or after `readable_end` (the log end, or a high watermark).
     pub fn check_read(&self, offset: u64, max_bytes: usize, readable_end: u64, got: &Bytes) {
         if offset >= readable_end {
-            assert!(got.is_empty(), "read at {offset} >= readable end {readable_end} returned data");
+            assert!(
+                got.is_empty(),
+                "read at {offset} >= readable end {readable_end} returned data"
+            );
             return;
         }
         let returned = split(got);
-        assert!(!returned.is_empty(), "read at {offset} below {readable_end} returned nothing");
-        let first = self.batch_index_of(offset).expect("offset below the end is in a batch");
+        assert!(
+            !returned.is_empty(),
+            "read at {offset} below {readable_end} returned nothing"
+        );
+        let first = self
+            .batch_index_of(offset)
+            .expect("offset below the end is in a batch");
         let total: usize = returned.iter().map(|(_, bytes)| bytes.len()).sum();
         assert!(
             total <= max_bytes || returned.len() == 1,
@@ -205,7 +226,11 @@ impl Model {
         for (i, (header, bytes)) in returned.iter().enumerate() {
             let expected = &self.batches[first + i];
             assert_batch_is(header, bytes, expected);
-            assert!(header.last_offset() < readable_end, "read returned offset {} past {readable_end}", header.last_offset());
+            assert!(
+                header.last_offset() < readable_end,
+                "read returned offset {} past {readable_end}",
+                header.last_offset()
+            );
         }
     }
 }
@@ -213,8 +238,17 @@ impl Model {
 /// Asserts a stored batch is byte-for-byte the one the model expects.
 pub fn assert_batch_is(header: &BatchHeader, bytes: &Bytes, expected: &StoredBatch) {
     assert_eq!(header.base_offset, expected.base_offset, "base offset");
-    assert_eq!(header.last_offset(), expected.last_offset, "last offset of batch at {}", expected.base_offset);
-    assert_eq!(header.partition_leader_epoch, expected.leader_epoch, "leader epoch of batch at {}", expected.base_offset);
+    assert_eq!(
+        header.last_offset(),
+        expected.last_offset,
+        "last offset of batch at {}",
+        expected.base_offset
+    );
+    assert_eq!(
+        header.partition_leader_epoch, expected.leader_epoch,
+        "leader epoch of batch at {}",
+        expected.base_offset
+    );
     assert!(
         bytes[STAMPED_PREFIX_BYTES..] == expected.tail[..],
         "bytes of batch at {} differ from what was appended",
@@ -225,20 +259,34 @@ pub fn assert_batch_is(header: &BatchHeader, bytes: &Bytes, expected: &StoredBat
 /// Reads the whole log from its start and checks it equals the model, batch
 /// by batch; then checks a one-batch read at every offset of every batch.
 pub fn check_whole_log(log: &Log, model: &Model) {
-    assert_eq!(log.log_start_offset(), model.log_start_offset, "log start offset");
+    assert_eq!(
+        log.log_start_offset(),
+        model.log_start_offset,
+        "log start offset"
+    );
     assert_eq!(log.log_end_offset(), model.end(), "log end offset");
+    assert_eq!(
+        log.epochs().entries(),
+        &model.epochs[..],
+        "leader-epoch cache"
+    );
     let live = model.live();
     let mut next = 0;
     let mut offset = model.log_start_offset;
     while offset < model.end() {
         let got = log_read(log, offset, 1 << 20).expect("read below the end");
         let returned = split(&got);
-        assert!(!returned.is_empty(), "read at {offset} returned nothing before the end");
+        assert!(
+            !returned.is_empty(),
+            "read at {offset} returned nothing before the end"
+        );
         for (header, bytes) in &returned {
             assert_batch_is(header, bytes, &live[next]);
             next += 1;
         }
-        offset = returned.last().map_or(offset, |(header, _)| header.last_offset() + 1);
+        offset = returned
+            .last()
+            .map_or(offset, |(header, _)| header.last_offset() + 1);
     }
     assert_eq!(next, live.len(), "every live batch was read once");
     for expected in live {
@@ -249,5 +297,7 @@ pub fn check_whole_log(log: &Log, model: &Model) {
             assert_batch_is(&returned[0].0, &returned[0].1, expected);
         }
     }
-    assert!(log_read(log, model.end(), 1 << 20).expect("read at the end").is_empty());
+    assert!(log_read(log, model.end(), 1 << 20)
+        .expect("read at the end")
+        .is_empty());
 }
