@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,9 +31,16 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+# librdkafka logs through Python logging (served on poll), so a client that
+# outlives its test and its broker cannot spray reconnect errors on stderr;
+# pytest shows these records for failed tests.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
 def client_config(broker, **overrides) -> dict:
     config = {
         "bootstrap.servers": broker.bootstrap,
+        "logger": LIBRDKAFKA_LOGGER,
         "broker.address.family": "v4",
         # Fail fast rather than retrying for minutes against a dead broker.
         "reconnect.backoff.max.ms": 1000,

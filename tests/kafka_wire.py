@@ -298,7 +298,10 @@ def metadata_v4_body(topics, allow_auto_topic_creation: bool) -> bytes:
 
 def metadata_v4(conn: Connection, topics, allow_auto_topic_creation: bool) -> dict:
     correlation_id = conn.send_request(API_METADATA, 4, metadata_v4_body(topics, allow_auto_topic_creation))
-    r = conn.response(correlation_id)
+    return decode_metadata_v4(conn.response(correlation_id))
+
+
+def decode_metadata_v4(r: Reader) -> dict:
     result = {"throttle_time_ms": r.int32()}
     result["brokers"] = r.array(lambda r: (r.int32(), r.string(), r.int32(), r.string()))
     result["cluster_id"] = r.string()

@@ -160,8 +160,12 @@ def test_bad_input_costs_only_its_own_connection(broker):
 
     @case("trailing bytes after a request body")
     def _(conn):
-        conn.send(frame(request_header(wire.API_METADATA, 4, 12) + wire.metadata_v4_body([topic], False) + b"\x00" * 7))
-        assert_closed_or_answered(conn, 12, "trailing bytes")
+        # Kafka ignores bytes after the last field, and clients rely on it:
+        # librdkafka's all-topics Metadata v9+ request carries 3 stray zero
+        # bytes (a 4-byte array-count placeholder holding a 1-byte varint).
+        conn.send(frame(request_header(wire.API_METADATA, 4, 12) + wire.metadata_v4_body([topic], False) + b"\x00" * 3))
+        answer = wire.decode_metadata_v4(conn.response(12))
+        assert answer["topics"][topic]["error_code"] == 0
 
     @case("ApiVersions v99")
     def _(conn):
