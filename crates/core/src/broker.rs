@@ -24,6 +24,7 @@ use weir_log::checkpoint::{sync_dir, write_atomically};
 
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
 use crate::error::{CoreError, Result};
+use crate::producer::{ProducerIds, SequenceCheck};
 use crate::topic::{Partition, Topic};
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
@@ -127,6 +128,7 @@ pub struct Broker {
     cluster_id: String,
     topics_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    producer_ids: ProducerIds,
     /// Serialises create/delete/grow so a name check and the disk change are atomic.
     admin: Mutex<()>,
 }
@@ -163,6 +165,7 @@ impl Broker {
         }
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
         Ok(Broker {
+            producer_ids: ProducerIds::open(&config.data_dir)?,
             cluster_id: meta.cluster_id,
             config,
             topics_dir,
@@ -184,6 +187,15 @@ impl Broker {
     /// This broker's node id.
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// A new id for an idempotent producer, never handed out before.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors persisting the id block.
+    pub fn new_producer_id(&self) -> Result<i64> {
+        Ok(self.producer_ids.next()?)
     }
 
     /// A topic by name.
@@ -430,17 +442,37 @@ impl Broker {
             return Err(CoreError::NotEnoughReplicas);
         }
         let batches = batch::split_batches(records)?;
-        if batches.is_empty() {
-            return Err(CoreError::CorruptMessage(weir_log::BatchError::Corrupt("no record batch")));
-        }
-        let info = partition
-            .log()
-            .append(&batches, partition.leader_epoch(), now_ms())?;
-        partition.count_appended(batches.iter().map(|(header, _)| header.records_count.max(0) as u64).sum());
+        // As Apache Kafka: a v2 produce carries exactly one batch per
+        // partition, which keeps idempotence checks per batch simple.
+        let [(header, _)] = batches.as_slice() else {
+            return Err(CoreError::InvalidRecord(format!(
+                "{} record batches for one partition; exactly one is allowed",
+                batches.len()
+            )));
+        };
+        let header = *header;
+        let (base_offset, last_offset) = if header.producer_id >= 0 {
+            let mut producers = partition.producers();
+            match producers.check(&header)? {
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => (base_offset, last_offset),
+                SequenceCheck::Append => {
+                    let info = partition.log().append(&batches, partition.leader_epoch(), now_ms())?;
+                    producers.record(&header, info.base_offset);
+                    (info.base_offset, info.last_offset)
+                }
+            }
+        } else {
+            let info = partition.log().append(&batches, partition.leader_epoch(), now_ms())?;
+            (info.base_offset, info.last_offset)
+        };
+        partition.count_appended(header.records_count.max(0) as u64);
         Ok(Appended {
-            base_offset: info.base_offset,
+            base_offset,
             log_start_offset: partition.log().offsets().log_start_offset,
-            end_offset: info.last_offset + 1,
+            end_offset: last_offset + 1,
             partition,
             acks,
         })

@@ -37,6 +37,15 @@ pub enum CoreError {
     /// `acks=all` while fewer replicas are in sync than `min.insync.replicas`.
     #[error("not enough in-sync replicas for acks=all")]
     NotEnoughReplicas,
+    /// An idempotent batch that does not follow the producer's last one.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent batch from an epoch older than the producer's latest.
+    #[error("producer epoch is older than the latest seen")]
+    InvalidProducerEpoch,
+    /// A produce request with more than one batch for a partition.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     /// A batch larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
     MessageTooLarge {

@@ -5,6 +5,7 @@
 mod broker;
 mod config;
 mod error;
+mod producer;
 mod topic;
 
 pub use crate::broker::{

@@ -18,6 +18,7 @@ use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
+use crate::producer::ProducerStates;
 
 const TOPIC_FILE: &str = "topic.json";
 
@@ -37,6 +38,7 @@ pub struct Partition {
     leader_epoch: i32,
     last_flush: parking_lot::Mutex<Instant>,
     messages_in: AtomicU64,
+    producers: parking_lot::Mutex<ProducerStates>,
 }
 
 impl Partition {
@@ -48,6 +50,7 @@ impl Partition {
             leader_epoch: 0,
             last_flush: parking_lot::Mutex::new(Instant::now()),
             messages_in: AtomicU64::new(0),
+            producers: parking_lot::Mutex::new(ProducerStates::default()),
         })
     }
 
@@ -74,6 +77,11 @@ impl Partition {
     /// Records appended since start.
     pub fn messages_in(&self) -> u64 {
         self.messages_in.load(Ordering::Relaxed)
+    }
+
+    /// The idempotent producers' state, locked around check-and-append.
+    pub(crate) fn producers(&self) -> parking_lot::MutexGuard<'_, ProducerStates> {
+        self.producers.lock()
     }
 
     pub(crate) fn count_appended(&self, records: u64) {

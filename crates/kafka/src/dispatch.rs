@@ -106,6 +106,7 @@ fn route(context: &Arc<Context>, api: ApiKey, header: &RequestHeader, body: Byte
         ApiKey::AlterConfigs => call!(alter_configs),
         ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs),
         ApiKey::DescribeCluster => call!(describe_cluster),
+        ApiKey::InitProducerId => call!(init_producer_id),
         other => Err(DispatchError::UnsupportedVersion { api: other, version }),
     }
 }

@@ -1,0 +1,230 @@
+//! Idempotent producers: producer ids, and per partition the epoch and the
+//! last batches' sequence numbers of every producer, so a retried batch is
+//! answered with its first offsets instead of being appended twice.
+//!
+//! Limits of this first version (the consumer-group/exactly-once issue
+//! completes them): producer state lives in memory, so a retry that crosses
+//! a broker restart is appended again; transactional producers are refused.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use weir_log::batch::BatchHeader;
+use weir_log::checkpoint::write_atomically;
+
+use crate::error::{CoreError, Result};
+
+/// Batches remembered per producer and partition, as Kafka's
+/// `max.in.flight.requests.per.connection` limit for idempotence (5).
+pub const REMEMBERED_BATCHES: usize = 5;
+/// Producer ids reserved on disk at a time; a crash skips at most this many.
+const ID_BLOCK: i64 = 1000;
+const ID_FILE: &str = "producer-id-block";
+
+/// Hands out producer ids that are never reused, even after a crash: the
+/// end of the current block is persisted before any id from it is given.
+#[derive(Debug)]
+pub struct ProducerIds {
+    path: PathBuf,
+    range: Mutex<(i64, i64)>,
+}
+
+impl ProducerIds {
+    /// Loads the persisted block end from `data_dir`.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors other than a missing file.
+    pub fn open(data_dir: &Path) -> io::Result<ProducerIds> {
+        let path = data_dir.join(ID_FILE);
+        let next = match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad producer id block"))?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
+            Err(error) => return Err(error),
+        };
+        Ok(ProducerIds {
+            path,
+            range: Mutex::new((next, next)),
+        })
+    }
+
+    /// A fresh producer id.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors persisting a new block.
+    pub fn next(&self) -> io::Result<i64> {
+        let mut range = self.range.lock();
+        if range.0 == range.1 {
+            let end = range.1 + ID_BLOCK;
+            write_atomically(&self.path, end.to_string().as_bytes())?;
+            range.1 = end;
+        }
+        let id = range.0;
+        range.0 += 1;
+        Ok(id)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RememberedBatch {
+    first_sequence: i32,
+    last_sequence: i32,
+    base_offset: u64,
+    last_offset: u64,
+}
+
+#[derive(Debug)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<RememberedBatch>,
+}
+
+/// What to do with an idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Next in sequence: append it.
+    Append,
+    /// Already appended: answer with its offsets.
+    Duplicate {
+        /// First offset it got.
+        base_offset: u64,
+        /// Last offset it got.
+        last_offset: u64,
+    },
+}
+
+/// The producers of one partition.
+#[derive(Debug, Default)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn last_sequence(header: &BatchHeader) -> i32 {
+    // Sequences wrap from i32::MAX to 0, as Kafka's DefaultRecordBatch.incrementSequence.
+    ((i64::from(header.base_sequence) + i64::from(header.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+impl ProducerStates {
+    /// Checks an idempotent batch against what the producer sent before.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidProducerEpoch`] for an older epoch;
+    /// [`CoreError::OutOfOrderSequence`] for a gap or a new epoch not starting at 0.
+    pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck> {
+        let Some(entry) = self.producers.get(&header.producer_id) else {
+            return Ok(SequenceCheck::Append);
+        };
+        if header.producer_epoch < entry.epoch {
+            return Err(CoreError::InvalidProducerEpoch);
+        }
+        if header.producer_epoch > entry.epoch {
+            return if header.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(CoreError::OutOfOrderSequence(format!(
+                    "a new producer epoch must start at sequence 0, not {}",
+                    header.base_sequence
+                )))
+            };
+        }
+        let last = last_sequence(header);
+        if let Some(seen) = entry
+            .batches
+            .iter()
+            .find(|seen| seen.first_sequence == header.base_sequence && seen.last_sequence == last)
+        {
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: seen.base_offset,
+                last_offset: seen.last_offset,
+            });
+        }
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |latest| if latest.last_sequence == i32::MAX { 0 } else { latest.last_sequence + 1 });
+        if header.base_sequence == expected {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(CoreError::OutOfOrderSequence(format!(
+                "expected sequence {expected}, got {}",
+                header.base_sequence
+            )))
+        }
+    }
+
+    /// Remembers a batch just appended at `base_offset`.
+    pub fn record(&mut self, header: &BatchHeader, base_offset: u64) {
+        let entry = self.producers.entry(header.producer_id).or_insert(ProducerEntry {
+            epoch: header.producer_epoch,
+            batches: VecDeque::new(),
+        });
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == REMEMBERED_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(RememberedBatch {
+            first_sequence: header.base_sequence,
+            last_sequence: last_sequence(header),
+            base_offset,
+            last_offset: base_offset + u64::from(header.last_offset_delta),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(producer_id: i64, epoch: i16, base_sequence: i32, records: u32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 0,
+            partition_leader_epoch: 0,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            records_count: records as i32,
+        }
+    }
+
+    #[test]
+    fn a_retry_is_a_duplicate_and_a_gap_is_refused() {
+        let mut states = ProducerStates::default();
+        let first = header(7, 0, 0, 3);
+        assert_eq!(states.check(&first).expect("first"), SequenceCheck::Append);
+        states.record(&first, 100);
+        assert_eq!(
+            states.check(&first).expect("retry"),
+            SequenceCheck::Duplicate {
+                base_offset: 100,
+                last_offset: 102
+            }
+        );
+        assert!(matches!(states.check(&header(7, 0, 5, 1)), Err(CoreError::OutOfOrderSequence(_))));
+        assert_eq!(states.check(&header(7, 0, 3, 1)).expect("next"), SequenceCheck::Append);
+        assert!(matches!(states.check(&header(7, 1, 4, 1)), Err(CoreError::OutOfOrderSequence(_))));
+        states.record(&header(7, 1, 0, 1), 103);
+        assert!(matches!(states.check(&header(7, 0, 3, 1)), Err(CoreError::InvalidProducerEpoch)));
+    }
+
+    #[test]
+    fn producer_ids_are_not_reused_after_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = ProducerIds::open(dir.path()).expect("open").next().expect("id");
+        let second = ProducerIds::open(dir.path()).expect("reopen").next().expect("id");
+        assert!(second > first);
+    }
+}
