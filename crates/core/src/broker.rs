@@ -553,8 +553,12 @@ impl Broker {
     /// I/O errors writing the marker; a log that fails to close is logged
     /// and recovered on the next start.
     pub fn shutdown(&self) -> Result<()> {
+        let mut all_closed = true;
         for topic in self.topics() {
-            topic.close();
+            all_closed &= topic.close();
+        }
+        if !all_closed {
+            return Err(CoreError::Io(io::Error::other("some logs failed to close; the next start recovers them")));
         }
         write_atomically(&self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"")?;
         tracing::info!("broker core closed cleanly");

@@ -243,12 +243,16 @@ impl Topic {
         Ok(())
     }
 
-    /// Closes every partition's log for a clean shutdown.
-    pub(crate) fn close(&self) {
+    /// Closes every partition's log for a clean shutdown; false if any
+    /// failed (the next start must then recover rather than trust checkpoints).
+    pub(crate) fn close(&self) -> bool {
+        let mut all_closed = true;
         for partition in self.state.read().partitions.iter() {
             if let Err(error) = partition.log.close() {
-                tracing::error!(topic = %self.name, partition = partition.index, %error, "close failed; the next start recovers this log");
+                tracing::error!(topic = %self.name, partition = partition.index, %error, "close failed; the next start recovers");
+                all_closed = false;
             }
         }
+        all_closed
     }
 }

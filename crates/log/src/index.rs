@@ -88,17 +88,13 @@ impl OffsetIndex {
         &self.entries
     }
 
-    /// Drops every entry whose position is `>= position` (or whose offset is
-    /// `>= relative_offset`) and cuts the file to match.
+    /// Keeps the first `count` entries and cuts the file to match.
     ///
     /// # Errors
     ///
     /// Any I/O error truncating the file.
-    pub fn truncate(&mut self, relative_offset: u32, position: u32) -> io::Result<()> {
-        let keep = self
-            .entries
-            .partition_point(|&(rel, pos)| rel < relative_offset && pos < position);
-        self.entries.truncate(keep);
+    pub fn keep_first(&mut self, count: usize) -> io::Result<()> {
+        self.entries.truncate(count);
         self.sync_file_length()
     }
 

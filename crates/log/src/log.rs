@@ -112,6 +112,13 @@ impl Log {
 
     fn open_active_segment(&mut self, clean: bool) -> Result<()> {
         let checkpoint = if clean { read_log_end_checkpoint(&self.dir) } else { None };
+        // The checkpoint describes the log as it was closed; once the log
+        // is written again it is stale. Removing it is enough without a
+        // directory sync: the caller only passes `clean` after a clean stop.
+        match fs::remove_file(self.dir.join(LOG_END_CHECKPOINT)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
+            _ => {}
+        }
         let active = self.active_mut();
         match checkpoint {
             Some((next_offset, size)) if size == active.size() && next_offset >= active.base_offset() => {
@@ -286,14 +293,17 @@ impl Log {
     }
 
     /// Deletes sealed segments past `retention.ms` (by their newest record)
-    /// or beyond `retention.bytes` (oldest first). An active segment whose
-    /// records have all expired is rolled first, so idle topics expire too.
-    /// Returns how many segments were deleted.
+    /// or beyond `retention.bytes` (oldest first), but only segments that
+    /// end at or below `deletable_below` (the high watermark: data not yet
+    /// acknowledged or readable is never deleted, so the log start never
+    /// passes it). An active segment whose records have all expired is
+    /// rolled first, so idle topics expire too. Returns how many segments
+    /// were deleted.
     ///
     /// # Errors
     ///
     /// I/O errors deleting files.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+    pub fn apply_retention(&mut self, now_ms: i64, deletable_below: u64) -> Result<usize> {
         let expired = |segment: &Segment, retention_ms: u64| {
             segment
                 .max_timestamp()
@@ -307,6 +317,9 @@ impl Log {
         let mut deletable = 0;
         let mut remaining_bytes = self.size_bytes();
         for segment in self.segments.values().take(self.segments.len() - 1) {
+            if segment.next_offset() > deletable_below {
+                break;
+            }
             let by_time = self.config.retention_ms.is_some_and(|ms| expired(segment, ms));
             let by_size = self
                 .config

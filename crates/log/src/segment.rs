@@ -44,6 +44,13 @@ pub struct Segment {
     index_interval_bytes: u64,
 }
 
+/// Where recovery may start scanning: a batch known to be valid.
+struct Checkpoint {
+    position: u64,
+    offset: u64,
+    trusted_entries: usize,
+}
+
 /// Result of scanning a segment's tail on recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recovery {
@@ -107,9 +114,8 @@ impl Segment {
             bytes_since_index_entry: 0,
             index_interval_bytes,
         };
-        if size >= HEADER_BYTES as u64 {
-            segment.first_batch_timestamp = Some(segment.read_header_at(0)?.max_timestamp);
-        }
+        // A damaged first header is recovery's business, not a reason to fail here.
+        segment.first_batch_timestamp = segment.read_header_at(0).ok().map(|header| header.max_timestamp);
         Ok(segment)
     }
 
@@ -165,29 +171,37 @@ impl Segment {
     /// must stop writing to it.
     pub fn append(&mut self, header: &BatchHeader, bytes: &[u8]) -> io::Result<()> {
         assert!(
-            header.base_offset >= self.next_offset,
-            "offsets must increase: batch at {} after segment end {}",
+            header.base_offset == self.next_offset,
+            "offsets must follow without gaps: batch at {} after segment end {}",
             header.base_offset,
             self.next_offset
         );
         assert!(self.can_hold(header.last_offset()), "batch overflows the segment's offsets");
         assert!(self.size + bytes.len() as u64 <= SEGMENT_BYTES_MAX, "segment overflow");
-        let relative = (header.base_offset - self.base_offset) as u32;
-        let max_timestamp = self.max_timestamp.map_or(header.max_timestamp, |ts| ts.max(header.max_timestamp));
+        let position = self.size;
         // Index entries are written before the batch: after a crash between
         // the two, the entry points at the end of the file and recovery drops it.
-        if self.size > 0 && self.bytes_since_index_entry >= self.index_interval_bytes {
-            self.index.append(relative, self.size as u32)?;
-            self.time_index.maybe_append(max_timestamp, relative)?;
-            self.bytes_since_index_entry = 0;
-        }
+        self.index_batch(header, position)?;
         let prefix = batch::stamped_prefix(bytes, header.base_offset, header.partition_leader_epoch);
         write_all_vectored(&self.file, &prefix, &bytes[batch::STAMPED_PREFIX_BYTES..])?;
-        if self.size == 0 {
+        if position == 0 {
             self.first_batch_timestamp = Some(header.max_timestamp);
         }
         self.size += bytes.len() as u64;
-        self.bytes_since_index_entry += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Accounts for the batch at `position`: sparse index entries once per
+    /// `index_interval_bytes`, the max timestamp and the next offset.
+    fn index_batch(&mut self, header: &BatchHeader, position: u64) -> io::Result<()> {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        let max_timestamp = self.max_timestamp.map_or(header.max_timestamp, |ts| ts.max(header.max_timestamp));
+        if position > 0 && self.bytes_since_index_entry >= self.index_interval_bytes {
+            self.index.append(relative, position as u32)?;
+            self.time_index.maybe_append(max_timestamp, relative)?;
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_bytes() as u64;
         self.next_offset = header.last_offset() + 1;
         self.max_timestamp = Some(max_timestamp);
         Ok(())
@@ -260,19 +274,30 @@ impl Segment {
     ///
     /// I/O errors; a corrupt tail is not an error but is truncated.
     pub fn recover(&mut self) -> io::Result<Recovery> {
-        let (mut position, mut next_offset) = self.last_valid_checkpoint()?;
+        let checkpoint = self.last_valid_checkpoint()?;
+        // Entries after the checkpoint were never validated: drop them and
+        // index the scanned batches afresh, as Kafka's recovery does.
+        self.index.keep_first(checkpoint.trusted_entries)?;
+        // The time entry of the checkpoint batch itself stays: it covers
+        // the batches before the checkpoint, which are not scanned again.
+        let checkpoint_relative = (checkpoint.offset - self.base_offset) as u32;
+        let after_checkpoint = if checkpoint.trusted_entries == 0 { 0 } else { checkpoint_relative + 1 };
+        self.time_index.truncate(after_checkpoint)?;
+        self.max_timestamp = self.time_index.max_timestamp();
+        self.next_offset = checkpoint.offset;
+        self.bytes_since_index_entry = 0;
+        let mut position = checkpoint.position;
         let mut batches_scanned = 0;
-        let mut scanned_max_timestamp: Option<i64> = None;
         while position < self.size {
             let Some(header) = self.valid_batch_at(position)? else {
                 break;
             };
-            if header.base_offset < next_offset || !self.can_hold(header.last_offset()) {
+            // Offsets have no gaps, and the base offset is outside the CRC.
+            if header.base_offset != self.next_offset || !self.can_hold(header.last_offset()) {
                 break;
             }
+            self.index_batch(&header, position)?;
             batches_scanned += 1;
-            scanned_max_timestamp = Some(scanned_max_timestamp.map_or(header.max_timestamp, |ts| ts.max(header.max_timestamp)));
-            next_offset = header.last_offset() + 1;
             position += header.total_bytes() as u64;
         }
         let bytes_truncated = self.size - position;
@@ -281,36 +306,42 @@ impl Segment {
             self.file.sync_data()?;
             self.size = position;
         }
-        let relative_end = (next_offset - self.base_offset).min(u64::from(u32::MAX)) as u32;
-        self.index.truncate(relative_end, position as u32)?;
-        self.time_index.truncate(relative_end)?;
-        self.next_offset = next_offset;
-        self.max_timestamp = match (self.time_index.max_timestamp(), scanned_max_timestamp) {
-            (Some(indexed), Some(scanned)) => Some(indexed.max(scanned)),
-            (indexed, scanned) => indexed.or(scanned),
-        }
-        .filter(|_| self.size > 0);
-        self.first_batch_timestamp = if self.size > 0 { Some(self.read_header_at(0)?.max_timestamp) } else { None };
-        self.bytes_since_index_entry = self.size - self.index.entries().last().map_or(0, |&(_, pos)| u64::from(pos));
+        self.first_batch_timestamp = self.read_header_at(0).ok().map(|header| header.max_timestamp);
         Ok(Recovery {
             batches_scanned,
             bytes_truncated,
         })
     }
 
-    /// The position and base offset of the last index entry whose batch is
-    /// valid; `(0, base_offset)` when none is.
-    fn last_valid_checkpoint(&mut self) -> io::Result<(u64, u64)> {
-        let entries = self.index.entries().to_vec();
-        for &(relative, position) in entries.iter().rev() {
-            let offset = self.base_offset + u64::from(relative);
-            if let Some(header) = self.valid_batch_at(u64::from(position))? {
-                if header.base_offset == offset {
-                    return Ok((u64::from(position), offset));
-                }
+    /// The last index entry that points at a valid batch, with how many
+    /// entries up to it point at batch starts; the segment start when none does.
+    fn last_valid_checkpoint(&self) -> io::Result<Checkpoint> {
+        let entries = self.index.entries();
+        let mut plausible = 0;
+        for &(relative, position) in entries {
+            let at_batch_start = self
+                .read_header_at(u64::from(position))
+                .is_ok_and(|header| header.base_offset == self.base_offset + u64::from(relative));
+            if !at_batch_start {
+                break;
+            }
+            plausible += 1;
+        }
+        for count in (1..=plausible).rev() {
+            let (relative, position) = entries[count - 1];
+            if self.valid_batch_at(u64::from(position))?.is_some() {
+                return Ok(Checkpoint {
+                    position: u64::from(position),
+                    offset: self.base_offset + u64::from(relative),
+                    trusted_entries: count,
+                });
             }
         }
-        Ok((0, self.base_offset))
+        Ok(Checkpoint {
+            position: 0,
+            offset: self.base_offset,
+            trusted_entries: 0,
+        })
     }
 
     /// The header of the batch at `position` if the whole batch is present

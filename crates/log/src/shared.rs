@@ -216,7 +216,8 @@ impl SharedLog {
     ///
     /// I/O errors deleting segments.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        self.log.lock().apply_retention(now_ms)
+        let high_watermark = *self.high_watermark.borrow();
+        self.log.lock().apply_retention(now_ms, high_watermark)
     }
 
     /// The current settings.
@@ -224,8 +225,8 @@ impl SharedLog {
         self.log.lock().config().clone()
     }
 
-    /// Replaces the settings. Turning `flush.ms` off syncs before returning
-    /// control to writers that wait for durability, as they always do.
+    /// Replaces the settings; they apply from the next append, sync or
+    /// retention pass.
     pub fn set_config(&self, config: LogConfig) {
         self.log.lock().set_config(config);
     }

@@ -121,13 +121,13 @@ fn retention_ms_deletes_segments_whose_newest_record_is_older() {
     // `now - newest > retention.ms`: the 4h and 3h segments go; the 2h one
     // is exactly at the limit and stays, as in Kafka.
     let (dir, mut log, mut model) = log_with_aging_segments(retention_ms);
-    assert_eq!(log.apply_retention(NOW_MS).expect("retention"), 2);
+    assert_eq!(log.apply_retention(NOW_MS, u64::MAX).expect("retention"), 2);
     model.log_start_offset = model.batches[2].base_offset;
     check_whole_log(&log, &model);
     assert_eq!(segment_files(dir.path()).len(), 3);
 
     // A millisecond later the 2h segment has expired too.
-    assert_eq!(log.apply_retention(NOW_MS + 1).expect("retention"), 1);
+    assert_eq!(log.apply_retention(NOW_MS + 1, u64::MAX).expect("retention"), 1);
     model.log_start_offset = model.batches[3].base_offset;
     check_whole_log(&log, &model);
 
@@ -145,7 +145,7 @@ fn an_expired_active_segment_is_rolled_and_deleted() {
     let (dir, mut log, mut model) = log_with_aging_segments(HOUR_MS as u64);
     let later = NOW_MS + HOUR_MS + 1;
     assert_eq!(
-        log.apply_retention(later).expect("retention"),
+        log.apply_retention(later, u64::MAX).expect("retention"),
         5,
         "four sealed segments and the rolled active one"
     );
@@ -159,7 +159,7 @@ fn an_expired_active_segment_is_rolled_and_deleted() {
     );
 
     // Nothing more to delete; the log keeps its offsets across reopens and appends.
-    assert_eq!(log.apply_retention(later).expect("retention"), 0);
+    assert_eq!(log.apply_retention(later, u64::MAX).expect("retention"), 0);
     let config = log.config().clone();
     log.close().expect("close");
     drop(log);
@@ -187,7 +187,7 @@ fn time_retention_stops_at_the_first_segment_that_has_not_expired() {
         log.roll().expect("roll");
     }
     append_all(&mut log, &mut model, &[batch(1, 10, NOW_MS, 2)], NOW_MS);
-    assert_eq!(log.apply_retention(NOW_MS).expect("retention"), 0);
+    assert_eq!(log.apply_retention(NOW_MS, u64::MAX).expect("retention"), 0);
     check_whole_log(&log, &model);
 }
 
@@ -219,7 +219,7 @@ fn retention_bytes_keeps_at_least_the_limit() {
         append_all(&mut log, &mut model, &vec![one.clone(); 9], NOW_MS);
         assert_eq!(segment_files(dir.path()).len(), 5);
         assert_eq!(
-            log.apply_retention(NOW_MS).expect("retention"),
+            log.apply_retention(NOW_MS, u64::MAX).expect("retention"),
             deleted,
             "retention.bytes {retention_bytes} with 9 batches of {size} bytes"
         );
@@ -250,7 +250,7 @@ proptest! {
         append_all(&mut log, &mut model, &batches, NOW_MS);
         let before = segment_files(dir.path());
         let expected = expected_deleted_by_size(&before, retention_bytes);
-        prop_assert_eq!(log.apply_retention(NOW_MS).expect("retention"), expected);
+        prop_assert_eq!(log.apply_retention(NOW_MS, u64::MAX).expect("retention"), expected);
         let after = segment_files(dir.path());
         prop_assert_eq!(&after[..], &before[expected..]);
         let remaining: u64 = after.iter().map(|&(_, size)| size).sum();
@@ -259,7 +259,7 @@ proptest! {
         model.log_start_offset = after[0].0;
         check_whole_log(&log, &model);
         // A second pass finds nothing more to delete.
-        prop_assert_eq!(log.apply_retention(NOW_MS).expect("retention"), 0);
+        prop_assert_eq!(log.apply_retention(NOW_MS, u64::MAX).expect("retention"), 0);
         drop(log);
         let log = Log::open(dir.path(), config, false).expect("reopen");
         check_whole_log(&log, &model);
