@@ -204,7 +204,11 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`].
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.topics.read().get(name).cloned().ok_or(CoreError::UnknownTopicOrPartition)
+        self.topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or(CoreError::UnknownTopicOrPartition)
     }
 
     /// A topic by id.
@@ -237,8 +241,16 @@ impl Broker {
     /// not be created; [`CoreError::InvalidTopic`] for a bad name.
     pub fn topic_or_create(&self, name: &str, allow_create: bool) -> Result<Arc<Topic>> {
         match self.topic(name) {
-            Err(CoreError::UnknownTopicOrPartition) if allow_create && self.config.auto_create_topics => {
-                match self.create_topic(name, None, Replication::Default, TopicConfig::default(), false) {
+            Err(CoreError::UnknownTopicOrPartition)
+                if allow_create && self.config.auto_create_topics =>
+            {
+                match self.create_topic(
+                    name,
+                    None,
+                    Replication::Default,
+                    TopicConfig::default(),
+                    false,
+                ) {
                     Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => self.topic(name),
                     Err(error) => Err(error),
                 }
@@ -282,7 +294,11 @@ impl Broker {
         let partitions = match partitions {
             None | Some(-1) => self.config.default_partitions,
             Some(n) if n > 0 => n as u32,
-            Some(n) => return Err(CoreError::InvalidPartitions(format!("{n} partitions; it must be at least 1"))),
+            Some(n) => {
+                return Err(CoreError::InvalidPartitions(format!(
+                    "{n} partitions; it must be at least 1"
+                )))
+            }
         };
         let _admin = self.admin.lock();
         if self.topics.read().contains_key(name) {
@@ -301,9 +317,17 @@ impl Broker {
             // A leftover of a creation interrupted before topic.json was written.
             fs::remove_dir_all(&dir)?;
         }
-        let topic = Arc::new(Topic::create(dir, name, partitions, config, &self.config.topic_defaults)?);
+        let topic = Arc::new(Topic::create(
+            dir,
+            name,
+            partitions,
+            config,
+            &self.config.topic_defaults,
+        )?);
         sync_dir(&self.topics_dir)?;
-        self.topics.write().insert(name.to_string(), Arc::clone(&topic));
+        self.topics
+            .write()
+            .insert(name.to_string(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "created topic");
         Ok(summary(&topic))
     }
@@ -315,7 +339,11 @@ impl Broker {
     /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock();
-        let topic = self.topics.write().remove(name).ok_or(CoreError::UnknownTopicOrPartition)?;
+        let topic = self
+            .topics
+            .write()
+            .remove(name)
+            .ok_or(CoreError::UnknownTopicOrPartition)?;
         for partition in topic.partitions() {
             partition.log().delete()?;
         }
@@ -377,7 +405,10 @@ impl Broker {
 
     fn check_assignment(&self, assignment: &[Vec<i32>]) -> Result<()> {
         let node = self.config.node_id;
-        match assignment.iter().find(|replicas| replicas.as_slice() != [node]) {
+        match assignment
+            .iter()
+            .find(|replicas| replicas.as_slice() != [node])
+        {
             Some(replicas) => Err(CoreError::InvalidReplicaAssignment(format!(
                 "replicas {replicas:?}: the only broker is {node}"
             ))),
@@ -391,7 +422,10 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`].
     pub fn describe_topic_config(&self, name: &str) -> Result<Vec<ConfigEntry>> {
-        Ok(self.topic(name)?.config().entries(&self.config.topic_defaults))
+        Ok(self
+            .topic(name)?
+            .config()
+            .entries(&self.config.topic_defaults))
     }
 
     /// Applies changes to a topic's settings, all or nothing.
@@ -399,7 +433,12 @@ impl Broker {
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::InvalidConfig`].
-    pub fn alter_topic_config(&self, name: &str, changes: &[(String, ConfigChange)], validate_only: bool) -> Result<()> {
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(String, ConfigChange)],
+        validate_only: bool,
+    ) -> Result<()> {
         let topic = self.topic(name)?;
         let mut config = topic.config();
         for (key, change) in changes {
@@ -413,13 +452,23 @@ impl Broker {
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::InvalidConfig`].
-    pub fn replace_topic_config(&self, name: &str, pairs: &[(String, String)], validate_only: bool) -> Result<()> {
+    pub fn replace_topic_config(
+        &self,
+        name: &str,
+        pairs: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<()> {
         let topic = self.topic(name)?;
         let config = TopicConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         self.install_topic_config(&topic, config, validate_only)
     }
 
-    fn install_topic_config(&self, topic: &Topic, config: TopicConfig, validate_only: bool) -> Result<()> {
+    fn install_topic_config(
+        &self,
+        topic: &Topic,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<()> {
         if validate_only {
             return Ok(());
         }
@@ -435,10 +484,21 @@ impl Broker {
     /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::CorruptMessage`],
     /// [`CoreError::UnsupportedMessageFormat`], [`CoreError::MessageTooLarge`],
     /// [`CoreError::PolicyViolation`] (min.insync.replicas), storage errors.
-    pub fn append(&self, topic: &str, partition: i32, records: Bytes, acks: Acks) -> Result<Appended> {
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: Acks,
+    ) -> Result<Appended> {
         let topic = self.topic_or_create(topic, true)?;
         let partition = topic.partition(partition)?;
-        if acks == Acks::All && topic.config().min_insync_replicas(&self.config.topic_defaults) > 1 {
+        if acks == Acks::All
+            && topic
+                .config()
+                .min_insync_replicas(&self.config.topic_defaults)
+                > 1
+        {
             return Err(CoreError::NotEnoughReplicas);
         }
         let batches = batch::split_batches(records)?;
@@ -459,13 +519,18 @@ impl Broker {
                     last_offset,
                 } => (base_offset, last_offset),
                 SequenceCheck::Append => {
-                    let info = partition.log().append(&batches, partition.leader_epoch(), now_ms())?;
+                    let info =
+                        partition
+                            .log()
+                            .append(&batches, partition.leader_epoch(), now_ms())?;
                     producers.record(&header, info.base_offset);
                     (info.base_offset, info.last_offset)
                 }
             }
         } else {
-            let info = partition.log().append(&batches, partition.leader_epoch(), now_ms())?;
+            let info = partition
+                .log()
+                .append(&batches, partition.leader_epoch(), now_ms())?;
             (info.base_offset, info.last_offset)
         };
         partition.count_appended(header.records_count.max(0) as u64);
@@ -506,7 +571,11 @@ impl Broker {
     /// # Errors
     ///
     /// Storage errors.
-    pub fn list_offset(&self, partition: &Partition, spec: OffsetSpec) -> Result<Option<(u64, i64)>> {
+    pub fn list_offset(
+        &self,
+        partition: &Partition,
+        spec: OffsetSpec,
+    ) -> Result<Option<(u64, i64)>> {
         let offsets = partition.offsets();
         match spec {
             OffsetSpec::Earliest => Ok(Some((offsets.log_start_offset, -1))),
@@ -528,7 +597,9 @@ impl Broker {
             for partition in topic.partitions() {
                 match partition.log().apply_retention(now) {
                     Ok(count) => deleted += count,
-                    Err(error) => tracing::error!(topic = topic.name(), partition = partition.index(), %error, "retention failed"),
+                    Err(error) => {
+                        tracing::error!(topic = topic.name(), partition = partition.index(), %error, "retention failed")
+                    }
                 }
             }
         }
@@ -558,7 +629,9 @@ impl Broker {
             all_closed &= topic.close();
         }
         if !all_closed {
-            return Err(CoreError::Io(io::Error::other("some logs failed to close; the next start recovers them")));
+            return Err(CoreError::Io(io::Error::other(
+                "some logs failed to close; the next start recovers them",
+            )));
         }
         write_atomically(&self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"")?;
         tracing::info!("broker core closed cleanly");
@@ -584,7 +657,9 @@ pub fn summary(topic: &Topic) -> TopicSummary {
 /// [`CoreError::InvalidTopic`] saying which rule is broken.
 pub fn validate_topic_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." {
-        return Err(CoreError::InvalidTopic(format!("'{name}' is not allowed as a topic name")));
+        return Err(CoreError::InvalidTopic(format!(
+            "'{name}' is not allowed as a topic name"
+        )));
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
         return Err(CoreError::InvalidTopic(format!(
@@ -592,7 +667,10 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
             name.len()
         )));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return Err(CoreError::InvalidTopic(format!(
             "'{name}' contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         )));
@@ -641,7 +719,9 @@ fn load_or_create_meta(data_dir: &Path, node_id: i32) -> Result<Meta> {
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = uuid::Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -60,23 +60,65 @@ impl BrokerConfig {
     /// The broker's own settings, as read-only config entries.
     pub fn entries(&self) -> Vec<ConfigEntry> {
         let defaults = &self.topic_defaults;
-        let entry = |name: &str, value: String, kind: ConfigKind, documentation: &'static str| ConfigEntry {
-            name: name.to_string(),
-            value,
-            source: ConfigSource::Broker,
-            read_only: true,
-            documentation,
-            kind,
+        let entry = |name: &str, value: String, kind: ConfigKind, documentation: &'static str| {
+            ConfigEntry {
+                name: name.to_string(),
+                value,
+                source: ConfigSource::Broker,
+                read_only: true,
+                documentation,
+                kind,
+            }
         };
         vec![
-            entry("node.id", self.node_id.to_string(), ConfigKind::Int, "This broker's id."),
-            entry("num.partitions", self.default_partitions.to_string(), ConfigKind::Int, "Partitions of auto-created topics."),
-            entry("auto.create.topics.enable", self.auto_create_topics.to_string(), ConfigKind::Boolean, "Create unknown topics on first use."),
-            entry("log.segment.bytes", defaults.segment_bytes.to_string(), ConfigKind::Int, "Default segment.bytes."),
-            entry("log.roll.ms", defaults.segment_ms.to_string(), ConfigKind::Long, "Default segment.ms."),
-            entry("log.retention.ms", defaults.retention_ms.to_string(), ConfigKind::Long, "Default retention.ms."),
-            entry("log.retention.bytes", defaults.retention_bytes.to_string(), ConfigKind::Long, "Default retention.bytes."),
-            entry("message.max.bytes", defaults.max_message_bytes.to_string(), ConfigKind::Int, "Default max.message.bytes."),
+            entry(
+                "node.id",
+                self.node_id.to_string(),
+                ConfigKind::Int,
+                "This broker's id.",
+            ),
+            entry(
+                "num.partitions",
+                self.default_partitions.to_string(),
+                ConfigKind::Int,
+                "Partitions of auto-created topics.",
+            ),
+            entry(
+                "auto.create.topics.enable",
+                self.auto_create_topics.to_string(),
+                ConfigKind::Boolean,
+                "Create unknown topics on first use.",
+            ),
+            entry(
+                "log.segment.bytes",
+                defaults.segment_bytes.to_string(),
+                ConfigKind::Int,
+                "Default segment.bytes.",
+            ),
+            entry(
+                "log.roll.ms",
+                defaults.segment_ms.to_string(),
+                ConfigKind::Long,
+                "Default segment.ms.",
+            ),
+            entry(
+                "log.retention.ms",
+                defaults.retention_ms.to_string(),
+                ConfigKind::Long,
+                "Default retention.ms.",
+            ),
+            entry(
+                "log.retention.bytes",
+                defaults.retention_bytes.to_string(),
+                ConfigKind::Long,
+                "Default retention.bytes.",
+            ),
+            entry(
+                "message.max.bytes",
+                defaults.max_message_bytes.to_string(),
+                ConfigKind::Int,
+                "Default max.message.bytes.",
+            ),
             entry(
                 "log.retention.check.interval.ms",
                 self.retention_check_interval.as_millis().to_string(),
@@ -287,7 +329,9 @@ impl TopicConfig {
     /// # Errors
     ///
     /// [`CoreError::InvalidConfig`] naming the first bad entry.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<TopicConfig> {
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TopicConfig> {
         let mut config = TopicConfig::default();
         for (name, value) in pairs {
             config.apply(name, &ConfigChange::Set(value.to_string()))?;
@@ -304,8 +348,10 @@ impl TopicConfig {
         let known = known(name)?;
         match change {
             ConfigChange::Set(value) => {
-                (known.validate)(value.trim()).map_err(|why| CoreError::InvalidConfig(format!("{name}: {why}")))?;
-                self.overrides.insert(name.to_string(), value.trim().to_string());
+                (known.validate)(value.trim())
+                    .map_err(|why| CoreError::InvalidConfig(format!("{name}: {why}")))?;
+                self.overrides
+                    .insert(name.to_string(), value.trim().to_string());
             }
             ConfigChange::Delete => {
                 self.overrides.remove(name);
@@ -342,9 +388,13 @@ impl TopicConfig {
     fn int(&self, name: &str, defaults: &TopicDefaults) -> i64 {
         let value = match self.overrides.get(name) {
             Some(value) => value.clone(),
-            None => known(name).map(|k| (k.default)(defaults)).unwrap_or_default(),
+            None => known(name)
+                .map(|k| (k.default)(defaults))
+                .unwrap_or_default(),
         };
-        value.parse().unwrap_or_else(|_| panic!("validated config {name}={value} must parse"))
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("validated config {name}={value} must parse"))
     }
 
     /// `min.insync.replicas`.
@@ -374,7 +424,9 @@ mod tests {
 
     #[test]
     fn overrides_shape_the_log_config() {
-        let config = TopicConfig::from_pairs([("segment.bytes", "2048"), ("retention.bytes", "4096")]).expect("valid");
+        let config =
+            TopicConfig::from_pairs([("segment.bytes", "2048"), ("retention.bytes", "4096")])
+                .expect("valid");
         let log = config.log_config(&TopicDefaults::default());
         assert_eq!(log.segment_bytes, 2048);
         assert_eq!(log.retention_bytes, Some(4096));
@@ -383,15 +435,26 @@ mod tests {
 
     #[test]
     fn bad_names_and_values_are_refused() {
-        assert!(matches!(TopicConfig::from_pairs([("no.such", "1")]), Err(CoreError::InvalidConfig(_))));
-        assert!(matches!(TopicConfig::from_pairs([("segment.bytes", "10")]), Err(CoreError::InvalidConfig(_))));
-        assert!(matches!(TopicConfig::from_pairs([("cleanup.policy", "compact")]), Err(CoreError::InvalidConfig(_))));
+        assert!(matches!(
+            TopicConfig::from_pairs([("no.such", "1")]),
+            Err(CoreError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            TopicConfig::from_pairs([("segment.bytes", "10")]),
+            Err(CoreError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            TopicConfig::from_pairs([("cleanup.policy", "compact")]),
+            Err(CoreError::InvalidConfig(_))
+        ));
     }
 
     #[test]
     fn deleting_an_override_restores_the_default() {
         let mut config = TopicConfig::from_pairs([("retention.ms", "1000")]).expect("valid");
-        config.apply("retention.ms", &ConfigChange::Delete).expect("delete");
+        config
+            .apply("retention.ms", &ConfigChange::Delete)
+            .expect("delete");
         let entry = config
             .entries(&TopicDefaults::default())
             .into_iter()

@@ -81,7 +81,9 @@ pub enum CoreError {
 impl From<LogError> for CoreError {
     fn from(error: LogError) -> CoreError {
         match error {
-            LogError::Batch(BatchError::UnsupportedMagic(magic)) => CoreError::UnsupportedMessageFormat(magic),
+            LogError::Batch(BatchError::UnsupportedMagic(magic)) => {
+                CoreError::UnsupportedMessageFormat(magic)
+            }
             LogError::Batch(error) => CoreError::CorruptMessage(error),
             LogError::BatchTooLarge { size, limit } => CoreError::MessageTooLarge { size, limit },
             LogError::OffsetOutOfRange {

@@ -9,10 +9,12 @@ mod producer;
 mod topic;
 
 pub use crate::broker::{
-    now_ms, summary, validate_topic_name, Acks, Appended, Broker, OffsetSpec, ReadResult, Replication, TopicSummary,
-    TOPIC_NAME_BYTES_MAX,
+    now_ms, summary, validate_topic_name, Acks, Appended, Broker, OffsetSpec, ReadResult,
+    Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
 };
-pub use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, ConfigKind, ConfigSource, TopicConfig, TopicDefaults};
+pub use crate::config::{
+    BrokerConfig, ConfigChange, ConfigEntry, ConfigKind, ConfigSource, TopicConfig, TopicDefaults,
+};
 pub use crate::error::{CoreError, Result};
 pub use crate::topic::{Partition, Topic};
 pub use weir_log::{BatchError, LogOffsets};

@@ -41,7 +41,10 @@ impl ProducerIds {
     pub fn open(data_dir: &Path) -> io::Result<ProducerIds> {
         let path = data_dir.join(ID_FILE);
         let next = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad producer id block"))?,
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad producer id block"))?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
             Err(error) => return Err(error),
         };
@@ -105,7 +108,8 @@ pub struct ProducerStates {
 
 fn last_sequence(header: &BatchHeader) -> i32 {
     // Sequences wrap from i32::MAX to 0, as Kafka's DefaultRecordBatch.incrementSequence.
-    ((i64::from(header.base_sequence) + i64::from(header.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
+    ((i64::from(header.base_sequence) + i64::from(header.last_offset_delta))
+        % (i64::from(i32::MAX) + 1)) as i32
 }
 
 impl ProducerStates {
@@ -143,10 +147,13 @@ impl ProducerStates {
                 last_offset: seen.last_offset,
             });
         }
-        let expected = entry
-            .batches
-            .back()
-            .map_or(0, |latest| if latest.last_sequence == i32::MAX { 0 } else { latest.last_sequence + 1 });
+        let expected = entry.batches.back().map_or(0, |latest| {
+            if latest.last_sequence == i32::MAX {
+                0
+            } else {
+                latest.last_sequence + 1
+            }
+        });
         if header.base_sequence == expected {
             Ok(SequenceCheck::Append)
         } else {
@@ -159,10 +166,13 @@ impl ProducerStates {
 
     /// Remembers a batch just appended at `base_offset`.
     pub fn record(&mut self, header: &BatchHeader, base_offset: u64) {
-        let entry = self.producers.entry(header.producer_id).or_insert(ProducerEntry {
-            epoch: header.producer_epoch,
-            batches: VecDeque::new(),
-        });
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert(ProducerEntry {
+                epoch: header.producer_epoch,
+                batches: VecDeque::new(),
+            });
         if header.producer_epoch > entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -213,18 +223,36 @@ mod tests {
                 last_offset: 102
             }
         );
-        assert!(matches!(states.check(&header(7, 0, 5, 1)), Err(CoreError::OutOfOrderSequence(_))));
-        assert_eq!(states.check(&header(7, 0, 3, 1)).expect("next"), SequenceCheck::Append);
-        assert!(matches!(states.check(&header(7, 1, 4, 1)), Err(CoreError::OutOfOrderSequence(_))));
+        assert!(matches!(
+            states.check(&header(7, 0, 5, 1)),
+            Err(CoreError::OutOfOrderSequence(_))
+        ));
+        assert_eq!(
+            states.check(&header(7, 0, 3, 1)).expect("next"),
+            SequenceCheck::Append
+        );
+        assert!(matches!(
+            states.check(&header(7, 1, 4, 1)),
+            Err(CoreError::OutOfOrderSequence(_))
+        ));
         states.record(&header(7, 1, 0, 1), 103);
-        assert!(matches!(states.check(&header(7, 0, 3, 1)), Err(CoreError::InvalidProducerEpoch)));
+        assert!(matches!(
+            states.check(&header(7, 0, 3, 1)),
+            Err(CoreError::InvalidProducerEpoch)
+        ));
     }
 
     #[test]
     fn producer_ids_are_not_reused_after_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = ProducerIds::open(dir.path()).expect("open").next().expect("id");
-        let second = ProducerIds::open(dir.path()).expect("reopen").next().expect("id");
+        let first = ProducerIds::open(dir.path())
+            .expect("open")
+            .next()
+            .expect("id");
+        let second = ProducerIds::open(dir.path())
+            .expect("reopen")
+            .next()
+            .expect("id");
         assert!(second > first);
     }
 }

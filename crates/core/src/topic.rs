@@ -42,8 +42,18 @@ pub struct Partition {
 }
 
 impl Partition {
-    fn open(dir: &Path, index: u32, config: &TopicConfig, defaults: &TopicDefaults, clean: bool) -> Result<Partition> {
-        let log = Log::open(&dir.join(index.to_string()), config.log_config(defaults), clean)?;
+    fn open(
+        dir: &Path,
+        index: u32,
+        config: &TopicConfig,
+        defaults: &TopicDefaults,
+        clean: bool,
+    ) -> Result<Partition> {
+        let log = Log::open(
+            &dir.join(index.to_string()),
+            config.log_config(defaults),
+            clean,
+        )?;
         Ok(Partition {
             index,
             log: SharedLog::new(log),
@@ -144,12 +154,19 @@ impl Topic {
     }
 
     /// Opens a topic from its directory.
-    pub(crate) fn open(dir: PathBuf, name: &str, defaults: &TopicDefaults, clean: bool) -> Result<Topic> {
+    pub(crate) fn open(
+        dir: PathBuf,
+        name: &str,
+        defaults: &TopicDefaults,
+        clean: bool,
+    ) -> Result<Topic> {
         let text = fs::read(dir.join(TOPIC_FILE))?;
         let record: TopicRecord = serde_json::from_slice(&text)
             .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
         let partitions = (0..record.partitions)
-            .map(|index| Partition::open(&dir, index, &record.config, defaults, clean).map(Arc::new))
+            .map(|index| {
+                Partition::open(&dir, index, &record.config, defaults, clean).map(Arc::new)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Topic {
             name: name.to_string(),

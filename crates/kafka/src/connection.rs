@@ -38,7 +38,12 @@ enum CloseReason {
 
 /// Serves one connection until the client leaves, sends something that
 /// cannot be answered, or the broker shuts down.
-pub async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set_nodelay failed");
     }
@@ -101,7 +106,10 @@ async fn read_frame(reader: &mut OwnedReadHalf, length: usize) -> Result<BytesMu
     Ok(frame)
 }
 
-async fn write_replies(writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Reply>) -> std::io::Result<()> {
+async fn write_replies(
+    writer: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Reply>,
+) -> std::io::Result<()> {
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
     while let Some(reply) = queued.recv().await {
         let Some(bytes) = reply.await else {

@@ -84,13 +84,23 @@ pub fn handle(context: &Arc<Context>, mut frame: Bytes) -> Result<Option<Reply>,
     route(context, api, &header, frame)
 }
 
-fn route(context: &Arc<Context>, api: ApiKey, header: &RequestHeader, body: Bytes) -> Result<Option<Reply>, DispatchError> {
+fn route(
+    context: &Arc<Context>,
+    api: ApiKey,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Option<Reply>, DispatchError> {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
     macro_rules! call {
         ($module:ident) => {{
             let request = decode(api, version, body)?;
-            Ok(finish(api, version, correlation_id, api::$module::handle(context, request, version)))
+            Ok(finish(
+                api,
+                version,
+                correlation_id,
+                api::$module::handle(context, request, version),
+            ))
         }};
     }
     match api {
@@ -107,7 +117,10 @@ fn route(context: &Arc<Context>, api: ApiKey, header: &RequestHeader, body: Byte
         ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs),
         ApiKey::DescribeCluster => call!(describe_cluster),
         ApiKey::InitProducerId => call!(init_producer_id),
-        other => Err(DispatchError::UnsupportedVersion { api: other, version }),
+        other => Err(DispatchError::UnsupportedVersion {
+            api: other,
+            version,
+        }),
     }
 }
 
@@ -117,7 +130,12 @@ fn route(context: &Arc<Context>, api: ApiKey, header: &RequestHeader, body: Byte
 fn decode<R: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<R, DispatchError> {
     let request = R::decode(&mut body, version).map_err(|error| malformed(api, version, error))?;
     if body.has_remaining() {
-        tracing::debug!(?api, version, extra = body.remaining(), "bytes after the request body ignored");
+        tracing::debug!(
+            ?api,
+            version,
+            extra = body.remaining(),
+            "bytes after the request body ignored"
+        );
     }
     Ok(request)
 }
@@ -130,7 +148,12 @@ fn malformed(api: ApiKey, version: i16, error: impl std::fmt::Display) -> Dispat
     }
 }
 
-fn finish<R: Encodable + Send + 'static>(api: ApiKey, version: i16, correlation_id: i32, answer: Answer<R>) -> Option<Reply> {
+fn finish<R: Encodable + Send + 'static>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    answer: Answer<R>,
+) -> Option<Reply> {
     match answer {
         Answer::Now(response) => Some(ready(encode(api, version, correlation_id, &response))),
         Answer::Later(future) => Some(Box::pin(async move {
@@ -146,7 +169,12 @@ fn ready(bytes: Option<Bytes>) -> Reply {
 }
 
 /// Encodes a response with its header and length prefix.
-fn encode<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, response: &R) -> Option<Bytes> {
+fn encode<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+) -> Option<Bytes> {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);

@@ -55,7 +55,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true, then waits
 /// (up to a bound) for open connections to answer what they have read.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, config: KafkaConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: KafkaConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let context = Arc::new(Context { broker, config });
     let mut connections = JoinSet::new();
@@ -88,9 +93,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, config: KafkaConf
         }
         while connections.try_join_next().is_some() {}
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
         connections.abort_all();

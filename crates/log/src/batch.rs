@@ -155,7 +155,9 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     if header.records_count < 0 || (header.records_count as u64) > header.offset_count() {
-        return Err(BatchError::Corrupt("record count does not fit the offset range"));
+        return Err(BatchError::Corrupt(
+            "record count does not fit the offset range",
+        ));
     }
     Ok(header)
 }
@@ -188,11 +190,16 @@ pub const STAMPED_PREFIX_BYTES: usize = 16;
 
 /// The first [`STAMPED_PREFIX_BYTES`] of `batch` with the broker-owned fields
 /// set; the CRC does not cover them, so the rest of the batch stays as sent.
-pub fn stamped_prefix(batch: &[u8], base_offset: u64, partition_leader_epoch: i32) -> [u8; STAMPED_PREFIX_BYTES] {
+pub fn stamped_prefix(
+    batch: &[u8],
+    base_offset: u64,
+    partition_leader_epoch: i32,
+) -> [u8; STAMPED_PREFIX_BYTES] {
     let mut prefix = [0u8; STAMPED_PREFIX_BYTES];
     prefix.copy_from_slice(&batch[..STAMPED_PREFIX_BYTES]);
     prefix[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    prefix[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4].copy_from_slice(&partition_leader_epoch.to_be_bytes());
+    prefix[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+        .copy_from_slice(&partition_leader_epoch.to_be_bytes());
     prefix
 }
 
@@ -216,7 +223,11 @@ pub struct NewRecord {
 pub fn encode_batch(records: &[NewRecord]) -> Bytes {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_timestamp = records[0].timestamp;
-    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(base_timestamp);
+    let max_timestamp = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(base_timestamp);
     let mut body = BytesMut::new();
     for (delta, record) in records.iter().enumerate() {
         encode_record(&mut body, record, base_timestamp, delta as i64);
@@ -324,7 +335,10 @@ mod tests {
         let mut bytes = encode_batch(&[record("payload")]).to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(validate(&bytes), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate(&bytes),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]

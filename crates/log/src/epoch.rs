@@ -49,7 +49,11 @@ impl LeaderEpochCache {
     ///
     /// Any I/O error writing the checkpoint.
     pub fn assign(&mut self, epoch: i32, start_offset: u64) -> io::Result<()> {
-        if self.entries.last().is_some_and(|&(latest, _)| latest >= epoch) {
+        if self
+            .entries
+            .last()
+            .is_some_and(|&(latest, _)| latest >= epoch)
+        {
             return Ok(());
         }
         self.entries.push((epoch, start_offset));
@@ -62,7 +66,9 @@ impl LeaderEpochCache {
     ///
     /// Any I/O error writing the checkpoint.
     pub fn truncate_from(&mut self, end_offset: u64) -> io::Result<()> {
-        let keep = self.entries.partition_point(|&(_, start)| start < end_offset);
+        let keep = self
+            .entries
+            .partition_point(|&(_, start)| start < end_offset);
         if keep < self.entries.len() {
             self.entries.truncate(keep);
             self.persist()?;

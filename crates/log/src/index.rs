@@ -79,7 +79,9 @@ impl OffsetIndex {
 
     /// The entry with the largest relative offset `<= relative_offset`.
     pub fn lookup(&self, relative_offset: u32) -> Option<(u32, u32)> {
-        let after = self.entries.partition_point(|&(rel, _)| rel <= relative_offset);
+        let after = self
+            .entries
+            .partition_point(|&(rel, _)| rel <= relative_offset);
         after.checked_sub(1).map(|i| self.entries[i])
     }
 
@@ -157,7 +159,10 @@ impl TimeIndex {
             if max_timestamp <= last_timestamp {
                 return Ok(());
             }
-            assert!(relative_offset >= last_relative, "time index offsets must not go back");
+            assert!(
+                relative_offset >= last_relative,
+                "time index offsets must not go back"
+            );
         }
         let mut entry = [0u8; TIME_ENTRY_BYTES];
         entry[..8].copy_from_slice(&max_timestamp.to_be_bytes());
@@ -186,7 +191,9 @@ impl TimeIndex {
     ///
     /// Any I/O error truncating the file.
     pub fn truncate(&mut self, relative_offset: u32) -> io::Result<()> {
-        let keep = self.entries.partition_point(|&(_, rel)| rel < relative_offset);
+        let keep = self
+            .entries
+            .partition_point(|&(_, rel)| rel < relative_offset);
         self.entries.truncate(keep);
         self.sync_file_length()
     }

@@ -86,7 +86,10 @@ impl Log {
         let base_offsets = segment_base_offsets(dir)?;
         let mut segments = BTreeMap::new();
         for &base_offset in &base_offsets {
-            segments.insert(base_offset, Segment::open(dir, base_offset, config.index_interval_bytes)?);
+            segments.insert(
+                base_offset,
+                Segment::open(dir, base_offset, config.index_interval_bytes)?,
+            );
         }
         if segments.is_empty() {
             segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes)?);
@@ -111,7 +114,11 @@ impl Log {
     }
 
     fn open_active_segment(&mut self, clean: bool) -> Result<()> {
-        let checkpoint = if clean { read_log_end_checkpoint(&self.dir) } else { None };
+        let checkpoint = if clean {
+            read_log_end_checkpoint(&self.dir)
+        } else {
+            None
+        };
         // The checkpoint describes the log as it was closed; once the log
         // is written again it is stale. Removing it is enough without a
         // directory sync: the caller only passes `clean` after a clean stop.
@@ -121,7 +128,9 @@ impl Log {
         }
         let active = self.active_mut();
         match checkpoint {
-            Some((next_offset, size)) if size == active.size() && next_offset >= active.base_offset() => {
+            Some((next_offset, size))
+                if size == active.size() && next_offset >= active.base_offset() =>
+            {
                 active.set_next_offset(next_offset);
             }
             _ => {
@@ -159,7 +168,10 @@ impl Log {
 
     /// First offset still stored.
     pub fn log_start_offset(&self) -> u64 {
-        self.segments.values().next().map_or(0, Segment::base_offset)
+        self.segments
+            .values()
+            .next()
+            .map_or(0, Segment::base_offset)
     }
 
     /// Offset the next appended record gets.
@@ -196,7 +208,12 @@ impl Log {
     ///
     /// [`LogError::BatchTooLarge`] (nothing written) or I/O errors (the
     /// caller must stop writing: some batches may be partly written).
-    pub fn append(&mut self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append(
+        &mut self,
+        batches: &[(BatchHeader, Bytes)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         assert!(!batches.is_empty(), "append needs at least one batch");
         let limit = self.config.max_message_bytes;
         if let Some((_, bytes)) = batches.iter().find(|(_, bytes)| bytes.len() > limit) {
@@ -265,8 +282,16 @@ impl Log {
                 log_end_offset: end,
             });
         }
-        let first_candidate = self.segments.range(..=offset).next_back().map_or(start, |(&base, _)| base);
-        for segment in self.segments.range(first_candidate..).map(|(_, segment)| segment) {
+        let first_candidate = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(start, |(&base, _)| base);
+        for segment in self
+            .segments
+            .range(first_candidate..)
+            .map(|(_, segment)| segment)
+        {
             if let Some(position) = segment.position_of(offset)? {
                 return Ok(Some(ReadCursor {
                     file: segment.file(),
@@ -320,7 +345,10 @@ impl Log {
             if segment.next_offset() > deletable_below {
                 break;
             }
-            let by_time = self.config.retention_ms.is_some_and(|ms| expired(segment, ms));
+            let by_time = self
+                .config
+                .retention_ms
+                .is_some_and(|ms| expired(segment, ms));
             let by_size = self
                 .config
                 .retention_bytes
@@ -357,7 +385,10 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
@@ -376,7 +407,11 @@ fn segment_base_offsets(dir: &Path) -> io::Result<Vec<u64>> {
         let path = entry?.path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("log") => {
-                if let Some(base) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()) {
+                if let Some(base) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.parse().ok())
+                {
                     bases.push(base);
                 }
             }

@@ -115,7 +115,10 @@ impl Segment {
             index_interval_bytes,
         };
         // A damaged first header is recovery's business, not a reason to fail here.
-        segment.first_batch_timestamp = segment.read_header_at(0).ok().map(|header| header.max_timestamp);
+        segment.first_batch_timestamp = segment
+            .read_header_at(0)
+            .ok()
+            .map(|header| header.max_timestamp);
         Ok(segment)
     }
 
@@ -132,7 +135,10 @@ impl Segment {
     /// Sets the offset after the last batch of a sealed segment, known from
     /// the base offset of the segment that follows it.
     pub fn set_next_offset(&mut self, next_offset: u64) {
-        assert!(next_offset >= self.base_offset, "segment end before its base");
+        assert!(
+            next_offset >= self.base_offset,
+            "segment end before its base"
+        );
         self.next_offset = next_offset;
     }
 
@@ -176,13 +182,20 @@ impl Segment {
             header.base_offset,
             self.next_offset
         );
-        assert!(self.can_hold(header.last_offset()), "batch overflows the segment's offsets");
-        assert!(self.size + bytes.len() as u64 <= SEGMENT_BYTES_MAX, "segment overflow");
+        assert!(
+            self.can_hold(header.last_offset()),
+            "batch overflows the segment's offsets"
+        );
+        assert!(
+            self.size + bytes.len() as u64 <= SEGMENT_BYTES_MAX,
+            "segment overflow"
+        );
         let position = self.size;
         // Index entries are written before the batch: after a crash between
         // the two, the entry points at the end of the file and recovery drops it.
         self.index_batch(header, position)?;
-        let prefix = batch::stamped_prefix(bytes, header.base_offset, header.partition_leader_epoch);
+        let prefix =
+            batch::stamped_prefix(bytes, header.base_offset, header.partition_leader_epoch);
         write_all_vectored(&self.file, &prefix, &bytes[batch::STAMPED_PREFIX_BYTES..])?;
         if position == 0 {
             self.first_batch_timestamp = Some(header.max_timestamp);
@@ -195,7 +208,9 @@ impl Segment {
     /// `index_interval_bytes`, the max timestamp and the next offset.
     fn index_batch(&mut self, header: &BatchHeader, position: u64) -> io::Result<()> {
         let relative = (header.base_offset - self.base_offset) as u32;
-        let max_timestamp = self.max_timestamp.map_or(header.max_timestamp, |ts| ts.max(header.max_timestamp));
+        let max_timestamp = self
+            .max_timestamp
+            .map_or(header.max_timestamp, |ts| ts.max(header.max_timestamp));
         if position > 0 && self.bytes_since_index_entry >= self.index_interval_bytes {
             self.index.append(relative, position as u32)?;
             self.time_index.maybe_append(max_timestamp, relative)?;
@@ -228,8 +243,13 @@ impl Segment {
         if offset >= self.next_offset {
             return Ok(None);
         }
-        let relative = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
-        let mut position = self.index.lookup(relative).map_or(0, |(_, pos)| u64::from(pos));
+        let relative = offset
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
+        let mut position = self
+            .index
+            .lookup(relative)
+            .map_or(0, |(_, pos)| u64::from(pos));
         while position < self.size {
             let header = self.read_header_at(position)?;
             if header.last_offset() >= offset {
@@ -281,7 +301,11 @@ impl Segment {
         // The time entry of the checkpoint batch itself stays: it covers
         // the batches before the checkpoint, which are not scanned again.
         let checkpoint_relative = (checkpoint.offset - self.base_offset) as u32;
-        let after_checkpoint = if checkpoint.trusted_entries == 0 { 0 } else { checkpoint_relative + 1 };
+        let after_checkpoint = if checkpoint.trusted_entries == 0 {
+            0
+        } else {
+            checkpoint_relative + 1
+        };
         self.time_index.truncate(after_checkpoint)?;
         self.max_timestamp = self.time_index.max_timestamp();
         self.next_offset = checkpoint.offset;
@@ -306,7 +330,10 @@ impl Segment {
             self.file.sync_data()?;
             self.size = position;
         }
-        self.first_batch_timestamp = self.read_header_at(0).ok().map(|header| header.max_timestamp);
+        self.first_batch_timestamp = self
+            .read_header_at(0)
+            .ok()
+            .map(|header| header.max_timestamp);
         Ok(Recovery {
             batches_scanned,
             bytes_truncated,
@@ -428,7 +455,13 @@ fn write_all_vectored(mut file: &File, first: &[u8], second: &[u8]) -> io::Resul
 /// but at least one batch, stopping before the first batch that reaches
 /// `end_offset` (exclusive upper bound of what may be read). `size` is the
 /// file length when the read was planned: bytes below it do not change.
-pub(crate) fn read_batches(file: &File, size: u64, position: u64, max_bytes: usize, end_offset: u64) -> io::Result<Bytes> {
+pub(crate) fn read_batches(
+    file: &File,
+    size: u64,
+    position: u64,
+    max_bytes: usize,
+    end_offset: u64,
+) -> io::Result<Bytes> {
     let available = size.saturating_sub(position) as usize;
     if available < HEADER_BYTES {
         return Ok(Bytes::new());

@@ -69,7 +69,12 @@ impl SharedLog {
     ///
     /// [`LogError::Poisoned`] or [`LogError::Closed`]; the errors of
     /// [`Log::append`], where an I/O error poisons the log.
-    pub fn append(&self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append(
+        &self,
+        batches: &[(BatchHeader, Bytes)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         let mut log = self.log.lock();
         self.check_writable()?;
         let result = log.append(batches, leader_epoch, now_ms);

@@ -216,7 +216,10 @@ impl Harness {
 
     fn retention(&mut self) {
         let before = segment_files(self.dir.path());
-        let deleted = self.log().apply_retention(NOW_MS, u64::MAX).expect("retention");
+        let deleted = self
+            .log()
+            .apply_retention(NOW_MS, u64::MAX)
+            .expect("retention");
         let expected = self
             .config
             .retention_bytes

@@ -127,7 +127,11 @@ fn retention_ms_deletes_segments_whose_newest_record_is_older() {
     assert_eq!(segment_files(dir.path()).len(), 3);
 
     // A millisecond later the 2h segment has expired too.
-    assert_eq!(log.apply_retention(NOW_MS + 1, u64::MAX).expect("retention"), 1);
+    assert_eq!(
+        log.apply_retention(NOW_MS + 1, u64::MAX)
+            .expect("retention"),
+        1
+    );
     model.log_start_offset = model.batches[3].base_offset;
     check_whole_log(&log, &model);
 

@@ -19,8 +19,15 @@ const FLUSH_TICK: Duration = Duration::from_millis(50);
 pub fn run(settings: Resolved) -> ExitCode {
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
@@ -37,13 +44,21 @@ pub fn run(settings: Resolved) -> ExitCode {
 }
 
 async fn serve(settings: Resolved) -> Result<(), String> {
-    let broker = Arc::new(Broker::open(settings.broker).map_err(|error| format!("cannot open the data directory: {error}"))?);
+    let broker = Arc::new(
+        Broker::open(settings.broker)
+            .map_err(|error| format!("cannot open the data directory: {error}"))?,
+    );
     let listener = TcpListener::bind(settings.kafka_listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", settings.kafka_listen))?;
     tracing::info!(address = %settings.kafka_listen, "Kafka listener ready");
     let (stop, stopping) = watch::channel(false);
-    let kafka = tokio::spawn(weir_kafka::serve(listener, Arc::clone(&broker), settings.kafka, stopping.clone()));
+    let kafka = tokio::spawn(weir_kafka::serve(
+        listener,
+        Arc::clone(&broker),
+        settings.kafka,
+        stopping.clone(),
+    ));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
@@ -79,14 +94,15 @@ async fn wait_for_stop_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; stop with Ctrl-C");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM; stop with Ctrl-C");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

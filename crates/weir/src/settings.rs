@@ -91,26 +91,51 @@ impl ServerSettings {
             .kafka_listen
             .or(file.kafka_listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
-        let mut broker = BrokerConfig::new(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")));
+        let mut broker = BrokerConfig::new(
+            self.data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+        );
         broker.default_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
-        broker.auto_create_topics = self.auto_create_topics.or(file.auto_create_topics).unwrap_or(true);
+        broker.auto_create_topics = self
+            .auto_create_topics
+            .or(file.auto_create_topics)
+            .unwrap_or(true);
         broker.retention_check_interval = Duration::from_millis(
             self.log_retention_check_interval_ms
                 .or(file.log_retention_check_interval_ms)
                 .unwrap_or(300_000),
         );
         broker.topic_defaults = TopicDefaults {
-            segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes).unwrap_or(defaults.segment_bytes),
-            segment_ms: self.log_roll_ms.or(file.log_roll_ms).unwrap_or(defaults.segment_ms),
-            retention_ms: self.log_retention_ms.or(file.log_retention_ms).unwrap_or(defaults.retention_ms),
-            retention_bytes: self.log_retention_bytes.or(file.log_retention_bytes).unwrap_or(defaults.retention_bytes),
-            max_message_bytes: self.message_max_bytes.or(file.message_max_bytes).unwrap_or(defaults.max_message_bytes),
+            segment_bytes: self
+                .log_segment_bytes
+                .or(file.log_segment_bytes)
+                .unwrap_or(defaults.segment_bytes),
+            segment_ms: self
+                .log_roll_ms
+                .or(file.log_roll_ms)
+                .unwrap_or(defaults.segment_ms),
+            retention_ms: self
+                .log_retention_ms
+                .or(file.log_retention_ms)
+                .unwrap_or(defaults.retention_ms),
+            retention_bytes: self
+                .log_retention_bytes
+                .or(file.log_retention_bytes)
+                .unwrap_or(defaults.retention_bytes),
+            max_message_bytes: self
+                .message_max_bytes
+                .or(file.message_max_bytes)
+                .unwrap_or(defaults.max_message_bytes),
         };
         let mut kafka = KafkaConfig::new(kafka_listen);
         if let Some(host) = self.kafka_advertised_host.or(file.kafka_advertised_host) {
             kafka.advertised_host = host;
         }
-        if let Some(bytes) = self.socket_request_max_bytes.or(file.socket_request_max_bytes) {
+        if let Some(bytes) = self
+            .socket_request_max_bytes
+            .or(file.socket_request_max_bytes)
+        {
             kafka.request_bytes_max = bytes as usize;
         }
         if let Some(connections) = self.connections_max.or(file.connections_max) {
@@ -120,12 +145,16 @@ impl ServerSettings {
             broker,
             kafka_listen,
             kafka,
-            log_level: self.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            log_level: self
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
         })
     }
 }
 
 fn read_file(path: &Path) -> Result<ServerSettings, String> {
-    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
     toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
 }

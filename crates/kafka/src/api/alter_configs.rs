@@ -12,7 +12,11 @@ use crate::errors;
 use crate::server::Context;
 
 /// Replaces each topic's overrides with the given set.
-pub fn handle(context: &Arc<Context>, request: AlterConfigsRequest, _version: i16) -> Answer<AlterConfigsResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: AlterConfigsRequest,
+    _version: i16,
+) -> Answer<AlterConfigsResponse> {
     let responses = request
         .resources
         .into_iter()
@@ -23,13 +27,18 @@ pub fn handle(context: &Arc<Context>, request: AlterConfigsRequest, _version: i1
                     .iter()
                     .map(|config| match &config.value {
                         Some(value) => Ok((config.name.to_string(), value.to_string())),
-                        None => Err(CoreError::InvalidConfig(format!("{}: a null value cannot be set", config.name.as_str()))),
+                        None => Err(CoreError::InvalidConfig(format!(
+                            "{}: a null value cannot be set",
+                            config.name.as_str()
+                        ))),
                     })
                     .collect();
                 pairs.and_then(|pairs| {
-                    context
-                        .broker
-                        .replace_topic_config(resource.resource_name.as_str(), &pairs, request.validate_only)
+                    context.broker.replace_topic_config(
+                        resource.resource_name.as_str(),
+                        &pairs,
+                        request.validate_only,
+                    )
                 })
             } else {
                 Err(static_resource(resource.resource_type))

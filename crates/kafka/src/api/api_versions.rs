@@ -11,7 +11,11 @@ use crate::dispatch::Answer;
 use crate::server::Context;
 
 /// Answers with [`SUPPORTED`].
-pub fn handle(_context: &Arc<Context>, _request: ApiVersionsRequest, _version: i16) -> Answer<ApiVersionsResponse> {
+pub fn handle(
+    _context: &Arc<Context>,
+    _request: ApiVersionsRequest,
+    _version: i16,
+) -> Answer<ApiVersionsResponse> {
     Answer::Now(ApiVersionsResponse::default().with_api_keys(api_keys()))
 }
 

@@ -11,14 +11,20 @@ use crate::errors;
 use crate::server::Context;
 
 /// Grows each named topic to its requested count.
-pub fn handle(context: &Arc<Context>, request: CreatePartitionsRequest, _version: i16) -> Answer<CreatePartitionsResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: CreatePartitionsRequest,
+    _version: i16,
+) -> Answer<CreatePartitionsResponse> {
     let results = request
         .topics
         .into_iter()
         .map(|topic| {
-            let assignment: Option<Vec<Vec<i32>>> = topic
-                .assignments
-                .map(|all| all.into_iter().map(|a| a.broker_ids.into_iter().map(|id| id.0).collect()).collect());
+            let assignment: Option<Vec<Vec<i32>>> = topic.assignments.map(|all| {
+                all.into_iter()
+                    .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                    .collect()
+            });
             let result = context.broker.create_partitions(
                 topic.name.0.as_str(),
                 topic.count,

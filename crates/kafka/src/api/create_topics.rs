@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use weir_core::{CoreError, Replication, TopicConfig};
 
@@ -15,7 +17,11 @@ use crate::errors;
 use crate::server::Context;
 
 /// Creates each topic independently; a name given twice fails both times.
-pub fn handle(context: &Arc<Context>, request: CreateTopicsRequest, version: i16) -> Answer<CreateTopicsResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> Answer<CreateTopicsResponse> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_default() += 1;
@@ -26,7 +32,9 @@ pub fn handle(context: &Arc<Context>, request: CreateTopicsRequest, version: i16
         .map(|topic| {
             let name = topic.name.0.to_string();
             let result = if seen[&name] > 1 {
-                Err(CoreError::InvalidRequest(format!("topic '{name}' appears more than once in the request")))
+                Err(CoreError::InvalidRequest(format!(
+                    "topic '{name}' appears more than once in the request"
+                )))
             } else {
                 create(context, topic, request.validate_only)
             };
@@ -36,38 +44,66 @@ pub fn handle(context: &Arc<Context>, request: CreateTopicsRequest, version: i16
     Answer::Now(CreateTopicsResponse::default().with_topics(topics))
 }
 
-fn create(context: &Context, topic: CreatableTopic, validate_only: bool) -> Result<weir_core::TopicSummary, CoreError> {
+fn create(
+    context: &Context,
+    topic: CreatableTopic,
+    validate_only: bool,
+) -> Result<weir_core::TopicSummary, CoreError> {
     let mut pairs = Vec::with_capacity(topic.configs.len());
     for config in &topic.configs {
-        let value = config
-            .value
-            .as_ref()
-            .ok_or_else(|| CoreError::InvalidConfig(format!("{}: a null value cannot be set", config.name.as_str())))?;
+        let value = config.value.as_ref().ok_or_else(|| {
+            CoreError::InvalidConfig(format!(
+                "{}: a null value cannot be set",
+                config.name.as_str()
+            ))
+        })?;
         pairs.push((config.name.as_str(), value.as_str()));
     }
     let config = TopicConfig::from_pairs(pairs)?;
     let replication = if !topic.assignments.is_empty() {
         let mut assignments = topic.assignments;
         assignments.sort_by_key(|assignment| assignment.partition_index);
-        if assignments.iter().enumerate().any(|(i, a)| a.partition_index != i as i32) {
-            return Err(CoreError::InvalidReplicaAssignment("partition indexes must be 0, 1, 2, …".into()));
+        if assignments
+            .iter()
+            .enumerate()
+            .any(|(i, a)| a.partition_index != i as i32)
+        {
+            return Err(CoreError::InvalidReplicaAssignment(
+                "partition indexes must be 0, 1, 2, …".into(),
+            ));
         }
         if topic.replication_factor != -1 {
-            return Err(CoreError::InvalidRequest("give either a replication factor or a replica assignment, not both".into()));
+            return Err(CoreError::InvalidRequest(
+                "give either a replication factor or a replica assignment, not both".into(),
+            ));
         }
-        Replication::Assignment(assignments.into_iter().map(|a| a.broker_ids.into_iter().map(|id| id.0).collect()).collect())
+        Replication::Assignment(
+            assignments
+                .into_iter()
+                .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                .collect(),
+        )
     } else if topic.replication_factor == -1 {
         Replication::Default
     } else {
         Replication::Factor(topic.replication_factor)
     };
     let partitions = (topic.num_partitions != -1).then_some(topic.num_partitions);
-    context
-        .broker
-        .create_topic(topic.name.0.as_str(), partitions, replication, config, validate_only)
+    context.broker.create_topic(
+        topic.name.0.as_str(),
+        partitions,
+        replication,
+        config,
+        validate_only,
+    )
 }
 
-fn respond(context: &Context, name: &str, result: Result<weir_core::TopicSummary, CoreError>, version: i16) -> CreatableTopicResult {
+fn respond(
+    context: &Context,
+    name: &str,
+    result: Result<weir_core::TopicSummary, CoreError>,
+    version: i16,
+) -> CreatableTopicResult {
     let response = CreatableTopicResult::default().with_name(crate::api::topic_name(name));
     match result {
         Ok(summary) => {
@@ -78,7 +114,10 @@ fn respond(context: &Context, name: &str, result: Result<weir_core::TopicSummary
             if version < 5 {
                 return response;
             }
-            let configs = context.broker.describe_topic_config(name).unwrap_or_default();
+            let configs = context
+                .broker
+                .describe_topic_config(name)
+                .unwrap_or_default();
             let configs = configs
                 .into_iter()
                 .map(|entry| {
@@ -91,12 +130,10 @@ fn respond(context: &Context, name: &str, result: Result<weir_core::TopicSummary
                 .collect();
             response.with_configs(Some(configs))
         }
-        Err(error) => {
-            response
-                .with_error_code(errors::code(&error))
-                .with_error_message(Some(text(error.to_string())))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1)
-        }
+        Err(error) => response
+            .with_error_code(errors::code(&error))
+            .with_error_message(Some(text(error.to_string())))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1),
     }
 }

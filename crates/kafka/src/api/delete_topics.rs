@@ -13,7 +13,11 @@ use crate::errors;
 use crate::server::Context;
 
 /// Deletes each named topic.
-pub fn handle(context: &Arc<Context>, request: DeleteTopicsRequest, version: i16) -> Answer<DeleteTopicsResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> Answer<DeleteTopicsResponse> {
     let broker = &context.broker;
     let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         request
@@ -35,18 +39,27 @@ pub fn handle(context: &Arc<Context>, request: DeleteTopicsRequest, version: i16
                 Some(name) => {
                     let id = broker.topic(&name).map(|topic| topic.id()).unwrap_or(id);
                     let result = broker.delete_topic(&name);
-                    (Some(name), id, result.map_err(|error| (errors::code(&error), error.to_string())))
+                    (
+                        Some(name),
+                        id,
+                        result.map_err(|error| (errors::code(&error), error.to_string())),
+                    )
                 }
                 None => match broker.topic_by_id(id) {
                     Ok(topic) => {
                         let name = topic.name().to_string();
-                        let result = broker.delete_topic(&name).map_err(|error| (errors::code(&error), error.to_string()));
+                        let result = broker
+                            .delete_topic(&name)
+                            .map_err(|error| (errors::code(&error), error.to_string()));
                         (Some(name), id, result)
                     }
                     Err(CoreError::UnknownTopicOrPartition) => (
                         None,
                         id,
-                        Err((ResponseError::UnknownTopicId.code(), format!("no topic with id {id}"))),
+                        Err((
+                            ResponseError::UnknownTopicId.code(),
+                            format!("no topic with id {id}"),
+                        )),
                     ),
                     Err(error) => (None, id, Err((errors::code(&error), error.to_string()))),
                 },

@@ -10,7 +10,11 @@ use crate::dispatch::Answer;
 use crate::server::Context;
 
 /// Lists the one broker and the cluster id.
-pub fn handle(context: &Arc<Context>, _request: DescribeClusterRequest, _version: i16) -> Answer<DescribeClusterResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    _request: DescribeClusterRequest,
+    _version: i16,
+) -> Answer<DescribeClusterResponse> {
     let broker = &context.broker;
     let node = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node_id()))

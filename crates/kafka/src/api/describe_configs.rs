@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use weir_core::{ConfigEntry, ConfigKind, ConfigSource, CoreError};
 
@@ -30,7 +32,11 @@ fn type_code(kind: ConfigKind) -> i8 {
 }
 
 /// Describes each resource, filtered by the keys asked for.
-pub fn handle(context: &Arc<Context>, request: DescribeConfigsRequest, version: i16) -> Answer<DescribeConfigsResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> Answer<DescribeConfigsResponse> {
     let broker = &context.broker;
     let results = request
         .resources
@@ -39,9 +45,13 @@ pub fn handle(context: &Arc<Context>, request: DescribeConfigsRequest, version: 
             let name = resource.resource_name.as_str().to_string();
             let entries = match resource.resource_type {
                 RESOURCE_TOPIC => broker.describe_topic_config(&name),
-                RESOURCE_BROKER if name.is_empty() || name == broker.node_id().to_string() => Ok(broker.config().entries()),
+                RESOURCE_BROKER if name.is_empty() || name == broker.node_id().to_string() => {
+                    Ok(broker.config().entries())
+                }
                 RESOURCE_BROKER => Err(CoreError::InvalidRequest(format!("no broker '{name}'"))),
-                other => Err(CoreError::InvalidRequest(format!("resource type {other} is not supported"))),
+                other => Err(CoreError::InvalidRequest(format!(
+                    "resource type {other} is not supported"
+                ))),
             };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
@@ -51,7 +61,10 @@ pub fn handle(context: &Arc<Context>, request: DescribeConfigsRequest, version: 
                     let keys = resource.configuration_keys;
                     let configs = entries
                         .into_iter()
-                        .filter(|entry| keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == entry.name)))
+                        .filter(|entry| {
+                            keys.as_ref()
+                                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == entry.name))
+                        })
                         .map(|entry| describe(entry, version, request.include_documentation))
                         .collect();
                     result.with_configs(configs)
@@ -65,7 +78,11 @@ pub fn handle(context: &Arc<Context>, request: DescribeConfigsRequest, version: 
     Answer::Now(DescribeConfigsResponse::default().with_results(results))
 }
 
-fn describe(entry: ConfigEntry, version: i16, include_documentation: bool) -> DescribeConfigsResourceResult {
+fn describe(
+    entry: ConfigEntry,
+    version: i16,
+    include_documentation: bool,
+) -> DescribeConfigsResourceResult {
     let result = DescribeConfigsResourceResult::default()
         .with_name(text(entry.name))
         .with_value(Some(text(entry.value)))

@@ -36,9 +36,15 @@ struct Target {
 
 /// Reads now if enough is there, otherwise waits for the high watermark of
 /// any requested partition to move, or for the deadline.
-pub fn handle(context: &Arc<Context>, request: FetchRequest, version: i16) -> Answer<FetchResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: FetchRequest,
+    version: i16,
+) -> Answer<FetchResponse> {
     if version >= 7 && (request.session_id != 0 || request.session_epoch > 0) {
-        return Answer::Now(FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()));
+        return Answer::Now(
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+        );
     }
     let broker = &context.broker;
     let targets: Vec<Target> = request
@@ -52,14 +58,22 @@ pub fn handle(context: &Arc<Context>, request: FetchRequest, version: i16) -> An
                 offset: partition.fetch_offset,
                 max_bytes: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
                 leader_epoch: partition.current_leader_epoch,
-                partition: found.as_ref().map_err(|_| CoreError::UnknownTopicOrPartition).and_then(|t| t.partition(partition.partition)),
+                partition: found
+                    .as_ref()
+                    .map_err(|_| CoreError::UnknownTopicOrPartition)
+                    .and_then(|t| t.partition(partition.partition)),
             })
         })
         .collect();
     let limits = Limits {
-        max_bytes: if version >= 3 { usize::try_from(request.max_bytes).unwrap_or(0) } else { usize::MAX },
+        max_bytes: if version >= 3 {
+            usize::try_from(request.max_bytes).unwrap_or(0)
+        } else {
+            usize::MAX
+        },
         min_bytes: usize::try_from(request.min_bytes).unwrap_or(0),
-        max_wait: Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP),
+        max_wait: Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0))
+            .min(MAX_WAIT_CAP),
         read_committed: request.isolation_level == READ_COMMITTED,
     };
     let context = Arc::clone(context);
@@ -85,10 +99,15 @@ async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) 
             watcher.borrow_and_update();
         }
         let (response, bytes, failed) = read_all(&context, &targets, &limits);
-        if bytes >= limits.min_bytes || failed || watchers.is_empty() || Instant::now() >= deadline {
+        if bytes >= limits.min_bytes || failed || watchers.is_empty() || Instant::now() >= deadline
+        {
             return response;
         }
-        let changed = select_all(watchers.iter_mut().map(|watcher| Box::pin(watcher.changed())));
+        let changed = select_all(
+            watchers
+                .iter_mut()
+                .map(|watcher| Box::pin(watcher.changed())),
+        );
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep_until(deadline) => {}
@@ -98,7 +117,11 @@ async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) 
 
 /// Reads every target once: the response, the record bytes in it, and
 /// whether any partition failed (which answers at once, as Kafka does).
-fn read_all(context: &Context, targets: &[Target], limits: &Limits) -> (FetchResponse, usize, bool) {
+fn read_all(
+    context: &Context,
+    targets: &[Target],
+    limits: &Limits,
+) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut failed = false;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
@@ -116,10 +139,19 @@ fn read_all(context: &Context, targets: &[Target], limits: &Limits) -> (FetchRes
             ),
         }
     }
-    (FetchResponse::default().with_responses(topics), total, failed)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        failed,
+    )
 }
 
-fn read_one(context: &Context, target: &Target, remaining: usize, read_committed: bool) -> PartitionData {
+fn read_one(
+    context: &Context,
+    target: &Target,
+    remaining: usize,
+    read_committed: bool,
+) -> PartitionData {
     let data = PartitionData::default()
         .with_partition_index(target.index)
         .with_preferred_read_replica(BrokerId(-1))
@@ -149,7 +181,9 @@ fn read_one(context: &Context, target: &Target, remaining: usize, read_committed
         .read(partition, target.offset, target.max_bytes.min(remaining))
     {
         Ok(read) => data.with_records(Some(read.records)),
-        Err(error) => data.with_error_code(errors::code(&error)).with_records(Some(bytes::Bytes::new())),
+        Err(error) => data
+            .with_error_code(errors::code(&error))
+            .with_records(Some(bytes::Bytes::new())),
     }
 }
 

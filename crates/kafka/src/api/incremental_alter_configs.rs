@@ -33,7 +33,10 @@ pub fn handle(
                         let change = match (config.config_operation, &config.value) {
                             (SET, Some(value)) => ConfigChange::Set(value.to_string()),
                             (SET, None) => {
-                                return Err(CoreError::InvalidConfig(format!("{}: a null value cannot be set", config.name.as_str())))
+                                return Err(CoreError::InvalidConfig(format!(
+                                    "{}: a null value cannot be set",
+                                    config.name.as_str()
+                                )))
                             }
                             (DELETE, _) => ConfigChange::Delete,
                             (operation, _) => {
@@ -49,9 +52,11 @@ pub fn handle(
                     })
                     .collect();
                 changes.and_then(|changes| {
-                    context
-                        .broker
-                        .alter_topic_config(resource.resource_name.as_str(), &changes, request.validate_only)
+                    context.broker.alter_topic_config(
+                        resource.resource_name.as_str(),
+                        &changes,
+                        request.validate_only,
+                    )
                 })
             } else {
                 Err(static_resource(resource.resource_type))

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use weir_core::OffsetSpec;
 
@@ -15,7 +17,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
 /// Answers every requested partition.
-pub fn handle(context: &Arc<Context>, request: ListOffsetsRequest, version: i16) -> Answer<ListOffsetsResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> Answer<ListOffsetsResponse> {
     let broker = &context.broker;
     let topics = request
         .topics
@@ -37,14 +43,24 @@ pub fn handle(context: &Arc<Context>, request: ListOffsetsRequest, version: i16)
                         // -3 (max timestamp) and later specials need versions not advertised.
                         _ => return response.with_error_code(ResponseError::InvalidRequest.code()),
                     };
-                    let partition = match found.as_ref().map_err(|_| weir_core::CoreError::UnknownTopicOrPartition).and_then(|topic| topic.partition(wanted.partition_index)) {
+                    let partition = match found
+                        .as_ref()
+                        .map_err(|_| weir_core::CoreError::UnknownTopicOrPartition)
+                        .and_then(|topic| topic.partition(wanted.partition_index))
+                    {
                         Ok(partition) => partition,
                         Err(error) => return response.with_error_code(errors::code(&error)),
                     };
                     // Leader epochs travel from v4; older versions must leave the default.
-                    let response = if version >= 4 { response.with_leader_epoch(partition.leader_epoch()) } else { response };
+                    let response = if version >= 4 {
+                        response.with_leader_epoch(partition.leader_epoch())
+                    } else {
+                        response
+                    };
                     match broker.list_offset(&partition, spec) {
-                        Ok(Some((offset, timestamp))) => response.with_offset(offset as i64).with_timestamp(timestamp),
+                        Ok(Some((offset, timestamp))) => response
+                            .with_offset(offset as i64)
+                            .with_timestamp(timestamp),
                         Ok(None) => response,
                         Err(error) => response.with_error_code(errors::code(&error)),
                     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use weir_core::{summary, validate_topic_name, CoreError, Topic};
 
@@ -13,13 +15,24 @@ use crate::errors;
 use crate::server::Context;
 
 /// Describes the requested topics (all of them when none are named).
-pub fn handle(context: &Arc<Context>, request: MetadataRequest, version: i16) -> Answer<MetadataResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: MetadataRequest,
+    version: i16,
+) -> Answer<MetadataResponse> {
     let broker = &context.broker;
     // v0 asks for every topic with an empty list; later versions with null.
-    let all_topics = request.topics.as_ref().is_none_or(|topics| version == 0 && topics.is_empty());
+    let all_topics = request
+        .topics
+        .as_ref()
+        .is_none_or(|topics| version == 0 && topics.is_empty());
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let topics = if all_topics {
-        broker.topics().iter().map(|topic| describe(context, topic)).collect()
+        broker
+            .topics()
+            .iter()
+            .map(|topic| describe(context, topic))
+            .collect()
     } else {
         request
             .topics
@@ -28,7 +41,8 @@ pub fn handle(context: &Arc<Context>, request: MetadataRequest, version: i16) ->
             .map(|wanted| match wanted.name {
                 Some(name) => {
                     let name = name.0.as_str();
-                    let found = validate_topic_name(name).and_then(|()| broker.topic_or_create(name, allow_create));
+                    let found = validate_topic_name(name)
+                        .and_then(|()| broker.topic_or_create(name, allow_create));
                     match found {
                         Ok(topic) => describe(context, &topic),
                         Err(error) => failed(name, errors::code(&error)),

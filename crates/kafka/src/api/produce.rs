@@ -14,7 +14,11 @@ use crate::server::Context;
 
 /// Appends every partition's batches now (keeping the connection's order)
 /// and answers when all are durable.
-pub fn handle(context: &Arc<Context>, request: ProduceRequest, version: i16) -> Answer<ProduceResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: ProduceRequest,
+    version: i16,
+) -> Answer<ProduceResponse> {
     let acks = match request.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -22,7 +26,8 @@ pub fn handle(context: &Arc<Context>, request: ProduceRequest, version: i16) -> 
         _ => None,
     };
     let transactional = request.transactional_id.is_some();
-    let mut appends: Vec<(String, Vec<(i32, Result<Appended, Failure>)>)> = Vec::with_capacity(request.topic_data.len());
+    let mut appends: Vec<(String, Vec<PartitionOutcome>)> =
+        Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let partitions = topic
@@ -33,8 +38,12 @@ pub fn handle(context: &Arc<Context>, request: ProduceRequest, version: i16) -> 
                     (None, _) => Err(Failure::of(ResponseError::InvalidRequiredAcks)),
                     // Transactions come with a later issue; without them a
                     // transactional batch cannot be stored correctly.
-                    _ if transactional => Err(Failure::of(ResponseError::TransactionalIdAuthorizationFailed)),
-                    (Some(_), None) => Err(Failure::from(&CoreError::CorruptMessage(missing_records()))),
+                    _ if transactional => Err(Failure::of(
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                    )),
+                    (Some(_), None) => {
+                        Err(Failure::from(&CoreError::CorruptMessage(missing_records())))
+                    }
                     (Some(acks), Some(records)) => context
                         .broker
                         .append(&name, partition.index, records, acks)
@@ -54,7 +63,11 @@ pub fn handle(context: &Arc<Context>, request: ProduceRequest, version: i16) -> 
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, outcome) in partitions {
                 let result = match outcome {
-                    Ok(appended) => appended.durable().await.map(|()| appended).map_err(|error| Failure::from(&error)),
+                    Ok(appended) => appended
+                        .durable()
+                        .await
+                        .map(|()| appended)
+                        .map_err(|error| Failure::from(&error)),
                     Err(failure) => Err(failure),
                 };
                 partition_responses.push(partition_response(index, result, version));
@@ -68,6 +81,9 @@ pub fn handle(context: &Arc<Context>, request: ProduceRequest, version: i16) -> 
         ProduceResponse::default().with_responses(responses)
     }))
 }
+
+/// A partition index and what its append came to.
+type PartitionOutcome = (i32, Result<Appended, Failure>);
 
 /// A partition's error code and the message that explains it.
 struct Failure {
@@ -91,7 +107,11 @@ impl Failure {
     }
 }
 
-fn partition_response(index: i32, result: Result<Appended, Failure>, version: i16) -> PartitionProduceResponse {
+fn partition_response(
+    index: i32,
+    result: Result<Appended, Failure>,
+    version: i16,
+) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default()
         .with_index(index)
         .with_log_append_time_ms(-1);
@@ -100,7 +120,10 @@ fn partition_response(index: i32, result: Result<Appended, Failure>, version: i1
             .with_base_offset(appended.base_offset as i64)
             .with_log_start_offset(appended.log_start_offset as i64),
         Err(Failure { code, message }) => {
-            let response = response.with_error_code(code).with_base_offset(-1).with_log_start_offset(-1);
+            let response = response
+                .with_error_code(code)
+                .with_base_offset(-1)
+                .with_log_start_offset(-1);
             if version >= 8 {
                 response.with_error_message(Some(text(message)))
             } else {
