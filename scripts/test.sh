@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The one command that runs Weir's whole test suite:
-#   1. system tools the integration tests need (Debian's kcat),
+#   1. system tools the integration tests need (Debian's kcat, python3-venv),
 #   2. a Python venv at .venv with tests/requirements.txt,
-#   3. cargo build --release --workspace, cargo test --release --workspace,
+#   3. cargo build --release --workspace, then cargo test --release --workspace,
 #   4. pytest tests/ against target/release/weir.
 # Works on a fresh Debian machine with only the Rust toolchain, python3 and
-# git (as root, for apt-get). Extra arguments go to pytest, e.g.
+# git (as root, or with sudo, for apt-get). Extra arguments go to pytest:
 #   scripts/test.sh -k restart -x
 set -euo pipefail
 
@@ -14,29 +14,38 @@ cd "$repo_root"
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+apt_updated=false
+apt_install() {
+    log "apt-get install $*"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    if ! $apt_updated; then
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq
+        apt_updated=true
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # --- 1. Debian packages ------------------------------------------------------
-apt_packages=()
-command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
-# Debian splits venv/ensurepip out of python3; without it `python3 -m venv`
-# fails. Only needed when the venv does not exist yet.
-if [[ ! -x .venv/bin/python ]] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    apt_packages+=(python3-venv)
-fi
-if ((${#apt_packages[@]})); then
-    log "apt-get install ${apt_packages[*]}"
-    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
-fi
-kcat -V 2>&1 | head -n 1 >&2
+command -v kcat >/dev/null 2>&1 || apt_install kcat
+log "kcat $(kcat -V 2>&1 | sed -n 's/^Version //p')"
 
 # --- 2. Python venv ----------------------------------------------------------
-if [[ ! -x .venv/bin/python ]]; then
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    rm -rf .venv
     log "python3 -m venv .venv"
-    python3 -m venv .venv
+    # Debian's python3 has no ensurepip until python3-venv is installed.
+    if ! python3 -m venv .venv >/dev/null 2>&1; then
+        rm -rf .venv
+        apt_install python3-venv
+        python3 -m venv .venv
+    fi
 fi
-# Reinstall only when requirements.txt changed since the last install.
+# Install only when requirements.txt changed since the last install.
 stamp=.venv/.weir-requirements.sha256
 want="$(sha256sum tests/requirements.txt | cut -d' ' -f1)"
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
@@ -46,8 +55,8 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
 fi
 
 # --- 3. Rust -----------------------------------------------------------------
-# Both commands use the release profile, so `cargo test` reuses every
-# dependency (and the weir binary) that `cargo build` just compiled.
+# Both use the release profile, so `cargo test` reuses every dependency that
+# `cargo build` just compiled.
 log "cargo build --release --workspace"
 cargo build --release --workspace
 log "cargo test --release --workspace"

@@ -246,8 +246,9 @@ def test_create_partitions(broker):
 
     consumer = make_consumer(broker)
     assert [watermarks(consumer, topic, p) for p in range(5)] == [(0, 1), (0, 1), (0, 0), (0, 0), (0, 0)]
-    # A producer caches metadata: the one created before the growth does not
-    # know partition 4 yet (as against Apache Kafka), so use a fresh one.
+    # librdkafka caches metadata: the producer made before the growth does not
+    # know partition 4 yet and refuses it locally (_UNKNOWN_PARTITION), so
+    # use a fresh one.
     reports = produce_all(make_producer(broker), topic, [{"value": b"new", "partition": 4}])
     assert [(r[0], r[1], r[2]) for r in reports] == [(None, 4, 0)]
     consumer.assign([TopicPartition(topic, 4, 0)])

@@ -135,8 +135,18 @@ def test_kill_9_loses_no_acknowledged_message(broker):
             except BufferError:
                 producer.poll(0.01)
             producer.poll(0)
-        # Mid-loop: requests are in flight and more are queued.
+        # A burst without waiting, then the kill: requests are in flight and
+        # more are queued.
+        for _ in range(1000):
+            try:
+                producer.produce(topic, key=b"k%d" % (seq % 50), value=crash_value(seq), on_delivery=on_delivery)
+                seq += 1
+            except BufferError:
+                break
+        time.sleep(0.002)
+        unanswered_at_kill = seq - len(acked) - failed
         assert broker.kill() == -signal.SIGKILL
+        assert unanswered_at_kill > 0, "nothing was in flight at the kill"
         deadline = time.monotonic() + 0.3
         while time.monotonic() < deadline:
             try:
@@ -149,11 +159,14 @@ def test_kill_9_loses_no_acknowledged_message(broker):
         # The producer reconnects to the restarted broker and gets an answer
         # (or a failure) for everything it still holds.
         assert producer.flush(60) == 0, f"round {round_number}: undelivered messages"
+        print(f"round {round_number}: {unanswered_at_kill} unanswered at the kill; "
+              f"now {len(acked)} acked, {failed} failed of {seq} sent")
 
     assert len(acked) >= 6000
     consumer = make_consumer(broker)
     high = {p: watermarks(consumer, topic, p) for p in range(partitions)}
     consumer.close()
+    print(f"watermarks after the last restart: {high}")
     for p in range(partitions):
         top_acked = max((o for (q, o) in acked if q == p), default=-1)
         assert high[p][0] == 0, f"partition {p} lost its start: {high[p]}"
