@@ -19,12 +19,18 @@
 #       --linger-ms MS      producer linger.ms                (default 5)
 #       --batch-size BYTES  producer batch.size               (default 1000000)
 #       --compression C     none|gzip|snappy|lz4|zstd         (default none)
+#       --fetch-wait-ms MS  consumer fetch.wait.max.ms       (default: librdkafka's, 500)
+#   -P, --producer-property K=V   extra librdkafka producer property (repeatable)
+#   -C, --consumer-property K=V   extra librdkafka consumer property (repeatable)
 #       --pin               broker on CPU 0, client on CPU 1 (default: both share)
+#       --weir-rev REV      build Weir from this commit (a `git archive` copy under
+#                           bench/.tools, target bench/target/weir) instead of the
+#                           working tree, so a half-edited tree is not measured
 #       --no-build          use the binaries already built
 #       --out DIR           results directory (default bench/results/<utc time>)
 # Environment: WEIR_BIN, TANSU_BIN, KAFKA_LOAD_BIN override the binaries;
 #   WEIR_ARGS / TANSU_ARGS add broker arguments; WEIR_PORT (19092),
-#   TANSU_PORT (19093), TANSU_PROMETHEUS_PORT (19100).
+#   TANSU_PORT (19093).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +47,10 @@ COMPRESSION=none
 PIN=0
 BUILD=1
 OUT=""
+WEIR_REV=""
+FETCH_WAIT_MS=""
+PRODUCER_PROPERTIES=()
+CONSUMER_PROPERTIES=()
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -52,7 +62,11 @@ while [[ $# -gt 0 ]]; do
         --linger-ms) LINGER_MS=$2; shift 2 ;;
         --batch-size) BATCH_SIZE=$2; shift 2 ;;
         --compression) COMPRESSION=$2; shift 2 ;;
+        --fetch-wait-ms) FETCH_WAIT_MS=$2; shift 2 ;;
+        -P|--producer-property) PRODUCER_PROPERTIES+=(-X "$2"); shift 2 ;;
+        -C|--consumer-property) CONSUMER_PROPERTIES+=(-X "$2"); shift 2 ;;
         --pin) PIN=1; shift ;;
+        --weir-rev) WEIR_REV=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -62,19 +76,26 @@ done
 
 WEIR_PORT=${WEIR_PORT:-19092}
 TANSU_PORT=${TANSU_PORT:-19093}
-TANSU_PROMETHEUS_PORT=${TANSU_PROMETHEUS_PORT:-19100}
 OUT=${OUT:-$BENCH/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 RESULTS=$OUT/runs.jsonl
 : > "$RESULTS"
 CLOCK_TICKS=$(getconf CLK_TCK)
+[[ -n $FETCH_WAIT_MS ]] && CONSUMER_PROPERTIES+=(-X "fetch.wait.max.ms=$FETCH_WAIT_MS")
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------- binaries --
 
 KAFKA_LOAD_BIN=${KAFKA_LOAD_BIN:-$BENCH/target/release/kafka-load}
-WEIR_BIN=${WEIR_BIN:-$ROOT/target/release/weir}
+WEIR_SOURCE=$ROOT
+WEIR_TARGET=$ROOT/target
+if [[ -n $WEIR_REV ]]; then
+    WEIR_REV=$(cd "$ROOT" && git rev-parse --short "$WEIR_REV")
+    WEIR_SOURCE=$BENCH/.tools/weir-src-$WEIR_REV
+    WEIR_TARGET=$BENCH/target/weir
+fi
+WEIR_BIN=${WEIR_BIN:-$WEIR_TARGET/release/weir}
 if [[ -z "${TANSU_BIN:-}" ]]; then
     if [[ -x $BENCH/.tools/bin/tansu ]]; then
         TANSU_BIN=$BENCH/.tools/bin/tansu
@@ -87,8 +108,12 @@ if [[ $BUILD == 1 ]]; then
     log "building kafka-load"
     (cd "$BENCH/kafka-load" && CARGO_TARGET_DIR=$BENCH/target cargo build --release --quiet)
     if [[ " $BROKERS " == *" weir "* ]]; then
-        log "building weir (release)"
-        (cd "$ROOT" && cargo build --release --quiet -p weir)
+        if [[ -n $WEIR_REV && ! -d $WEIR_SOURCE ]]; then
+            mkdir -p "$WEIR_SOURCE"
+            (cd "$ROOT" && git archive "$WEIR_REV") | tar -x -C "$WEIR_SOURCE"
+        fi
+        log "building weir (release) from $WEIR_SOURCE"
+        (cd "$WEIR_SOURCE" && CARGO_TARGET_DIR=$WEIR_TARGET cargo build --release --quiet -p weir)
     fi
 fi
 [[ -x $KAFKA_LOAD_BIN ]] || { echo "missing $KAFKA_LOAD_BIN" >&2; exit 1; }
@@ -141,9 +166,14 @@ PROBE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weir-bench-probe.XXXXXX")
     echo "- CPUs: $(nproc) × $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
     echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
     echo "- Kernel: $(uname -sr)"
-    echo "- Data directory filesystem: $(stat -f -c %T "$PROBE_DIR") ($(df --output=source "$PROBE_DIR" | tail -1))"
+    echo "- Load average when the benchmark started: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the same CPUs)"
+    echo "- Data directory filesystem: $(df --output=fstype "$PROBE_DIR" | tail -1) on $(df --output=source "$PROBE_DIR" | tail -1)"
     echo "- $(machine_report "$PROBE_DIR")"
-    echo "- Weir: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- crates 2>/dev/null || echo ' (+ uncommitted changes)')"
+    if [[ -n $WEIR_REV ]]; then
+        echo "- Weir: commit $WEIR_REV (release build)"
+    else
+        echo "- Weir: working tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- crates vendor Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes') (release build)"
+    fi
     [[ -n $TANSU_BIN ]] && echo "- tansu: $("$TANSU_BIN" --version 2>/dev/null | head -1)"
     echo "- librdkafka: $("$KAFKA_LOAD_BIN" --version 2>/dev/null) (rdkafka 0.39 / librdkafka 2.12.1, bundled)"
 } > "$OUT/machine.md"
@@ -186,21 +216,24 @@ start_broker() {
         weir)
             BROKER_PORT=$WEIR_PORT
             # shellcheck disable=SC2086
-            "${BROKER_PIN[@]}" "$WEIR_BIN" server --data-dir "$DATA_DIR" \
+            ${BROKER_PIN[@]+"${BROKER_PIN[@]}"} "$WEIR_BIN" server --data-dir "$DATA_DIR" \
                 --kafka-listen "127.0.0.1:$BROKER_PORT" ${WEIR_ARGS:-} \
                 > "$logfile" 2>&1 &
             ;;
         tansu|tansu-sqlite)
             BROKER_PORT=$TANSU_PORT
+            # memory:// is tansu's in-memory engine (object_store InMemory);
+            # sqlite://<name> is a libSQL file relative to the working
+            # directory, so tansu runs inside the fresh data directory (which
+            # also keeps it from loading a stray .env).
             local storage=memory://tansu/
-            [[ $broker == tansu-sqlite ]] && storage=sqlite://$DATA_DIR/tansu.db
+            [[ $broker == tansu-sqlite ]] && storage=sqlite://tansu.db
             # shellcheck disable=SC2086
-            "${BROKER_PIN[@]}" "$TANSU_BIN" broker \
-                --kafka-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-                --kafka-advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+            (cd "$DATA_DIR" && exec ${BROKER_PIN[@]+"${BROKER_PIN[@]}"} "$TANSU_BIN" broker \
+                --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+                --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
                 --storage-engine "$storage" \
-                --prometheus-listener-url "tcp://127.0.0.1:$TANSU_PROMETHEUS_PORT" \
-                ${TANSU_ARGS:-} > "$logfile" 2>&1 &
+                ${TANSU_ARGS:-}) > "$logfile" 2>&1 &
             ;;
     esac
     BROKER_PID=$!
@@ -241,20 +274,22 @@ run_once() {
     fi
     local ticks_start ticks_produced ticks_consumed produce consume produced
     ticks_start=$(cpu_ticks "$BROKER_PID")
-    produce=$("${CLIENT_PIN[@]}" "$KAFKA_LOAD_BIN" produce --label "$broker" \
+    produce=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$KAFKA_LOAD_BIN" produce --label "$broker" \
         --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" --create-topic \
         -n "$MESSAGES" -s "$SIZE" --acks "$ACKS" --linger-ms "$LINGER_MS" \
         --batch-size "$BATCH_SIZE" --compression "$COMPRESSION" \
-        --idle-timeout-s 30 2> "$OUT/$broker-$run.produce.stderr") || true
+        --idle-timeout-s 30 ${PRODUCER_PROPERTIES[@]+"${PRODUCER_PROPERTIES[@]}"} \
+        2> "$OUT/$broker-$run.produce.stderr") || true
     [[ -n $produce ]] || produce='{"error": "kafka-load produce printed nothing"}'
     ticks_produced=$(cpu_ticks "$BROKER_PID" 2>/dev/null || echo null)
     log "$broker run $run: produce $(jq -c '{msgs_per_s, complete, failed, first_error, error}' <<< "$produce")"
 
     produced=$(jq -r '.messages // 0' <<< "$produce")
     if [[ $produced -gt 0 ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        consume=$("${CLIENT_PIN[@]}" "$KAFKA_LOAD_BIN" consume --label "$broker" \
+        consume=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$KAFKA_LOAD_BIN" consume --label "$broker" \
             --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" \
             -n "$produced" -s "$SIZE" --idle-timeout-s 30 \
+            ${CONSUMER_PROPERTIES[@]+"${CONSUMER_PROPERTIES[@]}"} \
             2> "$OUT/$broker-$run.consume.stderr") || true
         [[ -n $consume ]] || consume='{"error": "kafka-load consume printed nothing"}'
     else
@@ -288,9 +323,9 @@ done
 # --------------------------------------------------------------- summary --
 
 {
-    echo "## Kafka throughput: $MESSAGES × $SIZE B, 1 partition, acks=$ACKS, linger.ms=$LINGER_MS, batch.size=$BATCH_SIZE, compression=$COMPRESSION"
+    echo "## Kafka throughput: $MESSAGES × $SIZE B, 1 partition, acks=$ACKS, linger.ms=$LINGER_MS, batch.size=$BATCH_SIZE, compression=$COMPRESSION, fetch.wait.max.ms=${FETCH_WAIT_MS:-500 (default)}"
     echo
-    echo "Command: \`bench/kafka-throughput.sh -n $MESSAGES -s $SIZE -r $REPEATS -b \"$BROKERS\" --acks $ACKS --linger-ms $LINGER_MS --batch-size $BATCH_SIZE --compression $COMPRESSION$([[ $PIN == 1 ]] && echo ' --pin')\`"
+    echo "Command: \`bench/kafka-throughput.sh -n $MESSAGES -s $SIZE -r $REPEATS -b \"$BROKERS\" --acks $ACKS --linger-ms $LINGER_MS --batch-size $BATCH_SIZE --compression $COMPRESSION$([[ $PIN == 1 ]] && echo ' --pin')$([[ -n $WEIR_REV ]] && echo " --weir-rev $WEIR_REV")$([[ -n $FETCH_WAIT_MS ]] && echo " --fetch-wait-ms $FETCH_WAIT_MS")$(for p in ${PRODUCER_PROPERTIES[@]+"${PRODUCER_PROPERTIES[@]}"}; do [[ $p == -X ]] || printf ' -P %s' "$p"; done)$(for p in ${CONSUMER_PROPERTIES[@]+"${CONSUMER_PROPERTIES[@]}"}; do [[ $p == -X || $p == fetch.wait.max.ms=* ]] || printf ' -C %s' "$p"; done)\`"
     echo
     cat "$OUT/machine.md"
     echo

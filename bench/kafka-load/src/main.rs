@@ -433,8 +433,10 @@ fn consume(args: &ConsumeArgs) -> Result<Value, String> {
         .set("fetch.max.bytes", args.fetch_bytes.to_string())
         .set("queued.max.messages.kbytes", "1048576")
         .set("queued.min.messages", "1000000");
-    // librdkafka needs a group.id only for subscribe/commit; assign works
-    // without one, which keeps group coordination out of the measurement.
+    // librdkafka refuses assign() without a group.id ("Unknown group"), so
+    // one is set; nothing subscribes or commits, so no group is ever joined
+    // (librdkafka still looks up the group's coordinator in the background).
+    config.set("group.id", format!("kafka-load-{}", std::process::id()));
     apply_properties(&mut config, common);
     let consumer: BaseConsumer = config
         .create()
