@@ -220,23 +220,6 @@ def test_bad_input_costs_only_its_own_connection(broker):
     # The bad-CRC batch was not stored: exactly the good client's messages.
 
 
-def test_api_versions_answers(broker):
-    """ApiVersions v0 and v3 by hand: no error, the same table, and at least
-    the APIs the Kafka clients in this suite use."""
-    with wire.Connection(broker) as conn:
-        v0 = wire.api_versions(conn, 0)
-        v3 = wire.api_versions(conn, 3)
-    assert v0["error_code"] == v3["error_code"] == 0
-    assert v0["api_keys"] == v3["api_keys"]
-    needed = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 18: "ApiVersions",
-              19: "CreateTopics", 20: "DeleteTopics", 32: "DescribeConfigs", 37: "CreatePartitions",
-              44: "IncrementalAlterConfigs"}
-    missing = [name for key, name in needed.items() if key not in v0["api_keys"]]
-    assert not missing, f"not advertised: {missing}"
-    for key, (low, high) in v0["api_keys"].items():
-        assert 0 <= low <= high, (key, low, high)
-
-
 def test_socket_request_max_bytes_flag(weir_broker):
     broker = weir_broker(args=["--socket-request-max-bytes", "200000"])
     topic = unique("limit")

@@ -153,6 +153,50 @@ def test_every_codec_round_trip(broker):
     consumer.close()
 
 
+def test_acks_settings_and_idempotence(broker):
+    """acks=0, acks=1, acks=all, and the idempotent producer (InitProducerId,
+    sequence numbers): each writes its own partition, all read back exactly."""
+    topic = unique("acks")
+    create_topic(make_admin(broker), topic, 4)
+    settings = [
+        {"acks": "0"},
+        {"acks": "1"},
+        {"acks": "all"},
+        {"enable.idempotence": True, "compression.type": "lz4"},
+    ]
+    for partition, config in enumerate(settings):
+        messages = [{"value": b"p%d-%d" % (partition, i), "key": b"k%d" % i, "partition": partition} for i in range(1000)]
+        reports = produce_all(make_producer(broker, **config), topic, messages)
+        assert_delivered(reports)
+        if config.get("acks") != "0":  # with acks=0 no offset comes back
+            assert [r[2] for r in reports] == list(range(1000)), config
+
+    consumer = make_consumer(broker)
+    for partition in range(len(settings)):
+        assert wait_until(lambda: watermarks(consumer, topic, partition) == (0, 1000), 10, f"partition {partition} complete")
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(len(settings))])
+    got = sorted((m.partition(), m.offset(), m.key(), m.value()) for m in consume_exactly(consumer, 4000))
+    consumer.close()
+    assert got == [(p, i, b"k%d" % i, b"p%d-%d" % (p, i)) for p in range(len(settings)) for i in range(1000)]
+
+
+def test_fetch_returns_a_batch_larger_than_the_fetch_limits(broker):
+    """KIP-74: a consumer whose fetch limits are smaller than a batch still
+    gets the whole first batch, so that it can make progress."""
+    topic = unique("bigbatch")
+    create_topic(make_admin(broker), topic, 1)
+    big = bytes(range(256)) * 3000  # 768000 bytes
+    producer = make_producer(broker, **{"compression.type": "none"})
+    assert_delivered(produce_all(producer, topic, [{"value": big}, {"value": b"small"}]))
+    consumer = make_consumer(
+        broker, **{"fetch.max.bytes": 1000, "max.partition.fetch.bytes": 1000, "message.max.bytes": 1000, "receive.message.max.bytes": 2_000_000}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = [(m.offset(), m.value()) for m in consume_exactly(consumer, 2)]
+    consumer.close()
+    assert got == [(0, big), (1, b"small")]
+
+
 def test_list_offsets(broker):
     topic = unique("offsets")
     admin = make_admin(broker)
