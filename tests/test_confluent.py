@@ -5,6 +5,7 @@ compression codec, ListOffsets, and the admin APIs with their error codes.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import zlib
 from collections import defaultdict
@@ -423,6 +424,15 @@ def test_create_topic_errors(weir_broker):
     admin.create_topics([NewTopic(default, -1, -1)], operation_timeout=10)[default].result(15)
     assert topic_partition_count(admin, default) == 3
 
+    # validate_only: the answer as if created, nothing created.
+    checked = unique("validate")
+    admin.create_topics([NewTopic(checked, 2, 1)], validate_only=True, operation_timeout=10)[checked].result(15)
+    assert checked not in admin.list_topics(timeout=10).topics
+    future = admin.create_topics([NewTopic(topic, 2, 1)], validate_only=True, operation_timeout=10)[topic]
+    with pytest.raises(KafkaException) as info:
+        future.result(15)
+    assert kafka_error_code(info.value) == KafkaError.TOPIC_ALREADY_EXISTS
+
     # One request, several topics: each gets its own answer.
     good, bad = unique("good"), "bad!"
     futures = admin.create_topics(
@@ -436,6 +446,77 @@ def test_create_topic_errors(weir_broker):
     names = admin.list_topics(timeout=10).topics
     assert good in names and bad not in names
     assert topic_partition_count(admin, good) == 2
+
+
+def test_many_partitions(broker):
+    topic = unique("wide")
+    admin = make_admin(broker)
+    create_topic(admin, topic, 128)
+    assert topic_partition_count(admin, topic) == 128
+    messages = [{"value": b"to %d" % p, "partition": p} for p in range(128)] * 2
+    reports = produce_all(make_producer(broker), topic, messages)
+    assert [(r[0], r[1], r[2]) for r in reports] == [(None, p, n) for n in (0, 1) for p in range(128)]
+    consumer = make_consumer(broker)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(128)])
+    got = sorted((m.partition(), m.offset(), m.value()) for m in consume_exactly(consumer, 256))
+    consumer.close()
+    assert got == sorted((p, n, b"to %d" % p) for n in (0, 1) for p in range(128))
+
+
+@pytest.mark.timeout(120)
+def test_delete_topic_under_load(broker):
+    """Deleting a topic while a producer and a consumer are busy on it: the
+    clients get errors, not hangs; the broker stays up; the name can be
+    used again at once, empty."""
+    topic = unique("busy")
+    admin = make_admin(broker)
+    create_topic(admin, topic, 2)
+    stop = threading.Event()
+    errors = []
+
+    def produce_loop():
+        producer = make_producer(broker, **{"message.timeout.ms": 5000})
+        i = 0
+        while not stop.is_set():
+            try:
+                producer.produce(topic, value=b"v%d" % i, partition=i % 2,
+                                 on_delivery=lambda e, m: errors.append(e) if e else None)
+                i += 1
+            except (BufferError, KafkaException):
+                pass
+            producer.poll(0.001)
+        producer.flush(10)
+
+    def consume_loop():
+        consumer = make_consumer(broker, **{"auto.offset.reset": "earliest"})
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
+        while not stop.is_set():
+            consumer.poll(0.1)
+        consumer.close()
+
+    threads = [threading.Thread(target=produce_loop), threading.Thread(target=consume_loop)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        admin.delete_topics([topic], operation_timeout=10)[topic].result(15)
+        time.sleep(1.0)
+        assert broker.alive()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a client hung after the delete"
+    assert broker.alive()
+
+    # The producer may have auto-created the topic again after the delete;
+    # either way it must be usable: delete (if there), create, read empty.
+    admin.delete_topics([topic], operation_timeout=10)[topic].exception(15)
+    wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 10, "topic gone")
+    create_topic(admin, topic, 1)
+    consumer = make_consumer(broker)
+    assert watermarks(consumer, topic, 0) == (0, 0)
+    consumer.close()
 
 
 def test_message_too_large(broker):

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import ConfigResource, NewPartitions, ResourceType
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, ResourceType
 
 from helpers import (
     Record,
@@ -56,29 +56,48 @@ def test_clean_restart_keeps_everything(broker):
     reports = produce_all(make_producer(broker), topic, messages)
     assert_delivered(reports)
     expected = {
-        (p, o): Record(p, o, m["key"], m["value"], tuple(m["headers"]))
-        for m, (_, p, o, _) in zip(messages, reports)
+        (p, o): Record(p, o, m["key"], m["value"], tuple(m["headers"]), ts)
+        for m, (_, p, o, ts) in zip(messages, reports)
     }
     counts = defaultdict(int)
     for _, p, _, _ in reports:
         counts[p] += 1
+    # A timestamp lookup to repeat after each restart (the time index).
+    stamps = sorted((o, ts) for _, p, o, ts in reports if p == 0)
+    probe = stamps[len(stamps) // 2][1]
+    probe_answer = min(o for o, ts in stamps if ts >= probe)
+
+    # State that must survive too: a dynamic config change, a deleted topic.
+    resource = ConfigResource(
+        ResourceType.TOPIC, topic,
+        incremental_configs=[ConfigEntry("retention.bytes", "987654321", incremental_operation=AlterConfigOpType.SET)],
+    )
+    admin.incremental_alter_configs([resource])[resource].result(15)
+    gone = unique("gone")
+    create_topic(admin, gone, 2)
+    assert_delivered(produce_all(make_producer(broker), gone, [{"value": b"doomed", "partition": 1}]))
+    admin.delete_topics([gone], operation_timeout=10)[gone].result(15)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         assert broker.restart(sig) == 0, f"exit code after {sig.name}"
 
         admin = make_admin(broker)
+        names = admin.list_topics(timeout=10).topics
+        assert gone not in names, "a deleted topic came back after a restart"
         assert topic_partition_count(admin, topic) == 4
         resource = ConfigResource(ResourceType.TOPIC, topic)
         configs = admin.describe_configs([resource])[resource].result(15)
-        assert configs["segment.bytes"].value == "16384"
+        assert (configs["segment.bytes"].value, configs["retention.bytes"].value) == ("16384", "987654321")
 
         consumer = make_consumer(broker)
         for p in range(4):
             assert watermarks(consumer, topic, p) == (0, counts[p]), f"partition {p}"
+        [answer] = consumer.offsets_for_times([TopicPartition(topic, 0, probe)], timeout=10)
+        assert answer.offset == probe_answer
         consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
         got = {}
         for message in consume_exactly(consumer, len(messages)):
-            record = Record.of(message, with_timestamp=False)
+            record = Record.of(message)
             got[(record.partition, record.offset)] = record
         consumer.close()
         assert got == expected

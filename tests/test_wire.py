@@ -123,3 +123,17 @@ def test_hand_built_batch_reads_back_exactly(broker):
         Record(0, 5 + i, key, value, tuple(headers), base + 100 + i) for i, (key, value, headers) in enumerate(records[:2])
     ]
     assert got == expected
+
+
+def test_produce_to_a_missing_partition_or_topic(weir_broker):
+    broker = weir_broker(args=["--auto-create-topics", "false"])
+    topic = unique("produce-missing")
+    create_topic(make_admin(broker), topic, 2)
+    batch = wire.record_batch([(None, b"nowhere", [])], int(time.time() * 1000))
+    missing = unique("missing")
+    with wire.Connection(broker) as conn:
+        assert wire.produce_v3(conn, topic, 2, batch)[0] == wire.ERROR_UNKNOWN_TOPIC_OR_PARTITION
+        assert wire.produce_v3(conn, topic, -1, batch)[0] == wire.ERROR_UNKNOWN_TOPIC_OR_PARTITION
+        assert wire.produce_v3(conn, missing, 0, batch)[0] == wire.ERROR_UNKNOWN_TOPIC_OR_PARTITION
+        assert missing not in wire.metadata_v4(conn, None, False)["topics"]
+        assert [wire.fetch_v4(conn, topic, p, 0)["high_watermark"] for p in range(2)] == [0, 0]
