@@ -213,11 +213,18 @@ def weir_broker(request, tmp_path):
     request.node._weir_brokers = brokers
 
     def make(args=(), env=None, start=True) -> Broker:
-        broker = Broker(tmp_path / f"broker{len(brokers)}", args=args, env=env)
-        brokers.append(broker)
-        if start:
-            broker.start()
-        return broker
+        for attempt in range(3):
+            broker = Broker(tmp_path / f"broker{len(brokers)}", args=args, env=env)
+            brokers.append(broker)
+            if not start:
+                return broker
+            try:
+                return broker.start()
+            except BrokerError:
+                # free_port() can race with another process taking the port.
+                if attempt == 2 or "in use" not in broker.log_text().lower():
+                    raise
+        raise AssertionError("unreachable")
 
     yield make
 
