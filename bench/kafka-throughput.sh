@@ -20,6 +20,8 @@
 #       --batch-size BYTES  producer batch.size               (default 1000000)
 #       --compression C     none|gzip|snappy|lz4|zstd         (default none)
 #       --fetch-wait-ms MS  consumer fetch.wait.max.ms       (default: librdkafka's, 500)
+#       --consumer-defaults leave librdkafka's consumer fetch/queue settings at their
+#                           defaults (kafka-load consume --client-defaults)
 #   -P, --producer-property K=V   extra librdkafka producer property (repeatable)
 #   -C, --consumer-property K=V   extra librdkafka consumer property (repeatable)
 #       --pin               broker on CPU 0, client on CPU 1 (default: both share)
@@ -49,6 +51,7 @@ BUILD=1
 OUT=""
 WEIR_REV=""
 FETCH_WAIT_MS=""
+CONSUMER_DEFAULTS=0
 PRODUCER_PROPERTIES=()
 CONSUMER_PROPERTIES=()
 
@@ -63,6 +66,7 @@ while [[ $# -gt 0 ]]; do
         --batch-size) BATCH_SIZE=$2; shift 2 ;;
         --compression) COMPRESSION=$2; shift 2 ;;
         --fetch-wait-ms) FETCH_WAIT_MS=$2; shift 2 ;;
+        --consumer-defaults) CONSUMER_DEFAULTS=1; shift ;;
         -P|--producer-property) PRODUCER_PROPERTIES+=(-X "$2"); shift 2 ;;
         -C|--consumer-property) CONSUMER_PROPERTIES+=(-X "$2"); shift 2 ;;
         --pin) PIN=1; shift ;;
@@ -82,6 +86,8 @@ RESULTS=$OUT/runs.jsonl
 : > "$RESULTS"
 CLOCK_TICKS=$(getconf CLK_TCK)
 [[ -n $FETCH_WAIT_MS ]] && CONSUMER_PROPERTIES+=(-X "fetch.wait.max.ms=$FETCH_WAIT_MS")
+CONSUME_FLAGS=()
+[[ $CONSUMER_DEFAULTS == 1 ]] && CONSUME_FLAGS+=(--client-defaults)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -290,6 +296,7 @@ run_once() {
             --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" \
             -n "$produced" -s "$SIZE" --idle-timeout-s 30 \
             ${CONSUMER_PROPERTIES[@]+"${CONSUMER_PROPERTIES[@]}"} \
+            ${CONSUME_FLAGS[@]+"${CONSUME_FLAGS[@]}"} \
             2> "$OUT/$broker-$run.consume.stderr") || true
         [[ -n $consume ]] || consume='{"error": "kafka-load consume printed nothing"}'
     else
@@ -323,9 +330,9 @@ done
 # --------------------------------------------------------------- summary --
 
 {
-    echo "## Kafka throughput: $MESSAGES × $SIZE B, 1 partition, acks=$ACKS, linger.ms=$LINGER_MS, batch.size=$BATCH_SIZE, compression=$COMPRESSION, fetch.wait.max.ms=${FETCH_WAIT_MS:-500 (default)}"
+    echo "## Kafka throughput: $MESSAGES × $SIZE B, 1 partition, acks=$ACKS, linger.ms=$LINGER_MS, batch.size=$BATCH_SIZE, compression=$COMPRESSION, fetch.wait.max.ms=${FETCH_WAIT_MS:-500 (default)}, consumer queue/fetch sizes: $([[ $CONSUMER_DEFAULTS == 1 ]] && echo "librdkafka defaults" || echo "kafka-load's (8 MiB per partition fetch, queued.min.messages 1000000)")"
     echo
-    echo "Command: \`bench/kafka-throughput.sh -n $MESSAGES -s $SIZE -r $REPEATS -b \"$BROKERS\" --acks $ACKS --linger-ms $LINGER_MS --batch-size $BATCH_SIZE --compression $COMPRESSION$([[ $PIN == 1 ]] && echo ' --pin')$([[ -n $WEIR_REV ]] && echo " --weir-rev $WEIR_REV")$([[ -n $FETCH_WAIT_MS ]] && echo " --fetch-wait-ms $FETCH_WAIT_MS")$(for p in ${PRODUCER_PROPERTIES[@]+"${PRODUCER_PROPERTIES[@]}"}; do [[ $p == -X ]] || printf ' -P %s' "$p"; done)$(for p in ${CONSUMER_PROPERTIES[@]+"${CONSUMER_PROPERTIES[@]}"}; do [[ $p == -X || $p == fetch.wait.max.ms=* ]] || printf ' -C %s' "$p"; done)\`"
+    echo "Command: \`bench/kafka-throughput.sh -n $MESSAGES -s $SIZE -r $REPEATS -b \"$BROKERS\" --acks $ACKS --linger-ms $LINGER_MS --batch-size $BATCH_SIZE --compression $COMPRESSION$([[ $PIN == 1 ]] && echo ' --pin')$([[ -n $WEIR_REV ]] && echo " --weir-rev $WEIR_REV")$([[ -n $FETCH_WAIT_MS ]] && echo " --fetch-wait-ms $FETCH_WAIT_MS")$([[ $CONSUMER_DEFAULTS == 1 ]] && echo " --consumer-defaults")$(for p in ${PRODUCER_PROPERTIES[@]+"${PRODUCER_PROPERTIES[@]}"}; do [[ $p == -X ]] || printf ' -P %s' "$p"; done)$(for p in ${CONSUMER_PROPERTIES[@]+"${CONSUMER_PROPERTIES[@]}"}; do [[ $p == -X || $p == fetch.wait.max.ms=* ]] || printf ' -C %s' "$p"; done)\`"
     echo
     cat "$OUT/machine.md"
     echo

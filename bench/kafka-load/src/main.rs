@@ -116,6 +116,12 @@ struct ConsumeArgs {
     /// fetch.max.bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     fetch_bytes: u64,
+    /// Leave librdkafka's own fetch and queue settings alone (1 MiB per
+    /// partition fetch, queued.min.messages 100000, fetch.queue.backoff.ms
+    /// 1000, ...) instead of the larger ones this tool sets by default;
+    /// --partition-fetch-bytes and --fetch-bytes are then ignored.
+    #[arg(long, default_value_t = false)]
+    client_defaults: bool,
 }
 
 fn parse_property(raw: &str) -> Result<(String, String), String> {
@@ -124,7 +130,27 @@ fn parse_property(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {raw:?}"))
 }
 
+/// Writes librdkafka's log lines (which rust-rdkafka hands to the `log`
+/// crate) to stderr, so `-X debug=fetch,...` shows something.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> ExitCode {
+    static LOGGER: StderrLogger = StderrLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Produce(args) => produce(&args),
@@ -425,14 +451,20 @@ fn consume(args: &ConsumeArgs) -> Result<Value, String> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "max.partition.fetch.bytes",
-            args.partition_fetch_bytes.to_string(),
-        )
-        .set("fetch.max.bytes", args.fetch_bytes.to_string())
-        .set("queued.max.messages.kbytes", "1048576")
-        .set("queued.min.messages", "1000000");
+        .set("auto.offset.reset", "earliest");
+    if !args.client_defaults {
+        // A local queue deep enough that librdkafka does not pause fetching
+        // (fetch.queue.backoff.ms, 1 s by default) whenever the broker
+        // answers faster than this one thread drains messages.
+        config
+            .set(
+                "max.partition.fetch.bytes",
+                args.partition_fetch_bytes.to_string(),
+            )
+            .set("fetch.max.bytes", args.fetch_bytes.to_string())
+            .set("queued.max.messages.kbytes", "1048576")
+            .set("queued.min.messages", "1000000");
+    }
     // librdkafka refuses assign() without a group.id ("Unknown group"), so
     // one is set; nothing subscribes or commits, so no group is ever joined
     // (librdkafka still looks up the group's coordinator in the background).
@@ -493,6 +525,7 @@ fn consume(args: &ConsumeArgs) -> Result<Value, String> {
     );
     let extra = json!({
         "complete": check.received == common.messages && !timed_out,
+        "client_defaults": args.client_defaults,
         "timed_out": timed_out,
         "payload_bytes": check.bytes,
         "low_watermark": low,
