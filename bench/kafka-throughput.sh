@@ -198,6 +198,12 @@ cpu_ticks() {
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
+busy_ticks() {
+    # Every CPU's non-idle time (user nice system - - irq softirq steal) from
+    # /proc/stat, so that work by other processes during a run shows up.
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
 peak_rss_kib() {
     awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
 }
@@ -273,6 +279,9 @@ run_once() {
     local broker=$1 run=$2
     local topic=bench-$run
     log "$broker run $run: start"
+    local busy_start wall_start
+    busy_start=$(busy_ticks)
+    wall_start=$(date +%s.%N)
     if ! start_broker "$broker" "$run"; then
         jq -cn --arg broker "$broker" --argjson run "$run" \
             '{broker: $broker, run: $run, error: "broker did not start"}' >> "$RESULTS"
@@ -308,7 +317,12 @@ run_once() {
     local rss
     rss=$(peak_rss_kib "$BROKER_PID" 2>/dev/null || echo null)
     stop_broker
+    local busy_end wall_end
+    busy_end=$(busy_ticks)
+    wall_end=$(date +%s.%N)
     jq -cn --arg broker "$broker" --argjson run "$run" \
+        --argjson busy "$(( busy_end - busy_start ))" \
+        --argjson wall "$(awk -v a="$wall_end" -v b="$wall_start" 'BEGIN {printf "%.3f", a - b}')" \
         --argjson produce "$produce" --argjson consume "$consume" \
         --argjson t0 "$ticks_start" --argjson t1 "$ticks_produced" \
         --argjson t2 "$ticks_consumed" --argjson hz "$CLOCK_TICKS" \
@@ -316,7 +330,11 @@ run_once() {
         {broker: $broker, run: $run, produce: $produce, consume: $consume,
          broker_peak_rss_mib: (if $rss == null then null else $rss / 1024 end),
          broker_cpu_produce_s: (if $t1 == null then null else ($t1 - $t0) / $hz end),
-         broker_cpu_consume_s: (if $t2 == null or $t1 == null then null else ($t2 - $t1) / $hz end)}' \
+         broker_cpu_consume_s: (if $t2 == null or $t1 == null then null else ($t2 - $t1) / $hz end),
+         run_wall_s: $wall,
+         machine_busy_cpu_s: ($busy / $hz),
+         other_cpu_s: (($busy / $hz) - (($t2 // $t0) - $t0) / $hz
+                       - ($produce.client_cpu_s // 0) - ($consume.client_cpu_s // 0))}' \
         >> "$RESULTS"
 }
 

@@ -83,14 +83,22 @@ def main(path):
     names = list(figures({}).keys())
 
     print("### Every run\n")
-    print("| broker | run | produce msg/s | consume msg/s | broker CPU s (produce / consume) | status |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| broker | run | produce msg/s | consume msg/s | broker CPU s (produce / consume) "
+        "| client CPU s (produce / consume) | other processes' CPU s, run wall s | status |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         f = figures(run)
         cpu = f"{fmt(run.get('broker_cpu_produce_s'))} / {fmt(run.get('broker_cpu_consume_s'))}"
+        client = (
+            f"{fmt((run.get('produce') or {}).get('client_cpu_s'))} / "
+            f"{fmt((run.get('consume') or {}).get('client_cpu_s'))}"
+        )
+        other = f"{fmt(run.get('other_cpu_s'))}, {fmt(run.get('run_wall_s'))}"
         print(
             f"| {run['broker']} | {run['run']} | {fmt(f['produce msg/s'])} | "
-            f"{fmt(f['consume msg/s'])} | {cpu} | {status(run)} |"
+            f"{fmt(f['consume msg/s'])} | {cpu} | {client} | {other} | {status(run)} |"
         )
 
     medians = {}
