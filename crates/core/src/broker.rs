@@ -534,6 +534,16 @@ impl Broker {
             (info.base_offset, info.last_offset)
         };
         partition.count_appended(header.records_count.max(0) as u64);
+        if acks == Acks::None {
+            // Nobody waits for this write, yet readers only see durable data:
+            // make it durable in the background.
+            let partition = Arc::clone(&partition);
+            tokio::spawn(async move {
+                if let Err(error) = partition.log().wait_durable(last_offset + 1).await {
+                    tracing::error!(%error, "sync after an acks=0 append failed");
+                }
+            });
+        }
         Ok(Appended {
             base_offset,
             log_start_offset: partition.log().offsets().log_start_offset,

@@ -25,7 +25,8 @@ fn response_error(error: &CoreError) -> ResponseError {
         CoreError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         CoreError::InvalidRecord(_) => ResponseError::InvalidRecord,
         CoreError::CorruptMessage(_) => ResponseError::CorruptMessage,
-        CoreError::UnsupportedMessageFormat(_) => ResponseError::UnsupportedForMessageFormat,
+        // As Kafka's ProduceRequest.validateRecords: v3+ carries magic 2 only.
+        CoreError::UnsupportedMessageFormat(_) => ResponseError::InvalidRecord,
         CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         CoreError::Storage(_) => ResponseError::KafkaStorageError,
         _ => ResponseError::UnknownServerError,
