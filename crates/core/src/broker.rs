@@ -533,7 +533,6 @@ impl Broker {
                 .append(&batches, partition.leader_epoch(), now_ms())?;
             (info.base_offset, info.last_offset)
         };
-        partition.count_appended(header.records_count.max(0) as u64);
         if acks == Acks::None {
             // Nobody waits for this write, yet readers only see durable data:
             // make it durable in the background.

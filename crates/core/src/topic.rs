@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,7 +36,6 @@ pub struct Partition {
     log: SharedLog,
     leader_epoch: i32,
     last_flush: parking_lot::Mutex<Instant>,
-    messages_in: AtomicU64,
     producers: parking_lot::Mutex<ProducerStates>,
 }
 
@@ -59,7 +57,6 @@ impl Partition {
             log: SharedLog::new(log),
             leader_epoch: 0,
             last_flush: parking_lot::Mutex::new(Instant::now()),
-            messages_in: AtomicU64::new(0),
             producers: parking_lot::Mutex::new(ProducerStates::default()),
         })
     }
@@ -84,18 +81,9 @@ impl Partition {
         self.log.offsets()
     }
 
-    /// Records appended since start.
-    pub fn messages_in(&self) -> u64 {
-        self.messages_in.load(Ordering::Relaxed)
-    }
-
     /// The idempotent producers' state, locked around check-and-append.
     pub(crate) fn producers(&self) -> parking_lot::MutexGuard<'_, ProducerStates> {
         self.producers.lock()
-    }
-
-    pub(crate) fn count_appended(&self, records: u64) {
-        self.messages_in.fetch_add(records, Ordering::Relaxed);
     }
 
     /// Syncs the log if its `flush.ms` interval has passed.
