@@ -100,6 +100,10 @@ struct ProduceArgs {
     /// Partitions of the topic when --create-topic is given.
     #[arg(long, default_value_t = 1)]
     topic_partitions: i32,
+    /// Keep the connection open this long after the last delivery report
+    /// (with acks=0 a report only means "written to the socket").
+    #[arg(long, default_value_t = 0.0)]
+    hold_s: f64,
 }
 
 #[derive(Args, Debug)]
@@ -331,6 +335,9 @@ fn produce(args: &ProduceArgs) -> Result<Value, String> {
     wait_for_acks(&producer, context, common)?;
     let elapsed = started.elapsed();
     let cpu_s = process_cpu_s() - cpu_before;
+    if args.hold_s > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(args.hold_s));
+    }
 
     use std::sync::atomic::Ordering::Relaxed;
     let delivered = context.delivered.load(Relaxed);
