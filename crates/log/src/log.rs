@@ -339,7 +339,7 @@ impl Log {
                 self.roll()?;
             }
         }
-        let mut deletable = 0;
+        let mut delete_below = None;
         let mut remaining_bytes = self.size_bytes();
         for segment in self.segments.values().take(self.segments.len() - 1) {
             if segment.next_offset() > deletable_below {
@@ -357,17 +357,36 @@ impl Log {
                 break;
             }
             remaining_bytes -= segment.size();
-            deletable += 1;
+            delete_below = Some(segment.next_offset());
         }
-        for _ in 0..deletable {
-            if let Some((_, segment)) = self.segments.pop_first() {
-                segment.delete()?;
+        match delete_below {
+            Some(offset) => self.delete_segments_below(offset),
+            None => Ok(0),
+        }
+    }
+
+    /// Deletes the sealed segments that end at or below `offset`, moving the
+    /// log start to the first segment kept. Returns how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors deleting files.
+    pub fn delete_segments_below(&mut self, offset: u64) -> Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let Some(first) = self.segments.first_entry() else {
+                break;
+            };
+            if first.get().next_offset() > offset {
+                break;
             }
+            first.remove().delete()?;
+            deleted += 1;
         }
-        if deletable > 0 {
+        if deleted > 0 {
             sync_dir(&self.dir)?;
         }
-        Ok(deletable)
+        Ok(deleted)
     }
 
     /// Syncs everything and records the log end so the next open after a

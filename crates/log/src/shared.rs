@@ -225,6 +225,34 @@ impl SharedLog {
         self.log.lock().apply_retention(now_ms, high_watermark)
     }
 
+    /// Seals the active segment and starts a new one (see [`Log::roll`]).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; they poison the log.
+    pub fn roll(&self) -> Result<()> {
+        let mut log = self.log.lock();
+        self.check_writable()?;
+        let result = log.roll();
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Deletes sealed segments that end at or below `offset`, never past
+    /// the high watermark (see [`Log::delete_segments_below`]).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors deleting files.
+    pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
+        let high_watermark = *self.high_watermark.borrow();
+        self.log
+            .lock()
+            .delete_segments_below(offset.min(high_watermark))
+    }
+
     /// The current settings.
     pub fn config(&self) -> LogConfig {
         self.log.lock().config().clone()
