@@ -24,6 +24,7 @@ use weir_log::checkpoint::{sync_dir, write_atomically};
 
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
 use crate::error::{CoreError, Result};
+use crate::group::{GroupCoordinator, OffsetStore};
 use crate::producer::{ProducerIds, SequenceCheck};
 use crate::topic::{Partition, Topic};
 
@@ -129,6 +130,8 @@ pub struct Broker {
     topics_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: ProducerIds,
+    pub(crate) groups: GroupCoordinator,
+    pub(crate) offsets: OffsetStore,
     /// Serialises create/delete/grow so a name check and the disk change are atomic.
     admin: Mutex<()>,
 }
@@ -164,14 +167,19 @@ impl Broker {
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
-        Ok(Broker {
+        let broker = Broker {
             producer_ids: ProducerIds::open(&config.data_dir)?,
+            groups: GroupCoordinator::new(config.groups.clone()),
+            offsets: OffsetStore::open(&config.data_dir, clean)?,
             cluster_id: meta.cluster_id,
             config,
             topics_dir,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
-        })
+        };
+        // Offsets of topics deleted while their tombstones were not yet durable.
+        broker.forget_topic_offsets(|topic| broker.topics.read().contains_key(topic));
+        Ok(broker)
     }
 
     /// The settings the broker runs with.
@@ -349,6 +357,7 @@ impl Broker {
         }
         fs::remove_dir_all(topic.dir())?;
         sync_dir(&self.topics_dir)?;
+        self.forget_topic_offsets(|other| other != name);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -636,6 +645,10 @@ impl Broker {
         let mut all_closed = true;
         for topic in self.topics() {
             all_closed &= topic.close();
+        }
+        if let Err(error) = self.offsets.close() {
+            tracing::error!(%error, "closing the offsets log failed; the next start recovers it");
+            all_closed = false;
         }
         if !all_closed {
             return Err(CoreError::Io(io::Error::other(

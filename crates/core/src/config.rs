@@ -11,6 +11,7 @@ use std::time::Duration;
 use weir_log::LogConfig;
 
 use crate::error::{CoreError, Result};
+use crate::group::GroupSettings;
 
 /// Settings of the broker core.
 #[derive(Debug, Clone)]
@@ -27,6 +28,11 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Defaults of the topic-level settings.
     pub topic_defaults: TopicDefaults,
+    /// Group coordinator bounds.
+    pub groups: GroupSettings,
+    /// Offsets of a group without members expire this long after their
+    /// commit (`offsets.retention.minutes`).
+    pub offsets_retention: Duration,
 }
 
 /// Broker-wide defaults of the topic settings (Kafka's `log.*` broker configs).
@@ -137,6 +143,8 @@ impl BrokerConfig {
             auto_create_topics: true,
             retention_check_interval: Duration::from_secs(300),
             topic_defaults: TopicDefaults::default(),
+            groups: GroupSettings::default(),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

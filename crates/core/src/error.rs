@@ -46,6 +46,42 @@ pub enum CoreError {
     /// A produce request with more than one batch for a partition.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// The member id is not (or no longer) in the group.
+    #[error("unknown member id")]
+    UnknownMemberId,
+    /// The request names a generation the group has left behind.
+    #[error("illegal generation")]
+    IllegalGeneration,
+    /// The group is rebalancing; the member must rejoin.
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    /// A new member must join again with the member id it was given.
+    #[error("member id required")]
+    MemberIdRequired(String),
+    /// Another member with the same `group.instance.id` replaced this one.
+    #[error("fenced by another member with the same group.instance.id")]
+    FencedInstanceId,
+    /// The member's protocols share nothing with the group's.
+    #[error("inconsistent group protocol")]
+    InconsistentGroupProtocol,
+    /// A session timeout outside the broker's bounds.
+    #[error("session timeout {0} ms is outside the allowed range")]
+    InvalidSessionTimeout(i32),
+    /// An empty group id.
+    #[error("invalid group id")]
+    InvalidGroupId,
+    /// No such group.
+    #[error("group not found")]
+    GroupIdNotFound,
+    /// The group still has members.
+    #[error("the group is not empty")]
+    NonEmptyGroup,
+    /// The group's members still consume the topic.
+    #[error("the group is subscribed to the topic")]
+    GroupSubscribedToTopic,
+    /// Commit metadata longer than allowed.
+    #[error("offset metadata is too large")]
+    OffsetMetadataTooLarge,
     /// A batch larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
     MessageTooLarge {

@@ -4,7 +4,9 @@
 
 mod broker;
 mod config;
+mod consumer_groups;
 mod error;
+pub mod group;
 mod producer;
 mod topic;
 
@@ -15,6 +17,7 @@ pub use crate::broker::{
 pub use crate::config::{
     BrokerConfig, ConfigChange, ConfigEntry, ConfigKind, ConfigSource, TopicConfig, TopicDefaults,
 };
+pub use crate::consumer_groups::{OffsetCommit, PartitionLag, OFFSET_METADATA_BYTES_MAX};
 pub use crate::error::{CoreError, Result};
 pub use crate::topic::{Partition, Topic};
 pub use weir_log::{BatchError, LogOffsets};

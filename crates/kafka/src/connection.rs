@@ -50,7 +50,15 @@ pub async fn run(
     let (reader, writer) = stream.into_split();
     let (replies, queued) = mpsc::channel(context.config.requests_in_flight_max);
     let writer = tokio::spawn(write_replies(writer, queued));
-    match read_requests(reader, &context, replies, &mut shutdown).await {
+    match read_requests(
+        reader,
+        &context,
+        &peer.ip().to_string(),
+        replies,
+        &mut shutdown,
+    )
+    .await
+    {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(CloseReason::Io(error)) => tracing::debug!(%peer, %error, "connection lost"),
         Err(reason) => tracing::warn!(%peer, %reason, "closing connection"),
@@ -63,6 +71,7 @@ pub async fn run(
 async fn read_requests(
     mut reader: OwnedReadHalf,
     context: &Arc<Context>,
+    client_host: &str,
     replies: mpsc::Sender<Reply>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CloseReason> {
@@ -80,7 +89,7 @@ async fn read_requests(
             .filter(|&length| length <= context.config.request_bytes_max)
             .ok_or(CloseReason::FrameTooLarge(i64::from(length)))?;
         let frame = read_frame(&mut reader, length).await?;
-        match dispatch::handle(context, frame.freeze()) {
+        match dispatch::handle(context, client_host, frame.freeze()) {
             Ok(Some(reply)) => {
                 if replies.send(reply).await.is_err() {
                     return Ok(()); // the writer stopped: the socket is gone

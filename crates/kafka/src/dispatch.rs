@@ -54,6 +54,15 @@ pub enum DispatchError {
     },
 }
 
+/// Who sent a request, for group membership records.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The `client.id` in the request header.
+    pub client_id: String,
+    /// The peer's address.
+    pub client_host: String,
+}
+
 /// The fixed part every request starts with: api key, api version, correlation id.
 const REQUEST_PREFIX_BYTES: usize = 8;
 
@@ -62,7 +71,11 @@ const REQUEST_PREFIX_BYTES: usize = 8;
 /// # Errors
 ///
 /// [`DispatchError`] when the request cannot be answered at all.
-pub fn handle(context: &Arc<Context>, mut frame: Bytes) -> Result<Option<Reply>, DispatchError> {
+pub fn handle(
+    context: &Arc<Context>,
+    client_host: &str,
+    mut frame: Bytes,
+) -> Result<Option<Reply>, DispatchError> {
     if frame.len() < REQUEST_PREFIX_BYTES {
         return Err(DispatchError::TooShort(frame.len()));
     }
@@ -81,13 +94,22 @@ pub fn handle(context: &Arc<Context>, mut frame: Bytes) -> Result<Option<Reply>,
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|error| malformed(api, version, error))?;
-    route(context, api, &header, frame)
+    let client = Client {
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        client_host: client_host.to_string(),
+    };
+    route(context, api, &header, &client, frame)
 }
 
 fn route(
     context: &Arc<Context>,
     api: ApiKey,
     header: &RequestHeader,
+    client: &Client,
     body: Bytes,
 ) -> Result<Option<Reply>, DispatchError> {
     let version = header.request_api_version;
@@ -100,6 +122,15 @@ fn route(
                 version,
                 correlation_id,
                 api::$module::handle(context, request, version),
+            ))
+        }};
+        ($module:ident, client) => {{
+            let request = decode(api, version, body)?;
+            Ok(finish(
+                api,
+                version,
+                correlation_id,
+                api::$module::handle(context, request, version, client),
             ))
         }};
     }
@@ -117,6 +148,17 @@ fn route(
         ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs),
         ApiKey::DescribeCluster => call!(describe_cluster),
         ApiKey::InitProducerId => call!(init_producer_id),
+        ApiKey::FindCoordinator => call!(find_coordinator),
+        ApiKey::JoinGroup => call!(join_group, client),
+        ApiKey::SyncGroup => call!(sync_group),
+        ApiKey::Heartbeat => call!(heartbeat),
+        ApiKey::LeaveGroup => call!(leave_group),
+        ApiKey::OffsetCommit => call!(offset_commit),
+        ApiKey::OffsetFetch => call!(offset_fetch),
+        ApiKey::ListGroups => call!(list_groups),
+        ApiKey::DescribeGroups => call!(describe_groups),
+        ApiKey::DeleteGroups => call!(delete_groups),
+        ApiKey::OffsetDelete => call!(offset_delete),
         other => Err(DispatchError::UnsupportedVersion {
             api: other,
             version,

@@ -29,6 +29,18 @@ fn response_error(error: &CoreError) -> ResponseError {
         CoreError::UnsupportedMessageFormat(_) => ResponseError::InvalidRecord,
         CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         CoreError::Storage(_) => ResponseError::KafkaStorageError,
+        CoreError::UnknownMemberId => ResponseError::UnknownMemberId,
+        CoreError::IllegalGeneration => ResponseError::IllegalGeneration,
+        CoreError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        CoreError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        CoreError::FencedInstanceId => ResponseError::FencedInstanceId,
+        CoreError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        CoreError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+        CoreError::InvalidGroupId => ResponseError::InvalidGroupId,
+        CoreError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        CoreError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        CoreError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        CoreError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         _ => ResponseError::UnknownServerError,
     }
 }

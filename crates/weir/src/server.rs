@@ -14,6 +14,8 @@ use crate::settings::Resolved;
 
 /// How often `flush.ms` partitions are checked for a due sync.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
+/// How often group session and rebalance timeouts are checked.
+const GROUP_TICK: Duration = Duration::from_millis(100);
 
 /// Runs the broker until a stop signal; returns the process exit code.
 pub fn run(settings: Resolved) -> ExitCode {
@@ -71,19 +73,23 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         .map_err(|error| format!("unclean shutdown: {error}"))
 }
 
-/// Retention on its interval and `flush.ms` syncs, until stopped.
+/// Retention and offset expiry on their interval, `flush.ms` syncs and
+/// group timeouts, until stopped.
 async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(broker.config().retention_check_interval);
     let mut flush = tokio::time::interval(FLUSH_TICK);
+    let mut groups = tokio::time::interval(GROUP_TICK);
     loop {
         tokio::select! {
             _ = retention.tick() => {
-                let broker = Arc::clone(&broker);
-                match tokio::task::spawn_blocking(move || broker.apply_retention()).await {
+                let worker = Arc::clone(&broker);
+                match tokio::task::spawn_blocking(move || worker.apply_retention()).await {
                     Ok(0) | Err(_) => {}
                     Ok(deleted) => tracing::info!(deleted, "retention deleted segments"),
                 }
+                broker.expire_offsets().await;
             }
+            _ = groups.tick() => broker.groups().tick(),
             _ = flush.tick() => broker.flush_due().await,
             _ = stopping.changed() => return,
         }

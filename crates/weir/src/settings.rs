@@ -54,6 +54,9 @@ pub struct ServerSettings {
     /// Default max.message.bytes (largest record batch) [default: 1048588].
     #[arg(long, env = "WEIR_MESSAGE_MAX_BYTES", value_parser = clap::value_parser!(i64).range(0..=i64::from(i32::MAX)))]
     pub message_max_bytes: Option<i64>,
+    /// Offsets of a group without members expire this long after their commit [default: 10080].
+    #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub offsets_retention_minutes: Option<u64>,
     /// Kafka connections served at once [default: 10000].
     #[arg(long, env = "WEIR_CONNECTIONS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_max: Option<u64>,
@@ -105,6 +108,12 @@ impl ServerSettings {
             self.log_retention_check_interval_ms
                 .or(file.log_retention_check_interval_ms)
                 .unwrap_or(300_000),
+        );
+        broker.offsets_retention = Duration::from_secs(
+            60 * self
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes)
+                .unwrap_or(7 * 24 * 60),
         );
         broker.topic_defaults = TopicDefaults {
             segment_bytes: self

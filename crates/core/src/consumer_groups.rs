@@ -1,0 +1,250 @@
+//! The broker's consumer-group operations: membership is the coordinator's,
+//! committed offsets the offset store's; this file ties them to topics
+//! (validation, deleted topics, lag) and is what front-ends call.
+
+use std::collections::BTreeMap;
+
+use crate::broker::{now_ms, Broker};
+use crate::error::{CoreError, Result};
+use crate::group::{
+    CommittedOffset, GroupCoordinator, GroupDescription, GroupState, TopicPartition,
+};
+
+/// Longest commit metadata accepted (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// One partition's offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    /// Topic and partition.
+    pub partition: TopicPartition,
+    /// Next offset to read.
+    pub offset: i64,
+    /// Leader epoch of the last record read, or -1.
+    pub leader_epoch: i32,
+    /// Client metadata.
+    pub metadata: Option<String>,
+}
+
+/// Committed offset, log end and lag of one partition of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Topic and partition.
+    pub partition: TopicPartition,
+    /// The group's committed offset.
+    pub committed: i64,
+    /// The partition's high watermark.
+    pub log_end: i64,
+    /// Messages the group has yet to read.
+    pub lag: i64,
+}
+
+impl Broker {
+    /// Group membership (JoinGroup, SyncGroup, Heartbeat, LeaveGroup).
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
+    }
+
+    /// Commits offsets for a group member (or standalone, with generation
+    /// -1 and no member, while the group has no members). Answers once
+    /// durable. The outer error is the group's; the inner ones per partition.
+    ///
+    /// # Errors
+    ///
+    /// Group errors of [`GroupCoordinator::check_commit`].
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        commits: Vec<OffsetCommit>,
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        self.groups
+            .check_commit(group_id, generation, member_id, instance_id)?;
+        let now = now_ms();
+        let mut results = Vec::with_capacity(commits.len());
+        let mut accepted = Vec::new();
+        for commit in commits {
+            let (topic, partition) = &commit.partition;
+            let check = if commit
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+            {
+                Err(CoreError::OffsetMetadataTooLarge)
+            } else {
+                self.topic(topic)
+                    .and_then(|t| t.partition(*partition))
+                    .map(|_| ())
+            };
+            if check.is_ok() {
+                let value = CommittedOffset {
+                    offset: commit.offset,
+                    leader_epoch: commit.leader_epoch,
+                    metadata: commit.metadata.unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                };
+                accepted.push((commit.partition.clone(), Some(value)));
+            }
+            results.push((commit.partition, check));
+        }
+        if let Err(error) = self.offsets.write(group_id, accepted).await {
+            tracing::error!(group = group_id, %error, "offset commit failed");
+            for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
+                *result = Err(CoreError::Storage(weir_log::LogError::Poisoned));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Committed offsets of a group: of the partitions asked for (`None`
+    /// for a partition without one), or all of them.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<TopicPartition>>,
+    ) -> Vec<(TopicPartition, Option<CommittedOffset>)> {
+        let committed = self.offsets.group(group_id);
+        match wanted {
+            Some(wanted) => wanted
+                .into_iter()
+                .map(|key| {
+                    let value = committed.get(&key).cloned();
+                    (key, value)
+                })
+                .collect(),
+            None => committed
+                .into_iter()
+                .map(|(key, value)| (key, Some(value)))
+                .collect(),
+        }
+    }
+
+    /// Every group: those with members, and those with only offsets (Empty).
+    pub fn list_groups(&self) -> Vec<GroupDescription> {
+        let mut groups: BTreeMap<String, GroupDescription> = self
+            .groups
+            .list()
+            .into_iter()
+            .map(|g| (g.group_id.clone(), g))
+            .collect();
+        for name in self.offsets.group_names() {
+            groups
+                .entry(name.clone())
+                .or_insert_with(|| empty_group(&name));
+        }
+        groups.into_values().collect()
+    }
+
+    /// One group, if it has members or offsets.
+    pub fn describe_group(&self, group_id: &str) -> Option<GroupDescription> {
+        self.groups
+            .describe(group_id)
+            .or_else(|| (!self.offsets.group(group_id).is_empty()).then(|| empty_group(group_id)))
+    }
+
+    /// Deletes a group without members, with its offsets.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NonEmptyGroup`], [`CoreError::GroupIdNotFound`], storage errors.
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        if self.describe_group(group_id).is_none() {
+            return Err(CoreError::GroupIdNotFound);
+        }
+        self.groups.remove_if_empty(group_id)?;
+        let tombstones = self
+            .offsets
+            .group(group_id)
+            .into_keys()
+            .map(|key| (key, None))
+            .collect();
+        self.offsets.write(group_id, tombstones).await
+    }
+
+    /// Deletes some committed offsets of a group without members.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::GroupIdNotFound`]; [`CoreError::GroupSubscribedToTopic`]
+    /// while it has members; storage errors.
+    pub async fn delete_group_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<()> {
+        if self.describe_group(group_id).is_none() {
+            return Err(CoreError::GroupIdNotFound);
+        }
+        if self.groups.has_members(group_id) {
+            return Err(CoreError::GroupSubscribedToTopic);
+        }
+        let tombstones = partitions.into_iter().map(|key| (key, None)).collect();
+        self.offsets.write(group_id, tombstones).await
+    }
+
+    /// For each partition the group committed: committed offset, log end
+    /// (high watermark) and lag.
+    pub fn group_lag(&self, group_id: &str) -> Vec<PartitionLag> {
+        self.offsets
+            .group(group_id)
+            .into_iter()
+            .filter_map(|(key, committed)| {
+                let partition = self.topic(&key.0).and_then(|t| t.partition(key.1)).ok()?;
+                let log_end = partition.offsets().high_watermark as i64;
+                Some(PartitionLag {
+                    partition: key,
+                    committed: committed.offset,
+                    log_end,
+                    lag: (log_end - committed.offset).max(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes the offsets of groups without members that were committed
+    /// longer ago than `offsets.retention.minutes`, then compacts the
+    /// offsets log if it grew well past what is live.
+    pub async fn expire_offsets(&self) {
+        let retention_ms = self.config().offsets_retention.as_millis() as i64;
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        let expired = self.offsets.select(|group, _, value| {
+            value.commit_timestamp_ms < cutoff && !self.groups.has_members(group)
+        });
+        self.delete_offsets_of(expired);
+        if let Err(error) = self.offsets.compact_if_needed().await {
+            tracing::error!(%error, "compacting the offsets log failed");
+        }
+    }
+
+    /// Drops every group's offsets of a topic (it was deleted, or is gone
+    /// after a restart). Durable with the next sync of the offsets log.
+    pub(crate) fn forget_topic_offsets(&self, topic_exists: impl Fn(&str) -> bool) {
+        let gone = self.offsets.select(|_, (topic, _), _| !topic_exists(topic));
+        self.delete_offsets_of(gone);
+    }
+
+    fn delete_offsets_of(&self, entries: Vec<(String, TopicPartition)>) {
+        let mut by_group: BTreeMap<String, Vec<(TopicPartition, Option<CommittedOffset>)>> =
+            BTreeMap::new();
+        for (group, key) in entries {
+            by_group.entry(group).or_default().push((key, None));
+        }
+        for (group, tombstones) in by_group {
+            if let Err(error) = self.offsets.append_changes(&group, tombstones) {
+                tracing::error!(group = %group, %error, "deleting offsets failed");
+            }
+        }
+    }
+}
+
+fn empty_group(group_id: &str) -> GroupDescription {
+    GroupDescription {
+        group_id: group_id.to_string(),
+        state: GroupState::Empty,
+        protocol_type: "consumer".to_string(),
+        protocol_name: String::new(),
+        members: Vec::new(),
+    }
+}

@@ -1,0 +1,11 @@
+//! Consumer groups: membership ([`coordinator`]) and committed offsets
+//! ([`offsets`]). The broker ties them to topics (validation, lag).
+
+pub mod coordinator;
+pub mod offsets;
+
+pub use coordinator::{
+    GroupCoordinator, GroupDescription, GroupSettings, GroupState, JoinRequest, Joined,
+    JoinedMember, MemberDescription, Synced,
+};
+pub use offsets::{CommittedOffset, OffsetStore, TopicPartition};

@@ -1,0 +1,333 @@
+//! Committed offsets, durable in an internal log.
+//!
+//! Every commit appends one record per partition to `data/__consumer_offsets/`
+//! (a [`SharedLog`] like any partition's): key `["group","topic",partition]`,
+//! value the [`CommittedOffset`] as JSON, or no value for a deletion. The
+//! commit is answered only once the record is durable. On start the log is
+//! replayed into memory. When the log grows well past what is live, the live
+//! entries are written again at its end and the segments before them are
+//! deleted, so the log stays proportional to the live offsets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use weir_log::batch::{self, NewRecord};
+use weir_log::{Log, LogConfig, SharedLog};
+
+use crate::error::{CoreError, Result};
+
+/// Directory of the offsets log inside the data directory.
+const OFFSETS_DIR: &str = "__consumer_offsets";
+/// Bytes read at a time while replaying.
+const REPLAY_CHUNK_BYTES: usize = 1 << 20;
+/// Records per batch when rewriting the live entries.
+const SNAPSHOT_BATCH_RECORDS: usize = 1000;
+/// The log is compacted once it is this large and four times the live size.
+const COMPACT_BYTES_MIN: u64 = 16 << 20;
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommittedOffset {
+    /// Next offset the group will read.
+    pub offset: i64,
+    /// Leader epoch of the last record consumed, or -1.
+    pub leader_epoch: i32,
+    /// Free text the client attached.
+    pub metadata: String,
+    /// When it was committed (ms since the epoch); retention counts from it.
+    pub commit_timestamp_ms: i64,
+}
+
+/// A topic partition.
+pub type TopicPartition = (String, i32);
+
+type GroupOffsets = BTreeMap<TopicPartition, CommittedOffset>;
+
+/// All groups' committed offsets.
+#[derive(Debug)]
+pub struct OffsetStore {
+    log: SharedLog,
+    groups: Mutex<HashMap<String, GroupOffsets>>,
+}
+
+impl OffsetStore {
+    /// Opens the offsets log in `data_dir` and replays it.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, or a record that is not an offset commit.
+    pub fn open(data_dir: &Path, clean: bool) -> Result<OffsetStore> {
+        let config = LogConfig {
+            segment_bytes: 64 << 20,
+            retention_ms: None,
+            retention_bytes: None,
+            max_message_bytes: 64 << 20,
+            ..LogConfig::default()
+        };
+        let log = SharedLog::new(Log::open(&data_dir.join(OFFSETS_DIR), config, clean)?);
+        let store = OffsetStore {
+            log,
+            groups: Mutex::new(HashMap::new()),
+        };
+        store.replay()?;
+        Ok(store)
+    }
+
+    fn replay(&self) -> Result<()> {
+        let mut offset = self.log.offsets().log_start_offset;
+        let mut groups = self.groups.lock();
+        loop {
+            let chunk = self.log.read(offset, REPLAY_CHUNK_BYTES)?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let mut buf = chunk;
+            while !buf.is_empty() {
+                let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+                    .map_err(|error| corrupt(&error.to_string()))?;
+                for record in set.records {
+                    apply(&mut groups, record.key.as_ref(), record.value.as_ref())?;
+                    offset = record.offset as u64 + 1;
+                }
+            }
+        }
+    }
+
+    /// Durably records `offsets` for `group` (a `None` deletes the entry).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; nothing is answered as committed then.
+    pub async fn write(
+        &self,
+        group: &str,
+        offsets: Vec<(TopicPartition, Option<CommittedOffset>)>,
+    ) -> Result<()> {
+        let end = self.append_changes(group, offsets)?;
+        self.log.wait_durable(end).await?;
+        Ok(())
+    }
+
+    /// Appends `changes` for `group` and applies them in memory, without
+    /// waiting for durability; returns the offset to wait for.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn append_changes(
+        &self,
+        group: &str,
+        changes: Vec<(TopicPartition, Option<CommittedOffset>)>,
+    ) -> Result<u64> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<NewRecord> = changes
+            .iter()
+            .map(|((topic, partition), value)| encode(group, topic, *partition, value.as_ref()))
+            .collect::<Result<_>>()?;
+        // Memory changes in log order, under one lock, so the last write
+        // for a key wins in memory as it does on replay.
+        let mut groups = self.groups.lock();
+        let end = self.append(&records)?;
+        let entries = groups.entry(group.to_string()).or_default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => entries.insert(key, value),
+                None => entries.remove(&key),
+            };
+        }
+        if entries.is_empty() {
+            groups.remove(group);
+        }
+        Ok(end)
+    }
+
+    fn append(&self, records: &[NewRecord]) -> Result<u64> {
+        let bytes = batch::encode_batch(records);
+        let batches = batch::split_batches(bytes)?;
+        let info = self.log.append(&batches, 0, crate::now_ms())?;
+        Ok(info.last_offset + 1)
+    }
+
+    /// The offsets of one group.
+    pub fn group(&self, group: &str) -> GroupOffsets {
+        self.groups.lock().get(group).cloned().unwrap_or_default()
+    }
+
+    /// Names of the groups that have offsets.
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.lock().keys().cloned().collect()
+    }
+
+    /// Every (group, partition) whose offsets match `predicate`.
+    pub fn select(
+        &self,
+        mut predicate: impl FnMut(&str, &TopicPartition, &CommittedOffset) -> bool,
+    ) -> Vec<(String, TopicPartition)> {
+        let groups = self.groups.lock();
+        let mut selected = Vec::new();
+        for (group, entries) in groups.iter() {
+            for (key, value) in entries {
+                if predicate(group, key, value) {
+                    selected.push((group.clone(), key.clone()));
+                }
+            }
+        }
+        selected
+    }
+
+    /// Rewrites the live entries at the log's end and deletes what came
+    /// before, when the log has grown well past them. Returns whether it did.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn compact_if_needed(&self) -> Result<bool> {
+        let size = self.log.offsets().size_bytes;
+        if size < COMPACT_BYTES_MIN {
+            return Ok(false);
+        }
+        let (start, end) = {
+            let groups = self.groups.lock();
+            let live: Vec<NewRecord> = groups
+                .iter()
+                .flat_map(|(group, entries)| {
+                    entries.iter().map(move |((topic, partition), value)| {
+                        encode(group, topic, *partition, Some(value))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let live_bytes: u64 = live
+                .iter()
+                .map(|r| r.key.as_ref().map_or(0, Bytes::len) as u64 + 64)
+                .sum();
+            if size < live_bytes * 4 {
+                return Ok(false);
+            }
+            self.log.roll()?;
+            let start = self.log.offsets().log_end_offset;
+            let mut end = start;
+            for chunk in live.chunks(SNAPSHOT_BATCH_RECORDS) {
+                end = self.append(chunk)?;
+            }
+            (start, end)
+        };
+        self.log.wait_durable(end).await?;
+        let deleted = self.log.delete_segments_below(start)?;
+        tracing::info!(deleted, size_before = size, "compacted the offsets log");
+        Ok(true)
+    }
+
+    /// Syncs and checkpoints the offsets log for a clean shutdown.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn close(&self) -> Result<()> {
+        Ok(self.log.close()?)
+    }
+}
+
+fn encode(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    value: Option<&CommittedOffset>,
+) -> Result<NewRecord> {
+    let key =
+        serde_json::to_vec(&(group, topic, partition)).map_err(|e| corrupt(&e.to_string()))?;
+    let value = value
+        .map(serde_json::to_vec)
+        .transpose()
+        .map_err(|e| corrupt(&e.to_string()))?;
+    Ok(NewRecord {
+        timestamp: crate::now_ms(),
+        key: Some(Bytes::from(key)),
+        value: value.map(Bytes::from),
+        headers: Vec::new(),
+    })
+}
+
+fn apply(
+    groups: &mut HashMap<String, GroupOffsets>,
+    key: Option<&Bytes>,
+    value: Option<&Bytes>,
+) -> Result<()> {
+    let key = key.ok_or_else(|| corrupt("an offsets record without a key"))?;
+    let (group, topic, partition): (String, String, i32) =
+        serde_json::from_slice(key).map_err(|e| corrupt(&e.to_string()))?;
+    match value {
+        Some(value) => {
+            let value: CommittedOffset =
+                serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
+            groups
+                .entry(group)
+                .or_default()
+                .insert((topic, partition), value);
+        }
+        None => {
+            if let Some(entries) = groups.get_mut(&group) {
+                entries.remove(&(topic, partition));
+                if entries.is_empty() {
+                    groups.remove(&group);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn corrupt(why: &str) -> CoreError {
+    CoreError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("offsets log: {why}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(offset: i64) -> Option<CommittedOffset> {
+        Some(CommittedOffset {
+            offset,
+            leader_epoch: 0,
+            metadata: "m".into(),
+            commit_timestamp_ms: 1,
+        })
+    }
+
+    #[tokio::test]
+    async fn commits_survive_reopen_with_and_without_a_clean_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = ("t".to_string(), 0);
+        {
+            let store = OffsetStore::open(dir.path(), false).expect("open");
+            store
+                .write("g", vec![(key.clone(), committed(5))])
+                .await
+                .expect("commit");
+            store
+                .write("g", vec![(key.clone(), committed(9))])
+                .await
+                .expect("commit");
+            store
+                .write("h", vec![(key.clone(), committed(1))])
+                .await
+                .expect("commit");
+            store
+                .write("h", vec![(key.clone(), None)])
+                .await
+                .expect("delete");
+        }
+        let store = OffsetStore::open(dir.path(), false).expect("reopen after a crash");
+        assert_eq!(store.group("g").get(&key).map(|c| c.offset), Some(9));
+        assert!(store.group("h").is_empty());
+        store.close().expect("close");
+        let store = OffsetStore::open(dir.path(), true).expect("reopen after a clean close");
+        assert_eq!(store.group_names(), vec!["g".to_string()]);
+    }
+}

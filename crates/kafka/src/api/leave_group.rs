@@ -1,0 +1,58 @@
+//! LeaveGroup: one member (v0–v2) or several, by id or instance id (v3+).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+
+use crate::api::owned;
+use crate::dispatch::Answer;
+use crate::errors;
+use crate::server::Context;
+
+/// Removes the members; the group rebalances.
+pub fn handle(
+    context: &Arc<Context>,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> Answer<LeaveGroupResponse> {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), owned(m.group_instance_id.as_ref())))
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    match context
+        .broker
+        .groups()
+        .leave(request.group_id.0.as_str(), &members)
+    {
+        Err(error) => {
+            Answer::Now(LeaveGroupResponse::default().with_error_code(errors::code(&error)))
+        }
+        Ok(results) if version < 3 => {
+            let code = results
+                .into_iter()
+                .find_map(Result::err)
+                .map_or(0, |error| errors::code(&error));
+            Answer::Now(LeaveGroupResponse::default().with_error_code(code))
+        }
+        Ok(results) => {
+            let responses = request
+                .members
+                .into_iter()
+                .zip(results)
+                .map(|(member, result)| {
+                    MemberResponse::default()
+                        .with_member_id(member.member_id)
+                        .with_group_instance_id(member.group_instance_id)
+                        .with_error_code(result.err().map_or(0, |error| errors::code(&error)))
+                })
+                .collect();
+            Answer::Now(LeaveGroupResponse::default().with_members(responses))
+        }
+    }
+}
