@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -207,3 +208,29 @@ def kafka_error_code(exception) -> int:
     error = exception.args[0] if exception.args else exception
     assert isinstance(error, KafkaError), f"not a KafkaError: {exception!r}"
     return error.code()
+
+
+def call_within(call, timeout: float, what: str):
+    """`call()` on a helper thread; its value, or its exception re-raised.
+
+    For client calls that can block in C without a deadline of their own
+    (librdkafka's synchronous commit, consumer close): pytest-timeout's
+    signal cannot interrupt them, so a broker that never answers would hang
+    the run instead of failing the test. The stuck thread is abandoned.
+    """
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name=what, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"{what} did not return within {timeout}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
