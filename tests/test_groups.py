@@ -37,6 +37,8 @@ from confluent_kafka import (
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KafkaPythonTopicPartition
 from kafka import errors as kafka_python_errors
+from kafka.admin import MemberToRemove
+from kafka.structs import OffsetAndMetadata
 
 from helpers import (
     assert_delivered,
@@ -318,6 +320,30 @@ def test_subscribe_commit_and_resume(broker, members):
     pump_until([other], lambda: len(other.records) >= 240, 30, "all 240 messages", commit=False)
     pump_for([other], 1.0, commit=False)
     assert_exactly_once(other.records, {**first_batch, **second_batch}, "member of another group")
+
+
+@pytest.mark.timeout(60)
+def test_auto_commit_commits_what_was_consumed(broker, members):
+    """enable.auto.commit: what the application was given is committed on
+    the interval and at close, and the next member starts after it."""
+    topic = unique("auto-commit")
+    create_topic(make_admin(broker), topic, 2)
+    batch = produce_numbered(broker, topic, 2, 25, "auto")
+    group = unique("auto-commit")
+    config = {"enable.auto.commit": True, "auto.commit.interval.ms": 200}
+    first = members(broker, group, [topic], **config)
+    pump_until([first], lambda: len(first.records) >= 50, 30, "50 messages", commit=False)
+    assert_exactly_once(first.records, batch)
+    wait_until(lambda: committed_offsets(broker, group, topic, 2) == [(0, 25, ""), (1, 25, "")], 10,
+               "auto-committed offsets", interval=0.3)
+    more = produce_numbered(broker, topic, 2, 5, "auto more")
+    pump_until([first], lambda: len(first.records) >= 60, 30, "60 messages", commit=False)
+    first.close()  # commits what it consumed since the last interval
+    assert committed_offsets(broker, group, topic, 2) == [(0, 30, ""), (1, 30, "")]
+    after = members(broker, group, [topic], **config)
+    pump_for([after], 2.0, commit=False)
+    assert after.partitions() == {0, 1} and after.records == []
+    assert_exactly_once(first.records, {**batch, **more})
 
 
 # --- 2. three members, three assignors ----------------------------------------------
@@ -619,13 +645,29 @@ def test_kafka_python_group_round_trip_and_admin(broker):
     assert [consumer.committed(tp) for tp in partitions] == [20, 20, 20]
     consumer.close(autocommit=False)
 
-    more = produce_numbered(broker, topic, 3, 5, "kafka-python more")
-    consumer = kafka_python_consumer(broker, group, topic, client_id="kp-second")
-    assert_exactly_once(kafka_python_poll_exactly(consumer, 15), more, "kafka-python member resuming")
-    consumer.commit()
-
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+    consumer = None
     try:
+        # Offsets of a topic the group does not read, committed while it is
+        # Empty: OffsetCommit v8 with metadata up to offset.metadata.max.bytes
+        # (4096) and a leader epoch, both given back by OffsetFetch.
+        unread = unique("kp-unread")
+        create_topic(make_admin(broker), unread, 2)
+        unread_partitions = [KafkaPythonTopicPartition(unread, p) for p in range(2)]
+        answer = admin.alter_group_offsets(group, {
+            unread_partitions[0]: OffsetAndMetadata(7, "x" * 4096, 3),
+            unread_partitions[1]: OffsetAndMetadata(8, "y" * 4097, -1),
+        })
+        assert answer == {unread_partitions[0]: kafka_python_errors.NoError,
+                          unread_partitions[1]: kafka_python_errors.OffsetMetadataTooLargeError}
+        [stored] = [o for tp, o in admin.list_group_offsets(group)[group].items() if tp.topic == unread]
+        assert (stored.offset, stored.metadata, stored.leader_epoch) == (7, "x" * 4096, 3)
+
+        more = produce_numbered(broker, topic, 3, 5, "kafka-python more")
+        consumer = kafka_python_consumer(broker, group, topic, client_id="kp-second")
+        assert_exactly_once(kafka_python_poll_exactly(consumer, 15), more, "kafka-python member resuming")
+        consumer.commit()
+
         [listing] = [g for g in admin.list_groups() if g["group_id"] == group]
         assert listing["protocol_type"] == "consumer"
 
@@ -640,13 +682,17 @@ def test_kafka_python_group_round_trip_and_admin(broker):
         assert [(a["topic"], sorted(a["partitions"])) for a in assignment] == [(topic, [0, 1, 2])]
 
         offsets = admin.list_group_offsets(group)
-        assert {tp: (o.offset, o.metadata) for tp, o in offsets[group].items()} == {
-            tp: (25, "") for tp in partitions}
+        assert {tp: o.offset for tp, o in offsets[group].items()} == {
+            **{tp: 25 for tp in partitions}, unread_partitions[0]: 7}
+        assert all(offsets[group][tp].metadata == "" for tp in partitions)
 
         assert admin.delete_groups([group]) == {group: "NonEmptyGroupError"}
-        # OffsetDelete: the offsets of a topic the live group subscribes to stay.
-        assert admin.delete_group_offsets(group, [partitions[0]]) == {
-            partitions[0]: kafka_python_errors.GroupSubscribedToTopicError}
+        # OffsetDelete in a live group: the offsets of the topic it reads
+        # stay, those of a topic it does not read go.
+        assert admin.delete_group_offsets(group, [partitions[0], unread_partitions[0]]) == {
+            partitions[0]: kafka_python_errors.GroupSubscribedToTopicError,
+            unread_partitions[0]: kafka_python_errors.NoError}
+        assert sorted(admin.list_group_offsets(group)[group]) == partitions
 
         consumer.close(autocommit=False)  # LeaveGroup
         wait_until(lambda: admin.describe_groups([group])[group]["group_state"] == "Empty", 10, "group Empty")
@@ -659,7 +705,8 @@ def test_kafka_python_group_round_trip_and_admin(broker):
         assert admin.delete_groups([group]) == {group: "GroupIdNotFoundError"}
     finally:
         admin.close()
-        consumer.close(autocommit=False)
+        if consumer is not None:
+            consumer.close(autocommit=False)
 
 
 # --- 6. confluent AdminClient -------------------------------------------------------------
@@ -838,6 +885,124 @@ def test_second_consumer_with_the_same_instance_id_fences_the_first(broker, memb
     pump_for([older, newer], 1.0)
     assert_exactly_once(newer.records, batch, "the newer twin")
     assert older.records == [], "a fenced consumer received messages"
+
+
+@pytest.mark.timeout(60)
+def test_static_member_removed_by_admin_leaves_at_once(broker, members):
+    """LeaveGroup v3+ naming a static member by its group.instance.id (what
+    the Java AdminClient's removeMembersFromConsumerGroup sends): its
+    partitions move now, not after the session timeout."""
+    topic = unique("remove-static")
+    create_topic(make_admin(broker), topic, 2)
+    group = unique("remove-static")
+    gone = members(broker, group, [topic], **{"group.instance.id": "gone"})
+    stays = members(broker, group, [topic])
+    pump_until([gone, stays], lambda: balanced([gone, stays], 2, 1), 30, "one partition each")
+    gone.close()  # a static member: no LeaveGroup
+    pump_for([stays], 1.0)
+    assert len(stays.partitions()) == 1
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+    try:
+        removed_at = time.monotonic()
+        assert admin.remove_group_members(group, [MemberToRemove(group_instance_id="gone")]) == {
+            "gone": kafka_python_errors.NoError}
+        pump_until([stays], lambda: stays.partitions() == {0, 1}, 10, "the remaining member holding both partitions")
+        assert time.monotonic() - removed_at < SESSION_TIMEOUT_MS / 1000 - 1
+        assert admin.remove_group_members(group, [MemberToRemove(group_instance_id="gone")]) == {
+            "gone": kafka_python_errors.UnknownMemberIdError}
+        # A group that does not exist: the member is unknown (not the call).
+        assert admin.remove_group_members(unique("no-such-group"), [MemberToRemove(group_instance_id="gone")]) == {
+            "gone": kafka_python_errors.UnknownMemberIdError}
+    finally:
+        admin.close()
+
+
+def join_errors(member: Member) -> set:
+    return {error.code() for error in member.consume_errors + member.client_errors}
+
+
+@pytest.mark.timeout(60)
+def test_join_refusals_reach_the_client(broker, members):
+    """Session timeouts outside group.min/max.session.timeout.ms (6 s,
+    30 min) and a member with no assignor in common with the group are
+    refused at JoinGroup, and the group's member sees no rebalance."""
+    topic = unique("refused")
+    create_topic(make_admin(broker), topic, 2)
+    group = unique("refused")
+    too_short = members(broker, group, [topic], strict=False, **{"session.timeout.ms": 5999})
+    pump_until([too_short], lambda: KafkaError.INVALID_SESSION_TIMEOUT in join_errors(too_short), 20,
+               "INVALID_SESSION_TIMEOUT")
+    too_long = members(broker, group, [topic], strict=False, **{"session.timeout.ms": 1_800_001, "max.poll.interval.ms": 1_800_001})
+    pump_until([too_long], lambda: KafkaError.INVALID_SESSION_TIMEOUT in join_errors(too_long), 20,
+               "INVALID_SESSION_TIMEOUT")
+    assert too_short.partitions() == too_long.partitions() == frozenset()
+    too_short.close()
+    too_long.close()
+
+    ranged = members(broker, group, [topic], **{"partition.assignment.strategy": "range"})
+    pump_until([ranged], lambda: ranged.partitions() == {0, 1}, 30, "the range member's assignment")
+    rebalances = len(ranged.rebalances)
+    other = members(broker, group, [topic], strict=False, **{"partition.assignment.strategy": "roundrobin"})
+    pump_until([ranged, other], lambda: KafkaError.INCONSISTENT_GROUP_PROTOCOL in join_errors(other), 20,
+               "INCONSISTENT_GROUP_PROTOCOL")
+    pump_for([ranged, other], 1.0)
+    assert other.partitions() == frozenset()
+    assert ranged.partitions() == {0, 1} and ranged.rebalances[rebalances:] == []
+
+
+class KafkaPythonMember:
+    """A kafka-python KafkaConsumer with the Member interface pump_until uses."""
+
+    def __init__(self, broker, group, topic, **config):
+        self.group = group
+        self.consumer = kafka_python_consumer(broker, group, topic, **config)
+        self.records: list[tuple[int, int, bytes]] = []
+        self.closed = False
+
+    def partitions(self) -> frozenset:
+        return frozenset(tp.partition for tp in self.consumer.assignment())
+
+    def pump(self, timeout: float = 0.05, commit: bool = True) -> list:
+        batch = [r for records in self.consumer.poll(timeout_ms=int(timeout * 1000)).values() for r in records]
+        self.records.extend((r.partition, r.offset, r.value) for r in batch)
+        if batch and commit:
+            self.consumer.commit()
+        return batch
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.consumer.close(autocommit=False)
+
+
+@pytest.mark.timeout(60)
+def test_librdkafka_and_kafka_python_members_share_a_group(broker, members):
+    """Both clients speak the same "consumer" protocol: whichever leads, the
+    other reads its assignment, and each takes over from the other's commits."""
+    topic = unique("mixed")
+    create_topic(make_admin(broker), topic, 4)
+    group = unique("mixed")
+    librdkafka = members(broker, group, [topic], **{"partition.assignment.strategy": "range"})
+    kafka_python = KafkaPythonMember(broker, group, topic)
+    try:
+        both = [librdkafka, kafka_python]
+        pump_until(both, lambda: balanced(both, 4, 2), 40, "two partitions each")
+        assert split_of(both) == [[0, 1], [2, 3]]
+        batch = produce_numbered(broker, topic, 4, 20, "mixed")
+        pump_until(both, lambda: len(librdkafka.records) + len(kafka_python.records) >= 80, 30, "80 messages")
+        pump_for(both, 1.0)
+        assert_exactly_once(librdkafka.records + kafka_python.records, batch, "mixed group")
+
+        kafka_python.close()
+        pump_until([librdkafka], lambda: librdkafka.partitions() == {0, 1, 2, 3}, 30, "librdkafka holding all")
+        more = produce_numbered(broker, topic, 4, 5, "mixed more")
+        pump_until([librdkafka], lambda: len(librdkafka.records) + len(kafka_python.records) >= 100, 30,
+                   "100 messages")
+        pump_for([librdkafka], 1.0)
+        assert_exactly_once(librdkafka.records + kafka_python.records, {**batch, **more}, "after the take-over")
+    finally:
+        kafka_python.close()
 
 
 # --- 8. kcat -G ------------------------------------------------------------------------------
