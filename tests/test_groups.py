@@ -16,6 +16,7 @@ expiries take seconds; the broker's group.initial.rebalance.delay.ms is 0.
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from kafka import errors as kafka_python_errors
 from kafka.admin import MemberToRemove
 from kafka.structs import OffsetAndMetadata
 
+import kafka_wire as wire
 from helpers import (
     assert_delivered,
     call_within,
@@ -1076,3 +1078,403 @@ def test_offsets_of_a_deleted_topic_are_dropped(broker):
     admin = make_admin(broker)
     assert group_offsets(admin, group) == kept_only
     assert committed_offsets(broker, group, doomed, 2) == [(0, OFFSET_INVALID, ""), (1, OFFSET_INVALID, "")]
+
+
+# --- the group protocol by hand ---------------------------------------------------------------
+#
+# Clients retry most group errors silently, so the error codes themselves are
+# checked here with hand-built requests (non-flexible versions, encoded from
+# https://kafka.apache.org/protocol.html with kafka_wire's primitives).
+
+API_OFFSET_COMMIT, API_OFFSET_FETCH, API_JOIN_GROUP, API_HEARTBEAT, API_LEAVE_GROUP, API_SYNC_GROUP = 8, 9, 11, 12, 13, 14
+ERROR_ILLEGAL_GENERATION = 22
+ERROR_UNKNOWN_MEMBER_ID = 25
+ERROR_REBALANCE_IN_PROGRESS = 27
+ERROR_MEMBER_ID_REQUIRED = 79
+ERROR_FENCED_INSTANCE_ID = 82
+
+
+def wire_bytes(data: bytes) -> bytes:
+    return wire.int32(len(data)) + data
+
+
+def join_group_v5(conn, group, member_id, metadata=b"", instance_id=None, protocols=("range",), wait=True):
+    """JoinGroup v5 (protocol type "consumer"); the decoded answer, or the
+    correlation id to read it with `read_join_group_v5` when not `wait`."""
+    body = (
+        wire.string(group) + wire.int32(SESSION_TIMEOUT_MS) + wire.int32(10_000) + wire.string(member_id)
+        + wire.string(instance_id) + wire.string("consumer")
+        + wire.array(list(protocols), lambda name: wire.string(name) + wire_bytes(metadata))
+    )
+    correlation_id = conn.send_request(API_JOIN_GROUP, 5, body)
+    return read_join_group_v5(conn, correlation_id) if wait else correlation_id
+
+
+def read_join_group_v5(conn, correlation_id, timeout=10.0) -> dict:
+    r = conn.response(correlation_id, timeout=timeout)
+    answer = {"throttle_time_ms": r.int32(), "error_code": r.int16(), "generation_id": r.int32(),
+              "protocol_name": r.string(), "leader": r.string(), "member_id": r.string()}
+    answer["members"] = sorted(r.array(lambda m: (m.string(), m.string(), m.bytes_())))
+    r.done()
+    return answer
+
+
+def join_group_v9(conn, group, member_id, metadata=b"", instance_id=None) -> dict:
+    """JoinGroup v9 (flexible, with SkipAssignment), protocol "range"."""
+    def compact_bytes(data: bytes) -> bytes:
+        return wire.uvarint(len(data) + 1) + data
+
+    protocol = wire.compact_string("range") + compact_bytes(metadata) + wire.NO_TAGGED_FIELDS
+    body = (
+        wire.compact_string(group) + wire.int32(SESSION_TIMEOUT_MS) + wire.int32(10_000)
+        + wire.compact_string(member_id) + wire.compact_string(instance_id) + wire.compact_string("consumer")
+        + wire.uvarint(2) + protocol + wire.compact_string(None) + wire.NO_TAGGED_FIELDS
+    )
+    r = conn.response(conn.send_request(API_JOIN_GROUP, 9, body, flexible=True), flexible_header=True)
+
+    def member(m):
+        entry = (m.compact_string(), m.compact_string(), m._take(m.uvarint() - 1))
+        m.tagged_fields()
+        return entry
+
+    answer = {"throttle_time_ms": r.int32(), "error_code": r.int16(), "generation_id": r.int32(),
+              "protocol_type": r.compact_string(), "protocol_name": r.compact_string(), "leader": r.compact_string(),
+              "skip_assignment": bool(r.int8()), "member_id": r.compact_string()}
+    answer["members"] = sorted(r.compact_array(member) or [])
+    r.tagged_fields()
+    r.done()
+    return answer
+
+
+def sync_group_v3(conn, group, generation, member_id, assignments=(), instance_id=None, wait=True):
+    body = (
+        wire.string(group) + wire.int32(generation) + wire.string(member_id) + wire.string(instance_id)
+        + wire.array(list(assignments), lambda a: wire.string(a[0]) + wire_bytes(a[1]))
+    )
+    correlation_id = conn.send_request(API_SYNC_GROUP, 3, body)
+    return read_sync_group_v3(conn, correlation_id) if wait else correlation_id
+
+
+def read_sync_group_v3(conn, correlation_id, timeout=10.0) -> tuple[int, bytes]:
+    r = conn.response(correlation_id, timeout=timeout)
+    r.int32()
+    answer = (r.int16(), r.bytes_())
+    r.done()
+    return answer
+
+
+def heartbeat_v3(conn, group, generation, member_id, instance_id=None) -> int:
+    body = wire.string(group) + wire.int32(generation) + wire.string(member_id) + wire.string(instance_id)
+    r = conn.response(conn.send_request(API_HEARTBEAT, 3, body))
+    r.int32()
+    code = r.int16()
+    r.done()
+    return code
+
+
+def leave_group_v3(conn, group, members) -> tuple[int, list]:
+    """`members`: (member_id, instance_id) pairs; (error, [(member, instance, error)])."""
+    body = wire.string(group) + wire.array(list(members), lambda m: wire.string(m[0]) + wire.string(m[1]))
+    r = conn.response(conn.send_request(API_LEAVE_GROUP, 3, body))
+    r.int32()
+    answer = (r.int16(), r.array(lambda m: (m.string(), m.string(), m.int16())))
+    r.done()
+    return answer
+
+
+def offset_commit_v7(conn, group, generation, member_id, offsets, instance_id=None, wait=True):
+    """`offsets`: {(topic, partition): (offset, metadata)}; {(topic, partition): error}."""
+    by_topic = {}
+    for (topic, partition), (offset, metadata) in offsets.items():
+        by_topic.setdefault(topic, []).append((partition, offset, metadata))
+    body = (
+        wire.string(group) + wire.int32(generation) + wire.string(member_id) + wire.string(instance_id)
+        + wire.array(list(by_topic.items()), lambda t: wire.string(t[0]) + wire.array(
+            t[1], lambda p: wire.int32(p[0]) + wire.int64(p[1]) + wire.int32(-1) + wire.string(p[2])))
+    )
+    correlation_id = conn.send_request(API_OFFSET_COMMIT, 7, body)
+    return read_offset_commit_v7(conn, correlation_id) if wait else correlation_id
+
+
+def read_offset_commit_v7(conn, correlation_id, timeout=10.0) -> dict:
+    r = conn.response(correlation_id, timeout=timeout)
+    r.int32()
+    topics = r.array(lambda t: (t.string(), t.array(lambda p: (p.int32(), p.int16()))))
+    r.done()
+    return {(topic, partition): code for topic, partitions in topics for partition, code in partitions}
+
+
+def offset_fetch_v5(conn, group, partitions=None) -> tuple[int, dict]:
+    """(error, {(topic, partition): (offset, metadata, error)}); all of the
+    group's offsets when `partitions` is None."""
+    by_topic = None
+    if partitions is not None:
+        by_topic = {}
+        for topic, partition in partitions:
+            by_topic.setdefault(topic, []).append(partition)
+        by_topic = list(by_topic.items())
+    body = wire.string(group) + wire.array(
+        by_topic, lambda t: wire.string(t[0]) + wire.array(t[1], wire.int32))
+    r = conn.response(conn.send_request(API_OFFSET_FETCH, 5, body))
+    r.int32()
+    topics = r.array(lambda t: (t.string(), t.array(
+        lambda p: (p.int32(), p.int64(), p.int32(), p.string(), p.int16()))))
+    error = r.int16()
+    r.done()
+    return error, {(topic, partition): (offset, metadata, code)
+                   for topic, partitions in topics for partition, offset, _, metadata, code in partitions}
+
+
+def answered_within(conn, seconds: float) -> bool:
+    """Whether any response bytes arrive on `conn` within `seconds`."""
+    readable, _, _ = select.select([conn.sock], [], [], seconds)
+    return bool(readable)
+
+
+@pytest.mark.timeout(60)
+def test_group_protocol_error_codes_by_hand(broker):
+    """MEMBER_ID_REQUIRED, parked joins and syncs, REBALANCE_IN_PROGRESS,
+    ILLEGAL_GENERATION and UNKNOWN_MEMBER_ID where Kafka answers them, and
+    commits fenced by generation and membership."""
+    topic = unique("by-hand")
+    create_topic(make_admin(broker), topic, 2)
+    group = unique("by-hand")
+    with wire.Connection(broker) as first, wire.Connection(broker) as second:
+        answer = join_group_v5(first, group, "", b"meta-1")
+        assert answer["error_code"] == ERROR_MEMBER_ID_REQUIRED and answer["member_id"], answer
+        m1 = answer["member_id"]
+        answer = join_group_v5(first, group, m1, b"meta-1")
+        assert (answer["error_code"], answer["generation_id"], answer["protocol_name"], answer["leader"],
+                answer["member_id"], answer["members"]) == (0, 1, "range", m1, m1, [(m1, None, b"meta-1")])
+        assert sync_group_v3(first, group, 1, m1, [(m1, b"assignment-1")]) == (0, b"assignment-1")
+        assert heartbeat_v3(first, group, 1, m1) == 0
+        assert heartbeat_v3(first, group, 2, m1) == ERROR_ILLEGAL_GENERATION
+        assert heartbeat_v3(first, group, 1, "nobody") == ERROR_UNKNOWN_MEMBER_ID
+        assert offset_commit_v7(first, group, 1, m1, {(topic, 0): (5, "first")}) == {(topic, 0): 0}
+        assert offset_commit_v7(first, group, 0, m1, {(topic, 0): (6, "stale")}) == {
+            (topic, 0): ERROR_ILLEGAL_GENERATION}
+        # A commit from outside a group that has members.
+        assert offset_commit_v7(first, group, -1, "", {(topic, 0): (7, "outsider")}) == {
+            (topic, 0): ERROR_UNKNOWN_MEMBER_ID}
+
+        # A second member: its join waits for the first to rejoin, which
+        # learns of the rebalance from its heartbeat.
+        m2 = join_group_v5(second, group, "", b"meta-2")["member_id"]
+        parked_join = join_group_v5(second, group, m2, b"meta-2", wait=False)
+        assert not answered_within(second, 0.5), "JoinGroup answered before every member rejoined"
+        assert heartbeat_v3(first, group, 1, m1) == ERROR_REBALANCE_IN_PROGRESS
+        leader = join_group_v5(first, group, m1, b"meta-1b")
+        follower = read_join_group_v5(second, parked_join)
+        assert (leader["error_code"], leader["generation_id"], leader["leader"]) == (0, 2, m1)
+        assert leader["members"] == sorted([(m1, None, b"meta-1b"), (m2, None, b"meta-2")])
+        assert (follower["error_code"], follower["generation_id"], follower["leader"], follower["members"]) == (
+            0, 2, m1, [])
+        # The follower's SyncGroup waits for the leader's assignment.
+        parked_sync = sync_group_v3(second, group, 2, m2, wait=False)
+        assert not answered_within(second, 0.5), "SyncGroup answered before the leader's assignment"
+        assert sync_group_v3(first, group, 2, m1, [(m1, b"for-1"), (m2, b"for-2")]) == (0, b"for-1")
+        assert read_sync_group_v3(second, parked_sync) == (0, b"for-2")
+
+        assert offset_commit_v7(first, group, 1, m1, {(topic, 0): (8, "old generation")}) == {
+            (topic, 0): ERROR_ILLEGAL_GENERATION}
+        assert offset_commit_v7(second, group, 2, m2, {(topic, 1): (9, None)}) == {(topic, 1): 0}
+        assert offset_fetch_v5(first, group, [(topic, 0), (topic, 1)]) == (
+            0, {(topic, 0): (5, "first", 0), (topic, 1): (9, "", 0)})
+
+        assert leave_group_v3(second, group, [(m2, None)]) == (0, [(m2, None, 0)])
+        assert heartbeat_v3(second, group, 2, m2) == ERROR_UNKNOWN_MEMBER_ID
+        assert heartbeat_v3(first, group, 2, m1) == ERROR_REBALANCE_IN_PROGRESS
+        answer = join_group_v5(first, group, m1, b"meta-1c")
+        assert (answer["error_code"], answer["generation_id"], answer["members"]) == (0, 3, [(m1, None, b"meta-1c")])
+        assert sync_group_v3(first, group, 3, m1, [(m1, b"alone")]) == (0, b"alone")
+        assert leave_group_v3(first, group, [(m1, None)]) == (0, [(m1, None, 0)])
+        # Gone members' commits are refused; the Empty group takes outside commits.
+        assert offset_commit_v7(first, group, 3, m1, {(topic, 0): (10, "departed")}) == {
+            (topic, 0): ERROR_UNKNOWN_MEMBER_ID}
+        assert offset_commit_v7(first, group, -1, "", {(topic, 0): (11, "admin")}) == {(topic, 0): 0}
+        assert offset_fetch_v5(first, group) == (0, {(topic, 0): (11, "admin", 0), (topic, 1): (9, "", 0)})
+
+
+@pytest.mark.timeout(60)
+def test_static_rejoin_and_fencing_by_hand(broker):
+    """KIP-345 as Kafka answers it: a static member rejoining with a new
+    member id in a Stable group gets its old assignment at the same
+    generation, is not made leader (the old leader id comes back, so it
+    computes no assignment), and the replaced id is FENCED_INSTANCE_ID."""
+    topic = unique("static-by-hand")
+    create_topic(make_admin(broker), topic, 1)
+    group = unique("static-by-hand")
+    with wire.Connection(broker) as conn:
+        answer = join_group_v5(conn, group, "", b"meta", instance_id="instance")
+        assert answer["error_code"] == 0, "a static member needs no MEMBER_ID_REQUIRED round"
+        old_id = answer["member_id"]
+        assert (answer["generation_id"], answer["leader"], answer["members"]) == (1, old_id, [(old_id, "instance", b"meta")])
+        assert sync_group_v3(conn, group, 1, old_id, [(old_id, b"kept")], instance_id="instance") == (0, b"kept")
+
+        answer = join_group_v5(conn, group, "", b"meta", instance_id="instance")
+        new_id = answer["member_id"]
+        assert answer["error_code"] == 0 and new_id != old_id
+        assert (answer["generation_id"], answer["leader"], answer["members"]) == (1, old_id, [])
+        assert sync_group_v3(conn, group, 1, new_id, instance_id="instance") == (0, b"kept")
+        assert heartbeat_v3(conn, group, 1, new_id, "instance") == 0
+        assert heartbeat_v3(conn, group, 1, old_id, "instance") == ERROR_FENCED_INSTANCE_ID
+        assert offset_commit_v7(conn, group, 1, old_id, {(topic, 0): (1, None)}, instance_id="instance") == {
+            (topic, 0): ERROR_FENCED_INSTANCE_ID}
+        assert offset_commit_v7(conn, group, 1, new_id, {(topic, 0): (2, None)}, instance_id="instance") == {
+            (topic, 0): 0}
+
+        # From v9 (KIP-814) the rejoined leader is told it leads, with the
+        # members, and to skip the assignment.
+        answer = join_group_v9(conn, group, "", b"meta", instance_id="instance")
+        newest_id = answer["member_id"]
+        assert (answer["error_code"], answer["generation_id"], answer["protocol_type"], answer["protocol_name"]) == (
+            0, 1, "consumer", "range")
+        assert (answer["leader"], answer["skip_assignment"], answer["members"]) == (
+            newest_id, True, [(newest_id, "instance", b"meta")])
+        assert sync_group_v3(conn, group, 1, newest_id, instance_id="instance") == (0, b"kept")
+        assert heartbeat_v3(conn, group, 1, new_id, "instance") == ERROR_FENCED_INSTANCE_ID
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_during_pipelined_commits_keeps_every_acknowledged_one(broker):
+    """Commits stream in, pipelined, for two groups; the broker is killed
+    with some in flight. After the restart each group's offsets are those of
+    one whole commit (one OffsetCommit's partitions are written together)
+    no older than the last one answered. A garbage tail on the offsets log
+    (a torn write) is cut on the next start, losing nothing before it."""
+    topic = unique("commit-crash")
+    create_topic(make_admin(broker), topic, 4)
+    groups = [unique("commit-crash-a"), unique("commit-crash-b")]
+    in_flight_max = 64
+    answered_target = 2000
+    sent: dict[int, tuple[str, int]] = {}
+    last_sent = {group: 0 for group in groups}
+    last_answered = {group: 0 for group in groups}
+    number = 0
+
+    def commit_body(group, n):
+        return (wire.string(group) + wire.int32(-1) + wire.string("") + wire.string(None)
+                + wire.array([topic], lambda name: wire.string(name) + wire.array(
+                    list(range(4)), lambda p: wire.int32(p) + wire.int64(n * 10 + p) + wire.int32(-1)
+                    + wire.string(f"commit {n}"))))
+
+    conn = wire.Connection(broker)
+    try:
+        def send_next():
+            nonlocal number
+            number += 1
+            group = groups[number % 2]
+            sent[conn.send_request(API_OFFSET_COMMIT, 7, commit_body(group, number))] = (group, number)
+            last_sent[group] = number
+
+        for _ in range(in_flight_max):
+            send_next()
+        answered = 0
+        started = time.monotonic()
+        while answered < answered_target:
+            correlation_id = min(sent)
+            group, n = sent.pop(correlation_id)
+            r = conn.response(correlation_id, timeout=20)
+            r.int32()
+            codes = [code for _, partitions in r.array(lambda t: (t.string(), t.array(lambda p: (p.int32(), p.int16()))))
+                     for _, code in partitions]
+            assert codes == [0, 0, 0, 0], f"commit {n} answered {codes}"
+            last_answered[group] = n
+            answered += 1
+            send_next()
+        commits_per_s = answered / (time.monotonic() - started)
+        assert broker.kill() == -signal.SIGKILL
+    finally:
+        conn.close()
+    broker.start()
+
+    def offsets_after_restart():
+        state = {}
+        with wire.Connection(broker) as check:
+            for group in groups:
+                error, offsets = offset_fetch_v5(check, group)
+                assert error == 0
+                state[group] = offsets
+        return state
+
+    state = offsets_after_restart()
+    for group in groups:
+        offsets = state[group]
+        assert sorted(offsets) == [(topic, p) for p in range(4)], offsets
+        n = offsets[(topic, 0)][0] // 10
+        assert offsets == {(topic, p): (n * 10 + p, f"commit {n}", 0) for p in range(4)}, (
+            f"{group}: not one whole commit: {offsets}")
+        assert last_answered[group] <= n <= last_sent[group], (
+            f"{group}: commit {n} after the restart; answered up to {last_answered[group]}, "
+            f"sent up to {last_sent[group]} ({commits_per_s:.0f} commits/s)")
+
+    # A torn write at the end of the offsets log.
+    broker.stop(signal.SIGKILL)
+    segments = sorted((broker.data_dir / "__consumer_offsets").glob("*.log"))
+    assert segments, f"no offsets log segments under {broker.data_dir / '__consumer_offsets'}"
+    with open(segments[-1], "ab") as segment:
+        segment.write(bytes(range(256)) * 3)
+    broker.start()
+    assert offsets_after_restart() == state
+    with wire.Connection(broker) as conn:
+        assert offset_commit_v7(conn, groups[0], -1, "", {(topic, 0): (123_456, "after the tear")}) == {(topic, 0): 0}
+    broker.stop(signal.SIGTERM)
+    broker.start()
+    after = offsets_after_restart()
+    assert after[groups[0]][(topic, 0)] == (123_456, "after the tear", 0)
+    assert after[groups[1]] == state[groups[1]]
+
+
+def offsets_log_bytes(broker) -> int:
+    return sum(path.stat().st_size for path in (broker.data_dir / "__consumer_offsets").glob("*.log"))
+
+
+@pytest.mark.timeout(120)
+def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker):
+    """Over 16 MiB of commits (4 KiB of metadata each) make the broker
+    rewrite the live offsets and drop the rest of its offsets log: a group
+    committed once at the very start, the last of many commits, and a
+    deleted group's absence all survive that, a kill -9 and a restart."""
+    broker = weir_broker(args=["--log-retention-check-interval-ms", "500"])
+    topic = unique("compaction")
+    partitions = 64
+    create_topic(make_admin(broker), topic, partitions)
+    steady, churn, deleted = unique("steady"), unique("churn"), unique("deleted")
+    padding = "p" * 4000
+    with wire.Connection(broker) as conn:
+        assert offset_commit_v7(conn, steady, -1, "", {(topic, 3): (33, "steady")}) == {(topic, 3): 0}
+        assert offset_commit_v7(conn, deleted, -1, "", {(topic, 4): (44, "deleted")}) == {(topic, 4): 0}
+        pending = []
+        for n in range(1, 81):
+            offsets = {(topic, p): (n * 100 + p, f"{n} {padding}") for p in range(partitions)}
+            pending.append(offset_commit_v7(conn, churn, -1, "", offsets, wait=False))
+            if len(pending) >= 8 or n == 80:
+                for correlation_id in pending:
+                    assert set(read_offset_commit_v7(conn, correlation_id).values()) == {0}
+                pending = []
+    admin = make_admin(broker)
+    admin.delete_consumer_groups([deleted], request_timeout=10)[deleted].result(ADMIN_TIMEOUT_S)
+    grown = offsets_log_bytes(broker)
+    assert grown > 16 << 20, f"only {grown} bytes of offsets log written"
+    wait_until(lambda: offsets_log_bytes(broker) < 4 << 20, 20, "the offsets log compacted", interval=0.5)
+
+    churn_expected = {(topic, p): (80 * 100 + p, f"80 {padding}", 0) for p in range(partitions)}
+
+    def check():
+        with wire.Connection(broker) as conn:
+            assert offset_fetch_v5(conn, steady) == (0, {(topic, 3): (33, "steady", 0)})
+            assert offset_fetch_v5(conn, churn) == (0, churn_expected)
+            assert offset_fetch_v5(conn, deleted) == (0, {})
+        assert deleted not in listed_groups(make_admin(broker))
+
+    check()
+    broker.kill()
+    broker.start()
+    check()
+    with wire.Connection(broker) as conn:
+        assert offset_commit_v7(conn, steady, -1, "", {(topic, 3): (34, "after")}) == {(topic, 3): 0}
+    broker.stop(signal.SIGTERM)
+    broker.start()
+    with wire.Connection(broker) as conn:
+        assert offset_fetch_v5(conn, steady) == (0, {(topic, 3): (34, "after", 0)})
+        assert offset_fetch_v5(conn, churn) == (0, churn_expected)
