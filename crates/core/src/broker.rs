@@ -131,7 +131,7 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: ProducerIds,
     pub(crate) groups: GroupCoordinator,
-    pub(crate) offsets: OffsetStore,
+    pub(crate) offsets: Arc<OffsetStore>,
     /// Serialises create/delete/grow so a name check and the disk change are atomic.
     admin: Mutex<()>,
 }
@@ -167,10 +167,11 @@ impl Broker {
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
+        let offsets = Arc::new(OffsetStore::open(&config.data_dir, clean)?);
         let broker = Broker {
             producer_ids: ProducerIds::open(&config.data_dir)?,
-            groups: GroupCoordinator::new(config.groups.clone()),
-            offsets: OffsetStore::open(&config.data_dir, clean)?,
+            groups: GroupCoordinator::new(config.groups.clone(), Arc::clone(&offsets)),
+            offsets,
             cluster_id: meta.cluster_id,
             config,
             topics_dir,

@@ -163,25 +163,35 @@ impl Broker {
         self.offsets.write(group_id, tombstones).await
     }
 
-    /// Deletes some committed offsets of a group without members.
+    /// Deletes some committed offsets of a group, except those of topics
+    /// its members subscribe to.
     ///
     /// # Errors
     ///
-    /// [`CoreError::GroupIdNotFound`]; [`CoreError::GroupSubscribedToTopic`]
-    /// while it has members; storage errors.
+    /// [`CoreError::GroupIdNotFound`] for the whole call; per partition
+    /// [`CoreError::GroupSubscribedToTopic`]; storage errors.
     pub async fn delete_group_offsets(
         &self,
         group_id: &str,
         partitions: Vec<TopicPartition>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
         if self.describe_group(group_id).is_none() {
             return Err(CoreError::GroupIdNotFound);
         }
-        if self.groups.has_members(group_id) {
-            return Err(CoreError::GroupSubscribedToTopic);
+        let subscribed = self.groups.subscribed_topics(group_id);
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut tombstones = Vec::new();
+        for key in partitions {
+            let in_use = subscribed.as_ref().is_none_or(|topics| topics.contains(&key.0));
+            if in_use && self.groups.has_members(group_id) {
+                results.push((key, Err(CoreError::GroupSubscribedToTopic)));
+            } else {
+                tombstones.push((key.clone(), None));
+                results.push((key, Ok(())));
+            }
         }
-        let tombstones = partitions.into_iter().map(|key| (key, None)).collect();
-        self.offsets.write(group_id, tombstones).await
+        self.offsets.write(group_id, tombstones).await?;
+        Ok(results)
     }
 
     /// For each partition the group committed: committed offset, log end
@@ -243,7 +253,8 @@ fn empty_group(group_id: &str) -> GroupDescription {
     GroupDescription {
         group_id: group_id.to_string(),
         state: GroupState::Empty,
-        protocol_type: "consumer".to_string(),
+        // Offsets without membership: a "simple" group in Kafka's terms.
+        protocol_type: String::new(),
         protocol_name: String::new(),
         members: Vec::new(),
     }

@@ -11,9 +11,13 @@
 //!
 //! All state is in memory under one lock; waiting JoinGroup and SyncGroup
 //! calls hold a oneshot sender in their member. [`GroupCoordinator::tick`]
-//! drives the timeouts.
+//! drives the timeouts. A group's membership is persisted in the offsets
+//! log whenever a rebalance completes (and when the group empties), and
+//! restored on start with every member's session timer restarted, so a
+//! broker restart does not force consumers to rebalance.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::error::{CoreError, Result};
+use crate::group::offsets::{OffsetStore, StoredGroup, StoredMember};
 
 /// Bounds and defaults of the group coordinator (Kafka's `group.*` configs).
 #[derive(Debug, Clone)]
@@ -206,6 +211,63 @@ impl Group {
         }
     }
 
+    /// A group as it was persisted; its members' sessions restart now.
+    fn restore(stored: StoredGroup, now: Instant) -> Group {
+        let mut group = Group::new();
+        group.generation = stored.generation;
+        group.protocol_type = stored.protocol_type;
+        group.protocol_name = stored.protocol_name;
+        group.leader = stored.leader;
+        for member in stored.members {
+            if let Some(instance) = &member.group_instance_id {
+                group.static_members.insert(instance.clone(), member.member_id.clone());
+            }
+            group.members.insert(
+                member.member_id,
+                Member {
+                    client_id: member.client_id,
+                    client_host: member.client_host,
+                    group_instance_id: member.group_instance_id,
+                    session_timeout: Duration::from_millis(member.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(member.rebalance_timeout_ms),
+                    protocol_type: member.protocol_type,
+                    protocols: member.protocols.into_iter().map(|(n, m)| (n, Bytes::from(m))).collect(),
+                    assignment: Bytes::from(member.assignment),
+                    last_seen: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+        group.state = if group.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        group
+    }
+
+    /// The group as it is persisted.
+    fn stored(&self) -> StoredGroup {
+        StoredGroup {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| StoredMember {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocol_type: m.protocol_type.clone(),
+                    protocols: m.protocols.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
     /// Checks that `member_id` is a current member, and not one fenced by a
     /// newer member with the same instance id.
     fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
@@ -300,8 +362,9 @@ impl Group {
         }
         self.generation += 1;
         if self.members.is_empty() {
+            // The protocol type stays: an emptied consumer group is still
+            // a consumer group, not a "simple" one.
             self.state = GroupState::Empty;
-            self.protocol_type = None;
             self.protocol_name = None;
             self.leader = None;
             self.deadline = None;
@@ -431,6 +494,21 @@ fn metadata_for(member: &Member, protocol: &str) -> Bytes {
         .unwrap_or_default()
 }
 
+/// The topics of a consumer's subscription (Kafka's ConsumerProtocolSubscription:
+/// a version, then the topic names; later versions only add fields).
+fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = metadata.clone();
+    if buf.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]).clamp(0, 3);
+    let _ = bytes::Buf::get_i16(&mut buf);
+    let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
 fn new_member_id(client_id: &str) -> String {
     format!("{client_id}-{}", uuid::Uuid::new_v4())
 }
@@ -445,14 +523,45 @@ enum JoinStep {
 pub struct GroupCoordinator {
     settings: GroupSettings,
     groups: Mutex<HashMap<String, Group>>,
+    store: Arc<OffsetStore>,
 }
 
 impl GroupCoordinator {
-    /// A coordinator with no groups.
-    pub fn new(settings: GroupSettings) -> GroupCoordinator {
+    /// A coordinator with the memberships persisted in `store`.
+    pub fn new(settings: GroupSettings, store: Arc<OffsetStore>) -> GroupCoordinator {
+        let now = Instant::now();
+        let groups = store
+            .memberships()
+            .into_iter()
+            .map(|(id, stored)| (id, Group::restore(stored, now)))
+            .collect();
         GroupCoordinator {
             settings,
-            groups: Mutex::new(HashMap::new()),
+            groups: Mutex::new(groups),
+            store,
+        }
+    }
+
+    /// Persists a group's membership without waiting; returns the offset
+    /// to wait for. A failure is logged: the group goes on in memory, and
+    /// only a restart would lose its membership (the offsets log is then
+    /// poisoned and commits fail loudly).
+    fn persist(&self, group_id: &str, group: Option<&Group>) -> Option<u64> {
+        match self.store.append_membership(group_id, group.map(Group::stored)) {
+            Ok(end) => Some(end),
+            Err(error) => {
+                tracing::error!(group = group_id, %error, "persisting group membership failed");
+                None
+            }
+        }
+    }
+
+    /// Completes a pending rebalance if it can, persisting an emptied group.
+    fn complete_join(&self, group_id: &str, group: &mut Group, now: Instant) {
+        let before = group.state;
+        group.maybe_complete_join(now);
+        if group.state == GroupState::Empty && before != GroupState::Empty {
+            self.persist(group_id, Some(group));
         }
     }
 
@@ -505,6 +614,8 @@ impl GroupCoordinator {
                 let unchanged = member.protocols == request.protocols;
                 update_member(member, &request, session_timeout, now);
                 if group.state == GroupState::Stable && unchanged {
+                    // The member id changed without a rebalance: persist it.
+                    self.persist(&request.group_id, Some(group));
                     return JoinStep::Done(Ok(group.joined(&id)));
                 }
                 id
@@ -544,7 +655,7 @@ impl GroupCoordinator {
         if group.state != GroupState::PreparingRebalance {
             group.prepare_rebalance(now);
         }
-        group.maybe_complete_join(now);
+        self.complete_join(&request.group_id, group, now);
         JoinStep::Wait(receiver)
     }
 
@@ -564,7 +675,7 @@ impl GroupCoordinator {
         protocol: (Option<&str>, Option<&str>),
         assignments: Vec<(String, Bytes)>,
     ) -> Result<Synced> {
-        let receiver = {
+        let (receiver, answers) = {
             let mut groups = self.groups.lock();
             let group = groups.get_mut(group_id).ok_or(CoreError::UnknownMemberId)?;
             group.check_member(member_id, instance_id)?;
@@ -603,24 +714,39 @@ impl GroupCoordinator {
                 .ok_or(CoreError::UnknownMemberId)?;
             member.last_seen = Instant::now();
             member.sync_waiter = Some(sender);
-            if group.leader.as_deref() == Some(member_id) {
+            if group.leader.as_deref() != Some(member_id) {
+                (receiver, None)
+            } else {
                 let mut assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
                 for (id, member) in group.members.iter_mut() {
                     member.assignment = assignments.remove(id).unwrap_or_default();
                 }
                 group.state = GroupState::Stable;
                 group.deadline = None;
-                let answers: Vec<(oneshot::Sender<Result<Synced>>, Bytes)> = group
+                let durable_at = self.persist(group_id, Some(group));
+                let waiting: Vec<(oneshot::Sender<Result<Synced>>, Bytes)> = group
                     .members
                     .values_mut()
                     .filter_map(|m| m.sync_waiter.take().map(|w| (w, m.assignment.clone())))
                     .collect();
-                for (waiter, assignment) in answers {
-                    let _ = waiter.send(Ok(synced(group, assignment)));
+                let answers: Vec<(oneshot::Sender<Result<Synced>>, Synced)> = waiting
+                    .into_iter()
+                    .map(|(waiter, assignment)| (waiter, synced(group, assignment)))
+                    .collect();
+                (receiver, Some((durable_at, answers)))
+            }
+        };
+        if let Some((durable_at, answers)) = answers {
+            // As Kafka: assignments are handed out once the membership is durable.
+            if let Some(end) = durable_at {
+                if let Err(error) = self.store.wait_durable(end).await {
+                    tracing::error!(group = group_id, %error, "group membership is not durable");
                 }
             }
-            receiver
-        };
+            for (waiter, synced) in answers {
+                let _ = waiter.send(Ok(synced));
+            }
+        }
         receiver.await.unwrap_or(Err(CoreError::UnknownMemberId))
     }
 
@@ -654,20 +780,18 @@ impl GroupCoordinator {
     }
 
     /// LeaveGroup for each `(member_id, instance_id)`; a static member may be
-    /// named by its instance id alone.
-    ///
-    /// # Errors
-    ///
-    /// The whole call fails with [`CoreError::UnknownMemberId`] for an
-    /// unknown group; each member gets its own result.
+    /// named by its instance id alone. Each member gets its own result
+    /// (UNKNOWN_MEMBER_ID for all of them in an unknown group, as Kafka).
     pub fn leave(
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<()>>> {
+    ) -> Vec<Result<()>> {
         let now = Instant::now();
         let mut groups = self.groups.lock();
-        let group = groups.get_mut(group_id).ok_or(CoreError::UnknownMemberId)?;
+        let Some(group) = groups.get_mut(group_id) else {
+            return members.iter().map(|_| Err(CoreError::UnknownMemberId)).collect();
+        };
         let mut results = Vec::with_capacity(members.len());
         let mut left = false;
         for (member_id, instance_id) in members {
@@ -690,9 +814,9 @@ impl GroupCoordinator {
             if group.state != GroupState::PreparingRebalance {
                 group.prepare_rebalance(now);
             }
-            group.maybe_complete_join(now);
+            self.complete_join(group_id, group, now);
         }
-        Ok(results)
+        results
     }
 
     /// Checks that a member may commit offsets for `generation`; a
@@ -754,6 +878,21 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// Topics the group's members subscribe to, read from their consumer
+    /// protocol metadata; `None` when that cannot be read (treat as "all").
+    pub fn subscribed_topics(&self, group_id: &str) -> Option<HashSet<String>> {
+        let groups = self.groups.lock();
+        let Some(group) = groups.get(group_id) else {
+            return Some(HashSet::new());
+        };
+        let chosen = group.protocol_name.clone().unwrap_or_default();
+        let mut topics = HashSet::new();
+        for member in group.members.values() {
+            topics.extend(subscription_topics(&metadata_for(member, &chosen))?);
+        }
+        Some(topics)
+    }
+
     /// Whether the group has members.
     pub fn has_members(&self, group_id: &str) -> bool {
         self.groups
@@ -771,10 +910,12 @@ impl GroupCoordinator {
         let mut groups = self.groups.lock();
         match groups.get(group_id) {
             Some(group) if !group.members.is_empty() => Err(CoreError::NonEmptyGroup),
-            _ => {
+            Some(_) => {
                 groups.remove(group_id);
+                self.persist(group_id, None);
                 Ok(())
             }
+            None => Ok(()),
         }
     }
 

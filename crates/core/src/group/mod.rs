@@ -8,4 +8,4 @@ pub use coordinator::{
     GroupCoordinator, GroupDescription, GroupSettings, GroupState, JoinRequest, Joined,
     JoinedMember, MemberDescription, Synced,
 };
-pub use offsets::{CommittedOffset, OffsetStore, TopicPartition};
+pub use offsets::{CommittedOffset, OffsetStore, StoredGroup, StoredMember, TopicPartition};

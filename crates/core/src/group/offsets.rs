@@ -1,9 +1,12 @@
-//! Committed offsets, durable in an internal log.
+//! Committed offsets and group memberships, durable in an internal log.
 //!
 //! Every commit appends one record per partition to `data/__consumer_offsets/`
 //! (a [`SharedLog`] like any partition's): key `["group","topic",partition]`,
-//! value the [`CommittedOffset`] as JSON, or no value for a deletion. The
-//! commit is answered only once the record is durable. On start the log is
+//! value the [`CommittedOffset`] as JSON, or no value for a deletion. A
+//! group's membership (generation, members, assignments) is a record with
+//! key `["group"]` and a [`StoredGroup`] value, written when a rebalance
+//! completes, so members carry on across a broker restart as with Kafka.
+//! A commit is answered only once its record is durable. On start the log is
 //! replayed into memory. When the log grows well past what is live, the live
 //! entries are written again at its end and the segments before them are
 //! deleted, so the log stays proportional to the live offsets.
@@ -45,11 +48,55 @@ pub type TopicPartition = (String, i32);
 
 type GroupOffsets = BTreeMap<TopicPartition, CommittedOffset>;
 
-/// All groups' committed offsets.
+/// A group's membership as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredGroup {
+    /// Generation.
+    pub generation: i32,
+    /// Protocol type, once a member joined.
+    pub protocol_type: Option<String>,
+    /// Chosen protocol.
+    pub protocol_name: Option<String>,
+    /// Leader's member id.
+    pub leader: Option<String>,
+    /// Members with their assignments.
+    pub members: Vec<StoredMember>,
+}
+
+/// A member as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredMember {
+    /// Member id.
+    pub member_id: String,
+    /// `group.instance.id`.
+    pub group_instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client address.
+    pub client_host: String,
+    /// Session timeout.
+    pub session_timeout_ms: u64,
+    /// Rebalance timeout.
+    pub rebalance_timeout_ms: u64,
+    /// Protocol type.
+    pub protocol_type: String,
+    /// Protocols with their metadata.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    /// Current assignment.
+    pub assignment: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    offsets: HashMap<String, GroupOffsets>,
+    memberships: HashMap<String, StoredGroup>,
+}
+
+/// All groups' committed offsets and memberships.
 #[derive(Debug)]
 pub struct OffsetStore {
     log: SharedLog,
-    groups: Mutex<HashMap<String, GroupOffsets>>,
+    state: Mutex<State>,
 }
 
 impl OffsetStore {
@@ -69,7 +116,7 @@ impl OffsetStore {
         let log = SharedLog::new(Log::open(&data_dir.join(OFFSETS_DIR), config, clean)?);
         let store = OffsetStore {
             log,
-            groups: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         };
         store.replay()?;
         Ok(store)
@@ -77,7 +124,7 @@ impl OffsetStore {
 
     fn replay(&self) -> Result<()> {
         let mut offset = self.log.offsets().log_start_offset;
-        let mut groups = self.groups.lock();
+        let mut state = self.state.lock();
         loop {
             let chunk = self.log.read(offset, REPLAY_CHUNK_BYTES)?;
             if chunk.is_empty() {
@@ -88,7 +135,7 @@ impl OffsetStore {
                 let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
                     .map_err(|error| corrupt(&error.to_string()))?;
                 for record in set.records {
-                    apply(&mut groups, record.key.as_ref(), record.value.as_ref())?;
+                    apply(&mut state, record.key.as_ref(), record.value.as_ref())?;
                     offset = record.offset as u64 + 1;
                 }
             }
@@ -126,12 +173,13 @@ impl OffsetStore {
         }
         let records: Vec<NewRecord> = changes
             .iter()
-            .map(|((topic, partition), value)| encode(group, topic, *partition, value.as_ref()))
+            .map(|((topic, partition), value)| encode(&(group, topic, *partition), value.as_ref()))
             .collect::<Result<_>>()?;
         // Memory changes in log order, under one lock, so the last write
         // for a key wins in memory as it does on replay.
-        let mut groups = self.groups.lock();
+        let mut state = self.state.lock();
         let end = self.append(&records)?;
+        let groups = &mut state.offsets;
         let entries = groups.entry(group.to_string()).or_default();
         for (key, value) in changes {
             match value {
@@ -145,6 +193,37 @@ impl OffsetStore {
         Ok(end)
     }
 
+    /// Records a group's membership (`None` forgets it), without waiting
+    /// for durability; returns the offset to wait for.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn append_membership(&self, group: &str, membership: Option<StoredGroup>) -> Result<u64> {
+        let record = encode(&(group,), membership.as_ref())?;
+        let mut state = self.state.lock();
+        let end = self.append(&[record])?;
+        match membership {
+            Some(membership) => state.memberships.insert(group.to_string(), membership),
+            None => state.memberships.remove(group),
+        };
+        Ok(end)
+    }
+
+    /// Waits until everything up to `end` is durable.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn wait_durable(&self, end: u64) -> Result<()> {
+        Ok(self.log.wait_durable(end).await?)
+    }
+
+    /// The memberships read back on start.
+    pub fn memberships(&self) -> HashMap<String, StoredGroup> {
+        self.state.lock().memberships.clone()
+    }
+
     fn append(&self, records: &[NewRecord]) -> Result<u64> {
         let bytes = batch::encode_batch(records);
         let batches = batch::split_batches(bytes)?;
@@ -154,12 +233,12 @@ impl OffsetStore {
 
     /// The offsets of one group.
     pub fn group(&self, group: &str) -> GroupOffsets {
-        self.groups.lock().get(group).cloned().unwrap_or_default()
+        self.state.lock().offsets.get(group).cloned().unwrap_or_default()
     }
 
     /// Names of the groups that have offsets.
     pub fn group_names(&self) -> Vec<String> {
-        self.groups.lock().keys().cloned().collect()
+        self.state.lock().offsets.keys().cloned().collect()
     }
 
     /// Every (group, partition) whose offsets match `predicate`.
@@ -167,9 +246,9 @@ impl OffsetStore {
         &self,
         mut predicate: impl FnMut(&str, &TopicPartition, &CommittedOffset) -> bool,
     ) -> Vec<(String, TopicPartition)> {
-        let groups = self.groups.lock();
+        let state = self.state.lock();
         let mut selected = Vec::new();
-        for (group, entries) in groups.iter() {
+        for (group, entries) in state.offsets.iter() {
             for (key, value) in entries {
                 if predicate(group, key, value) {
                     selected.push((group.clone(), key.clone()));
@@ -191,15 +270,17 @@ impl OffsetStore {
             return Ok(false);
         }
         let (start, end) = {
-            let groups = self.groups.lock();
-            let live: Vec<NewRecord> = groups
+            let state = self.state.lock();
+            let offsets = state.offsets.iter().flat_map(|(group, entries)| {
+                entries
+                    .iter()
+                    .map(move |((topic, partition), value)| encode(&(group, topic, *partition), Some(value)))
+            });
+            let memberships = state
+                .memberships
                 .iter()
-                .flat_map(|(group, entries)| {
-                    entries.iter().map(move |((topic, partition), value)| {
-                        encode(group, topic, *partition, Some(value))
-                    })
-                })
-                .collect::<Result<_>>()?;
+                .map(|(group, membership)| encode(&(group,), Some(membership)));
+            let live: Vec<NewRecord> = offsets.chain(memberships).collect::<Result<_>>()?;
             let live_bytes: u64 = live
                 .iter()
                 .map(|r| r.key.as_ref().map_or(0, Bytes::len) as u64 + 64)
@@ -231,14 +312,9 @@ impl OffsetStore {
     }
 }
 
-fn encode(
-    group: &str,
-    topic: &str,
-    partition: i32,
-    value: Option<&CommittedOffset>,
-) -> Result<NewRecord> {
-    let key =
-        serde_json::to_vec(&(group, topic, partition)).map_err(|e| corrupt(&e.to_string()))?;
+/// A record with a JSON key and, unless it deletes, a JSON value.
+fn encode<K: serde::Serialize, V: serde::Serialize>(key: &K, value: Option<&V>) -> Result<NewRecord> {
+    let key = serde_json::to_vec(key).map_err(|e| corrupt(&e.to_string()))?;
     let value = value
         .map(serde_json::to_vec)
         .transpose()
@@ -251,30 +327,40 @@ fn encode(
     })
 }
 
-fn apply(
-    groups: &mut HashMap<String, GroupOffsets>,
-    key: Option<&Bytes>,
-    value: Option<&Bytes>,
-) -> Result<()> {
+/// The two kinds of key in the offsets log.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Key {
+    Offset(String, String, i32),
+    Membership((String,)),
+}
+
+fn apply(state: &mut State, key: Option<&Bytes>, value: Option<&Bytes>) -> Result<()> {
     let key = key.ok_or_else(|| corrupt("an offsets record without a key"))?;
-    let (group, topic, partition): (String, String, i32) =
-        serde_json::from_slice(key).map_err(|e| corrupt(&e.to_string()))?;
-    match value {
-        Some(value) => {
-            let value: CommittedOffset =
-                serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
-            groups
+    let key: Key = serde_json::from_slice(key).map_err(|e| corrupt(&e.to_string()))?;
+    match (key, value) {
+        (Key::Offset(group, topic, partition), Some(value)) => {
+            let value: CommittedOffset = serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
+            state
+                .offsets
                 .entry(group)
                 .or_default()
                 .insert((topic, partition), value);
         }
-        None => {
-            if let Some(entries) = groups.get_mut(&group) {
+        (Key::Offset(group, topic, partition), None) => {
+            if let Some(entries) = state.offsets.get_mut(&group) {
                 entries.remove(&(topic, partition));
                 if entries.is_empty() {
-                    groups.remove(&group);
+                    state.offsets.remove(&group);
                 }
             }
+        }
+        (Key::Membership((group,)), Some(value)) => {
+            let value: StoredGroup = serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
+            state.memberships.insert(group, value);
+        }
+        (Key::Membership((group,)), None) => {
+            state.memberships.remove(&group);
         }
     }
     Ok(())

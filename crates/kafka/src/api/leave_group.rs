@@ -11,11 +11,7 @@ use crate::errors;
 use crate::server::Context;
 
 /// Removes the members; the group rebalances.
-pub fn handle(
-    context: &Arc<Context>,
-    request: LeaveGroupRequest,
-    version: i16,
-) -> Answer<LeaveGroupResponse> {
+pub fn handle(context: &Arc<Context>, request: LeaveGroupRequest, version: i16) -> Answer<LeaveGroupResponse> {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
@@ -25,34 +21,22 @@ pub fn handle(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    match context
-        .broker
-        .groups()
-        .leave(request.group_id.0.as_str(), &members)
-    {
-        Err(error) => {
-            Answer::Now(LeaveGroupResponse::default().with_error_code(errors::code(&error)))
-        }
-        Ok(results) if version < 3 => {
-            let code = results
-                .into_iter()
-                .find_map(Result::err)
-                .map_or(0, |error| errors::code(&error));
-            Answer::Now(LeaveGroupResponse::default().with_error_code(code))
-        }
-        Ok(results) => {
-            let responses = request
-                .members
-                .into_iter()
-                .zip(results)
-                .map(|(member, result)| {
-                    MemberResponse::default()
-                        .with_member_id(member.member_id)
-                        .with_group_instance_id(member.group_instance_id)
-                        .with_error_code(result.err().map_or(0, |error| errors::code(&error)))
-                })
-                .collect();
-            Answer::Now(LeaveGroupResponse::default().with_members(responses))
-        }
+    let results = context.broker.groups().leave(request.group_id.0.as_str(), &members);
+    let code = |result: Result<(), weir_core::CoreError>| result.err().map_or(0, |error| errors::code(&error));
+    if version < 3 {
+        let first = results.into_iter().next().unwrap_or(Ok(()));
+        return Answer::Now(LeaveGroupResponse::default().with_error_code(code(first)));
     }
+    let responses = request
+        .members
+        .into_iter()
+        .zip(results)
+        .map(|(member, result)| {
+            MemberResponse::default()
+                .with_member_id(member.member_id)
+                .with_group_instance_id(member.group_instance_id)
+                .with_error_code(code(result))
+        })
+        .collect();
+    Answer::Now(LeaveGroupResponse::default().with_members(responses))
 }

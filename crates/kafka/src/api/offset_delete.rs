@@ -32,10 +32,14 @@ pub fn handle(
             .broker
             .delete_group_offsets(request.group_id.0.as_str(), partitions)
             .await;
-        let (top, each) = match &result {
-            Err(error @ weir_core::CoreError::GroupSubscribedToTopic) => (0, errors::code(error)),
-            Err(error) => (errors::code(error), 0),
-            Ok(()) => (0, 0),
+        let top = result.as_ref().err().map_or(0, errors::code);
+        let code_of = |topic: &str, partition: i32| match &result {
+            Ok(results) => results
+                .iter()
+                .find(|((t, p), _)| t == topic && *p == partition)
+                .and_then(|(_, r)| r.as_ref().err())
+                .map_or(0, errors::code),
+            Err(_) => 0,
         };
         let topics = request
             .topics
@@ -47,7 +51,7 @@ pub fn handle(
                     .map(|p| {
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(each)
+                            .with_error_code(code_of(topic.name.0.as_str(), p.partition_index))
                     })
                     .collect();
                 OffsetDeleteResponseTopic::default()
