@@ -182,7 +182,9 @@ impl Broker {
         let mut results = Vec::with_capacity(partitions.len());
         let mut tombstones = Vec::new();
         for key in partitions {
-            let in_use = subscribed.as_ref().is_none_or(|topics| topics.contains(&key.0));
+            let in_use = subscribed
+                .as_ref()
+                .is_none_or(|topics| topics.contains(&key.0));
             if in_use && self.groups.has_members(group_id) {
                 results.push((key, Err(CoreError::GroupSubscribedToTopic)));
             } else {

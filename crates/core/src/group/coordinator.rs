@@ -93,6 +93,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// Whether a first join must first obtain a member id (JoinGroup v4+).
     pub require_known_member_id: bool,
+    /// Whether the client understands `skip_assignment` (JoinGroup v9+, KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// A member as the leader sees it.
@@ -121,6 +123,9 @@ pub struct Joined {
     pub member_id: String,
     /// Every member, for the leader only.
     pub members: Vec<JoinedMember>,
+    /// The leader must not compute an assignment (a static leader
+    /// rejoining a stable group, KIP-814).
+    pub skip_assignment: bool,
 }
 
 /// The answer to a SyncGroup.
@@ -220,7 +225,9 @@ impl Group {
         group.leader = stored.leader;
         for member in stored.members {
             if let Some(instance) = &member.group_instance_id {
-                group.static_members.insert(instance.clone(), member.member_id.clone());
+                group
+                    .static_members
+                    .insert(instance.clone(), member.member_id.clone());
             }
             group.members.insert(
                 member.member_id,
@@ -231,7 +238,11 @@ impl Group {
                     session_timeout: Duration::from_millis(member.session_timeout_ms),
                     rebalance_timeout: Duration::from_millis(member.rebalance_timeout_ms),
                     protocol_type: member.protocol_type,
-                    protocols: member.protocols.into_iter().map(|(n, m)| (n, Bytes::from(m))).collect(),
+                    protocols: member
+                        .protocols
+                        .into_iter()
+                        .map(|(n, m)| (n, Bytes::from(m)))
+                        .collect(),
                     assignment: Bytes::from(member.assignment),
                     last_seen: now,
                     join_waiter: None,
@@ -239,7 +250,11 @@ impl Group {
                 },
             );
         }
-        group.state = if group.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
         group
     }
 
@@ -261,7 +276,11 @@ impl Group {
                     session_timeout_ms: m.session_timeout.as_millis() as u64,
                     rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
                     protocol_type: m.protocol_type.clone(),
-                    protocols: m.protocols.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect(),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.to_vec()))
+                        .collect(),
                     assignment: m.assignment.to_vec(),
                 })
                 .collect(),
@@ -306,6 +325,7 @@ impl Group {
             } else {
                 Vec::new()
             },
+            skip_assignment: false,
         }
     }
 
@@ -547,7 +567,10 @@ impl GroupCoordinator {
     /// only a restart would lose its membership (the offsets log is then
     /// poisoned and commits fail loudly).
     fn persist(&self, group_id: &str, group: Option<&Group>) -> Option<u64> {
-        match self.store.append_membership(group_id, group.map(Group::stored)) {
+        match self
+            .store
+            .append_membership(group_id, group.map(Group::stored))
+        {
             Ok(end) => Some(end),
             Err(error) => {
                 tracing::error!(group = group_id, %error, "persisting group membership failed");
@@ -607,16 +630,32 @@ impl GroupCoordinator {
         ) {
             return JoinStep::Done(Err(CoreError::InconsistentGroupProtocol));
         }
+        let previous_leader = group.leader.clone();
         let member_id = match identify(group, &request) {
             Ok(Identified::Member(id)) => id,
             Ok(Identified::StaticRejoin(id)) => {
-                let member = group.members.get_mut(&id).expect("just re-keyed");
+                let Some(member) = group.members.get_mut(&id) else {
+                    return JoinStep::Done(Err(CoreError::UnknownMemberId));
+                };
                 let unchanged = member.protocols == request.protocols;
                 update_member(member, &request, session_timeout, now);
                 if group.state == GroupState::Stable && unchanged {
                     // The member id changed without a rebalance: persist it.
                     self.persist(&request.group_id, Some(group));
-                    return JoinStep::Done(Ok(group.joined(&id)));
+                    // A returning leader must not compute an assignment a
+                    // stable group would never hand out: from v9 it is told
+                    // so (KIP-814); before, it gets the old leader id, as
+                    // Kafka answers.
+                    let mut joined = group.joined(&id);
+                    if request.supports_skip_assignment
+                        && group.leader.as_deref() == Some(id.as_str())
+                    {
+                        joined.skip_assignment = true;
+                    } else {
+                        joined.leader = previous_leader.unwrap_or_default();
+                        joined.members.clear();
+                    }
+                    return JoinStep::Done(Ok(joined));
                 }
                 id
             }
@@ -782,15 +821,14 @@ impl GroupCoordinator {
     /// LeaveGroup for each `(member_id, instance_id)`; a static member may be
     /// named by its instance id alone. Each member gets its own result
     /// (UNKNOWN_MEMBER_ID for all of them in an unknown group, as Kafka).
-    pub fn leave(
-        &self,
-        group_id: &str,
-        members: &[(String, Option<String>)],
-    ) -> Vec<Result<()>> {
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<Result<()>> {
         let now = Instant::now();
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return members.iter().map(|_| Err(CoreError::UnknownMemberId)).collect();
+            return members
+                .iter()
+                .map(|_| Err(CoreError::UnknownMemberId))
+                .collect();
         };
         let mut results = Vec::with_capacity(members.len());
         let mut left = false;
@@ -955,9 +993,8 @@ impl GroupCoordinator {
             {
                 group.prepare_rebalance(now);
             }
-            group.maybe_complete_join(now);
+            self.complete_join(group_id, group, now);
         }
-        groups.retain(|_, group| group.state != GroupState::Empty || !group.pending.is_empty());
     }
 }
 

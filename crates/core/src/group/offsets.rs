@@ -233,7 +233,12 @@ impl OffsetStore {
 
     /// The offsets of one group.
     pub fn group(&self, group: &str) -> GroupOffsets {
-        self.state.lock().offsets.get(group).cloned().unwrap_or_default()
+        self.state
+            .lock()
+            .offsets
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Names of the groups that have offsets.
@@ -272,9 +277,9 @@ impl OffsetStore {
         let (start, end) = {
             let state = self.state.lock();
             let offsets = state.offsets.iter().flat_map(|(group, entries)| {
-                entries
-                    .iter()
-                    .map(move |((topic, partition), value)| encode(&(group, topic, *partition), Some(value)))
+                entries.iter().map(move |((topic, partition), value)| {
+                    encode(&(group, topic, *partition), Some(value))
+                })
             });
             let memberships = state
                 .memberships
@@ -313,7 +318,10 @@ impl OffsetStore {
 }
 
 /// A record with a JSON key and, unless it deletes, a JSON value.
-fn encode<K: serde::Serialize, V: serde::Serialize>(key: &K, value: Option<&V>) -> Result<NewRecord> {
+fn encode<K: serde::Serialize, V: serde::Serialize>(
+    key: &K,
+    value: Option<&V>,
+) -> Result<NewRecord> {
     let key = serde_json::to_vec(key).map_err(|e| corrupt(&e.to_string()))?;
     let value = value
         .map(serde_json::to_vec)
@@ -340,7 +348,8 @@ fn apply(state: &mut State, key: Option<&Bytes>, value: Option<&Bytes>) -> Resul
     let key: Key = serde_json::from_slice(key).map_err(|e| corrupt(&e.to_string()))?;
     match (key, value) {
         (Key::Offset(group, topic, partition), Some(value)) => {
-            let value: CommittedOffset = serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
+            let value: CommittedOffset =
+                serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
             state
                 .offsets
                 .entry(group)
@@ -356,7 +365,8 @@ fn apply(state: &mut State, key: Option<&Bytes>, value: Option<&Bytes>) -> Resul
             }
         }
         (Key::Membership((group,)), Some(value)) => {
-            let value: StoredGroup = serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
+            let value: StoredGroup =
+                serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
             state.memberships.insert(group, value);
         }
         (Key::Membership((group,)), None) => {

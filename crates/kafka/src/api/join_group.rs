@@ -34,6 +34,7 @@ pub fn handle(
             .map(|p| (p.name.to_string(), p.metadata))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let context = Arc::clone(context);
     Answer::Later(Box::pin(async move {
@@ -55,6 +56,7 @@ pub fn handle(
                     .with_protocol_name(joined.protocol_name.map(text))
                     .with_leader(text(joined.leader))
                     .with_member_id(text(joined.member_id))
+                    .with_skip_assignment(joined.skip_assignment)
                     .with_members(members);
                 if version >= 7 {
                     response.with_protocol_type(joined.protocol_type.map(text))

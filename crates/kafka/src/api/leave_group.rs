@@ -11,7 +11,11 @@ use crate::errors;
 use crate::server::Context;
 
 /// Removes the members; the group rebalances.
-pub fn handle(context: &Arc<Context>, request: LeaveGroupRequest, version: i16) -> Answer<LeaveGroupResponse> {
+pub fn handle(
+    context: &Arc<Context>,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> Answer<LeaveGroupResponse> {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
@@ -21,8 +25,13 @@ pub fn handle(context: &Arc<Context>, request: LeaveGroupRequest, version: i16) 
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let results = context.broker.groups().leave(request.group_id.0.as_str(), &members);
-    let code = |result: Result<(), weir_core::CoreError>| result.err().map_or(0, |error| errors::code(&error));
+    let results = context
+        .broker
+        .groups()
+        .leave(request.group_id.0.as_str(), &members);
+    let code = |result: Result<(), weir_core::CoreError>| {
+        result.err().map_or(0, |error| errors::code(&error))
+    };
     if version < 3 {
         let first = results.into_iter().next().unwrap_or(Ok(()));
         return Answer::Now(LeaveGroupResponse::default().with_error_code(code(first)));
