@@ -6,6 +6,8 @@ offsets across broker restarts and kill -9, static membership and fencing,
 kafka-python's and librdkafka's group admin calls, kcat's balanced consumer,
 and offsets of deleted topics. Every check is on what the client got:
 which partitions, which (partition, offset, value) records, how many times.
+At the end, hand-built requests check the error codes that clients retry
+silently, and the offsets log is crashed, torn and compacted.
 
 A member only sees a rebalance while it is polled, so the tests "pump" all
 live members of a group in turn. Groups use a 6 s session timeout (Kafka's
@@ -1454,8 +1456,8 @@ def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker):
                 pending = []
     admin = make_admin(broker)
     admin.delete_consumer_groups([deleted], request_timeout=10)[deleted].result(ADMIN_TIMEOUT_S)
-    grown = offsets_log_bytes(broker)
-    assert grown > 16 << 20, f"only {grown} bytes of offsets log written"
+    # Over 20 MiB were answered as durable, so once the log is down to a few
+    # MiB it was compacted (possibly already while the commits came in).
     wait_until(lambda: offsets_log_bytes(broker) < 4 << 20, 20, "the offsets log compacted", interval=0.5)
 
     churn_expected = {(topic, p): (80 * 100 + p, f"80 {padding}", 0) for p in range(partitions)}
