@@ -625,6 +625,16 @@ impl Broker {
         deleted
     }
 
+    /// Snapshots the idempotent producers' state of every partition that
+    /// grew, so a restart after a crash reads back only the log's tail.
+    pub fn snapshot_producer_states(&self) {
+        for topic in self.topics() {
+            for partition in topic.partitions() {
+                partition.snapshot_producers();
+            }
+        }
+    }
+
     /// Syncs every relaxed-durability (`flush.ms`) partition whose interval passed.
     pub async fn flush_due(&self) {
         for topic in self.topics() {

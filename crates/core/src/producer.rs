@@ -2,9 +2,11 @@
 //! last batches' sequence numbers of every producer, so a retried batch is
 //! answered with its first offsets instead of being appended twice.
 //!
-//! Limits of this first version (the consumer-group/exactly-once issue
-//! completes them): producer state lives in memory, so a retry that crosses
-//! a broker restart is appended again; transactional producers are refused.
+//! The state survives restarts: it is snapshotted next to the partition's
+//! log (`producer-snapshot.json`, on clean close and periodically) and, on
+//! open, rebuilt from the snapshot plus the batches appended after it, read
+//! back from the log — so a retry that crosses a crash is still recognised.
+//! Transactional producers are refused until transactions exist.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use weir_log::batch::BatchHeader;
 use weir_log::checkpoint::write_atomically;
+use weir_log::SharedLog;
 
 use crate::error::{CoreError, Result};
 
@@ -72,7 +75,7 @@ impl ProducerIds {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct RememberedBatch {
     first_sequence: i32,
     last_sequence: i32,
@@ -80,7 +83,7 @@ struct RememberedBatch {
     last_offset: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<RememberedBatch>,
@@ -101,10 +104,16 @@ pub enum SequenceCheck {
 }
 
 /// The producers of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Log end offset the state covers.
+    end_offset: u64,
 }
+
+const SNAPSHOT_FILE: &str = "producer-snapshot.json";
+/// Bytes read at a time while rebuilding from the log.
+const REBUILD_CHUNK_BYTES: usize = 1 << 20;
 
 fn last_sequence(header: &BatchHeader) -> i32 {
     // Sequences wrap from i32::MAX to 0, as Kafka's DefaultRecordBatch.incrementSequence.
@@ -113,6 +122,62 @@ fn last_sequence(header: &BatchHeader) -> i32 {
 }
 
 impl ProducerStates {
+    /// The state of the partition whose log is `log` in `dir`: the snapshot,
+    /// if it is usable, then every idempotent batch after it.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the log.
+    pub fn rebuild(dir: &Path, log: &SharedLog) -> Result<ProducerStates> {
+        let offsets = log.offsets();
+        let snapshot = fs::read(dir.join(SNAPSHOT_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ProducerStates>(&bytes).ok())
+            .filter(|s| {
+                (offsets.log_start_offset..=offsets.log_end_offset).contains(&s.end_offset)
+            });
+        let mut states = snapshot.unwrap_or_else(|| ProducerStates {
+            producers: HashMap::new(),
+            end_offset: offsets.log_start_offset,
+        });
+        while states.end_offset < offsets.log_end_offset {
+            let chunk = log.read(states.end_offset, REBUILD_CHUNK_BYTES)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (header, _) in weir_log::batch::split_batches(chunk)? {
+                if header.producer_id >= 0 {
+                    states.record(&header, header.base_offset);
+                }
+                states.end_offset = header.last_offset() + 1;
+            }
+        }
+        Ok(states)
+    }
+
+    /// Writes the state next to the log. Not synced: a lost or stale
+    /// snapshot only means more of the log is read back on open.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn snapshot(&self, dir: &Path) -> io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(io::Error::other)?;
+        let temporary = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        fs::write(&temporary, json)?;
+        fs::rename(temporary, dir.join(SNAPSHOT_FILE))
+    }
+
+    /// Log end offset the state covers.
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset
+    }
+
+    /// Notes that the log now ends at `end_offset` (appends without producer ids).
+    pub fn advance_to(&mut self, end_offset: u64) {
+        self.end_offset = self.end_offset.max(end_offset);
+    }
+
     /// Checks an idempotent batch against what the producer sent before.
     ///
     /// # Errors
@@ -166,6 +231,9 @@ impl ProducerStates {
 
     /// Remembers a batch just appended at `base_offset`.
     pub fn record(&mut self, header: &BatchHeader, base_offset: u64) {
+        self.end_offset = self
+            .end_offset
+            .max(base_offset + u64::from(header.last_offset_delta) + 1);
         let entry = self
             .producers
             .entry(header.producer_id)

@@ -33,10 +33,13 @@ struct TopicRecord {
 #[derive(Debug)]
 pub struct Partition {
     index: u32,
+    dir: PathBuf,
     log: SharedLog,
     leader_epoch: i32,
     last_flush: parking_lot::Mutex<Instant>,
     producers: parking_lot::Mutex<ProducerStates>,
+    /// Log end covered by the last producer snapshot written.
+    snapshot_end: std::sync::atomic::AtomicU64,
 }
 
 impl Partition {
@@ -47,17 +50,17 @@ impl Partition {
         defaults: &TopicDefaults,
         clean: bool,
     ) -> Result<Partition> {
-        let log = Log::open(
-            &dir.join(index.to_string()),
-            config.log_config(defaults),
-            clean,
-        )?;
+        let dir = dir.join(index.to_string());
+        let log = SharedLog::new(Log::open(&dir, config.log_config(defaults), clean)?);
+        let producers = ProducerStates::rebuild(&dir, &log)?;
         Ok(Partition {
             index,
-            log: SharedLog::new(log),
+            dir,
+            log,
             leader_epoch: 0,
             last_flush: parking_lot::Mutex::new(Instant::now()),
-            producers: parking_lot::Mutex::new(ProducerStates::default()),
+            producers: parking_lot::Mutex::new(producers),
+            snapshot_end: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -79,6 +82,24 @@ impl Partition {
     /// Offsets and size now.
     pub fn offsets(&self) -> LogOffsets {
         self.log.offsets()
+    }
+
+    /// Writes the idempotent producers' state next to the log if the log
+    /// grew since the last snapshot.
+    pub(crate) fn snapshot_producers(&self) {
+        use std::sync::atomic::Ordering;
+        let mut producers = self.producers.lock();
+        producers.advance_to(self.log.offsets().log_end_offset);
+        let end = producers.end_offset();
+        if self.snapshot_end.load(Ordering::Relaxed) == end {
+            return;
+        }
+        match producers.snapshot(&self.dir) {
+            Ok(()) => self.snapshot_end.store(end, Ordering::Relaxed),
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "producer snapshot failed; the next start reads more of the log")
+            }
+        }
     }
 
     /// The idempotent producers' state, locked around check-and-append.
@@ -253,6 +274,7 @@ impl Topic {
     pub(crate) fn close(&self) -> bool {
         let mut all_closed = true;
         for partition in self.state.read().partitions.iter() {
+            partition.snapshot_producers();
             if let Err(error) = partition.log.close() {
                 tracing::error!(topic = %self.name, partition = partition.index, %error, "close failed; the next start recovers");
                 all_closed = false;
