@@ -37,6 +37,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
+from confluent_kafka.admin import NewPartitions
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KafkaPythonTopicPartition
 from kafka import errors as kafka_python_errors
@@ -589,13 +590,17 @@ def test_committed_offsets_survive_restart(broker, members, stop_signal):
 @pytest.mark.timeout(90)
 def test_live_member_carries_on_across_a_broker_kill(broker, members):
     """A member that stays up while the broker is killed and restarted goes
-    on from its commits: nothing lost, nothing delivered twice."""
+    on from its commits: nothing lost, nothing delivered twice. Kafka keeps
+    the group's membership in its offsets log, so the member is neither
+    rebalanced nor refused a commit after the restart."""
     topic = unique("carry-on")
     create_topic(make_admin(broker), topic, 2)
-    member = members(broker, unique("carry-on"), [topic], strict=False)
+    group = unique("carry-on")
+    member = members(broker, group, [topic], strict=False)
     batch = produce_numbered(broker, topic, 2, 20, "before")
     pump_until([member], lambda: len(member.records) >= 40, 30, "40 messages")
     pump_for([member], 0.5)
+    rebalances = list(member.rebalances)
 
     broker.kill()
     broker.start()
@@ -603,6 +608,93 @@ def test_live_member_carries_on_across_a_broker_kill(broker, members):
     pump_until([member], lambda: len(member.records) >= 80, 40, "80 messages")
     pump_for([member], 1.0)
     assert_exactly_once(member.records, {**batch, **more}, "across the kill")
+    assert member.rebalances == rebalances, "the restart caused a rebalance"
+    admin = make_admin(broker)  # kept referenced: a collected AdminClient never resolves its futures
+    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(ADMIN_TIMEOUT_S)
+    assert description.state == ConsumerGroupState.STABLE
+    assert [m.member_id for m in description.members] == [member.consumer.memberid()]
+
+
+@pytest.mark.timeout(60)
+def test_member_restored_after_a_restart_but_never_back_is_expired(broker, members, tmp_path):
+    """Both members are restored with the group; the one whose process died
+    with the broker never heartbeats again and loses its partitions once its
+    session, restarted with the broker, runs out."""
+    topic = unique("restored")
+    create_topic(make_admin(broker), topic, 4)
+    group = unique("restored")
+    survivor = members(broker, group, [topic])
+    doomed = DoomedConsumer(broker, group, topic, tmp_path)
+    try:
+        pump_until([survivor], lambda: len(survivor.partitions()) == len(doomed.partitions()) == 2, 40,
+                   "two partitions each")
+        mine = survivor.partitions()
+        batch = produce_numbered(broker, topic, 4, 10, "before")
+        pump_until([survivor], lambda: len(survivor.records) + len(doomed.records()) >= 40, 30, "40 messages")
+        doomed.kill()
+        broker.kill()
+        broker.start()
+        restarted_at = time.monotonic()
+        pump_until([survivor], lambda: survivor.partitions() == {0, 1, 2, 3}, 30, "the survivor holding all")
+        waited = time.monotonic() - restarted_at
+        assert waited >= SESSION_TIMEOUT_MS / 1000 - 2, f"partitions moved {waited:.1f}s after the restart"
+        more = produce_numbered(broker, topic, 4, 5, "after")
+        expected = {key: value for key, value in batch.items() if key[0] in mine} | more
+        pump_until([survivor], lambda: len(survivor.records) >= len(expected), 30, f"{len(expected)} records")
+        pump_for([survivor], 1.0)
+        assert_exactly_once(survivor.records, expected, "survivor")
+    finally:
+        doomed.kill()
+
+
+@pytest.mark.timeout(60)
+def test_member_dead_during_a_rebalance_is_dropped_at_its_session_timeout(broker, members, tmp_path):
+    """A member dies, then a new one joins: the rebalance waits for the dead
+    member only until its session times out (not for the 5 minute rebalance
+    timeout), then completes with the two live members."""
+    topic = unique("dead-in-rebalance")
+    create_topic(make_admin(broker), topic, 4)
+    group = unique("dead-in-rebalance")
+    first = members(broker, group, [topic])
+    doomed = DoomedConsumer(broker, group, topic, tmp_path)
+    try:
+        pump_until([first], lambda: len(first.partitions()) == len(doomed.partitions()) == 2, 40,
+                   "two partitions each")
+        batch = produce_numbered(broker, topic, 4, 10, "before")
+        pump_until([first], lambda: len(first.records) + len(doomed.records()) >= 40, 30, "40 messages")
+        doomed.kill()
+        killed_at = time.monotonic()
+        newcomer = members(broker, group, [topic])
+        both = [first, newcomer]
+        pump_until(both, lambda: balanced(both, 4, 2), 40, "the live members with two partitions each")
+        waited = time.monotonic() - killed_at
+        assert waited >= SESSION_TIMEOUT_MS / 1000 - 2, f"rebalance done {waited:.1f}s after the kill"
+        more = produce_numbered(broker, topic, 4, 5, "after")
+        pump_until(both, lambda: len(first.records) + len(newcomer.records) + len(doomed.records()) >= 60, 30,
+                   "60 records")
+        pump_for(both, 1.0)
+        assert_exactly_once(first.records + newcomer.records + doomed.records(), {**batch, **more})
+    finally:
+        doomed.kill()
+
+
+@pytest.mark.timeout(60)
+def test_partitions_added_to_a_subscribed_topic_are_assigned(broker, members):
+    """CreatePartitions on a topic a group reads: the leader sees the new
+    partitions in metadata and rejoins the Stable group, which rebalances."""
+    admin = make_admin(broker)
+    topic = unique("growing")
+    create_topic(admin, topic, 2)
+    group = unique("growing")
+    config = {"topic.metadata.refresh.interval.ms": 1000}
+    pair = [members(broker, group, [topic], **config) for _ in range(2)]
+    pump_until(pair, lambda: balanced(pair, 2, 1), 30, "one partition each")
+    admin.create_partitions([NewPartitions(topic, 4)], operation_timeout=10)[topic].result(ADMIN_TIMEOUT_S)
+    pump_until(pair, lambda: balanced(pair, 4, 2), 30, "two partitions each after growing to 4")
+    batch = produce_numbered(broker, topic, 4, 10, "grown")
+    pump_until(pair, lambda: sum(len(m.records) for m in pair) >= 40, 30, "40 messages")
+    pump_for(pair, 1.0)
+    assert_exactly_once([r for m in pair for r in m.records], batch)
 
 
 # --- 5. kafka-python ---------------------------------------------------------------------
