@@ -577,7 +577,10 @@ def test_committed_offsets_survive_restart(broker, members, stop_signal):
     assert committed_offsets(broker, rewritten, topic, 3) == [(0, 30, "up 30"), (1, 1, "down 30"), (2, OFFSET_INVALID, "")]
     assert group_offsets(admin, deleted) == []
     listed = listed_groups(admin)
-    assert group in listed and rewritten in listed
+    # A group that had members stays a "consumer" group when Empty; one that
+    # only ever had offsets committed for it is a simple group.
+    assert (listed[group].state, listed[group].is_simple_consumer_group) == (ConsumerGroupState.EMPTY, False)
+    assert (listed[rewritten].state, listed[rewritten].is_simple_consumer_group) == (ConsumerGroupState.EMPTY, True)
     assert deleted not in listed
 
     more = produce_numbered(broker, topic, 3, 10, "after-restart")
@@ -900,6 +903,15 @@ def test_confluent_admin_group_operations(broker, members):
     with pytest.raises(KafkaException) as raised:
         admin.delete_consumer_groups([idle_group], request_timeout=10)[idle_group].result(ADMIN_TIMEOUT_S)
     assert kafka_error_code(raised.value) == KafkaError.GROUP_ID_NOT_FOUND
+
+    # Deleted groups stay deleted after a crash; the live one is still there.
+    broker.kill()
+    broker.start()
+    admin = make_admin(broker)
+    listed = listed_groups(admin)
+    assert idle_group not in listed and simple_group not in listed
+    assert listed[active_group].state == ConsumerGroupState.STABLE
+    assert group_offsets(admin, idle_group) == []
 
 
 # --- 7. static membership -----------------------------------------------------------------
@@ -1524,15 +1536,23 @@ def offsets_log_bytes(broker) -> int:
 
 
 @pytest.mark.timeout(120)
-def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker):
+def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker, members):
     """Over 16 MiB of commits (4 KiB of metadata each) make the broker
     rewrite the live offsets and drop the rest of its offsets log: a group
-    committed once at the very start, the last of many commits, and a
-    deleted group's absence all survive that, a kill -9 and a restart."""
+    committed once at the very start, the last of many commits, a deleted
+    group's absence and a live member's membership all survive that, a
+    kill -9 and a restart."""
     broker = weir_broker(args=["--log-retention-check-interval-ms", "500"])
     topic = unique("compaction")
     partitions = 64
     create_topic(make_admin(broker), topic, partitions)
+    # A live member whose group's membership must survive the compaction.
+    read_topic = unique("compaction-read")
+    create_topic(make_admin(broker), read_topic, 2)
+    live = members(broker, unique("live"), [read_topic], strict=False)
+    batch = produce_numbered(broker, read_topic, 2, 10, "before")
+    pump_until([live], lambda: len(live.records) >= 20, 30, "20 messages")
+    rebalances = list(live.rebalances)
     steady, churn, deleted = unique("steady"), unique("churn"), unique("deleted")
     padding = "p" * 4000
     with wire.Connection(broker) as conn:
@@ -1546,11 +1566,15 @@ def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker):
                 for correlation_id in pending:
                     assert set(read_offset_commit_v7(conn, correlation_id).values()) == {0}
                 pending = []
+                live.pump()
     admin = make_admin(broker)
     admin.delete_consumer_groups([deleted], request_timeout=10)[deleted].result(ADMIN_TIMEOUT_S)
     # Over 20 MiB were answered as durable, so once the log is down to a few
     # MiB it was compacted (possibly already while the commits came in).
-    wait_until(lambda: offsets_log_bytes(broker) < 4 << 20, 20, "the offsets log compacted", interval=0.5)
+    deadline = time.monotonic() + 20
+    while offsets_log_bytes(broker) >= 4 << 20:
+        assert time.monotonic() < deadline, f"offsets log still {offsets_log_bytes(broker)} bytes after 20 s"
+        pump_for([live], 0.5)
 
     churn_expected = {(topic, p): (80 * 100 + p, f"80 {padding}", 0) for p in range(partitions)}
 
@@ -1565,6 +1589,12 @@ def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker):
     broker.kill()
     broker.start()
     check()
+    more = produce_numbered(broker, read_topic, 2, 10, "after")
+    pump_until([live], lambda: len(live.records) >= 40, 30, "40 messages")
+    pump_for([live], 1.0)
+    assert_exactly_once(live.records, {**batch, **more}, "live member across compaction and kill")
+    assert live.rebalances == rebalances, "the live member was rebalanced"
+    live.close()
     with wire.Connection(broker) as conn:
         assert offset_commit_v7(conn, steady, -1, "", {(topic, 3): (34, "after")}) == {(topic, 3): 0}
     broker.stop(signal.SIGTERM)
