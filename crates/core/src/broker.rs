@@ -25,8 +25,9 @@ use weir_log::checkpoint::{sync_dir, write_atomically};
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
-use crate::producer::{ProducerIds, SequenceCheck};
+use crate::producer::{AbortedTransaction, ProducerIds, SequenceCheck};
 use crate::topic::{Partition, Topic};
+use crate::transactions::Transactions;
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const META_FILE: &str = "meta.json";
@@ -105,8 +106,21 @@ pub struct ReadResult {
     pub records: Bytes,
     /// End of what is durable and readable.
     pub high_watermark: u64,
+    /// Start of the oldest open transaction (or the high watermark).
+    pub last_stable_offset: u64,
     /// First offset stored.
     pub log_start_offset: u64,
+    /// For read_committed reads: aborted transactions in the range read.
+    pub aborted: Vec<AbortedTransaction>,
+}
+
+/// Which records a consumer may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    ReadUncommitted,
+    /// Only below the last stable offset; aborted transactions are listed.
+    ReadCommitted,
 }
 
 /// Facts about a topic for metadata answers.
@@ -132,6 +146,7 @@ pub struct Broker {
     producer_ids: ProducerIds,
     pub(crate) groups: GroupCoordinator,
     pub(crate) offsets: Arc<OffsetStore>,
+    pub(crate) transactions: Transactions,
     /// Serialises create/delete/grow so a name check and the disk change are atomic.
     admin: Mutex<()>,
 }
@@ -171,6 +186,7 @@ impl Broker {
         let broker = Broker {
             producer_ids: ProducerIds::open(&config.data_dir)?,
             groups: GroupCoordinator::new(config.groups.clone(), Arc::clone(&offsets)),
+            transactions: Transactions::restore(offsets.transactions()),
             offsets,
             cluster_id: meta.cluster_id,
             config,
@@ -568,18 +584,35 @@ impl Broker {
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::OffsetOutOfRange`], storage errors.
-    pub fn read(&self, partition: &Partition, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+    pub fn read(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<ReadResult> {
         let offsets = partition.offsets();
         let offset = u64::try_from(offset).map_err(|_| CoreError::OffsetOutOfRange {
             offset: 0,
             log_start_offset: offsets.log_start_offset,
             log_end_offset: offsets.log_end_offset,
         })?;
-        let records = partition.log().read(offset, max_bytes)?;
+        let last_stable_offset = partition.last_stable_offset();
+        let (records, aborted) = match isolation {
+            Isolation::ReadUncommitted => (partition.log().read(offset, max_bytes)?, Vec::new()),
+            Isolation::ReadCommitted => (
+                partition
+                    .log()
+                    .read_below(offset, max_bytes, last_stable_offset)?,
+                partition.aborted_between(offset, last_stable_offset),
+            ),
+        };
         Ok(ReadResult {
             records,
             high_watermark: offsets.high_watermark,
+            last_stable_offset,
             log_start_offset: offsets.log_start_offset,
+            aborted,
         })
     }
 
@@ -594,11 +627,18 @@ impl Broker {
         &self,
         partition: &Partition,
         spec: OffsetSpec,
+        isolation: Isolation,
     ) -> Result<Option<(u64, i64)>> {
         let offsets = partition.offsets();
         match spec {
             OffsetSpec::Earliest => Ok(Some((offsets.log_start_offset, -1))),
-            OffsetSpec::Latest => Ok(Some((offsets.high_watermark, -1))),
+            OffsetSpec::Latest => {
+                let latest = match isolation {
+                    Isolation::ReadUncommitted => offsets.high_watermark,
+                    Isolation::ReadCommitted => partition.last_stable_offset(),
+                };
+                Ok(Some((latest, -1)))
+            }
             OffsetSpec::Timestamp(timestamp) => {
                 let Some(batch) = partition.log().batch_at_or_after_timestamp(timestamp)? else {
                     return Ok(None);

@@ -82,6 +82,24 @@ pub enum CoreError {
     /// Commit metadata longer than allowed.
     #[error("offset metadata is too large")]
     OffsetMetadataTooLarge,
+    /// The producer id is not the one of this transactional id.
+    #[error("the producer id does not belong to this transactional id")]
+    InvalidProducerIdMapping,
+    /// A newer producer with the same transactional id took over.
+    #[error("fenced by a newer producer with the same transactional id")]
+    ProducerFenced,
+    /// The transaction is being completed; retry.
+    #[error("another operation on this transaction is in progress")]
+    ConcurrentTransactions,
+    /// The operation does not fit the transaction's state.
+    #[error("invalid transaction state")]
+    InvalidTxnState,
+    /// A transaction timeout outside (0, transaction.max.timeout.ms].
+    #[error("invalid transaction timeout")]
+    InvalidTransactionTimeout,
+    /// Not attempted because another part of the request failed.
+    #[error("operation not attempted")]
+    OperationNotAttempted,
     /// A batch larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
     MessageTooLarge {

@@ -9,15 +9,18 @@ mod error;
 pub mod group;
 mod producer;
 mod topic;
+mod transactions;
 
 pub use crate::broker::{
-    now_ms, summary, validate_topic_name, Acks, Appended, Broker, OffsetSpec, ReadResult,
-    Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
+    now_ms, summary, validate_topic_name, Acks, Appended, Broker, Isolation, OffsetSpec,
+    ReadResult, Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
 };
 pub use crate::config::{
     BrokerConfig, ConfigChange, ConfigEntry, ConfigKind, ConfigSource, TopicConfig, TopicDefaults,
 };
 pub use crate::consumer_groups::{OffsetCommit, PartitionLag, OFFSET_METADATA_BYTES_MAX};
 pub use crate::error::{CoreError, Result};
+pub use crate::producer::AbortedTransaction;
 pub use crate::topic::{Partition, Topic};
+pub use crate::transactions::{TransactionState, TRANSACTION_TIMEOUT_MAX_MS};
 pub use weir_log::{BatchError, LogOffsets};

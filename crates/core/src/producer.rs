@@ -109,6 +109,24 @@ pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
     /// Log end offset the state covers.
     end_offset: u64,
+    /// First offset of each producer's open transaction in this partition.
+    #[serde(default)]
+    ongoing: HashMap<i64, u64>,
+    /// Aborted transactions, by the offset of their ABORT marker.
+    #[serde(default)]
+    aborted: Vec<AbortedTransaction>,
+}
+
+/// A transaction that was aborted in a partition: read_committed consumers
+/// drop this producer's records from `first_offset` up to the marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortedTransaction {
+    /// The producer.
+    pub producer_id: i64,
+    /// Its first record in the transaction.
+    pub first_offset: u64,
+    /// Offset of the ABORT marker.
+    pub marker_offset: u64,
 }
 
 const SNAPSHOT_FILE: &str = "producer-snapshot.json";
@@ -137,16 +155,20 @@ impl ProducerStates {
                 (offsets.log_start_offset..=offsets.log_end_offset).contains(&s.end_offset)
             });
         let mut states = snapshot.unwrap_or_else(|| ProducerStates {
-            producers: HashMap::new(),
             end_offset: offsets.log_start_offset,
+            ..ProducerStates::default()
         });
         while states.end_offset < offsets.log_end_offset {
             let chunk = log.read(states.end_offset, REBUILD_CHUNK_BYTES)?;
             if chunk.is_empty() {
                 break;
             }
-            for (header, _) in weir_log::batch::split_batches(chunk)? {
-                if header.producer_id >= 0 {
+            for (header, bytes) in weir_log::batch::split_batches(chunk)? {
+                if header.is_control() {
+                    if let Some(commit) = weir_log::batch::marker_commits(&bytes) {
+                        states.record_marker(&header, header.base_offset, commit);
+                    }
+                } else if header.producer_id >= 0 {
                     states.record(&header, header.base_offset);
                 }
                 states.end_offset = header.last_offset() + 1;
@@ -229,11 +251,66 @@ impl ProducerStates {
         }
     }
 
+    /// Records a transaction marker appended at `offset`: the producer's
+    /// transaction ends here, and its epoch may have been bumped (fencing).
+    pub fn record_marker(&mut self, header: &BatchHeader, offset: u64, commit: bool) {
+        self.end_offset = self.end_offset.max(offset + 1);
+        if let Some(first_offset) = self.ongoing.remove(&header.producer_id) {
+            if !commit {
+                self.aborted.push(AbortedTransaction {
+                    producer_id: header.producer_id,
+                    first_offset,
+                    marker_offset: offset,
+                });
+            }
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert(ProducerEntry {
+                epoch: header.producer_epoch,
+                batches: VecDeque::new(),
+            });
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+    }
+
+    /// The first offset a read_committed consumer may not read yet: the
+    /// start of the oldest open transaction, or `high_watermark`.
+    pub fn last_stable_offset(&self, high_watermark: u64) -> u64 {
+        self.ongoing
+            .values()
+            .copied()
+            .min()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// Aborted transactions that overlap `[start, end)`.
+    pub fn aborted_between(&self, start: u64, end: u64) -> Vec<AbortedTransaction> {
+        self.aborted
+            .iter()
+            .filter(|a| a.marker_offset >= start && a.first_offset < end)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly before `log_start` (retention).
+    pub fn forget_before(&mut self, log_start: u64) {
+        self.aborted.retain(|a| a.marker_offset >= log_start);
+    }
+
     /// Remembers a batch just appended at `base_offset`.
     pub fn record(&mut self, header: &BatchHeader, base_offset: u64) {
         self.end_offset = self
             .end_offset
             .max(base_offset + u64::from(header.last_offset_delta) + 1);
+        if header.is_transactional() {
+            self.ongoing
+                .entry(header.producer_id)
+                .or_insert(base_offset);
+        }
         let entry = self
             .producers
             .entry(header.producer_id)

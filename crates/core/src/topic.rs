@@ -17,7 +17,7 @@ use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
-use crate::producer::ProducerStates;
+use crate::producer::{AbortedTransaction, ProducerStates};
 
 const TOPIC_FILE: &str = "topic.json";
 
@@ -100,6 +100,20 @@ impl Partition {
                 tracing::warn!(dir = %self.dir.display(), %error, "producer snapshot failed; the next start reads more of the log")
             }
         }
+    }
+
+    /// First offset a read_committed consumer may not read yet.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.producers
+            .lock()
+            .last_stable_offset(self.log.offsets().high_watermark)
+    }
+
+    /// Aborted transactions overlapping `[start, end)`.
+    pub fn aborted_between(&self, start: u64, end: u64) -> Vec<AbortedTransaction> {
+        let mut producers = self.producers.lock();
+        producers.forget_before(self.log.offsets().log_start_offset);
+        producers.aborted_between(start, end)
     }
 
     /// The idempotent producers' state, locked around check-and-append.

@@ -159,6 +159,10 @@ fn route(
         ApiKey::DescribeGroups => call!(describe_groups),
         ApiKey::DeleteGroups => call!(delete_groups),
         ApiKey::OffsetDelete => call!(offset_delete),
+        ApiKey::AddPartitionsToTxn => call!(add_partitions_to_txn),
+        ApiKey::AddOffsetsToTxn => call!(add_offsets_to_txn),
+        ApiKey::TxnOffsetCommit => call!(txn_offset_commit),
+        ApiKey::EndTxn => call!(end_txn),
         other => Err(DispatchError::UnsupportedVersion {
             api: other,
             version,

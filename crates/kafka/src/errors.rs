@@ -41,6 +41,12 @@ fn response_error(error: &CoreError) -> ResponseError {
         CoreError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         CoreError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         CoreError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        CoreError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        CoreError::ProducerFenced => ResponseError::ProducerFenced,
+        CoreError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        CoreError::InvalidTxnState => ResponseError::InvalidTxnState,
+        CoreError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        CoreError::OperationNotAttempted => ResponseError::OperationNotAttempted,
         _ => ResponseError::UnknownServerError,
     }
 }

@@ -37,6 +37,10 @@ pub const LOG_OVERHEAD: usize = 12;
 pub const MAGIC_V2: i8 = 2;
 
 const PARTITION_LEADER_EPOCH_AT: usize = 12;
+/// Attribute bit of transactional batches.
+pub const TRANSACTIONAL_FLAG: i16 = 0x10;
+/// Attribute bit of control batches (transaction markers).
+pub const CONTROL_FLAG: i16 = 0x20;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
@@ -131,7 +135,12 @@ impl BatchHeader {
 
     /// Whether this is a control batch (transaction marker).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & CONTROL_FLAG != 0
+    }
+
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
     }
 }
 
@@ -252,6 +261,60 @@ pub fn encode_batch(records: &[NewRecord]) -> Bytes {
     buf.freeze()
 }
 
+/// A transaction marker: a control batch with one record whose key is
+/// `(version 0, type)` — type 0 aborts, 1 commits — and whose value is
+/// `(version 0, coordinator_epoch)`, as Kafka's `EndTransactionMarker`.
+pub fn encode_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Bytes {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(coordinator_epoch);
+    let record = NewRecord {
+        timestamp,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Vec::new(),
+    };
+    let mut batch = encode_batch(&[record]).to_vec();
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
+        .copy_from_slice(&(TRANSACTIONAL_FLAG | CONTROL_FLAG).to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(batch)
+}
+
+/// Whether a control batch is a COMMIT marker (`None` if it is not a
+/// well-formed marker). Markers are uncompressed, one record each.
+pub fn marker_commits(batch: &[u8]) -> Option<bool> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression() != 0 {
+        return None;
+    }
+    // Record: length, attributes, timestamp delta, offset delta, key length, key.
+    let mut at = HEADER_BYTES;
+    at += varint_len(batch.get(at..)?)?;
+    at += 1;
+    for _ in 0..3 {
+        at += varint_len(batch.get(at..)?)?;
+    }
+    let key = batch.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]) == 1)
+}
+
+fn varint_len(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| b & 0x80 == 0).map(|i| i + 1)
+}
+
 fn encode_record(out: &mut BytesMut, record: &NewRecord, base_timestamp: i64, offset_delta: i64) {
     let mut body = BytesMut::new();
     body.put_i8(0); // record attributes, unused
@@ -339,6 +402,17 @@ mod tests {
             validate(&bytes),
             Err(BatchError::CrcMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn markers_say_commit_or_abort() {
+        for commit in [true, false] {
+            let marker = encode_marker(7, 3, commit, 0, 1);
+            let header = validate(&marker).expect("valid marker");
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!((header.producer_id, header.producer_epoch), (7, 3));
+            assert_eq!(marker_commits(&marker), Some(commit));
+        }
     }
 
     #[test]

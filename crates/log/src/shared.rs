@@ -170,16 +170,26 @@ impl SharedLog {
     ///
     /// [`LogError::OffsetOutOfRange`] outside `[log_start, log_end]`; I/O errors.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes> {
-        let high_watermark = *self.high_watermark.borrow();
+        self.read_below(offset, max_bytes, u64::MAX)
+    }
+
+    /// As [`SharedLog::read`], stopping also before the batch that reaches
+    /// `end_offset` (the last stable offset of a read_committed consumer).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedLog::read`].
+    pub fn read_below(&self, offset: u64, max_bytes: usize, end_offset: u64) -> Result<Bytes> {
+        let end_offset = end_offset.min(*self.high_watermark.borrow());
         let cursor = {
             let log = self.log.lock();
-            if offset >= high_watermark && offset <= log.log_end_offset() {
+            if offset >= end_offset && offset <= log.log_end_offset() {
                 return Ok(Bytes::new());
             }
             log.cursor(offset)?
         };
         match cursor {
-            Some(cursor) => Ok(cursor.read(max_bytes, high_watermark)?),
+            Some(cursor) => Ok(cursor.read(max_bytes, end_offset)?),
             None => Ok(Bytes::new()),
         }
     }

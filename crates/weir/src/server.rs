@@ -16,6 +16,9 @@ use crate::settings::Resolved;
 const FLUSH_TICK: Duration = Duration::from_millis(50);
 /// How often group session and rebalance timeouts are checked.
 const GROUP_TICK: Duration = Duration::from_millis(100);
+/// How often transaction timeouts are checked (and, after a restart,
+/// prepared transactions completed).
+const TRANSACTION_TICK: Duration = Duration::from_secs(1);
 /// How often idempotent producers' state is snapshotted; after a crash at
 /// most this much of each log is read back to rebuild it.
 const PRODUCER_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
@@ -83,6 +86,7 @@ async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
     let mut flush = tokio::time::interval(FLUSH_TICK);
     let mut groups = tokio::time::interval(GROUP_TICK);
     let mut snapshots = tokio::time::interval(PRODUCER_SNAPSHOT_INTERVAL);
+    let mut transactions = tokio::time::interval(TRANSACTION_TICK);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -94,6 +98,7 @@ async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
                 broker.expire_offsets().await;
             }
             _ = groups.tick() => broker.groups().tick(),
+            _ = transactions.tick() => broker.expire_transactions().await,
             _ = snapshots.tick() => {
                 let worker = Arc::clone(&broker);
                 let _ = tokio::task::spawn_blocking(move || worker.snapshot_producer_states()).await;

@@ -6,6 +6,8 @@
 //! group's membership (generation, members, assignments) is a record with
 //! key `["group"]` and a [`StoredGroup`] value, written when a rebalance
 //! completes, so members carry on across a broker restart as with Kafka.
+//! Transactions' states (key `{"transaction": id}`) live here too, so one
+//! internal log holds all coordinator state.
 //! A commit is answered only once its record is durable. On start the log is
 //! replayed into memory. When the log grows well past what is live, the live
 //! entries are written again at its end and the segments before them are
@@ -90,6 +92,8 @@ pub struct StoredMember {
 struct State {
     offsets: HashMap<String, GroupOffsets>,
     memberships: HashMap<String, StoredGroup>,
+    /// The transaction coordinator's records, opaque here.
+    transactions: HashMap<String, serde_json::Value>,
 }
 
 /// All groups' committed offsets and memberships.
@@ -219,6 +223,35 @@ impl OffsetStore {
         Ok(self.log.wait_durable(end).await?)
     }
 
+    /// Records a transaction's state (`None` forgets it), without waiting
+    /// for durability; returns the offset to wait for.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn append_transaction(
+        &self,
+        transactional_id: &str,
+        record: Option<serde_json::Value>,
+    ) -> Result<u64> {
+        let key = TransactionKey {
+            transaction: transactional_id.to_string(),
+        };
+        let encoded = encode(&key, record.as_ref())?;
+        let mut state = self.state.lock();
+        let end = self.append(&[encoded])?;
+        match record {
+            Some(record) => state.transactions.insert(key.transaction, record),
+            None => state.transactions.remove(&key.transaction),
+        };
+        Ok(end)
+    }
+
+    /// The transactions read back on start.
+    pub fn transactions(&self) -> HashMap<String, serde_json::Value> {
+        self.state.lock().transactions.clone()
+    }
+
     /// The memberships read back on start.
     pub fn memberships(&self) -> HashMap<String, StoredGroup> {
         self.state.lock().memberships.clone()
@@ -285,7 +318,18 @@ impl OffsetStore {
                 .memberships
                 .iter()
                 .map(|(group, membership)| encode(&(group,), Some(membership)));
-            let live: Vec<NewRecord> = offsets.chain(memberships).collect::<Result<_>>()?;
+            let transactions = state.transactions.iter().map(|(id, record)| {
+                encode(
+                    &TransactionKey {
+                        transaction: id.clone(),
+                    },
+                    Some(record),
+                )
+            });
+            let live: Vec<NewRecord> = offsets
+                .chain(memberships)
+                .chain(transactions)
+                .collect::<Result<_>>()?;
             let live_bytes: u64 = live
                 .iter()
                 .map(|r| r.key.as_ref().map_or(0, Bytes::len) as u64 + 64)
@@ -335,12 +379,19 @@ fn encode<K: serde::Serialize, V: serde::Serialize>(
     })
 }
 
-/// The two kinds of key in the offsets log.
+/// Key of a transaction's record: a JSON object, unlike the array keys.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TransactionKey {
+    transaction: String,
+}
+
+/// The three kinds of key in the offsets log.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum Key {
     Offset(String, String, i32),
     Membership((String,)),
+    Transaction(TransactionKey),
 }
 
 fn apply(state: &mut State, key: Option<&Bytes>, value: Option<&Bytes>) -> Result<()> {
@@ -371,6 +422,13 @@ fn apply(state: &mut State, key: Option<&Bytes>, value: Option<&Bytes>) -> Resul
         }
         (Key::Membership((group,)), None) => {
             state.memberships.remove(&group);
+        }
+        (Key::Transaction(key), Some(value)) => {
+            let value = serde_json::from_slice(value).map_err(|e| corrupt(&e.to_string()))?;
+            state.transactions.insert(key.transaction, value);
+        }
+        (Key::Transaction(key), None) => {
+            state.transactions.remove(&key.transaction);
         }
     }
     Ok(())

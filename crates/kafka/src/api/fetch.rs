@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use weir_core::{CoreError, Partition};
+use weir_core::{CoreError, Isolation, Partition};
 
 use crate::dispatch::Answer;
 use crate::errors;
@@ -168,22 +170,49 @@ fn read_one(
         };
         return failed(data, error.code());
     }
-    let offsets = partition.offsets();
-    let data = data
-        .with_high_watermark(offsets.high_watermark as i64)
-        .with_last_stable_offset(offsets.high_watermark as i64)
-        .with_log_start_offset(offsets.log_start_offset as i64);
-    if remaining == 0 {
-        return data.with_records(Some(bytes::Bytes::new()));
-    }
+    let isolation = if read_committed {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
+    let max_bytes = if remaining == 0 {
+        0
+    } else {
+        target.max_bytes.min(remaining)
+    };
     match context
         .broker
-        .read(partition, target.offset, target.max_bytes.min(remaining))
+        .read(partition, target.offset, max_bytes, isolation)
     {
-        Ok(read) => data.with_records(Some(read.records)),
-        Err(error) => data
-            .with_error_code(errors::code(&error))
-            .with_records(Some(bytes::Bytes::new())),
+        Ok(read) => {
+            let aborted = read
+                .aborted
+                .iter()
+                .map(|a| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(a.producer_id))
+                        .with_first_offset(a.first_offset as i64)
+                })
+                .collect();
+            let records = if remaining == 0 {
+                bytes::Bytes::new()
+            } else {
+                read.records
+            };
+            data.with_high_watermark(read.high_watermark as i64)
+                .with_last_stable_offset(read.last_stable_offset as i64)
+                .with_log_start_offset(read.log_start_offset as i64)
+                .with_aborted_transactions(read_committed.then_some(aborted))
+                .with_records(Some(records))
+        }
+        Err(error) => {
+            let offsets = partition.offsets();
+            data.with_error_code(errors::code(&error))
+                .with_high_watermark(offsets.high_watermark as i64)
+                .with_last_stable_offset(partition.last_stable_offset() as i64)
+                .with_log_start_offset(offsets.log_start_offset as i64)
+                .with_records(Some(bytes::Bytes::new()))
+        }
     }
 }
 

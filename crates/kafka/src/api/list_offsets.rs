@@ -7,7 +7,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use weir_core::OffsetSpec;
+use weir_core::{Isolation, OffsetSpec};
 
 use crate::dispatch::Answer;
 use crate::errors;
@@ -23,6 +23,11 @@ pub fn handle(
     version: i16,
 ) -> Answer<ListOffsetsResponse> {
     let broker = &context.broker;
+    let isolation = if request.isolation_level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     let topics = request
         .topics
         .into_iter()
@@ -57,7 +62,7 @@ pub fn handle(
                     } else {
                         response
                     };
-                    match broker.list_offset(&partition, spec) {
+                    match broker.list_offset(&partition, spec, isolation) {
                         Ok(Some((offset, timestamp))) => response
                             .with_offset(offset as i64)
                             .with_timestamp(timestamp),

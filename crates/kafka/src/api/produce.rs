@@ -25,7 +25,6 @@ pub fn handle(
         -1 => Some(Acks::All),
         _ => None,
     };
-    let transactional = request.transactional_id.is_some();
     let mut appends: Vec<(String, Vec<PartitionOutcome>)> =
         Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
@@ -36,11 +35,6 @@ pub fn handle(
             .map(|partition| {
                 let outcome = match (acks, partition.records) {
                     (None, _) => Err(Failure::of(ResponseError::InvalidRequiredAcks)),
-                    // Transactions come with a later issue; without them a
-                    // transactional batch cannot be stored correctly.
-                    _ if transactional => Err(Failure::of(
-                        ResponseError::TransactionalIdAuthorizationFailed,
-                    )),
                     (Some(_), None) => {
                         Err(Failure::from(&CoreError::CorruptMessage(missing_records())))
                     }
