@@ -135,6 +135,11 @@ impl Broker {
         transactional_id: &str,
         timeout_ms: i32,
     ) -> Result<(i64, i16)> {
+        if transactional_id.is_empty() {
+            return Err(CoreError::InvalidRequest(
+                "an empty transactional id".into(),
+            ));
+        }
         let timeout_ms = i64::from(timeout_ms);
         if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MAX_MS {
             return Err(CoreError::InvalidTransactionTimeout);
@@ -295,6 +300,28 @@ impl Broker {
         Ok(results)
     }
 
+    /// Partitions of `group_id` whose offsets an open transaction has yet to
+    /// commit (OffsetFetch with `require_stable`).
+    pub async fn offsets_pending_in_transactions(
+        &self,
+        group_id: &str,
+    ) -> std::collections::HashSet<TopicPartition> {
+        self.transactions
+            .by_id
+            .lock()
+            .await
+            .values()
+            .filter(|t| {
+                matches!(
+                    t.state,
+                    TransactionState::Ongoing | TransactionState::PrepareCommit
+                )
+            })
+            .filter_map(|t| t.offsets.get(group_id))
+            .flat_map(|pending| pending.iter().map(|p| (p.topic.clone(), p.partition)))
+            .collect()
+    }
+
     /// EndTxn: commits or aborts the open transaction. A retry of an
     /// ending that already completed succeeds.
     ///
@@ -378,6 +405,9 @@ impl Broker {
     ) -> Result<()> {
         match transaction.state {
             TransactionState::Ongoing => {
+                // As Kafka: the abort markers carry a bumped epoch, fencing
+                // the old producer in every partition it wrote to.
+                transaction.producer_epoch = transaction.producer_epoch.saturating_add(1);
                 transaction.state = TransactionState::PrepareAbort;
                 self.persist_transaction(transactional_id, transaction)
                     .await?;

@@ -58,3 +58,13 @@ pub fn code_and_message(result: &Result<(), CoreError>) -> (i16, Option<String>)
         Err(error) => (code(error), Some(error.to_string())),
     }
 }
+
+/// The code for an error of a transactional API at `version`: clients of
+/// versions before 2 do not know PRODUCER_FENCED and get
+/// INVALID_PRODUCER_EPOCH, as Apache Kafka answers them.
+pub fn transactional_code(error: &CoreError, version: i16) -> i16 {
+    match error {
+        CoreError::ProducerFenced if version < 2 => ResponseError::InvalidProducerEpoch.code(),
+        other => code(other),
+    }
+}

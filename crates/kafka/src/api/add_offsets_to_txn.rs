@@ -12,7 +12,7 @@ use crate::server::Context;
 pub fn handle(
     context: &Arc<Context>,
     request: AddOffsetsToTxnRequest,
-    _version: i16,
+    version: i16,
 ) -> Answer<AddOffsetsToTxnResponse> {
     let context = Arc::clone(context);
     Answer::Later(Box::pin(async move {
@@ -25,7 +25,10 @@ pub fn handle(
                 request.group_id.0.as_str(),
             )
             .await;
-        AddOffsetsToTxnResponse::default()
-            .with_error_code(result.err().map_or(0, |error| errors::code(&error)))
+        AddOffsetsToTxnResponse::default().with_error_code(
+            result
+                .err()
+                .map_or(0, |error| errors::transactional_code(&error, version)),
+        )
     }))
 }

@@ -16,7 +16,7 @@ use crate::server::Context;
 pub fn handle(
     context: &Arc<Context>,
     request: AddPartitionsToTxnRequest,
-    _version: i16,
+    version: i16,
 ) -> Answer<AddPartitionsToTxnResponse> {
     let context = Arc::clone(context);
     Answer::Later(Box::pin(async move {
@@ -37,9 +37,13 @@ pub fn handle(
         let codes: Vec<i16> = match &outcome {
             Ok(results) => results
                 .iter()
-                .map(|(_, r)| r.as_ref().err().map_or(0, errors::code))
+                .map(|(_, r)| {
+                    r.as_ref()
+                        .err()
+                        .map_or(0, |e| errors::transactional_code(e, version))
+                })
                 .collect(),
-            Err(error) => vec![errors::code(error); partitions.len()],
+            Err(error) => vec![errors::transactional_code(error, version); partitions.len()],
         };
         let mut results: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
         for ((topic, partition), code) in partitions.into_iter().zip(codes) {

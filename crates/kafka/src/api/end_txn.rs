@@ -12,7 +12,7 @@ use crate::server::Context;
 pub fn handle(
     context: &Arc<Context>,
     request: EndTxnRequest,
-    _version: i16,
+    version: i16,
 ) -> Answer<EndTxnResponse> {
     let context = Arc::clone(context);
     Answer::Later(Box::pin(async move {
@@ -25,7 +25,10 @@ pub fn handle(
                 request.committed,
             )
             .await;
-        EndTxnResponse::default()
-            .with_error_code(result.err().map_or(0, |error| errors::code(&error)))
+        EndTxnResponse::default().with_error_code(
+            result
+                .err()
+                .map_or(0, |error| errors::transactional_code(&error, version)),
+        )
     }))
 }

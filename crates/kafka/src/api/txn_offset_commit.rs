@@ -17,7 +17,7 @@ use crate::server::Context;
 pub fn handle(
     context: &Arc<Context>,
     request: TxnOffsetCommitRequest,
-    _version: i16,
+    version: i16,
 ) -> Answer<TxnOffsetCommitResponse> {
     let context = Arc::clone(context);
     Answer::Later(Box::pin(async move {
@@ -46,10 +46,17 @@ pub fn handle(
         let mut codes = match &outcome {
             Ok(results) => results
                 .iter()
-                .map(|(_, r)| r.as_ref().err().map_or(0, errors::code))
+                .map(|(_, r)| {
+                    r.as_ref()
+                        .err()
+                        .map_or(0, |e| errors::transactional_code(e, version))
+                })
                 .collect(),
             Err(error) => {
-                vec![errors::code(error); request.topics.iter().map(|t| t.partitions.len()).sum()]
+                vec![
+                    errors::transactional_code(error, version);
+                    request.topics.iter().map(|t| t.partitions.len()).sum()
+                ]
             }
         }
         .into_iter();
