@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::broker::{now_ms, Broker};
 use crate::error::{CoreError, Result};
 use crate::group::{
-    CommittedOffset, GroupCoordinator, GroupDescription, GroupState, TopicPartition,
+    CommittedOffset, GroupCoordinator, GroupDescription, GroupState, OffsetExpiry, TopicPartition,
 };
 
 /// Longest commit metadata accepted (Kafka's `offset.metadata.max.bytes`).
@@ -221,9 +221,15 @@ impl Broker {
     pub async fn expire_offsets(&self) {
         let retention_ms = self.config().offsets_retention.as_millis() as i64;
         let cutoff = now_ms().saturating_sub(retention_ms);
-        let expired = self.offsets.select(|group, _, value| {
-            value.commit_timestamp_ms < cutoff && !self.groups.has_members(group)
-        });
+        // Read first: the coordinator must not be locked inside the store's lock.
+        let expiry = self.groups.offset_expiry();
+        let expired = self
+            .offsets
+            .select(|group, _, value| match expiry.get(group) {
+                Some(OffsetExpiry::Never) => false,
+                Some(OffsetExpiry::EmptySince(since)) => *since < cutoff,
+                Some(OffsetExpiry::ByCommitTime) | None => value.commit_timestamp_ms < cutoff,
+            });
         self.delete_offsets_of(expired);
         if let Err(error) = self.offsets.compact_if_needed().await {
             tracing::error!(%error, "compacting the offsets log failed");

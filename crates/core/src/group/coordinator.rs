@@ -139,6 +139,18 @@ pub struct Synced {
     pub protocol_name: Option<String>,
 }
 
+/// When a group's committed offsets may expire (Kafka's KIP-211).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetExpiry {
+    /// The group has members: never.
+    Never,
+    /// A consumer group without members: all together, counted from when
+    /// it became empty.
+    EmptySince(i64),
+    /// Offsets committed without membership: each by its commit time.
+    ByCommitTime,
+}
+
 /// A member as DescribeGroups shows it.
 #[derive(Debug, Clone)]
 pub struct MemberDescription {
@@ -199,6 +211,8 @@ struct Group {
     /// `group.instance.id` → member id.
     static_members: HashMap<String, String>,
     deadline: Option<Instant>,
+    /// When the group last became empty (ms since the epoch).
+    emptied_at_ms: Option<i64>,
 }
 
 impl Group {
@@ -213,6 +227,7 @@ impl Group {
             pending: HashSet::new(),
             static_members: HashMap::new(),
             deadline: None,
+            emptied_at_ms: None,
         }
     }
 
@@ -223,6 +238,7 @@ impl Group {
         group.protocol_type = stored.protocol_type;
         group.protocol_name = stored.protocol_name;
         group.leader = stored.leader;
+        group.emptied_at_ms = stored.emptied_at_ms;
         for member in stored.members {
             if let Some(instance) = &member.group_instance_id {
                 group
@@ -265,6 +281,7 @@ impl Group {
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol_name.clone(),
             leader: self.leader.clone(),
+            emptied_at_ms: self.emptied_at_ms,
             members: self
                 .members
                 .iter()
@@ -388,6 +405,7 @@ impl Group {
             self.protocol_name = None;
             self.leader = None;
             self.deadline = None;
+            self.emptied_at_ms = Some(crate::now_ms());
             return;
         }
         self.protocol_type = self
@@ -929,6 +947,22 @@ impl GroupCoordinator {
             topics.extend(subscription_topics(&metadata_for(member, &chosen))?);
         }
         Some(topics)
+    }
+
+    /// How the offsets of each group with membership state expire.
+    pub fn offset_expiry(&self) -> HashMap<String, OffsetExpiry> {
+        self.groups
+            .lock()
+            .iter()
+            .map(|(id, group)| {
+                let expiry = match group.emptied_at_ms {
+                    _ if !group.members.is_empty() => OffsetExpiry::Never,
+                    Some(since) => OffsetExpiry::EmptySince(since),
+                    None => OffsetExpiry::ByCommitTime,
+                };
+                (id.clone(), expiry)
+            })
+            .collect()
     }
 
     /// Whether the group has members.

@@ -6,6 +6,6 @@ pub mod offsets;
 
 pub use coordinator::{
     GroupCoordinator, GroupDescription, GroupSettings, GroupState, JoinRequest, Joined,
-    JoinedMember, MemberDescription, Synced,
+    JoinedMember, MemberDescription, OffsetExpiry, Synced,
 };
 pub use offsets::{CommittedOffset, OffsetStore, StoredGroup, StoredMember, TopicPartition};

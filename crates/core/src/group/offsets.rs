@@ -63,6 +63,10 @@ pub struct StoredGroup {
     pub leader: Option<String>,
     /// Members with their assignments.
     pub members: Vec<StoredMember>,
+    /// When the group last became empty (ms since the epoch); offsets
+    /// expiry counts from here (KIP-211).
+    #[serde(default)]
+    pub emptied_at_ms: Option<i64>,
 }
 
 /// A member as persisted.
