@@ -264,17 +264,7 @@ impl ProducerStates {
                 });
             }
         }
-        let entry = self
-            .producers
-            .entry(header.producer_id)
-            .or_insert(ProducerEntry {
-                epoch: header.producer_epoch,
-                batches: VecDeque::new(),
-            });
-        if header.producer_epoch > entry.epoch {
-            entry.epoch = header.producer_epoch;
-            entry.batches.clear();
-        }
+        self.entry_at_epoch(header);
     }
 
     /// The first offset a read_committed consumer may not read yet: the
@@ -301,16 +291,9 @@ impl ProducerStates {
         self.aborted.retain(|a| a.marker_offset >= log_start);
     }
 
-    /// Remembers a batch just appended at `base_offset`.
-    pub fn record(&mut self, header: &BatchHeader, base_offset: u64) {
-        self.end_offset = self
-            .end_offset
-            .max(base_offset + u64::from(header.last_offset_delta) + 1);
-        if header.is_transactional() {
-            self.ongoing
-                .entry(header.producer_id)
-                .or_insert(base_offset);
-        }
+    /// The batch's producer, moved to the batch's epoch if it is newer (a
+    /// new epoch forgets the old epoch's sequences).
+    fn entry_at_epoch(&mut self, header: &BatchHeader) -> &mut ProducerEntry {
         let entry = self
             .producers
             .entry(header.producer_id)
@@ -322,6 +305,20 @@ impl ProducerStates {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        entry
+    }
+
+    /// Remembers a batch just appended at `base_offset`.
+    pub fn record(&mut self, header: &BatchHeader, base_offset: u64) {
+        self.end_offset = self
+            .end_offset
+            .max(base_offset + u64::from(header.last_offset_delta) + 1);
+        if header.is_transactional() {
+            self.ongoing
+                .entry(header.producer_id)
+                .or_insert(base_offset);
+        }
+        let entry = self.entry_at_epoch(header);
         if entry.batches.len() == REMEMBERED_BATCHES {
             entry.batches.pop_front();
         }

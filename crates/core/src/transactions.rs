@@ -90,7 +90,17 @@ impl Transactions {
     }
 }
 
-fn check_producer(transaction: &Transaction, producer_id: i64, producer_epoch: i16) -> Result<()> {
+/// The transaction of `transactional_id`, if `producer_id` and
+/// `producer_epoch` are its current producer's.
+fn producer_transaction<'a>(
+    transactions: &'a mut HashMap<String, Transaction>,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<&'a mut Transaction> {
+    let transaction = transactions
+        .get_mut(transactional_id)
+        .ok_or(CoreError::InvalidProducerIdMapping)?;
     if transaction.producer_id != producer_id {
         return Err(CoreError::InvalidProducerIdMapping);
     }
@@ -100,7 +110,7 @@ fn check_producer(transaction: &Transaction, producer_id: i64, producer_epoch: i
     if producer_epoch > transaction.producer_epoch {
         return Err(CoreError::InvalidProducerEpoch);
     }
-    Ok(())
+    Ok(transaction)
 }
 
 /// Moves a transaction to Ongoing, for adding partitions or offsets.
@@ -195,10 +205,12 @@ impl Broker {
         partitions: Vec<TopicPartition>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
         let mut transactions = self.transactions.by_id.lock().await;
-        let transaction = transactions
-            .get_mut(transactional_id)
-            .ok_or(CoreError::InvalidProducerIdMapping)?;
-        check_producer(transaction, producer_id, producer_epoch)?;
+        let transaction = producer_transaction(
+            &mut transactions,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+        )?;
         let unknown: Vec<bool> = partitions
             .iter()
             .map(|(topic, index)| self.topic(topic).and_then(|t| t.partition(*index)).is_err())
@@ -239,10 +251,12 @@ impl Broker {
         group_id: &str,
     ) -> Result<()> {
         let mut transactions = self.transactions.by_id.lock().await;
-        let transaction = transactions
-            .get_mut(transactional_id)
-            .ok_or(CoreError::InvalidProducerIdMapping)?;
-        check_producer(transaction, producer_id, producer_epoch)?;
+        let transaction = producer_transaction(
+            &mut transactions,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+        )?;
         begin_or_continue(transaction)?;
         transaction.offsets.entry(group_id.to_string()).or_default();
         let snapshot = transaction.clone();
@@ -264,10 +278,12 @@ impl Broker {
         commits: Vec<OffsetCommit>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
         let mut transactions = self.transactions.by_id.lock().await;
-        let transaction = transactions
-            .get_mut(transactional_id)
-            .ok_or(CoreError::InvalidProducerIdMapping)?;
-        check_producer(transaction, producer_id, producer_epoch)?;
+        let transaction = producer_transaction(
+            &mut transactions,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+        )?;
         if transaction.state != TransactionState::Ongoing {
             return Err(CoreError::InvalidTxnState);
         }
@@ -337,10 +353,12 @@ impl Broker {
         commit: bool,
     ) -> Result<()> {
         let mut transactions = self.transactions.by_id.lock().await;
-        let transaction = transactions
-            .get_mut(transactional_id)
-            .ok_or(CoreError::InvalidProducerIdMapping)?;
-        check_producer(transaction, producer_id, producer_epoch)?;
+        let transaction = producer_transaction(
+            &mut transactions,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+        )?;
         match (transaction.state, commit) {
             (TransactionState::Ongoing, _) => {}
             (TransactionState::CompleteCommit, true) | (TransactionState::CompleteAbort, false) => {
