@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::{
     apply_properties, base_config, merge, process_cpu_s, rates, read_sequence, Common, Workload,
+    WARMUP_SEQUENCE,
 };
 
 #[derive(Args, Debug)]
@@ -50,6 +51,8 @@ pub struct ConsumeArgs {
 struct ConsumeCheck {
     expected: u64,
     received: u64,
+    /// `produce`'s warm-up messages, read but not counted.
+    warmups: u64,
     bytes: u64,
     wrong_size: u64,
     offset_gaps: u64,
@@ -74,6 +77,7 @@ impl ConsumeCheck {
         ConsumeCheck {
             expected,
             received: 0,
+            warmups: 0,
             bytes: 0,
             wrong_size: 0,
             offset_gaps: 0,
@@ -93,6 +97,11 @@ impl ConsumeCheck {
     }
 
     fn observe(&mut self, partition: i32, offset: i64, value: &[u8], expected_size: usize) {
+        if read_sequence(value) == Some(WARMUP_SEQUENCE) {
+            self.warmups += 1;
+            self.next_offset.insert(partition, offset + 1);
+            return;
+        }
         self.received += 1;
         self.bytes += value.len() as u64;
         if expected_size != 0 && value.len() != expected_size {
@@ -267,6 +276,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<Value, String> {
         "partitions_read": partitions.len(),
         "timed_out": timed_out,
         "payload_bytes": check.bytes,
+        "warmup_messages_skipped": check.warmups,
         "low_watermark": low,
         "high_watermark": high,
         "first_offset": check.first_offset,

@@ -226,6 +226,10 @@ pub fn filler(size: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The sequence number of `produce`'s warm-up messages, which `consume`
+/// does not count.
+pub const WARMUP_SEQUENCE: u64 = u64::MAX;
+
 pub fn write_sequence(value: &mut [u8], sequence: u64) {
     let bytes = sequence.to_be_bytes();
     let len = value.len().min(bytes.len());

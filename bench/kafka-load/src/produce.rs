@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::{
     apply_properties, base_config, create_topic, filler, merge, percentile, process_cpu_s, rates,
-    unique_name, write_sequence, Common, Workload,
+    unique_name, write_sequence, Common, Workload, WARMUP_SEQUENCE,
 };
 
 /// How long one `commit_transaction` (which first flushes the
@@ -62,6 +62,10 @@ pub struct ProduceArgs {
     /// Partitions of the topic when --create-topic is given.
     #[arg(long, default_value_t = 1)]
     topic_partitions: i32,
+    /// Do not send the warm-up message (one per partition, acknowledged
+    /// before the clock starts; see `warm_up`).
+    #[arg(long, default_value_t = false)]
+    no_warmup: bool,
     /// Keep the connection open this long after the last delivery report
     /// (with acks=0 a report only means "written to the socket").
     #[arg(long, default_value_t = 0.0)]
@@ -176,6 +180,12 @@ pub fn produce(args: &ProduceArgs) -> Result<Value, String> {
             .map_err(|error| format!("init_transactions: {error}"))?;
     }
 
+    let warmup_messages = if args.no_warmup {
+        0
+    } else {
+        warm_up(args, &producer, partitions)?
+    };
+
     let cpu_before = process_cpu_s();
     let started = Instant::now();
     let outcome = send_all(args, &producer, partitions)?;
@@ -219,6 +229,7 @@ pub fn produce(args: &ProduceArgs) -> Result<Value, String> {
         "commit_ms_max": commit_ms.last(),
         "topic_partitions_used": if workload.partition < 0 { partitions } else { 1 },
         "topic_created": topic_created,
+        "warmup_messages": warmup_messages,
         "failed": failed,
         "first_error": first_error,
         "enqueue_s": enqueued.as_secs_f64(),
@@ -226,6 +237,56 @@ pub fn produce(args: &ProduceArgs) -> Result<Value, String> {
     });
     merge(&mut report, extra);
     Ok(report)
+}
+
+/// Sends one warm-up message to every partition the run writes to (in a
+/// transaction of its own when transactional) and waits for its
+/// acknowledgement, then zeroes the delivery counters. This keeps
+/// connection set-up and, with idempotence, the wait for a producer id out
+/// of the measurement: librdkafka asks for the id only once a connection to
+/// a broker is up, and otherwise retries on a 500 ms timer, which some runs
+/// hit and others did not. A warm-up value carries the sequence number
+/// [`WARMUP_SEQUENCE`], which `consume` skips. Returns how many it sent.
+fn warm_up(
+    args: &ProduceArgs,
+    producer: &BaseProducer<DeliveryCounter>,
+    partitions: i32,
+) -> Result<u64, String> {
+    let transactional = args.transactional_batch > 0;
+    let targets: Vec<i32> = if args.workload.partition < 0 {
+        (0..partitions).collect()
+    } else {
+        vec![args.workload.partition]
+    };
+    if transactional {
+        producer
+            .begin_transaction()
+            .map_err(|error| format!("warm-up begin_transaction: {error}"))?;
+    }
+    let mut value = filler(args.size);
+    write_sequence(&mut value, WARMUP_SEQUENCE);
+    for &partition in &targets {
+        let record = BaseRecord::<(), [u8]>::to(&args.common.topic)
+            .partition(partition)
+            .payload(&value[..]);
+        producer
+            .send(record)
+            .map_err(|(error, _)| format!("warm-up send: {error}"))?;
+    }
+    if transactional {
+        let mut ignored = SendOutcome::default();
+        if !commit(producer, &mut ignored) {
+            return Err("warm-up commit_transaction failed".into());
+        }
+    }
+    let context = producer.context();
+    wait_for_acks(producer, context, &args.common, targets.len() as u64);
+    if context.delivered.load(Relaxed) != targets.len() as u64 {
+        let error = context.first_error.lock().ok().and_then(|e| e.clone());
+        return Err(format!("warm-up not acknowledged: {error:?}"));
+    }
+    context.delivered.store(0, Relaxed);
+    Ok(targets.len() as u64)
 }
 
 /// Sends every message, wrapping each `transactional_batch` of them in a
