@@ -94,6 +94,18 @@ def transactional_producer(broker, transactional_id: str, **overrides):
     return producer
 
 
+def send_offsets(producer, positions, group_metadata) -> None:
+    """send_offsets_to_transaction() with a deadline of our own: librdkafka
+    can block in it past its timeout (confluentinc/librdkafka#5456) and,
+    once the group coordinator's connection was torn down by a restart of
+    the only broker, forever (#5511)."""
+    call_within(
+        lambda: producer.send_offsets_to_transaction(positions, group_metadata, TXN_CALL_TIMEOUT_S),
+        TXN_CALL_TIMEOUT_S + 10,
+        "send_offsets_to_transaction",
+    )
+
+
 def produce_in_transaction(producer, topic: str, messages) -> list:
     """Produce and flush `messages` inside the producer's open transaction;
     every one must be delivered. Returns the delivery reports."""
@@ -114,13 +126,13 @@ def close_consumer(consumer) -> None:
     call_within(consumer.close, CLOSE_TIMEOUT_S, "consumer close")
 
 
-def read_records(broker, topic: str, partitions, isolation: str, count: int, grace: float = 1.0) -> dict:
-    """Exactly `count` records of `partitions` from offset 0, read by a fresh
-    assign()ed consumer at `isolation`: {partition: [(offset, value), ...]}
-    in delivery order (partitions with no record are absent)."""
+def read_records(broker, topic: str, partitions, isolation: str, count: int, grace: float = 1.0, start: int = 0) -> dict:
+    """Exactly `count` records of `partitions` from offset `start`, read by
+    a fresh assign()ed consumer at `isolation`: {partition: [(offset,
+    value), ...]} in delivery order (partitions with no record are absent)."""
     consumer = make_consumer(broker, **{"isolation.level": isolation})
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        consumer.assign([TopicPartition(topic, p, start) for p in partitions])
         messages = consume_exactly(consumer, count, timeout=60.0, grace=grace) if count else []
         if not count:
             extra = consumer.consume(100, timeout=grace)
@@ -392,13 +404,13 @@ def init_producer_id_v1(conn, transactional_id: str | None, timeout_ms: int) -> 
     return answer
 
 
-def end_txn_v1(conn, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> int:
-    """EndTxn v1: its error code."""
+def end_txn(conn, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool, version=1) -> int:
+    """EndTxn v0-v2 (the same non-flexible body): its error code."""
     body = (
         wire.string(transactional_id) + wire.int64(producer_id) + wire.int16(producer_epoch)
         + wire.int8(1 if commit else 0)
     )
-    r = conn.response(conn.send_request(API_END_TXN, 1, body))
+    r = conn.response(conn.send_request(API_END_TXN, version, body))
     r.int32()  # throttle_time_ms
     code = r.int16()
     r.done()
@@ -566,6 +578,8 @@ def test_aborted_transaction_is_hidden_from_read_committed_only(broker):
 
     assert read_records(broker, topic, range(2), READ_COMMITTED, 6) == visible
     assert read_records(broker, topic, range(2), READ_UNCOMMITTED, 12) == everything
+    # Starting inside the aborted transaction hides its rest just the same.
+    assert read_records(broker, topic, range(2), READ_COMMITTED, 6, start=1) == visible
 
     consumer = make_consumer(broker, **{"isolation.level": READ_COMMITTED})
     try:
@@ -613,7 +627,9 @@ def test_open_transaction_holds_read_committed_at_the_last_stable_offset(broker)
     producer = transactional_producer(broker, unique("tid-open"))
     producer.begin_transaction()
     pending = [{"value": f"pending {i}".encode(), "partition": 0} for i in range(4)]
-    assert offsets_by_partition(produce_in_transaction(producer, topic, pending)) == {0: [3, 4, 5, 6]}
+    pending_reports = produce_in_transaction(producer, topic, pending)
+    assert offsets_by_partition(pending_reports) == {0: [3, 4, 5, 6]}
+    pending_timestamp = pending_reports[0][3]
     after = [{"value": b"plain after the open transaction", "partition": 0}]
     assert offsets_by_partition(produce_all(plain_producer, topic, after)) == {0: [7]}
 
@@ -639,6 +655,16 @@ def test_open_transaction_holds_read_committed_at_the_last_stable_offset(broker)
         at_lso = fetch_raw(broker, topic, 0, 3, READ_COMMITTED)
         assert (at_lso["error_code"], at_lso["batches"]) == (ERROR_NONE, [])
         assert len(fetch_raw(broker, topic, 0, 3, READ_UNCOMMITTED)["batches"]) >= 2
+        # A timestamp lookup finds nothing at or above the LSO for read_committed
+        # (Kafka filters the answer by the LSO; read_uncommitted by the high watermark).
+        [found] = consumer.offsets_for_times([TopicPartition(topic, 0, pending_timestamp)], timeout=10)
+        assert (found.offset, found.error) == (-1, None)
+        uncommitted_reader = make_consumer(broker, **{"isolation.level": READ_UNCOMMITTED})
+        try:
+            [found] = uncommitted_reader.offsets_for_times([TopicPartition(topic, 0, pending_timestamp)], timeout=10)
+            assert (found.offset, found.error) == (3, None)
+        finally:
+            close_consumer(uncommitted_reader)
 
         producer.commit_transaction(TXN_CALL_TIMEOUT_S)
         rest = consume_exactly(consumer, 5, timeout=MARKER_TIMEOUT_S)
@@ -699,8 +725,8 @@ def test_interleaved_transactions_lso_is_the_first_open_offset(broker):
 def test_send_offsets_to_transaction_commits_with_the_transaction_only(broker):
     """consume → produce → send_offsets_to_transaction(position,
     consumer_group_metadata): the group's offsets are invisible while the
-    transaction is open (require_stable reads get UNSTABLE_OFFSET_COMMIT),
-    become the positions sent on commit, and stay unchanged on abort."""
+    transaction is open, become the positions sent on commit, and stay
+    unchanged on abort."""
     source, sink = unique("txn-source"), unique("txn-sink")
     admin = make_admin(broker)
     create_topic(admin, source, 2)
@@ -721,13 +747,11 @@ def test_send_offsets_to_transaction_commits_with_the_transaction_only(broker):
         produce_in_transaction(producer, sink, outputs)
         positions = consumer.position([TopicPartition(source, p) for p in range(2)])
         assert [(tp.partition, tp.offset) for tp in positions] == [(0, 10), (1, 10)]
-        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S)
+        send_offsets(producer, positions, consumer.consumer_group_metadata())
 
-        # Pending: nothing committed yet; a stable read is refused.
+        # Pending: nothing committed yet.
         assert offset_fetch_v7(broker, group, source, [0, 1], require_stable=False) == {
             0: (-1, ERROR_NONE), 1: (-1, ERROR_NONE)}
-        assert offset_fetch_v7(broker, group, source, [0, 1], require_stable=True) == {
-            0: (-1, ERROR_UNSTABLE_OFFSET_COMMIT), 1: (-1, ERROR_UNSTABLE_OFFSET_COMMIT)}
 
         producer.commit_transaction(TXN_CALL_TIMEOUT_S)
         wait_until(
@@ -751,7 +775,7 @@ def test_send_offsets_to_transaction_commits_with_the_transaction_only(broker):
         produce_in_transaction(producer, sink, [{"value": b"out " + m.value(), "partition": 0} for m in consumed_more])
         positions = consumer.position([TopicPartition(source, p) for p in range(2)])
         assert [(tp.partition, tp.offset) for tp in positions] == [(0, 15), (1, 10)]
-        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S)
+        send_offsets(producer, positions, consumer.consumer_group_metadata())
         producer.abort_transaction(TXN_CALL_TIMEOUT_S)
         wait_until(
             lambda: offset_fetch_v7(broker, group, source, [0, 1], require_stable=True)
@@ -765,6 +789,35 @@ def test_send_offsets_to_transaction_commits_with_the_transaction_only(broker):
     sink_records = read_records(broker, sink, [0], READ_COMMITTED, 20)
     assert [value for _, value in sink_records[0]] == [o["value"] for o in outputs]
     assert [offset for offset, _ in sink_records[0]] == list(range(20))
+
+
+@pytest.mark.timeout(60)
+def test_pending_transactional_offsets_are_unstable_for_require_stable_reads(broker):
+    """KIP-447: while a transaction holds offsets for a partition, OffsetFetch
+    with require_stable (what read_committed consumers send) answers
+    UNSTABLE_OFFSET_COMMIT for it, and the committed offset once the
+    transaction ends; other partitions of the group answer as usual."""
+    source = unique("unstable-source")
+    create_topic(make_admin(broker), source, 2)
+    group = unique("unstable-group")
+    metadata_source = make_consumer(broker, **{"group.id": group})
+    metadata = metadata_source.consumer_group_metadata()
+    close_consumer(metadata_source)
+    producer = transactional_producer(broker, unique("tid-unstable"))
+    producer.begin_transaction()
+    produce_in_transaction(producer, source, [{"value": b"output", "partition": 1}])
+    send_offsets(producer, [TopicPartition(source, 0, 7)], metadata)
+
+    assert offset_fetch_v7(broker, group, source, [0, 1], require_stable=False) == {
+        0: (-1, ERROR_NONE), 1: (-1, ERROR_NONE)}
+    assert offset_fetch_v7(broker, group, source, [0, 1], require_stable=True) == {
+        0: (-1, ERROR_UNSTABLE_OFFSET_COMMIT), 1: (-1, ERROR_NONE)}
+    producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+    wait_until(
+        lambda: offset_fetch_v7(broker, group, source, [0, 1], require_stable=True)
+        == {0: (7, ERROR_NONE), 1: (-1, ERROR_NONE)},
+        MARKER_TIMEOUT_S, "the committed offset to be stable",
+    )
 
 
 @pytest.mark.timeout(120)
@@ -804,7 +857,7 @@ def test_exactly_once_loop_with_a_subscribed_consumer(broker):
             for message in batch:
                 producer.produce(sink, value=b"out " + message.value(), partition=0)
             metadata = consumer.consumer_group_metadata()
-            producer.send_offsets_to_transaction(consumer.position(consumer.assignment()), metadata, TXN_CALL_TIMEOUT_S)
+            send_offsets(producer, consumer.position(consumer.assignment()), metadata)
             producer.commit_transaction(TXN_CALL_TIMEOUT_S)
             processed.extend(message.value() for message in batch)
     finally:
@@ -817,6 +870,44 @@ def test_exactly_once_loop_with_a_subscribed_consumer(broker):
     )
     outputs = read_records(broker, sink, [0], READ_COMMITTED, 30)
     assert sorted(value for _, value in outputs[0]) == sorted(b"out " + m["value"] for m in inputs)
+
+
+@pytest.mark.timeout(90)
+def test_send_offsets_with_a_departed_members_metadata_is_refused(broker):
+    """KIP-447: offsets sent with the group metadata of a member that has
+    left the group are refused (UNKNOWN_MEMBER_ID); librdkafka makes that
+    an abortable error, and after the abort nothing is committed."""
+    source = unique("stale-source")
+    admin = make_admin(broker)
+    create_topic(admin, source, 1)
+    assert_delivered(produce_all(make_producer(broker), source, [{"value": b"in", "partition": 0}]))
+    group = unique("stale-group")
+    member = make_consumer(broker, **{
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    })
+    member.subscribe([source])
+    try:
+        poll_deadline = time.monotonic() + 30
+        while not member.assignment():
+            assert time.monotonic() < poll_deadline, "the member never got an assignment"
+            member.consume(10, timeout=0.2)
+        departed = member.consumer_group_metadata()
+    finally:
+        close_consumer(member)
+
+    producer = transactional_producer(broker, unique("tid-stale"))
+    producer.begin_transaction()
+    produce_in_transaction(producer, source, [{"value": b"out", "partition": 0}])
+    with pytest.raises(KafkaException) as raised:
+        send_offsets(producer, [TopicPartition(source, 0, 1)], departed)
+    error = fatal_error(raised)
+    assert error.txn_requires_abort() and not error.fatal(), f"send_offsets with a departed member: {error!r}"
+    producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+    assert offset_fetch_v7(broker, group, source, [0], require_stable=False) == {0: (-1, ERROR_NONE)}
+    assert read_records(broker, source, [0], READ_COMMITTED, 1) == {0: [(0, b"in")]}
 
 
 # --- kafka-python ---------------------------------------------------------------
@@ -882,7 +973,7 @@ def test_kafka_python_transactions(broker):
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
     try:
         wait_until(
-            lambda: {tp: m.offset for tp, m in admin.list_consumer_group_offsets(group).items()} == {source: 3},
+            lambda: {tp: m.offset for tp, m in admin.list_group_offsets(group)[group].items()} == {source: 3},
             MARKER_TIMEOUT_S, "the committed transaction's group offset",
         )
     finally:
@@ -894,9 +985,10 @@ def test_kafka_python_transactions(broker):
 @pytest.mark.timeout(90)
 def test_second_producer_with_the_same_id_fences_the_first_and_aborts_its_transaction(broker):
     """init_transactions() by a second producer with the same
-    transactional.id aborts the first one's open transaction; the first
-    producer's next call fails with a fatal fenced error, and a zombie write
-    with its old epoch is refused by the partition."""
+    transactional.id aborts the first one's open transaction with a bumped
+    epoch; the first producer's next call fails with a fatal fenced error,
+    and a zombie write with its old epoch is refused by the partition even
+    before the new producer has written there."""
     topic = unique("txn-fence")
     create_topic(make_admin(broker), topic, 1)
     transactional_id = unique("tid-fence")
@@ -906,6 +998,18 @@ def test_second_producer_with_the_same_id_fences_the_first_and_aborts_its_transa
     assert offsets_by_partition(produce_in_transaction(first, topic, zombie)) == {0: [0, 1, 2]}
 
     second = transactional_producer(broker, transactional_id)
+    wait_for_end(broker, topic, 0, READ_COMMITTED, 4)
+    batches = fetch_raw(broker, topic, 0, 0, READ_UNCOMMITTED)["batches"]
+    assert markers(batches) == [(3, CONTROL_ABORT)]
+    old, abort_marker = batches[0], batches[-1]
+    assert old.producer_id == abort_marker.producer_id
+
+    # A zombie write with the first producer's epoch is refused where the
+    # data goes (the ABORT marker carries the bumped epoch, which fences it).
+    batch = transactional_batch(old.producer_id, old.producer_epoch, 3, [b"late zombie"], int(time.time() * 1000))
+    code, _ = produce_transactional_v3(broker, transactional_id, topic, 0, batch)
+    assert code in (ERROR_INVALID_PRODUCER_EPOCH, ERROR_PRODUCER_FENCED), f"zombie produce answered {code}"
+    assert abort_marker.producer_epoch > old.producer_epoch, f"fencing ABORT marker {abort_marker}, data {old}"
 
     with pytest.raises(KafkaException) as raised:
         first.commit_transaction(TXN_CALL_TIMEOUT_S)
@@ -924,19 +1028,10 @@ def test_second_producer_with_the_same_id_fences_the_first_and_aborts_its_transa
     assert read_records(broker, topic, [0], READ_COMMITTED, 2) == {0: [(4, b"fresh 0"), (5, b"fresh 1")]}
     assert read_records(broker, topic, [0], READ_UNCOMMITTED, 5) == {
         0: [(0, b"zombie 0"), (1, b"zombie 1"), (2, b"zombie 2"), (4, b"fresh 0"), (5, b"fresh 1")]}
-
     batches = {b.base_offset: b for b in fetch_raw(broker, topic, 0, 0, READ_UNCOMMITTED)["batches"]}
     assert markers(batches.values()) == [(3, CONTROL_ABORT), (6, CONTROL_COMMIT)]
-    old, abort_marker, new = batches[0], batches[3], batches[4]
-    assert old.producer_id == abort_marker.producer_id == new.producer_id
-    assert abort_marker.producer_epoch > old.producer_epoch, (old, abort_marker)
-    assert new.producer_epoch > old.producer_epoch, (old, new)
-
-    # The first producer's epoch is refused where the data goes, too.
-    batch = transactional_batch(old.producer_id, old.producer_epoch, 3, [b"late zombie"], int(time.time() * 1000))
-    code, _ = produce_transactional_v3(broker, transactional_id, topic, 0, batch)
-    assert code in (ERROR_INVALID_PRODUCER_EPOCH, ERROR_PRODUCER_FENCED), f"zombie produce answered {code}"
-    assert high_watermark(broker, topic, 0, READ_UNCOMMITTED) == 7
+    new = batches[4]
+    assert new.producer_id == old.producer_id and new.producer_epoch > old.producer_epoch, (old, new)
 
 
 @pytest.mark.timeout(60)
@@ -1008,6 +1103,10 @@ def test_expired_transaction_is_aborted_with_a_bumped_epoch(broker):
         abandoned.commit_transaction(TXN_CALL_TIMEOUT_S)
     error = fatal_error(raised)
     assert error.code() in FENCED_CODES and error.fatal(), f"commit after expiry: {error!r}"
+    late = transactional_batch(data.producer_id, data.producer_epoch, 2, [b"late"], int(time.time() * 1000))
+    code, _ = produce_transactional_v3(broker, transactional_id, topic, 0, late)
+    assert code in (ERROR_INVALID_PRODUCER_EPOCH, ERROR_PRODUCER_FENCED), f"write with the expired epoch answered {code}"
+    assert high_watermark(broker, topic, 0, READ_UNCOMMITTED) == 3
 
     successor = transactional_producer(broker, transactional_id)
     successor.begin_transaction()
@@ -1099,6 +1198,142 @@ def test_transactions_survive_kill_9(broker):
     assert batches[14].producer_epoch > short_batch.producer_epoch
 
 
+@pytest.mark.timeout(120)
+def test_open_transaction_continues_across_a_clean_restart(broker):
+    """A broker restart (SIGTERM) in the middle of a transaction: the open
+    transaction still holds read_committed back afterwards, and the same
+    producer goes on producing and commits it."""
+    topic = unique("txn-clean-restart")
+    create_topic(make_admin(broker), topic, 1)
+    producer = transactional_producer(broker, unique("tid-clean-restart"))
+    producer.begin_transaction()
+    before = [{"value": f"before {i}".encode(), "partition": 0} for i in range(3)]
+    assert offsets_by_partition(produce_in_transaction(producer, topic, before)) == {0: [0, 1, 2]}
+    broker.restart()
+
+    assert high_watermark(broker, topic, 0, READ_COMMITTED) == 0
+    assert high_watermark(broker, topic, 0, READ_UNCOMMITTED) == 3
+    after = [{"value": f"after {i}".encode(), "partition": 0} for i in range(2)]
+    assert offsets_by_partition(produce_in_transaction(producer, topic, after)) == {0: [3, 4]}
+    producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+    wait_for_end(broker, topic, 0, READ_COMMITTED, 6)
+    assert read_records(broker, topic, [0], READ_COMMITTED, 5) == {
+        0: [(i, m["value"]) for i, m in enumerate(before + after)]}
+
+
+def aborted_by_walking(broker, topic: str, partition: int, end: int) -> set:
+    """Every (producer id, first offset) that read_committed Fetches list as
+    aborted, walking the partition from 0 to `end` one answer at a time
+    (Kafka answers from one segment at a time and lists the aborted
+    transactions that overlap what it returned)."""
+    listed = set()
+    offset = 0
+    while offset < end:
+        answer = fetch_raw(broker, topic, partition, offset, READ_COMMITTED)
+        assert answer["error_code"] == ERROR_NONE, answer
+        assert answer["batches"], f"no batch from offset {offset} below {end}: {answer}"
+        listed.update(answer["aborted_transactions"] or [])
+        offset = answer["batches"][-1].last_offset + 1
+    return listed
+
+
+@pytest.mark.timeout(150)
+def test_aborted_transactions_stay_hidden_across_segments_and_restarts(broker):
+    """Sixteen transactions, every other one aborted, over many 1 KiB
+    segments: read_committed gets exactly the committed records — from the
+    start and from inside an aborted transaction — and Fetch lists exactly
+    the aborted ones; the same after a clean restart and after kill -9."""
+    topic = unique("txn-segments")
+    create_topic(make_admin(broker), topic, 1, config={"segment.bytes": "1024"})
+    producer = transactional_producer(broker, unique("tid-segments"))
+    committed, everything, aborted_starts = [], [], []
+    next_offset = 0
+    for number in range(16):
+        values = [f"transaction {number:02d} record {i} ".encode() * 3 for i in range(4)]
+        producer.begin_transaction()
+        reports = produce_in_transaction(producer, topic, [{"value": v, "partition": 0} for v in values])
+        offsets = [offset for _, _, offset, _ in reports]
+        assert offsets == list(range(next_offset, next_offset + 4))
+        if number % 2:
+            producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+            aborted_starts.append(next_offset)
+        else:
+            producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+            committed.extend(zip(offsets, values))
+        everything.extend(zip(offsets, values))
+        next_offset += 5
+    wait_for_end(broker, topic, 0, READ_COMMITTED, next_offset)
+    producer_id = fetch_raw(broker, topic, 0, 0, READ_UNCOMMITTED)["batches"][0].producer_id
+    inside = aborted_starts[3] + 2
+
+    def check(when):
+        assert read_records(broker, topic, [0], READ_COMMITTED, len(committed)) == {0: committed}, when
+        later = [(o, v) for o, v in committed if o > inside]
+        assert read_records(broker, topic, [0], READ_COMMITTED, len(later), start=inside) == {0: later}, when
+        assert read_records(broker, topic, [0], READ_UNCOMMITTED, len(everything)) == {0: everything}, when
+        assert aborted_by_walking(broker, topic, 0, next_offset) == {(producer_id, s) for s in aborted_starts}, when
+        assert high_watermark(broker, topic, 0, READ_COMMITTED) == next_offset, when
+
+    check("before any restart")
+    broker.restart()
+    check("after a clean restart")
+    broker.kill()
+    broker.start()
+    check("after kill -9")
+
+
+@pytest.mark.timeout(120)
+def test_transactional_offsets_survive_kill_9(broker):
+    """Group offsets sent with a committed transaction are there after a
+    kill -9 right after the commit; offsets of a transaction open at the
+    kill never become committed — the next producer with the
+    transactional.id aborts them."""
+    source = unique("offsets-kill")
+    create_topic(make_admin(broker), source, 1)
+    assert_delivered(produce_all(make_producer(broker), source,
+                                 [{"value": f"in {i}".encode(), "partition": 0} for i in range(10)]))
+    group = unique("offsets-kill-group")
+    transactional_id = unique("tid-offsets-kill")
+    metadata_source = make_consumer(broker, **{"group.id": group})
+    metadata = metadata_source.consumer_group_metadata()
+    close_consumer(metadata_source)
+
+    def committed_offset():
+        return offset_fetch_v7(broker, group, source, [0], require_stable=False)[0]
+
+    producer = transactional_producer(broker, transactional_id)
+    producer.begin_transaction()
+    produce_in_transaction(producer, source, [{"value": b"first output", "partition": 0}])
+    send_offsets(producer, [TopicPartition(source, 0, 4)], metadata)
+    producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+    broker.kill()
+    broker.start()
+    wait_until(lambda: committed_offset() == (4, ERROR_NONE), MARKER_TIMEOUT_S, "offset 4 after kill -9")
+
+    # A fresh producer: librdkafka's would hang in send_offsets_to_transaction
+    # after the restart (confluentinc/librdkafka#5511).
+    reopened = transactional_producer(broker, transactional_id)
+    reopened.begin_transaction()
+    produce_in_transaction(reopened, source, [{"value": b"open output", "partition": 0}])
+    send_offsets(reopened, [TopicPartition(source, 0, 8)], metadata)
+    broker.kill()
+    broker.start()
+    successor = transactional_producer(broker, transactional_id)
+    wait_for_end(broker, source, 0, READ_COMMITTED, 14)
+    assert committed_offset() == (4, ERROR_NONE)
+
+    successor.begin_transaction()
+    produce_in_transaction(successor, source, [{"value": b"last output", "partition": 0}])
+    send_offsets(successor, [TopicPartition(source, 0, 9)], metadata)
+    successor.commit_transaction(TXN_CALL_TIMEOUT_S)
+    wait_until(lambda: committed_offset() == (9, ERROR_NONE), MARKER_TIMEOUT_S, "offset 9")
+    broker.kill()
+    broker.start()
+    assert committed_offset() == (9, ERROR_NONE)
+    assert [v for _, v in read_records(broker, source, [0], READ_COMMITTED, 12)[0][10:]] == [
+        b"first output", b"last output"]
+
+
 # --- 8. idempotent retries across a restart ----------------------------------------
 
 @pytest.mark.timeout(150)
@@ -1173,12 +1408,17 @@ def test_transaction_coordinator_answers_by_hand(broker):
         error, idempotent_id, idempotent_epoch = init_producer_id_v1(conn, None, 60_000)
         assert (error, idempotent_epoch) == (ERROR_NONE, 0) and idempotent_id not in (producer_id, other_id, -1)
 
-        assert init_producer_id_v1(conn, "", 60_000) == (ERROR_INVALID_REQUEST, -1, -1)
         assert init_producer_id_v1(conn, unique("tid-zero"), 0) == (ERROR_INVALID_TRANSACTION_TIMEOUT, -1, -1)
         assert init_producer_id_v1(conn, unique("tid-huge"), 2**31 - 1) == (ERROR_INVALID_TRANSACTION_TIMEOUT, -1, -1)
 
-        assert end_txn_v1(conn, unique("tid-unknown"), producer_id, 1, commit=True) == ERROR_INVALID_PRODUCER_ID_MAPPING
-        assert end_txn_v1(conn, transactional_id, producer_id + 1000, 1, commit=True) == ERROR_INVALID_PRODUCER_ID_MAPPING
-        assert end_txn_v1(conn, transactional_id, producer_id, 0, commit=True) in (
-            ERROR_INVALID_PRODUCER_EPOCH, ERROR_PRODUCER_FENCED)
-        assert end_txn_v1(conn, transactional_id, producer_id, 1, commit=True) == ERROR_INVALID_TXN_STATE
+        assert end_txn(conn, unique("tid-unknown"), producer_id, 1, commit=True) == ERROR_INVALID_PRODUCER_ID_MAPPING
+        assert end_txn(conn, transactional_id, producer_id + 1000, 1, commit=True) == ERROR_INVALID_PRODUCER_ID_MAPPING
+        # An old epoch is PRODUCER_FENCED from v2 on; older versions predate
+        # that code (KIP-588) and get INVALID_PRODUCER_EPOCH.
+        assert end_txn(conn, transactional_id, producer_id, 0, commit=True, version=2) == ERROR_PRODUCER_FENCED
+        assert end_txn(conn, transactional_id, producer_id, 0, commit=True, version=1) == ERROR_INVALID_PRODUCER_EPOCH
+        assert end_txn(conn, transactional_id, producer_id, 1, commit=True) == ERROR_INVALID_TXN_STATE
+        assert end_txn(conn, transactional_id, producer_id, 1, commit=False) == ERROR_INVALID_TXN_STATE
+
+        # An empty transactional id is not "no transactional id".
+        assert init_producer_id_v1(conn, "", 60_000) == (ERROR_INVALID_REQUEST, -1, -1)
