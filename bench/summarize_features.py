@@ -45,6 +45,8 @@ def produce_complete(run):
 def produce_status(run):
     produce = run.get("produce") or {}
     verify = run.get("verify")
+    if produce.get("error"):
+        return f"failed: {produce['error']}"
     if not produce.get("complete"):
         return (
             f"produce incomplete: {produce.get('messages')}/{produce.get('requested')} acked, "
