@@ -7,9 +7,13 @@ then get: which (partition, offset, value) records, where the consumer's
 position ends (each COMMIT/ABORT marker takes one offset in every partition
 of the transaction, and consumers step over it), and what ListOffsets and
 Fetch say about the last stable offset (LSO). Then fencing by
-`transactional.id`, transaction timeouts, consumer-group offsets committed
-with a transaction, `kill -9` of the broker with committed and open
-transactions, and idempotent retries across a restart.
+`transactional.id` (and of zombie writes at the partition), transaction
+timeouts, consumer-group offsets committed with a transaction (with the
+KIP-447 checks: stale members refused, pending offsets unstable), the
+KIP-890 check that a transactional write outside an ongoing transaction is
+refused, compressed transactional batches, aborted transactions over many
+segments, clean restarts and `kill -9` of the broker with committed and
+open transactions, and idempotent retries across a restart.
 
 Everything checked is Apache Kafka's behaviour as a client observes it.
 Markers are written after EndTxn is answered (as in Kafka), so whatever
@@ -78,6 +82,7 @@ ERROR_INVALID_PRODUCER_EPOCH = 47
 ERROR_INVALID_TXN_STATE = 48
 ERROR_INVALID_PRODUCER_ID_MAPPING = 49
 ERROR_INVALID_TRANSACTION_TIMEOUT = 50
+ERROR_INVALID_RECORD = 87
 ERROR_UNSTABLE_OFFSET_COMMIT = 88
 ERROR_PRODUCER_FENCED = 90
 
@@ -516,6 +521,9 @@ def test_committed_transactions_are_read_in_order_and_each_marker_takes_one_offs
         close_consumer(consumer)
     for partition, end in log_end.items():
         assert high_watermark(broker, topic, partition, READ_UNCOMMITTED) == end
+    # Assigned at a marker's offset, a consumer starts with what follows it.
+    assert read_records(broker, topic, range(3), READ_COMMITTED, 10, start=10) == {
+        p: expected[p][10:] for p in range(2)}
 
     for partition, end in log_end.items():
         answer = fetch_raw(broker, topic, partition, 0, READ_COMMITTED)
@@ -606,6 +614,26 @@ def test_aborted_transaction_is_hidden_from_read_committed_only(broker):
     later = fetch_raw(broker, topic, 0, 4, READ_COMMITTED)
     assert not later["aborted_transactions"], later["aborted_transactions"]
     assert [b.base_offset for b in later["batches"]][:1] == [4]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd"])
+def test_compressed_transactional_batches(broker, codec):
+    """Compressed transactional batches: an aborted and a committed
+    transaction, read back exactly as with uncompressed ones."""
+    topic = unique(f"txn-{codec}")
+    create_topic(make_admin(broker), topic, 1)
+    producer = transactional_producer(broker, unique("tid-compressed"), **{"compression.codec": codec})
+    values = [f"{codec} record {i} ".encode() * 20 for i in range(20)]
+    producer.begin_transaction()
+    produce_in_transaction(producer, topic, [{"value": v, "partition": 0} for v in values[:10]])
+    producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+    producer.begin_transaction()
+    produce_in_transaction(producer, topic, [{"value": v, "partition": 0} for v in values[10:]])
+    producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+    assert read_records(broker, topic, [0], READ_COMMITTED, 10) == {0: [(11 + i, v) for i, v in enumerate(values[10:])]}
+    assert read_records(broker, topic, [0], READ_UNCOMMITTED, 20) == {
+        0: [(i, v) for i, v in enumerate(values[:10])] + [(11 + i, v) for i, v in enumerate(values[10:])]}
 
 
 # --- 3. open transactions and the last stable offset -------------------------------
@@ -1061,6 +1089,30 @@ def test_fenced_between_transactions_fails_at_the_next_transaction(broker):
 
     assert read_records(broker, topic, [0], READ_UNCOMMITTED, 1) == {0: [(0, b"kept")]}
     assert high_watermark(broker, topic, 0, READ_UNCOMMITTED) == 2
+
+
+@pytest.mark.timeout(60)
+def test_transactional_write_outside_the_transaction_is_refused(broker):
+    """A transactional batch for a partition that is not in an ongoing
+    transaction of its producer (no AddPartitionsToTxn) is refused, as
+    Kafka 3.6+ verifies with the coordinator (KIP-890 part 1: INVALID_RECORD
+    for old Produce versions in 3.6, INVALID_TXN_STATE since); accepting it
+    would leave a transaction no marker ever ends, holding the partition's
+    last stable offset forever."""
+    topic = unique("txn-unadded")
+    create_topic(make_admin(broker), topic, 2)
+    transactional_id = unique("tid-unadded")
+    producer = transactional_producer(broker, transactional_id, **{"transaction.timeout.ms": 2000})
+    producer.begin_transaction()
+    produce_in_transaction(producer, topic, [{"value": b"in the transaction", "partition": 0}])
+    producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+    [batch] = fetch_raw(broker, topic, 0, 0, READ_UNCOMMITTED)["batches"][:1]
+
+    outside = transactional_batch(batch.producer_id, batch.producer_epoch, 0, [b"outside"], int(time.time() * 1000))
+    code, _ = produce_transactional_v3(broker, transactional_id, topic, 1, outside)
+    assert code in (ERROR_INVALID_TXN_STATE, ERROR_INVALID_RECORD), f"write outside the transaction answered {code}"
+    assert high_watermark(broker, topic, 1, READ_UNCOMMITTED) == 0
+    assert high_watermark(broker, topic, 1, READ_COMMITTED) == 0
 
 
 # --- 6. timeout -----------------------------------------------------------------
