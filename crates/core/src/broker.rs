@@ -539,7 +539,18 @@ impl Broker {
         let header = *header;
         let (base_offset, last_offset) = if header.producer_id >= 0 {
             let mut producers = partition.producers();
-            match producers.check(&header)? {
+            let check = producers.check(&header)?;
+            // After the epoch check, so a fenced producer hears it is
+            // fenced; a retried batch gets its offsets even if its
+            // transaction has ended since.
+            let key = (topic.name().to_string(), partition.index() as i32);
+            if check == SequenceCheck::Append
+                && header.is_transactional()
+                && !self.transactions.allows(header.producer_id, &key)
+            {
+                return Err(CoreError::InvalidTxnState);
+            }
+            match check {
                 SequenceCheck::Duplicate {
                     base_offset,
                     last_offset,
@@ -643,7 +654,13 @@ impl Broker {
                 let Some(batch) = partition.log().batch_at_or_after_timestamp(timestamp)? else {
                     return Ok(None);
                 };
-                Ok(first_record_at_or_after(batch, timestamp))
+                let found = first_record_at_or_after(batch, timestamp);
+                // As Kafka: a read_committed consumer is not told of offsets
+                // at or past the last stable offset.
+                Ok(found.filter(|&(offset, _)| {
+                    isolation == Isolation::ReadUncommitted
+                        || offset < partition.last_stable_offset()
+                }))
             }
         }
     }

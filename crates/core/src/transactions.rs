@@ -69,12 +69,15 @@ struct Transaction {
 #[derive(Debug, Default)]
 pub(crate) struct Transactions {
     by_id: tokio::sync::Mutex<HashMap<String, Transaction>>,
+    /// Producer id → partitions of its open transaction, for checking
+    /// transactional writes on the produce path without the async lock.
+    open_partitions: parking_lot::Mutex<HashMap<i64, BTreeSet<TopicPartition>>>,
 }
 
 impl Transactions {
     /// The transactions persisted in the coordinator log.
     pub(crate) fn restore(records: HashMap<String, serde_json::Value>) -> Transactions {
-        let by_id = records
+        let by_id: HashMap<String, Transaction> = records
             .into_iter()
             .filter_map(|(id, value)| match serde_json::from_value::<Transaction>(value) {
                 Ok(transaction) => Some((id, transaction)),
@@ -84,9 +87,36 @@ impl Transactions {
                 }
             })
             .collect();
+        let open_partitions = by_id
+            .values()
+            .filter(|t| t.state == TransactionState::Ongoing)
+            .map(|t| (t.producer_id, t.partitions.clone()))
+            .collect();
         Transactions {
             by_id: tokio::sync::Mutex::new(by_id),
+            open_partitions: parking_lot::Mutex::new(open_partitions),
         }
+    }
+
+    /// Keeps `open_partitions` in step with a transaction's state.
+    fn note(&self, transaction: &Transaction) {
+        let mut open = self.open_partitions.lock();
+        if transaction.state == TransactionState::Ongoing {
+            open.insert(transaction.producer_id, transaction.partitions.clone());
+        } else {
+            open.remove(&transaction.producer_id);
+        }
+    }
+
+    /// Whether `producer_id` may write transactional records to the
+    /// partition: it was added to the producer's open transaction (as
+    /// Kafka 3.6+ verifies; a write outside would hold the partition's last
+    /// stable offset forever, since no marker would end it).
+    pub(crate) fn allows(&self, producer_id: i64, partition: &TopicPartition) -> bool {
+        self.open_partitions
+            .lock()
+            .get(&producer_id)
+            .is_some_and(|partitions| partitions.contains(partition))
     }
 }
 
@@ -267,16 +297,25 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// As [`Broker::add_partitions_to_transaction`], and
-    /// [`CoreError::InvalidTxnState`] when the group was not added.
+    /// As [`Broker::add_partitions_to_transaction`];
+    /// [`CoreError::InvalidTxnState`] when the group was not added; the
+    /// group errors of a commit when `member` (generation, member id,
+    /// instance id) is not a current member.
     pub async fn commit_offsets_in_transaction(
         &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         group_id: &str,
+        member: Option<(i32, &str, Option<&str>)>,
         commits: Vec<OffsetCommit>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        // KIP-447: offsets sent with a member's group metadata are only
+        // accepted from a current member of the current generation.
+        if let Some((generation, member_id, instance_id)) = member {
+            self.groups
+                .check_commit(group_id, generation, member_id, instance_id)?;
+        }
         let mut transactions = self.transactions.by_id.lock().await;
         let transaction = producer_transaction(
             &mut transactions,
@@ -517,6 +556,7 @@ impl Broker {
         transactional_id: &str,
         transaction: &Transaction,
     ) -> Result<()> {
+        self.transactions.note(transaction);
         let value = serde_json::to_value(transaction).map_err(std::io::Error::other)?;
         let end = self
             .offsets

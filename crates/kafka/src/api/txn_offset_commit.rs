@@ -33,6 +33,15 @@ pub fn handle(
                 })
             })
             .collect();
+        // v3+ carries the consumer's group metadata (KIP-447); -1 means none.
+        let instance = owned(request.group_instance_id.as_ref());
+        let member = (version >= 3 && request.generation_id >= 0).then(|| {
+            (
+                request.generation_id,
+                request.member_id.as_str(),
+                instance.as_deref(),
+            )
+        });
         let outcome = context
             .broker
             .commit_offsets_in_transaction(
@@ -40,6 +49,7 @@ pub fn handle(
                 request.producer_id.0,
                 request.producer_epoch,
                 request.group_id.0.as_str(),
+                member,
                 commits,
             )
             .await;
