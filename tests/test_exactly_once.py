@@ -135,6 +135,9 @@ def processes(tmp_path):
     yield make
     for process in made:
         process.kill()
+        # Kept for a failed test's post-mortem, next to the process's stderr.
+        (tmp_path / f"{process.name}.events.json").write_text(
+            "\n".join(json.dumps(event) for event in process.events) + "\n")
 
 
 def script_config(broker, **settings) -> str:
@@ -241,6 +244,19 @@ ASSIGNOR_SPLITS = {
 }
 
 
+def commit_start_offsets(broker, group: str, topic: str, partitions: int) -> None:
+    """Offset 0 committed for every partition, before any member joins."""
+    consumer = make_consumer(broker, **{"group.id": group})
+    try:
+        committed = call_within(
+            lambda: consumer.commit(offsets=[TopicPartition(topic, p, 0) for p in range(partitions)],
+                                    asynchronous=False),
+            30, "commit")
+    finally:
+        call_within(consumer.close, CLOSE_TIMEOUT_S, "consumer close")
+    assert [(tp.partition, tp.offset, tp.error) for tp in committed] == [(p, 0, None) for p in range(partitions)]
+
+
 def current_assignment(process: ScriptProcess) -> frozenset:
     assignments = process.of("assignment")
     return frozenset(assignments[-1]["partitions"]) if assignments else frozenset()
@@ -327,6 +343,15 @@ def test_group_member_killed_mid_consumption_loses_nothing(broker, processes, st
     topic = unique(f"alo-{strategy}")
     create_topic(make_admin(broker), topic, partitions)
     group = unique("alo")
+    # librdkafka 2.16 resumes the fetchers of partitions it was just
+    # assigned ("Resuming fetchers ... assign called"); for a partition
+    # without a committed offset that resume can reset it to the earliest
+    # offset a second time, after records were already delivered, so one
+    # consumer gets the same records twice although the broker answered
+    # every OffsetFetch, ListOffsets and Fetch correctly (about one run in
+    # 25; cf. confluentinc/librdkafka#4637 and #4686). With offset 0
+    # committed up front no member starts without a committed offset.
+    commit_start_offsets(broker, group, topic, partitions)
 
     def start(index):
         config = script_config(
@@ -382,9 +407,9 @@ def test_group_member_killed_mid_consumption_loses_nothing(broker, processes, st
                    f"committed offsets at the log end {log_end}", interval=0.3)
     except AssertionError as error:
         raise AssertionError(f"{error}\n{failure_report(trio)}") from None
+    assert [current_assignment(p) for p in survivors] == after, "the assignment changed after the take-over"
     for survivor in survivors:
         assert survivor.stop() == 0, survivor.stderr_tail()
-    assert [current_assignment(p) for p in survivors] == after, "the assignment changed after the take-over"
 
     for survivor in survivors:
         assert not survivor.of("error"), f"{survivor.name} consume errors: {survivor.of('error')}"
@@ -590,11 +615,13 @@ while not stopping:
     offsets = {}
     for message in good:
         offsets[message.partition()] = message.offset() + 1
+    say(event="begin", records=[[m.partition(), m.offset()] for m in good])
     try:
         producer.begin_transaction()
         for message in good:
             producer.produce(target, value=message.value(), partition=message.partition())
         time.sleep(pause_s)
+        say(event="commit", offsets=sorted(offsets.items()))
         attempt(lambda: producer.send_offsets_to_transaction(
             [TopicPartition(source, p, o) for p, o in offsets.items()],
             consumer.consumer_group_metadata(), CALL_TIMEOUT_S), "send_offsets_to_transaction")
@@ -640,7 +667,8 @@ def copied(copier: ScriptProcess) -> int:
 def copier_report(copiers) -> str:
     lines = []
     for copier in copiers:
-        interesting = [e for e in list(copier.events) if e["event"] != "committed"]
+        interesting = [e for e in list(copier.events) if e["event"] not in ("committed", "begin", "commit")]
+        interesting += [e for e in list(copier.events)[-3:] if e["event"] in ("begin", "commit")]
         lines.append(f"{copier.name}: {copied(copier)} copied in {len(copier.of('committed'))} transactions, "
                      f"exit {copier.proc.poll()}, other events {interesting[-15:]}\n{copier.stderr_tail(1500)}")
     return "\n".join(lines)
@@ -663,7 +691,15 @@ def test_transactional_copy_survives_kill_9_exactly_once(broker, processes, kill
     produced = produce_values(broker, source, partitions, per_partition, "A")
     total = len(produced)
     group, transactional_id = unique("eos-copy"), unique("eos-tid")
-    consumer_config = script_config(broker, **{
+    # As in the group test above: no copier starts without a committed offset.
+    commit_start_offsets(broker, group, source, partitions)
+    # librdkafka 2.16 re-bootstraps when its only broker goes down and
+    # decommissions the learned broker, which may stay cached as the group
+    # coordinator; send_offsets_to_transaction then hangs past its own
+    # timeout (confluentinc/librdkafka#5511, open). Without re-bootstrap the
+    # client simply reconnects, as it would to Apache Kafka.
+    no_rebootstrap = {"metadata.recovery.strategy": "none"}
+    consumer_config = script_config(broker, **no_rebootstrap, **{
         "group.id": group,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
@@ -671,7 +707,7 @@ def test_transactional_copy_survives_kill_9_exactly_once(broker, processes, kill
         "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
     })
-    producer_config = script_config(broker, **{"transactional.id": transactional_id, "linger.ms": 5})
+    producer_config = script_config(broker, **no_rebootstrap, **{"transactional.id": transactional_id, "linger.ms": 5})
 
     def start(name):
         return processes(name, COPIER, consumer_config, producer_config, source, target, 10, 0.08)
