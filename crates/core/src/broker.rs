@@ -543,10 +543,12 @@ impl Broker {
             // After the epoch check, so a fenced producer hears it is
             // fenced; a retried batch gets its offsets even if its
             // transaction has ended since.
-            let key = (topic.name().to_string(), partition.index() as i32);
             if check == SequenceCheck::Append
                 && header.is_transactional()
-                && !self.transactions.allows(header.producer_id, &key)
+                && !self.transactions.allows(
+                    header.producer_id,
+                    &(topic.name().to_string(), partition.index() as i32),
+                )
             {
                 return Err(CoreError::InvalidTxnState);
             }
