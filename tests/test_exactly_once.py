@@ -2,18 +2,18 @@
 
 1. At-least-once with a consumer group: three consumers, each in its own OS
    process, process and then synchronously commit; one is killed with
-   SIGKILL mid-consumption. The survivors take its partitions within the
-   session timeout, every produced record was processed and committed by
-   someone, a record is processed twice only if a processing of it was not
-   covered by a commit, and the group ends committed at the log end.
+   SIGKILL between processing a batch and committing it. The survivors
+   take its partitions within the session timeout, every produced record
+   was processed and committed by someone, only that batch is processed
+   twice, and the group ends committed at the log end.
 2. Idempotence by raw replay: the exact bytes of one idempotent Produce
    request, sent again (and again after a broker `kill -9`), are answered
    with the first append's base offset and never appended twice.
 3. Exactly-once copy: a consume → transactional produce →
    send_offsets_to_transaction → commit loop (KIP-98/KIP-447), killed with
-   SIGKILL midway and replaced by a copier with the same transactional.id
-   and group, with and without a broker `kill -9` as well: a read_committed
-   reader of the output sees every input value exactly once.
+   SIGKILL inside a transaction and replaced by a copier with the same
+   transactional.id and group, with and without a broker `kill -9` as well:
+   a read_committed reader of the output sees every input value exactly once.
 
 Consumers and copiers run as separate Python processes (a SIGKILL must stop
 their heartbeats and TCP connections without a LeaveGroup or an EndTxn);
@@ -566,12 +566,15 @@ def test_replayed_idempotent_produce_is_appended_once(broker, version):
 # (sleep, inside the transaction) -> send_offsets_to_transaction -> commit.
 # Retriable errors are retried; an abortable one aborts the transaction and
 # rewinds the consumer to its committed offsets; a fatal one exits with 3.
+# A copier given `stall_after` stops for good inside its transaction number
+# stall_after + 1, once that transaction's records are written to the target.
 COPIER = r"""
 import json, signal, sys, time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 consumer_config, producer_config = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 source, target, batch_size, pause_s = sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+stall_after = int(sys.argv[7])
 CALL_TIMEOUT_S = 30
 stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -618,6 +621,7 @@ producer = Producer(producer_config)
 attempt(lambda: producer.init_transactions(CALL_TIMEOUT_S), "init_transactions")
 say(event="ready")
 consumer.subscribe([source], on_assign=recorder("assign"), on_revoke=recorder("revoke"), on_lost=recorder("lost"))
+transactions = 0
 while not stopping:
     messages = consumer.consume(batch_size, 0.2)
     good = []
@@ -636,6 +640,10 @@ while not stopping:
         producer.begin_transaction()
         for message in good:
             producer.produce(target, value=message.value(), partition=message.partition())
+        if transactions == stall_after:
+            producer.flush(CALL_TIMEOUT_S)
+            say(event="stalled", records=[[m.partition(), m.offset(), m.value().decode()] for m in good])
+            time.sleep(3600)
         time.sleep(pause_s)
         say(event="commit", offsets=sorted(offsets.items()))
         attempt(lambda: producer.send_offsets_to_transaction(
@@ -644,9 +652,11 @@ while not stopping:
         attempt(lambda: producer.commit_transaction(CALL_TIMEOUT_S), "commit_transaction")
     except Aborted as aborted:
         attempt(lambda: producer.abort_transaction(CALL_TIMEOUT_S), "abort_transaction")
-        say(event="aborted", after=str(aborted), records=[[m.partition(), m.offset()] for m in good])
+        say(event="aborted", after=str(aborted),
+            records=[[m.partition(), m.offset(), m.value().decode()] for m in good])
         rewind()
         continue
+    transactions += 1
     say(event="committed", records=[[m.partition(), m.offset(), m.value().decode()] for m in good],
         offsets=sorted(offsets.items()))
 consumer.close()
@@ -654,11 +664,12 @@ say(event="closed")
 """
 
 
-def read_all(broker, topic: str, partitions: int, expected: int, grace_s: float = 2.0) -> list[bytes]:
-    """The values a read_committed consumer of all `partitions` gets from
-    offset 0: at least `expected` (or a failure after 60 s), then whatever
-    else arrives within `grace_s`."""
-    reader = make_consumer(broker, **{"isolation.level": "read_committed"})
+def read_all(broker, topic: str, partitions: int, expected: int, isolation: str = "read_committed",
+             grace_s: float = 2.0) -> list[bytes]:
+    """The values a consumer at `isolation` gets from offset 0 of all
+    `partitions`: at least `expected` (or a failure after 60 s), then
+    whatever else arrives within `grace_s`."""
+    reader = make_consumer(broker, **{"isolation.level": isolation})
     values = []
     try:
         reader.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -694,8 +705,9 @@ def copier_report(copiers) -> str:
 @pytest.mark.parametrize("kill_broker", [False, True], ids=["copier-killed", "copier-and-broker-killed"])
 def test_transactional_copy_survives_kill_9_exactly_once(broker, processes, kill_broker):
     """A → B by consume/produce/send_offsets/commit transactions; the copier
-    is killed with SIGKILL midway (inside a transaction, most likely) and a
-    new one with the same transactional.id and group carries on — in the
+    is killed with SIGKILL midway, inside a transaction whose records are
+    already in B, and a new one with the same transactional.id and group
+    carries on — in the
     second variant the broker is also killed with SIGKILL while the new
     copier runs. A read_committed reader of B gets each value of A exactly
     once, and the group's committed offsets are A's log end."""
@@ -725,10 +737,11 @@ def test_transactional_copy_survives_kill_9_exactly_once(broker, processes, kill
     })
     producer_config = script_config(broker, **no_rebootstrap, **{"transactional.id": transactional_id, "linger.ms": 5})
 
-    def start(name):
-        return processes(name, COPIER, consumer_config, producer_config, source, target, 10, 0.08)
+    def start(name, stall_after=-1):
+        return processes(name, COPIER, consumer_config, producer_config, source, target, 10, 0.08, stall_after)
 
-    first = start("copier-1")
+    # 15 transactions of up to 10 records each, then the open one is killed.
+    first = start("copier-1", stall_after=15)
     copiers = [first]
 
     def progress(at_least, copier, what):
@@ -740,14 +753,18 @@ def test_transactional_copy_survives_kill_9_exactly_once(broker, processes, kill
         except AssertionError as error:
             raise AssertionError(f"{error}\n{copier_report(copiers)}") from None
 
-    progress(total // 4, first, f"copier-1 to copy {total // 4} records")
+    try:
+        wait_until(lambda: first.of("stalled"), 60, "copier-1 inside its 16th transaction", interval=0.02)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{copier_report(copiers)}") from None
     first.kill()
-    assert copied(first) < total, "copier-1 finished before the kill"
+    [stalled] = first.of("stalled")
+    assert len(first.of("committed")) == 15, copier_report(copiers)
 
     second = start("copier-2")
     copiers.append(second)
     if kill_broker:
-        progress(total // 6, second, f"copier-2 to copy {total // 6} records")
+        progress(total // 4, second, f"copier-2 to copy {total // 4} records")
         broker.kill()
         broker.start()
         assert copied(first) + copied(second) < total, "the copy finished before the broker kill"
@@ -772,3 +789,12 @@ def test_transactional_copy_survives_kill_9_exactly_once(broker, processes, kill
         f"{sum(extra.values())} extra or repeated (first {sorted(extra)[:5]})\n{copier_report(copiers)}"
     )
     assert committed_offsets(broker, group, source, partitions) == log_end
+    # What the killed transaction wrote is in B, aborted: read_uncommitted
+    # sees those values once more, and at most the values of transactions
+    # that copier-2 aborted itself besides.
+    killed_open = Counter(value for _, _, value in stalled["records"])
+    aborted = Counter(value for event in second.of("aborted") for _, _, value in event["records"])
+    everything = Counter(v.decode() for v in read_all(broker, target, partitions, total + len(stalled["records"]),
+                                                      isolation="read_uncommitted"))
+    assert not (killed_open - (everything - want)) and not ((everything - want) - killed_open - aborted), (
+        f"read_uncommitted beyond A's values: {sorted(everything - want)}\n{copier_report(copiers)}")
