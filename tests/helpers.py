@@ -234,3 +234,21 @@ def call_within(call, timeout: float, what: str):
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+def committed_partitions(broker, group: str, topic: str, partitions: int, close_timeout: float = 30.0) -> list:
+    """The TopicPartitions `committed()` answers for partitions 0..n-1 of
+    `topic` in `group`, asked by a consumer that never joins the group;
+    fails on any partition error."""
+    consumer = make_consumer(broker, **{"group.id": group})
+    try:
+        answer = call_within(
+            lambda: consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15),
+            30,
+            "committed()",
+        )
+    finally:
+        call_within(consumer.close, close_timeout, "consumer close")
+    errors = [(tp.partition, tp.error) for tp in answer if tp.error is not None]
+    assert not errors, f"committed() partition errors: {errors}"
+    return answer

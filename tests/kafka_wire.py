@@ -331,7 +331,7 @@ def decode_metadata_v4(r: Reader) -> dict:
 
 # --- Fetch v4 ---------------------------------------------------------------
 
-def fetch_v4_body(topic, partition, offset, max_wait_ms=100, min_bytes=0, max_bytes=1 << 20):
+def fetch_v4_body(topic, partition, offset, max_wait_ms=100, min_bytes=0, max_bytes=1 << 20, read_committed=False):
     partitions = int32(1) + int32(partition) + int64(offset) + int32(max_bytes)
     topics = int32(1) + string(topic) + partitions
     return (
@@ -339,7 +339,7 @@ def fetch_v4_body(topic, partition, offset, max_wait_ms=100, min_bytes=0, max_by
         + int32(max_wait_ms)
         + int32(min_bytes)
         + int32(max_bytes)
-        + int8(0)  # isolation_level: read uncommitted
+        + int8(1 if read_committed else 0)  # isolation_level
         + topics
     )
 

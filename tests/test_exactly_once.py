@@ -38,6 +38,7 @@ import kafka_wire as wire
 from helpers import (
     assert_delivered,
     call_within,
+    committed_partitions,
     client_config,
     consume_exactly,
     create_topic,
@@ -171,17 +172,7 @@ def committed_offsets(broker, group: str, topic: str, partitions: int) -> dict:
     """{partition: committed offset} by OffsetFetch from a consumer that
     never joins `group` (librdkafka asks with require_stable, so pending
     transactional offsets are waited for, not returned)."""
-    consumer = make_consumer(broker, **{"group.id": group})
-    try:
-        answer = call_within(
-            lambda: consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15),
-            30,
-            "committed()",
-        )
-    finally:
-        call_within(consumer.close, CLOSE_TIMEOUT_S, "consumer close")
-    errors = [(tp.partition, tp.error) for tp in answer if tp.error is not None]
-    assert not errors, f"committed() partition errors: {errors}"
+    answer = committed_partitions(broker, group, topic, partitions, CLOSE_TIMEOUT_S)
     return {tp.partition: tp.offset for tp in answer}
 
 

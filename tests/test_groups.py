@@ -48,6 +48,7 @@ import kafka_wire as wire
 from helpers import (
     assert_delivered,
     call_within,
+    committed_partitions,
     client_config,
     create_topic,
     kafka_error_code,
@@ -235,17 +236,7 @@ def assert_exactly_once(records, expected: dict, what: str = "records") -> None:
 def committed_offsets(broker, group: str, topic: str, partitions: int) -> list:
     """[(partition, offset, metadata)] from OffsetFetch by a consumer that
     never joins `group`."""
-    consumer = make_consumer(broker, **{"group.id": group})
-    try:
-        answer = call_within(
-            lambda: consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15),
-            30,
-            "committed()",
-        )
-    finally:
-        call_within(consumer.close, CLOSE_TIMEOUT_S, "consumer close")
-    errors = [(tp.partition, tp.error) for tp in answer if tp.error is not None]
-    assert not errors, f"committed() partition errors: {errors}"
+    answer = committed_partitions(broker, group, topic, partitions, CLOSE_TIMEOUT_S)
     # Kafka answers "" for no metadata; librdkafka may show that as None.
     return sorted((tp.partition, tp.offset, tp.metadata or "") for tp in answer)
 

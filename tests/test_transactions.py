@@ -314,34 +314,8 @@ def fetch_raw(broker, topic: str, partition: int, offset: int, isolation: str) -
     """One-partition Fetch v4 at `isolation`: error_code, high_watermark,
     last_stable_offset, aborted_transactions [(producer_id, first_offset)]
     (None when the broker sent null) and batches (parsed headers)."""
-    partitions = wire.int32(1) + wire.int32(partition) + wire.int64(offset) + wire.int32(1 << 20)
-    body = (
-        wire.int32(-1)  # replica_id: a consumer
-        + wire.int32(100)  # max_wait_ms
-        + wire.int32(0)  # min_bytes
-        + wire.int32(1 << 20)  # max_bytes
-        + wire.int8(1 if isolation == READ_COMMITTED else 0)
-        + wire.int32(1) + wire.string(topic) + partitions
-    )
     with wire.Connection(broker) as conn:
-        r = conn.response(conn.send_request(wire.API_FETCH, 4, body))
-        r.int32()  # throttle_time_ms
-
-        def partition_response(r):
-            return {
-                "partition": r.int32(),
-                "error_code": r.int16(),
-                "high_watermark": r.int64(),
-                "last_stable_offset": r.int64(),
-                "aborted_transactions": r.array(lambda r: (r.int64(), r.int64())),
-                "records": r.bytes_(),
-            }
-
-        topics = r.array(lambda r: (r.string(), r.array(partition_response)))
-        r.done()
-    assert len(topics) == 1 and topics[0][0] == topic, f"fetch answered for {topics!r}"
-    [answer] = topics[0][1]
-    assert answer["partition"] == partition
+        answer = wire.fetch_v4(conn, topic, partition, offset, read_committed=isolation == READ_COMMITTED)
     answer["batches"] = parse_batches(answer.pop("records"))
     return answer
 

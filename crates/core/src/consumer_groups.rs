@@ -178,6 +178,7 @@ impl Broker {
         if self.describe_group(group_id).is_none() {
             return Err(CoreError::GroupIdNotFound);
         }
+        let has_members = self.groups.has_members(group_id);
         let subscribed = self.groups.subscribed_topics(group_id);
         let mut results = Vec::with_capacity(partitions.len());
         let mut tombstones = Vec::new();
@@ -185,7 +186,7 @@ impl Broker {
             let in_use = subscribed
                 .as_ref()
                 .is_none_or(|topics| topics.contains(&key.0));
-            if in_use && self.groups.has_members(group_id) {
+            if in_use && has_members {
                 results.push((key, Err(CoreError::GroupSubscribedToTopic)));
             } else {
                 tombstones.push((key.clone(), None));
