@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs Weir's whole test suite:
-#   1. system tools the integration tests need (Debian's kcat, python3-venv),
+#   1. system tools the integration tests need (Debian's kcat, amqp-tools,
+#      python3-venv),
 #   2. a Python venv at .venv with tests/requirements.txt,
 #   3. cargo build --release --workspace, then cargo test --release --workspace,
 #   4. pytest tests/ against target/release/weir.
@@ -33,6 +34,8 @@ apt_install() {
 # --- 1. Debian packages ------------------------------------------------------
 command -v kcat >/dev/null 2>&1 || apt_install kcat
 log "kcat $(kcat -V 2>&1 | sed -n 's/^Version //p')"
+# amqp-publish / amqp-consume (librabbitmq) for the AMQP round-trip test.
+command -v amqp-publish >/dev/null 2>&1 && command -v amqp-consume >/dev/null 2>&1 || apt_install amqp-tools
 
 # --- 2. Python venv ----------------------------------------------------------
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then

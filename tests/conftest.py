@@ -9,6 +9,12 @@ its own or logged a panic, so a crash hidden behind a passing client check is
 still caught.
 
 The binary is $WEIR_BIN, or target/release/weir in the repository.
+
+When the binary has an AMQP listener (`weir server --help` lists
+`--amqp-listen`), every broker also gets its own free port for it
+(`Broker.amqp_port`, `Broker.amqp_url`, `Broker.amqp_params()`), and a start
+waits until both ports accept connections. A binary without that flag is
+started exactly as before, so the Kafka tests do not depend on it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -39,6 +46,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@lru_cache(maxsize=None)
+def binary_has_amqp(binary: Path = WEIR_BIN) -> bool:
+    """Whether `weir server --help` offers --amqp-listen (asked once per run)."""
+    if not binary.is_file():
+        return False
+    try:
+        help_text = subprocess.run(
+            [str(binary), "server", "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--amqp-listen" in help_text
+
+
 class BrokerError(AssertionError):
     """The broker process did not start, stop or behave as a process should."""
 
@@ -57,6 +78,7 @@ class Broker:
         self.data_dir = workdir / "data"
         self.log_path = workdir / "weir.log"
         self.port = port or free_port()
+        self.amqp_port = free_port()
         self.host = "127.0.0.1"
         self.args = list(args)
         self.env = dict(env or {})
@@ -71,7 +93,31 @@ class Broker:
         """host:port for a client's bootstrap.servers."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def amqp_enabled(self) -> bool:
+        return binary_has_amqp()
+
+    @property
+    def amqp_url(self) -> str:
+        """The AMQP 0-9-1 URL of this broker, default vhost, guest/guest."""
+        return f"amqp://guest:guest@{self.host}:{self.amqp_port}/%2F"
+
+    def amqp_params(self, **overrides):
+        """pika ConnectionParameters for this broker (guest/guest, vhost "/");
+        keyword arguments override any ConnectionParameters setting."""
+        import pika  # only the AMQP tests need it
+
+        settings = {
+            "host": self.host,
+            "port": self.amqp_port,
+            "virtual_host": "/",
+            "credentials": pika.PlainCredentials("guest", "guest"),
+        }
+        settings.update(overrides)
+        return pika.ConnectionParameters(**settings)
+
     def command(self, extra_args=()) -> list[str]:
+        amqp = ["--amqp-listen", f"{self.host}:{self.amqp_port}"] if self.amqp_enabled else []
         return [
             str(WEIR_BIN),
             "server",
@@ -79,6 +125,7 @@ class Broker:
             str(self.data_dir),
             "--kafka-listen",
             self.bootstrap,
+            *amqp,
             *self.args,
             *extra_args,
         ]
@@ -116,26 +163,30 @@ class Broker:
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until the Kafka port (and the AMQP port, when enabled)
+        accept connections."""
         deadline = time.monotonic() + timeout
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                self._stopped_on_purpose = True
-                raise BrokerError(
-                    f"weir exited with code {code} before accepting connections\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"weir did not accept connections on {self.bootstrap} within "
-                    f"{timeout}s\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        ports = [self.port] + ([self.amqp_port] if self.amqp_enabled else [])
+        for port in ports:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    self._stopped_on_purpose = True
+                    raise BrokerError(
+                        f"weir exited with code {code} before accepting connections\n"
+                        f"{self.log_tail()}"
+                    )
+                try:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise BrokerError(
+                        f"weir did not accept connections on {self.host}:{port} within "
+                        f"{timeout}s\n{self.log_tail()}"
+                    )
+                time.sleep(0.05)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
