@@ -32,6 +32,7 @@ def route_table(amqp, exchange_type, bindings, messages, publish):
     message with `publish(channel, exchange, name, message)`, and return
     {label: [bodies in arrival order]}."""
     channel = amqp.channel()
+    channel.confirm_delivery()  # routed messages are enqueued when basic_publish returns
     exchange = amqp.exchange(exchange_type)
     channel.exchange_declare(exchange, exchange_type)
     queues = {}
@@ -42,8 +43,6 @@ def route_table(amqp, exchange_type, bindings, messages, publish):
         queues[label] = queue
     for name, message in messages.items():
         publish(channel, exchange, name, message)
-    # A round trip after the publishes: everything routed is enqueued.
-    channel.queue_declare("", exclusive=True)
     return {label: [b.decode() for b in get_bodies(channel, queue)] for label, queue in queues.items()}
 
 
@@ -182,6 +181,7 @@ def test_headers_routing_table(amqp):
 
 def test_default_exchange(amqp):
     channel = amqp.channel()
+    channel.confirm_delivery()
     queue = amqp.queue("default")
     channel.queue_declare(queue)
     other = channel.queue_declare("", exclusive=True).method.queue
@@ -212,6 +212,7 @@ PREDEFINED = [("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", 
 def test_predefined_exchanges_exist_and_route(amqp):
     connection = amqp.connect()
     channel = connection.channel()
+    channel.confirm_delivery()
     key = unique("k")
     queues = {}
     for name, kind in PREDEFINED:
@@ -259,6 +260,7 @@ def test_predefined_exchanges_exist_and_route(amqp):
 
 def test_exchange_to_exchange_bindings(amqp):
     channel = amqp.channel()
+    channel.confirm_delivery()
     source, middle, loop = amqp.exchange("e2e-src"), amqp.exchange("e2e-mid"), amqp.exchange("e2e-loop")
     channel.exchange_declare(source, "topic")
     channel.exchange_declare(middle, "fanout")
@@ -279,14 +281,12 @@ def test_exchange_to_exchange_bindings(amqp):
     channel.basic_publish(source, "orders.new", b"m1")
     channel.basic_publish(source, "invoices.new", b"m2")
     channel.basic_publish(middle, "whatever", b"m3")
-    channel.queue_declare("", exclusive=True)
     assert get_bodies(channel, q_mid) == [b"m1", b"m3"]
     assert get_bodies(channel, q_src) == [b"m1", b"m2"]
     assert get_bodies(channel, q_loop) == [b"m1"]
 
     channel.exchange_unbind(middle, source, "orders.#")
     channel.basic_publish(source, "orders.new", b"m4")
-    channel.queue_declare("", exclusive=True)
     assert get_bodies(channel, q_mid) == []
     assert get_bodies(channel, q_loop) == []
     assert get_bodies(channel, q_src) == [b"m4"]
@@ -299,6 +299,7 @@ def test_exchange_to_exchange_bindings(amqp):
 def test_internal_exchange_refuses_publish_but_routes_bindings(amqp):
     connection = amqp.connect()
     channel = connection.channel()
+    channel.confirm_delivery()
     front, internal = amqp.exchange("front"), amqp.exchange("internal")
     channel.exchange_declare(front, "fanout")
     channel.exchange_declare(internal, "fanout", internal=True)
@@ -307,7 +308,6 @@ def test_internal_exchange_refuses_publish_but_routes_bindings(amqp):
     channel.queue_bind(queue, internal)
 
     channel.basic_publish(front, "", b"through front")
-    channel.queue_declare("", exclusive=True)
     assert get_bodies(channel, queue) == [b"through front"]
 
     with channel_closed(ACCESS_REFUSED, f"ACCESS_REFUSED - cannot publish to internal exchange '{internal}' in vhost '/'"):
@@ -386,6 +386,7 @@ def test_auto_delete_exchange_goes_with_its_last_binding(amqp):
 def test_exchange_delete_if_unused(amqp):
     connection = amqp.connect()
     channel = connection.channel()
+    channel.confirm_delivery()
     name = amqp.exchange("ifunused")
     channel.exchange_declare(name, "topic")
     queue = channel.queue_declare("", exclusive=True).method.queue
@@ -406,7 +407,6 @@ def test_exchange_delete_if_unused(amqp):
     channel.exchange_delete(name)
     channel.exchange_declare(name, "topic")
     channel.basic_publish(name, "a", b"x")
-    channel.queue_declare("", exclusive=True)
     assert get_bodies(channel, queue) == []
     # Deleting what does not exist is not an error in RabbitMQ 3.x.
     channel.exchange_delete(unique("never-declared"))
@@ -417,6 +417,7 @@ def test_exchange_source_binding_with_arguments_is_distinct(amqp, kind):
     """The same queue bound twice with the same key and different arguments
     holds two bindings; unbinding one leaves the other."""
     channel = amqp.channel()
+    channel.confirm_delivery()
     name = amqp.exchange(kind)
     channel.exchange_declare(name, kind)
     queue = channel.queue_declare("", exclusive=True).method.queue
