@@ -12,8 +12,7 @@ On an external broker several tests share one vhost, so every queue and
 exchange a test makes is named with `unique()` through `target.queue()` /
 `target.exchange()`, which also records it for deletion at teardown.
 
-Test modules import the fixtures they use from here (pytest finds fixtures in
-a module's namespace), e.g. `from amqp_helpers import amqp  # noqa: F401`.
+Test modules get the fixtures with `pytest_plugins = ["amqp_helpers"]`.
 """
 
 from __future__ import annotations

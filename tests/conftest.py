@@ -29,6 +29,9 @@ from pathlib import Path
 
 import pytest
 
+# The AMQP tests' shared helpers (and fixtures): rewrite their asserts too.
+pytest.register_assert_rewrite("amqp_helpers")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIR_BIN = Path(os.environ.get("WEIR_BIN") or REPO_ROOT / "target" / "release" / "weir")
 

@@ -13,17 +13,19 @@ from __future__ import annotations
 import pika
 import pytest
 
-from amqp_helpers import (  # noqa: F401  (amqp is a fixture)
+from amqp_helpers import (
     ACCESS_REFUSED,
     COMMAND_INVALID,
     NOT_FOUND,
     PRECONDITION_FAILED,
-    amqp,
     channel_closed,
     connection_closed,
     get_bodies,
     unique,
 )
+
+# The amqp / weir_amqp fixtures.
+pytest_plugins = ["amqp_helpers"]
 
 
 def route_table(amqp, exchange_type, bindings, messages, publish):

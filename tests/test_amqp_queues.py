@@ -11,13 +11,12 @@ import re
 import pika
 import pytest
 
-from amqp_helpers import (  # noqa: F401  (amqp is a fixture)
+from amqp_helpers import (
     ACCESS_REFUSED,
     NOT_FOUND,
     PRECONDITION_FAILED,
     RESOURCE_LOCKED,
     Collector,
-    amqp,
     channel_closed,
     get_bodies,
     message_count,
@@ -25,6 +24,9 @@ from amqp_helpers import (  # noqa: F401  (amqp is a fixture)
     unique,
     wait_until,
 )
+
+# The amqp / weir_amqp fixtures.
+pytest_plugins = ["amqp_helpers"]
 
 
 def test_passive_declare_of_missing_queue(amqp):
