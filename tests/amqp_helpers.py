@@ -21,6 +21,7 @@ import contextlib
 import os
 import socket
 import struct
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -642,3 +643,147 @@ class RawConnection:
 def parse_close(got: Frame) -> Close:
     args = got.args()
     return Close(args.short(), args.shortstr(), args.short(), args.short(), got.channel)
+
+
+# --------------------------------------------------------------------------
+# Pipelined publishing with confirms (SelectConnection on its own thread)
+
+
+class ConfirmingPublisher(threading.Thread):
+    """Publishes `count` messages through a SelectConnection in confirm
+    mode without waiting for each confirm, and records what the broker said.
+
+    Message i (0-based) gets delivery tag i + 1, body `body(i)`, properties
+    `properties(i)`. Confirms with `multiple` are expanded over the
+    not-yet-confirmed tags; a confirm for a tag that was already confirmed
+    (or never published) is recorded in `duplicate_confirms`.
+    """
+
+    def __init__(self, target: AmqpTarget, exchange: str, routing_key, count: int,
+                 body=lambda i: b"%d" % i, properties=lambda i: None, mandatory: bool = False,
+                 batch: int = 200, window: int = 5000, pause: float = 0.0):
+        super().__init__(daemon=True, name="confirming-publisher")
+        self.target = target
+        self.exchange = exchange
+        self.routing_key = routing_key if callable(routing_key) else (lambda i, key=routing_key: key)
+        self.count = count
+        self.body = body
+        self.properties = properties
+        self.mandatory = mandatory
+        self.batch = batch
+        self.window = window
+        self.pause = pause
+        self.published = 0
+        self.acked: set[int] = set()  # delivery tags
+        self.nacked: set[int] = set()
+        self.events: list[tuple] = []  # ("ack"/"nack"/"return", tag or return info) in arrival order
+        self.duplicate_confirms: list[tuple] = []
+        self.returned: list[tuple] = []  # (reply_code, reply_text, routing_key, body)
+        self.closed_reason = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._connection = None
+        self._channel = None
+        self._stopping = False
+        self._scheduled = False
+
+    # -- thread
+    def run(self):
+        try:
+            self._connection = pika.SelectConnection(
+                self.target.params(),
+                on_open_callback=self._on_open,
+                on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_close,
+            )
+            self._connection.ioloop.start()
+        except BaseException as error:  # reported by wait()
+            self.error = error
+        finally:
+            self.done.set()
+
+    def stop(self):
+        """Close the connection from any thread."""
+        self._stopping = True
+        connection = self._connection
+        if connection is not None:
+            connection.ioloop.add_callback_threadsafe(self._close)
+
+    def _close(self):
+        if self._connection.is_open:
+            self._connection.close()
+
+    def wait(self, timeout: float):
+        """Until every message is published and confirmed (or the
+        connection closed); fails on timeout or a client error."""
+        deadline = time.monotonic() + timeout
+        while not self.done.is_set():
+            if self.all_confirmed():
+                self.stop()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(
+                    f"published {self.published}, acked {len(self.acked)}, nacked {len(self.nacked)} "
+                    f"of {self.count} after {timeout}s")
+            self.done.wait(0.02)
+        if self.error is not None:
+            raise self.error
+
+    def all_confirmed(self) -> bool:
+        return self.published == self.count and len(self.acked) + len(self.nacked) == self.count
+
+    def confirmed_indexes(self) -> list[int]:
+        return sorted(tag - 1 for tag in self.acked)
+
+    # -- pika callbacks (ioloop thread)
+    def _on_open(self, connection):
+        connection.channel(on_open_callback=self._on_channel)
+
+    def _on_open_error(self, connection, error):
+        self.error = error
+        connection.ioloop.stop()
+
+    def _on_close(self, connection, reason):
+        self.closed_reason = reason
+        connection.ioloop.stop()
+
+    def _on_channel(self, channel):
+        self._channel = channel
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(self._on_confirm, callback=lambda frame: self._publish_some())
+
+    def _on_return(self, channel, method, properties, body):
+        info = (method.reply_code, method.reply_text, method.routing_key, body)
+        self.returned.append(info)
+        self.events.append(("return", info))
+
+    def _on_confirm(self, frame):
+        method = frame.method
+        kind = "ack" if isinstance(method, pika.spec.Basic.Ack) else "nack"
+        tag, multiple = method.delivery_tag, method.multiple
+        outstanding = set(range(1, self.published + 1)) - self.acked - self.nacked
+        if tag not in outstanding:
+            self.duplicate_confirms.append((kind, tag, multiple))
+        tags = {t for t in outstanding if t <= tag} if multiple else ({tag} & outstanding)
+        (self.acked if kind == "ack" else self.nacked).update(tags)
+        for t in sorted(tags):
+            self.events.append((kind, t))
+        self._publish_some()
+
+    def _publish_some(self):
+        if self._stopping or self._channel is None or not self._channel.is_open:
+            return
+        unconfirmed = self.published - len(self.acked) - len(self.nacked)
+        room = min(self.batch, self.window - unconfirmed, self.count - self.published)
+        for _ in range(max(0, room)):
+            i = self.published
+            self._channel.basic_publish(self.exchange, self.routing_key(i), self.body(i),
+                                        self.properties(i), mandatory=self.mandatory)
+            self.published += 1
+        if self.published < self.count and not self._scheduled:
+            self._scheduled = True
+            self._connection.ioloop.call_later(self.pause, self._tick)
+
+    def _tick(self):
+        self._scheduled = False
+        self._publish_some()
