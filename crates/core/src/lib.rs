@@ -8,6 +8,7 @@ mod consumer_groups;
 mod error;
 pub mod group;
 mod producer;
+pub mod queues;
 mod topic;
 mod transactions;
 

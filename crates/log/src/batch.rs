@@ -331,6 +331,98 @@ fn encode_record(out: &mut BytesMut, record: &NewRecord, base_timestamp: i64, of
     out.extend_from_slice(&body);
 }
 
+/// One record read back from an uncompressed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Absolute offset (the batch's base offset plus the record's delta).
+    pub offset: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    /// Optional key.
+    pub key: Option<Bytes>,
+    /// Optional value.
+    pub value: Option<Bytes>,
+    /// Header key/value pairs, in order.
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// Decodes the records of one uncompressed batch (as [`encode_batch`]
+/// writes them), slicing `batch` without copying.
+///
+/// # Errors
+///
+/// [`BatchError::Corrupt`] when the batch is compressed or a record does not
+/// parse; [`BatchError::Incomplete`] when bytes are missing.
+pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::Corrupt("compressed batch where uncompressed expected"));
+    }
+    let base_timestamp = read_u64(batch, 27) as i64;
+    let count = read_u32(batch, 57) as usize;
+    let end = header.total_bytes().min(batch.len());
+    let mut reader = RecordReader { bytes: batch, at: HEADER_BYTES, end };
+    let mut records = Vec::with_capacity(count.min(end / 8));
+    for _ in 0..count {
+        let length = reader.varlong()?;
+        let record_end = reader.at + usize::try_from(length).map_err(|_| BatchError::Corrupt("negative record length"))?;
+        if record_end > end {
+            return Err(BatchError::Incomplete);
+        }
+        reader.at += 1; // record attributes, unused
+        let timestamp = base_timestamp + reader.varlong()?;
+        let offset = header.base_offset + reader.varlong()? as u64;
+        let key = reader.optional_bytes()?;
+        let value = reader.optional_bytes()?;
+        let header_count = reader.varlong()?.max(0) as usize;
+        let mut headers = Vec::with_capacity(header_count.min(16));
+        for _ in 0..header_count {
+            let name = reader.optional_bytes()?.unwrap_or_default();
+            headers.push((name, reader.optional_bytes()?));
+        }
+        reader.at = record_end;
+        records.push(StoredRecord { offset, timestamp, key, value, headers });
+    }
+    Ok(records)
+}
+
+/// A position inside a batch's records section.
+struct RecordReader<'a> {
+    bytes: &'a Bytes,
+    at: usize,
+    end: usize,
+}
+
+impl RecordReader<'_> {
+    /// Zig-zag varint, as Kafka's `ByteUtils.readVarlong`.
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes[..self.end].get(self.at).ok_or(BatchError::Incomplete)?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(BatchError::Corrupt("varint longer than 10 bytes"))
+    }
+
+    fn optional_bytes(&mut self) -> Result<Option<Bytes>, BatchError> {
+        let length = self.varlong()?;
+        if length < 0 {
+            return Ok(None);
+        }
+        let end = self.at + length as usize;
+        if end > self.end {
+            return Err(BatchError::Incomplete);
+        }
+        let bytes = self.bytes.slice(self.at..end);
+        self.at = end;
+        Ok(Some(bytes))
+    }
+}
+
 fn put_optional_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) {
     match bytes {
         Some(bytes) => {
@@ -381,6 +473,37 @@ mod tests {
         assert_eq!(header.last_offset_delta, 2);
         assert_eq!(header.records_count, 3);
         assert_eq!(header.total_bytes(), batch.len());
+    }
+
+    #[test]
+    fn records_decode_as_encoded() {
+        let mut records = vec![record("a"), record("bb"), record("")];
+        records[1].key = None;
+        records[1].timestamp += 5;
+        records[2].value = None;
+        records[2].headers.push(("empty".into(), None));
+        let mut bytes = encode_batch(&records).to_vec();
+        bytes[..8].copy_from_slice(&100u64.to_be_bytes());
+        let decoded = decode_records(&Bytes::from(bytes)).expect("decodes");
+        assert_eq!(decoded.len(), 3);
+        for (index, (stored, sent)) in decoded.iter().zip(&records).enumerate() {
+            assert_eq!(stored.offset, 100 + index as u64);
+            assert_eq!(stored.timestamp, sent.timestamp);
+            assert_eq!(stored.key, sent.key);
+            assert_eq!(stored.value, sent.value);
+            let headers: Vec<_> = sent.headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone())).collect();
+            assert_eq!(stored.headers, headers);
+        }
+    }
+
+    #[test]
+    fn truncated_records_are_refused_not_panicked_on() {
+        let bytes = encode_batch(&[record("abc"), record("def")]);
+        for cut in HEADER_BYTES..bytes.len() {
+            let mut broken = bytes.slice(..cut).to_vec();
+            broken[8..12].copy_from_slice(&((cut - LOG_OVERHEAD) as u32).to_be_bytes());
+            assert!(decode_records(&Bytes::from(broken)).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -194,6 +194,28 @@ impl SharedLog {
         }
     }
 
+    /// Reads whole batches from `offset` up to `max_bytes`, including what
+    /// is written but not yet durable. For queues, which (like RabbitMQ)
+    /// deliver before the sync that confirms to the publisher: a caller must
+    /// tolerate such data vanishing after a power loss.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedLog::read`].
+    pub fn read_unsynced(&self, offset: u64, max_bytes: usize) -> Result<Bytes> {
+        let cursor = {
+            let log = self.log.lock();
+            if offset == log.log_end_offset() {
+                return Ok(Bytes::new());
+            }
+            log.cursor(offset)?
+        };
+        match cursor {
+            Some(cursor) => Ok(cursor.read(max_bytes, u64::MAX)?),
+            None => Ok(Bytes::new()),
+        }
+    }
+
     /// Offsets and size now.
     pub fn offsets(&self) -> LogOffsets {
         let high_watermark = *self.high_watermark.borrow();

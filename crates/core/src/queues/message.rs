@@ -1,0 +1,175 @@
+//! A queued message and how it is stored as one record of a RecordBatch v2.
+//!
+//! Record layout (so that a Kafka client reading the same log sees something
+//! sensible): key = routing key, value = body, timestamp = when the broker
+//! accepted the message, and two headers:
+//!
+//! ```text
+//! amqp-exchange    the exchange it was published to (UTF-8)
+//! amqp-properties  the content-header property bytes (flags + fields)
+//!                  exactly as the publisher sent them
+//! ```
+//!
+//! Properties are kept as sent, so every property and header table reaches
+//! the consumer byte for byte; they are decoded only to read TTL, priority,
+//! persistence and headers, and re-encoded only when the broker must change
+//! them (dead-lettering adds `x-death`, streams add `x-stream-offset`).
+
+use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::Bytes;
+use weir_log::batch::{NewRecord, StoredRecord};
+
+use crate::queues::error::QueueError;
+
+const EXCHANGE_HEADER: &str = "amqp-exchange";
+const PROPERTIES_HEADER: &str = "amqp-properties";
+/// `delivery_mode` of a message that must survive a restart.
+pub const PERSISTENT: u8 = 2;
+
+/// A message as published: where it went, its properties and its body.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Exchange it was published to ("" for the default exchange).
+    pub exchange: String,
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// Content-header property bytes exactly as published.
+    pub raw_properties: Bytes,
+    /// The same properties, decoded.
+    pub properties: AMQPProperties,
+    /// The body.
+    pub body: Bytes,
+    /// When the broker accepted it, in ms since the epoch.
+    pub timestamp_ms: i64,
+}
+
+impl Message {
+    /// A message from its parts; `raw_properties` must encode `properties`.
+    pub fn new(
+        exchange: String,
+        routing_key: String,
+        raw_properties: Bytes,
+        properties: AMQPProperties,
+        body: Bytes,
+        timestamp_ms: i64,
+    ) -> Message {
+        Message { exchange, routing_key, raw_properties, properties, body, timestamp_ms }
+    }
+
+    /// A message whose properties the broker built or changed.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Internal`] if the properties cannot be encoded.
+    pub fn with_properties(
+        exchange: String,
+        routing_key: String,
+        properties: AMQPProperties,
+        body: Bytes,
+        timestamp_ms: i64,
+    ) -> Result<Message, QueueError> {
+        let raw_properties = encode_properties(&properties)?;
+        Ok(Message { exchange, routing_key, raw_properties, properties, body, timestamp_ms })
+    }
+
+    /// Whether the publisher asked for it to survive a restart.
+    pub fn is_persistent(&self) -> bool {
+        self.properties.delivery_mode() == &Some(PERSISTENT)
+    }
+
+    /// The per-message TTL (`expiration`) in ms, if set and valid.
+    pub fn expiration_ms(&self) -> Option<u64> {
+        self.properties.expiration().as_ref().and_then(|e| e.as_str().parse().ok())
+    }
+
+    /// Priority, 0 when unset.
+    pub fn priority(&self) -> u8 {
+        self.properties.priority().unwrap_or(0)
+    }
+
+    /// The `headers` table (empty when unset).
+    pub fn headers(&self) -> FieldTable {
+        self.properties.headers().clone().unwrap_or_default()
+    }
+
+    /// The record this message is stored as.
+    pub fn to_record(&self) -> NewRecord {
+        NewRecord {
+            timestamp: self.timestamp_ms,
+            key: Some(Bytes::copy_from_slice(self.routing_key.as_bytes())),
+            value: Some(self.body.clone()),
+            headers: vec![
+                (EXCHANGE_HEADER.into(), Some(Bytes::copy_from_slice(self.exchange.as_bytes()))),
+                (PROPERTIES_HEADER.into(), Some(self.raw_properties.clone())),
+            ],
+        }
+    }
+
+    /// Reads a message back from its record.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Internal`] when the record was not written by
+    /// [`Message::to_record`] (the log is corrupt or foreign).
+    pub fn from_record(record: StoredRecord) -> Result<Message, QueueError> {
+        let corrupt = |what| QueueError::Internal(format!("stored message {}: {what}", record.offset));
+        let mut exchange = None;
+        let mut raw_properties = None;
+        for (name, value) in &record.headers {
+            match &name[..] {
+                b"amqp-exchange" => exchange = value.clone(),
+                b"amqp-properties" => raw_properties = value.clone(),
+                _ => {}
+            }
+        }
+        let exchange = String::from_utf8(exchange.ok_or_else(|| corrupt("no exchange"))?.to_vec())
+            .map_err(|_| corrupt("exchange is not UTF-8"))?;
+        let routing_key = String::from_utf8(record.key.clone().unwrap_or_default().to_vec())
+            .map_err(|_| corrupt("routing key is not UTF-8"))?;
+        let raw_properties = raw_properties.ok_or_else(|| corrupt("no properties"))?;
+        let properties = decode_properties(&raw_properties).ok_or_else(|| corrupt("bad properties"))?;
+        Ok(Message {
+            exchange,
+            routing_key,
+            raw_properties,
+            properties,
+            body: record.value.clone().unwrap_or_default(),
+            timestamp_ms: record.timestamp,
+        })
+    }
+
+    /// Bytes the message counts for against `x-max-length-bytes` (its body,
+    /// as RabbitMQ counts).
+    pub fn body_bytes(&self) -> u64 {
+        self.body.len() as u64
+    }
+}
+
+/// Decodes content-header property bytes; `None` when they do not parse
+/// completely.
+pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
+    match parse_properties(raw) {
+        Ok((rest, properties)) if rest.is_empty() => Some(properties),
+        _ => None,
+    }
+}
+
+/// Encodes properties as a content header carries them.
+///
+/// # Errors
+///
+/// [`QueueError::Internal`] if the encoder fails (it does not for valid
+/// property values).
+pub fn encode_properties(properties: &AMQPProperties) -> Result<Bytes, QueueError> {
+    let buffer = cookie_factory::gen_simple(gen_properties(properties), Vec::with_capacity(64))
+        .map_err(|error| QueueError::Internal(format!("encoding properties: {error:?}")))?;
+    Ok(Bytes::from(buffer))
+}
+
+/// A copy of `properties` with `name` set to `value` in its headers table.
+pub fn with_header(properties: &AMQPProperties, name: &str, value: AMQPValue) -> AMQPProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(name.into(), value);
+    properties.clone().with_headers(headers)
+}

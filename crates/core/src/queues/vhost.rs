@@ -1,0 +1,808 @@
+//! A virtual host: its exchanges, queues and bindings, the operations AMQP
+//! clients (and later the HTTP API) call on them, and their persistence.
+//!
+//! Definitions of durable exchanges, queues and bindings are kept in
+//! `definitions.json`, rewritten atomically on every change. Durable
+//! queues' logs live under `queues/<id>/`, transient ones under
+//! `transient/<id>/`, which is emptied on every start.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use amq_protocol::types::FieldTable;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use weir_log::checkpoint::write_atomically;
+use weir_log::{LogConfig, SharedLog};
+
+use crate::queues::args::{check_equivalent, QueueArguments, QueueType};
+use crate::queues::dead_letter::DeadLetter;
+use crate::queues::error::QueueError;
+use crate::queues::exchange::ExchangeKind;
+use crate::queues::message::Message;
+use crate::queues::queue::{Enqueued, Queue, QueueSpec};
+
+const DEFINITIONS_FILE: &str = "definitions.json";
+/// Longest exchange or queue name (AMQP short string).
+pub const NAME_BYTES_MAX: usize = 255;
+
+/// Where a binding sends what matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Destination {
+    /// A queue, by name.
+    Queue(String),
+    /// An exchange, by name (exchange-to-exchange binding).
+    Exchange(String),
+}
+
+/// A binding of a source exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Where matching messages go.
+    pub destination: Destination,
+    /// Binding key (a pattern for topic exchanges).
+    pub routing_key: String,
+    /// Binding arguments (headers exchanges match on them).
+    pub arguments: FieldTable,
+}
+
+/// An exchange and its bindings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exchange {
+    /// Name ("" is the default exchange).
+    pub name: String,
+    /// Routing rule.
+    pub kind: ExchangeKind,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Takes messages only from other exchanges.
+    pub internal: bool,
+    /// Arguments as declared.
+    pub arguments: FieldTable,
+    /// Its bindings.
+    pub bindings: Vec<Binding>,
+}
+
+/// What `queue.declare` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredQueue {
+    /// The name (server-generated when asked with "").
+    pub name: String,
+    /// Ready messages.
+    pub message_count: u64,
+    /// Consumers.
+    pub consumer_count: u32,
+}
+
+/// What a publish did.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Reached at least one queue.
+    pub routed: bool,
+    /// Some queue refused it (`x-overflow` reject-publish): a confirm nack.
+    pub rejected: bool,
+    /// Logs that must be durable up to an offset before the confirm.
+    pub syncs: Vec<(Arc<SharedLog>, u64)>,
+}
+
+/// The stored form of a durable queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredQueue {
+    name: String,
+    id: String,
+    auto_delete: bool,
+    arguments: FieldTable,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredDefinitions {
+    exchanges: Vec<Exchange>,
+    queues: Vec<StoredQueue>,
+}
+
+#[derive(Debug, Default)]
+struct Definitions {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, (Arc<Queue>, String)>,
+}
+
+/// A virtual host.
+#[derive(Debug)]
+pub struct VirtualHost {
+    name: String,
+    dir: PathBuf,
+    log_config: LogConfig,
+    definitions: RwLock<Definitions>,
+    dead_letters: mpsc::UnboundedSender<DeadLetter>,
+}
+
+/// The exchanges every virtual host has.
+const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+impl VirtualHost {
+    /// Opens the virtual host stored in `dir`; starts its dead-letter router.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or unreadable definitions.
+    pub fn open(name: &str, dir: &Path, log_config: LogConfig) -> Result<Arc<VirtualHost>, QueueError> {
+        std::fs::create_dir_all(dir.join("queues"))?;
+        let transient = dir.join("transient");
+        if transient.exists() {
+            std::fs::remove_dir_all(&transient)?;
+        }
+        let stored: StoredDefinitions = match std::fs::read(dir.join(DEFINITIONS_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| QueueError::Internal(format!("{}: {e}", dir.join(DEFINITIONS_FILE).display())))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => StoredDefinitions::default(),
+            Err(error) => return Err(error.into()),
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let vhost = Arc::new(VirtualHost {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            log_config,
+            definitions: RwLock::new(Definitions::default()),
+            dead_letters: sender,
+        });
+        {
+            let mut definitions = vhost.definitions.write();
+            for &(exchange, kind) in STANDARD_EXCHANGES {
+                definitions.exchanges.insert(exchange.to_owned(), standard_exchange(exchange, kind));
+            }
+            for exchange in stored.exchanges {
+                definitions.exchanges.insert(exchange.name.clone(), exchange);
+            }
+            for stored_queue in stored.queues {
+                let parsed = QueueArguments::parse(&stored_queue.arguments, &stored_queue.name, name)?;
+                let spec = QueueSpec {
+                    name: stored_queue.name.clone(),
+                    vhost: name.to_owned(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: stored_queue.auto_delete,
+                    arguments: stored_queue.arguments,
+                    parsed,
+                };
+                let queue = vhost.open_queue(spec, &stored_queue.id)?;
+                definitions.queues.insert(stored_queue.name, (queue, stored_queue.id));
+            }
+        }
+        tokio::spawn(route_dead_letters(Arc::downgrade(&vhost), receiver));
+        Ok(vhost)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn open_queue(&self, spec: QueueSpec, id: &str) -> Result<Arc<Queue>, QueueError> {
+        let mut config = self.log_config.clone();
+        if !spec.durable {
+            // Transient queues never sync: nothing of them survives a restart.
+            config.flush_interval = Some(std::time::Duration::from_secs(365 * 86_400));
+        }
+        if spec.parsed.queue_type == QueueType::Stream {
+            config.retention_ms = spec.parsed.max_age_ms;
+            config.retention_bytes = spec.parsed.max_length_bytes;
+        } else {
+            config.retention_ms = None;
+            config.retention_bytes = None;
+        }
+        let dir = self.dir.join(if spec.durable { "queues" } else { "transient" }).join(id);
+        Queue::open(spec, dir, config, self.dead_letters.clone())
+    }
+
+    fn not_found_queue(&self, queue: &str) -> QueueError {
+        QueueError::NotFound(format!("no queue '{queue}' in vhost '{}'", self.name))
+    }
+
+    fn not_found_exchange(&self, exchange: &str) -> QueueError {
+        QueueError::NotFound(format!("no exchange '{exchange}' in vhost '{}'", self.name))
+    }
+
+    /// The queue called `name`, if the connection may use it.
+    ///
+    /// # Errors
+    ///
+    /// 404 when missing; 405 when exclusive to another connection.
+    pub fn queue(&self, name: &str, connection_id: u64) -> Result<Arc<Queue>, QueueError> {
+        let definitions = self.definitions.read();
+        let (queue, _) = definitions.queues.get(name).ok_or_else(|| self.not_found_queue(name))?;
+        self.check_owner(queue, connection_id)?;
+        Ok(Arc::clone(queue))
+    }
+
+    /// Every queue, by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        let mut queues: Vec<_> = self.definitions.read().queues.values().map(|(q, _)| Arc::clone(q)).collect();
+        queues.sort_by(|a, b| a.name().cmp(b.name()));
+        queues
+    }
+
+    /// Every exchange, by name.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        let mut exchanges: Vec<_> = self.definitions.read().exchanges.values().cloned().collect();
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        exchanges
+    }
+
+    fn check_owner(&self, queue: &Queue, connection_id: u64) -> Result<(), QueueError> {
+        match queue.spec().exclusive_owner {
+            Some(owner) if owner != connection_id => Err(QueueError::ResourceLocked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally \
+                 declared on another connection or the exclusive property value does not match that of the \
+                 original declaration.",
+                queue.name(),
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `exchange.declare`.
+    ///
+    /// # Errors
+    ///
+    /// 403 for reserved names, 404 for a passive miss, 406 when it exists
+    /// with other properties.
+    #[allow(clippy::too_many_arguments)]
+    pub fn declare_exchange(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Result<(), QueueError> {
+        if name.is_empty() && !passive {
+            return Err(QueueError::AccessRefused("operation not permitted on the default exchange".into()));
+        }
+        let mut definitions = self.definitions.write();
+        if let Some(existing) = definitions.exchanges.get(name) {
+            if passive {
+                return Ok(());
+            }
+            let inequivalent = |arg: &str, received: &str, current: &str| {
+                QueueError::PreconditionFailed(format!(
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
+                    self.name
+                ))
+            };
+            if existing.kind != kind {
+                return Err(inequivalent("type", kind.name(), existing.kind.name()));
+            }
+            if existing.durable != durable {
+                return Err(inequivalent("durable", &durable.to_string(), &existing.durable.to_string()));
+            }
+            if existing.auto_delete != auto_delete {
+                return Err(inequivalent("auto_delete", &auto_delete.to_string(), &existing.auto_delete.to_string()));
+            }
+            if existing.internal != internal {
+                return Err(inequivalent("internal", &internal.to_string(), &existing.internal.to_string()));
+            }
+            return Ok(());
+        }
+        if passive {
+            return Err(self.not_found_exchange(name));
+        }
+        if name.starts_with("amq.") {
+            return Err(QueueError::AccessRefused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let exchange = Exchange {
+            name: name.to_owned(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            bindings: Vec::new(),
+        };
+        definitions.exchanges.insert(name.to_owned(), exchange);
+        if durable {
+            self.persist(&definitions)?;
+        }
+        Ok(())
+    }
+
+    /// `exchange.delete`; a missing exchange is not an error (as RabbitMQ).
+    ///
+    /// # Errors
+    ///
+    /// 403 for standard exchanges; 406 with `if_unused` when it has bindings.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), QueueError> {
+        if name.is_empty() || name.starts_with("amq.") {
+            let target = if name.is_empty() { "the default exchange".to_owned() } else { format!("exchange '{name}' in vhost '{}'", self.name) };
+            return Err(QueueError::AccessRefused(format!("operation not permitted on {target}")));
+        }
+        let mut definitions = self.definitions.write();
+        let Some(exchange) = definitions.exchanges.get(name) else { return Ok(()) };
+        if if_unused && !exchange.bindings.is_empty() {
+            return Err(QueueError::PreconditionFailed(format!("exchange '{name}' in vhost '{}' in use", self.name)));
+        }
+        definitions.exchanges.remove(name);
+        remove_bindings_to(&mut definitions, &Destination::Exchange(name.to_owned()));
+        self.persist(&definitions)
+    }
+
+    /// `queue.declare`.
+    ///
+    /// # Errors
+    ///
+    /// 403 for reserved names, 404 for a passive miss, 405 for another
+    /// connection's exclusive queue, 406 for inequivalent properties or
+    /// invalid arguments; storage errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn declare_queue(
+        &self,
+        name: &str,
+        passive: bool,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: FieldTable,
+        connection_id: u64,
+    ) -> Result<DeclaredQueue, QueueError> {
+        let mut definitions = self.definitions.write();
+        if let Some((queue, _)) = definitions.queues.get(name) {
+            self.check_owner(queue, connection_id)?;
+            if !passive {
+                self.check_redeclare(queue, durable, exclusive, auto_delete, &arguments)?;
+            }
+            queue.touch();
+            return Ok(DeclaredQueue {
+                name: name.to_owned(),
+                message_count: queue.message_count(),
+                consumer_count: queue.consumer_count(),
+            });
+        }
+        if passive {
+            return Err(self.not_found_queue(name));
+        }
+        if name.starts_with("amq.") {
+            return Err(QueueError::AccessRefused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let name = if name.is_empty() { server_generated_name() } else { name.to_owned() };
+        let parsed = QueueArguments::parse(&arguments, &name, &self.name)?;
+        if parsed.queue_type != QueueType::Classic {
+            let invalid = |property: &str| {
+                QueueError::PreconditionFailed(format!(
+                    "invalid property '{property}' for queue '{name}' in vhost '{}'",
+                    self.name
+                ))
+            };
+            if !durable {
+                return Err(invalid("non-durable"));
+            }
+            if exclusive {
+                return Err(invalid("exclusive-declaration"));
+            }
+            if auto_delete {
+                return Err(invalid("auto-delete"));
+            }
+        }
+        let spec = QueueSpec {
+            name: name.clone(),
+            vhost: self.name.clone(),
+            durable,
+            exclusive_owner: exclusive.then_some(connection_id),
+            auto_delete,
+            arguments,
+            parsed,
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let queue = self.open_queue(spec, &id)?;
+        definitions.queues.insert(name.clone(), (queue, id));
+        if durable {
+            self.persist(&definitions)?;
+        }
+        Ok(DeclaredQueue { name, message_count: 0, consumer_count: 0 })
+    }
+
+    fn check_redeclare(
+        &self,
+        queue: &Queue,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: &FieldTable,
+    ) -> Result<(), QueueError> {
+        let spec = queue.spec();
+        let inequivalent = |arg: &str, received: bool, current: bool| {
+            QueueError::PreconditionFailed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                spec.name, self.name
+            ))
+        };
+        if spec.durable != durable {
+            return Err(inequivalent("durable", durable, spec.durable));
+        }
+        if spec.exclusive_owner.is_some() != exclusive {
+            return Err(inequivalent("exclusive", exclusive, spec.exclusive_owner.is_some()));
+        }
+        if spec.auto_delete != auto_delete {
+            return Err(inequivalent("auto_delete", auto_delete, spec.auto_delete));
+        }
+        check_equivalent(&spec.arguments, arguments, &spec.name, &self.name)
+    }
+
+    /// `queue.delete`: returns the ready messages it held; a missing queue
+    /// answers 0 (as RabbitMQ).
+    ///
+    /// # Errors
+    ///
+    /// 405 for another connection's exclusive queue; 406 for `if_unused` /
+    /// `if_empty` refusals; storage errors.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection_id: u64) -> Result<u64, QueueError> {
+        let queue = {
+            let definitions = self.definitions.read();
+            let Some((queue, _)) = definitions.queues.get(name) else { return Ok(0) };
+            self.check_owner(queue, connection_id)?;
+            if if_unused && queue.consumer_count() > 0 {
+                return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' in use", self.name)));
+            }
+            if if_empty && queue.message_count() + queue.unacked_count() > 0 {
+                return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' is not empty", self.name)));
+            }
+            Arc::clone(queue)
+        };
+        self.remove_queue(&queue)
+    }
+
+    fn remove_queue(&self, queue: &Arc<Queue>) -> Result<u64, QueueError> {
+        let mut definitions = self.definitions.write();
+        match definitions.queues.get(queue.name()) {
+            Some((current, _)) if Arc::ptr_eq(current, queue) => {}
+            _ => return Ok(0),
+        }
+        definitions.queues.remove(queue.name());
+        remove_bindings_to(&mut definitions, &Destination::Queue(queue.name().to_owned()));
+        if queue.spec().durable {
+            self.persist(&definitions)?;
+        }
+        drop(definitions);
+        let count = queue.close_for_delete();
+        queue.remove_files()?;
+        Ok(count)
+    }
+
+    /// Deletes an auto-delete queue whose last consumer went.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn auto_delete(&self, queue: &Arc<Queue>) -> Result<(), QueueError> {
+        if queue.consumer_count() == 0 {
+            self.remove_queue(queue)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the exclusive queues of a closed connection.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn connection_closed(&self, connection_id: u64) -> Result<(), QueueError> {
+        let owned: Vec<Arc<Queue>> = self
+            .definitions
+            .read()
+            .queues
+            .values()
+            .filter(|(q, _)| q.spec().exclusive_owner == Some(connection_id))
+            .map(|(q, _)| Arc::clone(q))
+            .collect();
+        for queue in owned {
+            self.remove_queue(&queue)?;
+        }
+        Ok(())
+    }
+
+    /// `queue.bind` and `exchange.bind`: binds `destination` to `source`.
+    ///
+    /// # Errors
+    ///
+    /// 403 for the default exchange; 404 when either end is missing; 405
+    /// for another connection's exclusive queue.
+    pub fn bind(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+        connection_id: u64,
+    ) -> Result<(), QueueError> {
+        let mut definitions = self.definitions.write();
+        let durable_destination = self.check_binding_ends(&definitions, source, &destination, connection_id)?;
+        let binding = Binding { destination, routing_key: routing_key.to_owned(), arguments };
+        let exchange = definitions.exchanges.get_mut(source).expect("checked above");
+        if !exchange.bindings.contains(&binding) {
+            exchange.bindings.push(binding);
+            if exchange.durable && durable_destination {
+                self.persist(&definitions)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `queue.unbind` and `exchange.unbind`; a missing binding is not an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`VirtualHost::bind`].
+    pub fn unbind(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+        connection_id: u64,
+    ) -> Result<(), QueueError> {
+        let mut definitions = self.definitions.write();
+        self.check_binding_ends(&definitions, source, &destination, connection_id)?;
+        let exchange = definitions.exchanges.get_mut(source).expect("checked above");
+        let before = exchange.bindings.len();
+        exchange
+            .bindings
+            .retain(|b| !(b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments));
+        if exchange.bindings.len() != before {
+            let auto_delete = exchange.auto_delete && exchange.bindings.is_empty();
+            if auto_delete {
+                definitions.exchanges.remove(source);
+            }
+            self.persist(&definitions)?;
+        }
+        Ok(())
+    }
+
+    /// Checks both ends of a binding; returns whether the destination is durable.
+    fn check_binding_ends(
+        &self,
+        definitions: &Definitions,
+        source: &str,
+        destination: &Destination,
+        connection_id: u64,
+    ) -> Result<bool, QueueError> {
+        let default_exchange = || QueueError::AccessRefused("operation not permitted on the default exchange".into());
+        let durable = match destination {
+            Destination::Queue(name) => {
+                let (queue, _) = definitions.queues.get(name).ok_or_else(|| self.not_found_queue(name))?;
+                self.check_owner(queue, connection_id)?;
+                queue.spec().durable
+            }
+            Destination::Exchange(name) => {
+                if name.is_empty() {
+                    return Err(default_exchange());
+                }
+                definitions.exchanges.get(name).ok_or_else(|| self.not_found_exchange(name))?.durable
+            }
+        };
+        if source.is_empty() {
+            return Err(default_exchange());
+        }
+        if !definitions.exchanges.contains_key(source) {
+            return Err(self.not_found_exchange(source));
+        }
+        Ok(durable)
+    }
+
+    /// The queues a message published to `exchange` reaches.
+    ///
+    /// # Errors
+    ///
+    /// 404 for a missing exchange; 403 for an internal one.
+    pub fn route(&self, exchange: &str, message: &Message) -> Result<Vec<Arc<Queue>>, QueueError> {
+        let definitions = self.definitions.read();
+        let start = definitions.exchanges.get(exchange).ok_or_else(|| self.not_found_exchange(exchange))?;
+        if start.internal {
+            return Err(QueueError::AccessRefused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        let headers = message.headers();
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        let mut seen_queues = HashSet::new();
+        let mut visited = HashSet::from([exchange.to_owned()]);
+        let mut pending = vec![exchange.to_owned()];
+        while let Some(name) = pending.pop() {
+            if name.is_empty() {
+                if let Some((queue, _)) = definitions.queues.get(&message.routing_key) {
+                    if seen_queues.insert(queue.name().to_owned()) {
+                        queues.push(Arc::clone(queue));
+                    }
+                }
+                continue;
+            }
+            let Some(current) = definitions.exchanges.get(&name) else { continue };
+            for binding in &current.bindings {
+                if !current.kind.matches(&binding.routing_key, &binding.arguments, &message.routing_key, &headers) {
+                    continue;
+                }
+                match &binding.destination {
+                    Destination::Queue(queue) => {
+                        if let Some((queue, _)) = definitions.queues.get(queue) {
+                            if seen_queues.insert(queue.name().to_owned()) {
+                                queues.push(Arc::clone(queue));
+                            }
+                        }
+                    }
+                    Destination::Exchange(next) => {
+                        if visited.insert(next.clone()) {
+                            pending.push(next.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(queues)
+    }
+
+    /// Routes a message and stores it in every queue it reaches.
+    ///
+    /// # Errors
+    ///
+    /// As [`VirtualHost::route`]; storage errors.
+    pub fn publish(&self, message: &Message) -> Result<Published, QueueError> {
+        let queues = self.route(&message.exchange, message)?;
+        let mut published = Published { routed: !queues.is_empty(), ..Published::default() };
+        for queue in queues {
+            match queue.enqueue(message)? {
+                Enqueued::Accepted { log, end_offset, needs_sync } => {
+                    if needs_sync {
+                        published.syncs.push((log, end_offset));
+                    }
+                }
+                Enqueued::Rejected => published.rejected = true,
+            }
+        }
+        Ok(published)
+    }
+
+    /// Periodic work for every queue; deletes queues whose `x-expires` passed.
+    pub async fn maintain(&self, now: i64) {
+        for queue in self.queues() {
+            match queue.maintain(now).await {
+                Ok(true) => {
+                    if let Err(error) = self.remove_queue(&queue) {
+                        tracing::error!(queue = queue.name(), %error, "deleting expired queue failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::error!(queue = queue.name(), %error, "queue maintenance failed"),
+            }
+        }
+    }
+
+    /// Syncs and closes every queue (clean shutdown).
+    pub fn close(&self) {
+        for queue in self.queues() {
+            if let Err(error) = queue.close() {
+                tracing::error!(queue = queue.name(), %error, "closing queue failed");
+            }
+        }
+    }
+
+    fn persist(&self, definitions: &Definitions) -> Result<(), QueueError> {
+        let mut exchanges: Vec<Exchange> = definitions
+            .exchanges
+            .values()
+            .filter(|e| e.durable && !is_standard(&e.name))
+            .cloned()
+            .collect();
+        // Standard exchanges keep their durable bindings too.
+        for &(name, _) in STANDARD_EXCHANGES {
+            if let Some(exchange) = definitions.exchanges.get(name) {
+                if !exchange.bindings.is_empty() {
+                    exchanges.push(exchange.clone());
+                }
+            }
+        }
+        let durable_queue = |name: &str| definitions.queues.get(name).is_some_and(|(q, _)| q.spec().durable);
+        let durable_exchange = |name: &str| definitions.exchanges.get(name).is_some_and(|e| e.durable);
+        for exchange in &mut exchanges {
+            exchange.bindings.retain(|b| match &b.destination {
+                Destination::Queue(q) => durable_queue(q),
+                Destination::Exchange(e) => durable_exchange(e),
+            });
+        }
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut queues: Vec<StoredQueue> = definitions
+            .queues
+            .values()
+            .filter(|(q, _)| q.spec().durable)
+            .map(|(q, id)| StoredQueue {
+                name: q.name().to_owned(),
+                id: id.clone(),
+                auto_delete: q.spec().auto_delete,
+                arguments: q.spec().arguments.clone(),
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let stored = StoredDefinitions { exchanges, queues };
+        let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| QueueError::Internal(e.to_string()))?;
+        write_atomically(&self.dir.join(DEFINITIONS_FILE), &bytes)?;
+        Ok(())
+    }
+}
+
+fn is_standard(name: &str) -> bool {
+    STANDARD_EXCHANGES.iter().any(|(standard, _)| *standard == name)
+}
+
+fn standard_exchange(name: &str, kind: ExchangeKind) -> Exchange {
+    Exchange {
+        name: name.to_owned(),
+        kind,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments: FieldTable::default(),
+        bindings: Vec::new(),
+    }
+}
+
+/// Removes every binding to `destination`, and auto-delete exchanges left
+/// without bindings.
+fn remove_bindings_to(definitions: &mut Definitions, destination: &Destination) {
+    let mut emptied = Vec::new();
+    for exchange in definitions.exchanges.values_mut() {
+        let before = exchange.bindings.len();
+        exchange.bindings.retain(|b| &b.destination != destination);
+        if exchange.auto_delete && before > 0 && exchange.bindings.is_empty() {
+            emptied.push(exchange.name.clone());
+        }
+    }
+    for name in emptied {
+        definitions.exchanges.remove(&name);
+    }
+}
+
+/// `amq.gen-` and 22 URL-safe characters, as RabbitMQ names them.
+fn server_generated_name() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let random = uuid::Uuid::new_v4().as_u128();
+    let suffix: String = (0..22).map(|i| ALPHABET[((random >> (i * 6)) & 63) as usize] as char).collect();
+    format!("amq.gen-{suffix}")
+}
+
+/// Publishes dead letters to their exchanges, outside any queue lock.
+async fn route_dead_letters(vhost: Weak<VirtualHost>, mut letters: mpsc::UnboundedReceiver<DeadLetter>) {
+    while let Some(letter) = letters.recv().await {
+        let Some(vhost) = vhost.upgrade() else { return };
+        let result = letter.into_message().and_then(|message| {
+            let published = vhost.publish(&message)?;
+            Ok(published.syncs)
+        });
+        match result {
+            // A missing dead-letter exchange drops the message, as RabbitMQ does.
+            Err(QueueError::NotFound(_)) => {}
+            Err(error) => tracing::error!(%error, "dead-lettering failed"),
+            Ok(syncs) => {
+                for (log, end) in syncs {
+                    if let Err(error) = log.wait_durable(end).await {
+                        tracing::error!(%error, "dead-letter sync failed");
+                    }
+                }
+            }
+        }
+    }
+}
