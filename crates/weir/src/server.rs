@@ -8,10 +8,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
+use weir_core::queues::VirtualHost;
 use weir_core::Broker;
 
 use crate::settings::Resolved;
 
+/// How often queues expire messages at their head, sync acknowledgements
+/// and delete settled segments.
+const QUEUE_TICK: Duration = Duration::from_millis(100);
+/// Segment size of queue logs: small, so settled messages free disk soon.
+const QUEUE_SEGMENT_BYTES: u64 = 64 << 20;
 /// How often `flush.ms` partitions are checked for a due sync.
 const FLUSH_TICK: Duration = Duration::from_millis(50);
 /// How often group session and rebalance timeouts are checked.
@@ -67,16 +73,50 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         settings.kafka,
         stopping.clone(),
     ));
+    let vhost = open_default_vhost(&broker)?;
+    let amqp_listener = TcpListener::bind(settings.amqp_listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", settings.amqp_listen))?;
+    tracing::info!(address = %settings.amqp_listen, "AMQP listener ready");
+    let vhosts = Arc::new(weir_amqp::VirtualHosts::from([("/".to_owned(), Arc::clone(&vhost))]));
+    let amqp = tokio::spawn(weir_amqp::serve(amqp_listener, vhosts, settings.amqp, stopping.clone()));
+    let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), stopping.clone()));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
     let _ = stop.send(true);
     let _ = kafka.await;
+    let _ = amqp.await;
     let _ = maintenance.await;
+    let _ = queue_maintenance.await;
+    tokio::task::spawn_blocking(move || vhost.close())
+        .await
+        .map_err(|error| format!("shutdown task failed: {error}"))?;
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await
         .map_err(|error| format!("shutdown task failed: {error}"))?
         .map_err(|error| format!("unclean shutdown: {error}"))
+}
+
+/// The virtual host `/`, stored under `<data>/amqp/vhosts/default`.
+fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
+    let dir = broker.config().data_dir.join("amqp").join("vhosts").join("default");
+    let log_config = weir_log::LogConfig {
+        segment_bytes: QUEUE_SEGMENT_BYTES,
+        ..weir_log::LogConfig::default()
+    };
+    VirtualHost::open("/", &dir, log_config).map_err(|error| format!("cannot open AMQP vhost '/': {error}"))
+}
+
+/// Queue upkeep (TTL expiry, settlement syncs, segment deletion, `x-expires`).
+async fn maintain_queues(vhost: Arc<VirtualHost>, mut stopping: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(QUEUE_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => vhost.maintain(weir_core::now_ms()).await,
+            _ = stopping.changed() => return,
+        }
+    }
 }
 
 /// Retention and offset expiry on their interval, `flush.ms` syncs and

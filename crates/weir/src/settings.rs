@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 use weir_core::{BrokerConfig, TopicDefaults};
+use weir_amqp::AmqpConfig;
 use weir_kafka::KafkaConfig;
 
 /// Settings of `weir server`, each a flag, a `WEIR_*` variable and a TOML key.
@@ -24,6 +25,12 @@ pub struct ServerSettings {
     /// Address of the Kafka listener [default: 127.0.0.1:9092].
     #[arg(long, env = "WEIR_KAFKA_LISTEN")]
     pub kafka_listen: Option<SocketAddr>,
+    /// Address of the AMQP 0-9-1 listener [default: 127.0.0.1:5672].
+    #[arg(long, env = "WEIR_AMQP_LISTEN")]
+    pub amqp_listen: Option<SocketAddr>,
+    /// Heartbeat interval proposed to AMQP clients, in seconds; 0 turns it off [default: 60].
+    #[arg(long, env = "WEIR_AMQP_HEARTBEAT_S")]
+    pub amqp_heartbeat_s: Option<u16>,
     /// Host name given to Kafka clients in metadata [default: the listen address].
     #[arg(long, env = "WEIR_KAFKA_ADVERTISED_HOST")]
     pub kafka_advertised_host: Option<String>,
@@ -57,7 +64,7 @@ pub struct ServerSettings {
     /// Offsets of a group without members expire this long after their commit [default: 10080].
     #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub offsets_retention_minutes: Option<u64>,
-    /// Kafka connections served at once [default: 10000].
+    /// Connections served at once, per protocol [default: 10000].
     #[arg(long, env = "WEIR_CONNECTIONS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_max: Option<u64>,
     /// Log filter, e.g. `info` or `weir_kafka=debug` [default: info].
@@ -74,6 +81,10 @@ pub struct Resolved {
     pub kafka_listen: SocketAddr,
     /// Settings of the Kafka listener.
     pub kafka: KafkaConfig,
+    /// Where the AMQP listener binds.
+    pub amqp_listen: SocketAddr,
+    /// Settings of the AMQP listener.
+    pub amqp: AmqpConfig,
     /// Log filter.
     pub log_level: String,
 }
@@ -150,10 +161,23 @@ impl ServerSettings {
         if let Some(connections) = self.connections_max.or(file.connections_max) {
             kafka.connections_max = connections as usize;
         }
+        let amqp_listen = self
+            .amqp_listen
+            .or(file.amqp_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5672)));
+        let mut amqp = AmqpConfig::default();
+        if let Some(heartbeat_s) = self.amqp_heartbeat_s.or(file.amqp_heartbeat_s) {
+            amqp.heartbeat_s = heartbeat_s;
+        }
+        if let Some(connections) = self.connections_max.or(file.connections_max) {
+            amqp.connections_max = connections as usize;
+        }
         Ok(Resolved {
             broker,
             kafka_listen,
             kafka,
+            amqp_listen,
+            amqp,
             log_level: self
                 .log_level
                 .or(file.log_level)

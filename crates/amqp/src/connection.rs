@@ -1,0 +1,529 @@
+//! One AMQP connection: protocol header, `connection.*` handshake and close,
+//! the frame loop, heartbeats, and writing what queues and confirms send.
+//!
+//! A connection is a single task: it reads frames and handles them in
+//! order, and between reads writes deliveries (from the queues' dispatchers,
+//! through an unbounded channel whose depth each queue bounds by prefetch
+//! and [`weir_core::queues::UNSENT_DELIVERIES_MAX`]) and publisher confirms
+//! (futures that finish when the fsync covering a publish is done, kept in
+//! publish order). Writing waits for the socket, so a slow reader slows its
+//! own connection only.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::protocol::{connection, parse_class, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::BytesMut;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use weir_core::queues::{Outbound, VirtualHost, UNSENT_DELIVERIES_MAX};
+
+use crate::channel::Channel;
+use crate::errors::*;
+use crate::frames::{self, next_frame, put_heartbeat, put_method, RawFrame, PROTOCOL_HEADER};
+use crate::server::{AmqpConfig, VirtualHosts};
+
+/// Frame size every peer must accept before `tune` (AMQP's frame-min-size).
+const FRAME_MIN_BYTES: u32 = 4096;
+/// How long a client may take to send its protocol header and handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound deliveries written per turn of the loop before reading again.
+const DELIVERIES_PER_TURN: usize = 512;
+
+/// A publisher confirm that resolves once its publish is durable:
+/// (channel, sequence number, ack = true / nack = false).
+pub(crate) type ConfirmFuture = Pin<Box<dyn Future<Output = (u16, u64, bool)> + Send>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingStartOk,
+    AwaitingTuneOk,
+    AwaitingOpen,
+    Open,
+    /// The broker sent `connection.close` and waits for `close-ok`.
+    Closing,
+    Closed,
+}
+
+/// Capabilities the client announced in `start-ok`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ClientCapabilities {
+    pub(crate) consumer_cancel_notify: bool,
+    pub(crate) connection_blocked: bool,
+    pub(crate) authentication_failure_close: bool,
+}
+
+/// State of one connection.
+pub struct Connection {
+    pub(crate) id: u64,
+    peer: SocketAddr,
+    vhosts: Arc<VirtualHosts>,
+    pub(crate) config: Arc<AmqpConfig>,
+    pub(crate) vhost: Option<Arc<VirtualHost>>,
+    pub(crate) user: String,
+    pub(crate) frame_bytes_max: usize,
+    channel_max: u16,
+    heartbeat_s: u16,
+    phase: Phase,
+    pub(crate) capabilities: ClientCapabilities,
+    pub(crate) channels: HashMap<u16, Channel>,
+    /// Bytes to write at the end of this turn of the loop.
+    pub(crate) out: Vec<u8>,
+    pub(crate) outbound_sender: mpsc::UnboundedSender<Outbound>,
+    outbound: mpsc::UnboundedReceiver<Outbound>,
+    pub(crate) confirms: FuturesOrdered<ConfirmFuture>,
+}
+
+impl Connection {
+    /// A connection from `peer`, not yet past the protocol header.
+    pub fn new(id: u64, peer: SocketAddr, vhosts: Arc<VirtualHosts>, config: Arc<AmqpConfig>) -> Connection {
+        let (outbound_sender, outbound) = mpsc::unbounded_channel();
+        Connection {
+            id,
+            peer,
+            vhosts,
+            frame_bytes_max: config.frame_bytes_max as usize,
+            channel_max: config.channels_per_connection_max,
+            heartbeat_s: 0,
+            config,
+            vhost: None,
+            user: String::new(),
+            phase: Phase::AwaitingStartOk,
+            capabilities: ClientCapabilities::default(),
+            channels: HashMap::new(),
+            out: Vec::with_capacity(64 * 1024),
+            outbound_sender,
+            outbound,
+            confirms: FuturesOrdered::new(),
+        }
+    }
+
+    /// Serves the connection until it closes, then releases everything it held.
+    pub async fn run(mut self, socket: TcpStream, mut stop: watch::Receiver<bool>) {
+        let (mut reader, mut writer) = socket.into_split();
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        let mut header = [0u8; 8];
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_exact(&mut header)).await {
+            Ok(Ok(_)) if &header == PROTOCOL_HEADER => {}
+            Ok(Ok(_)) => {
+                // The spec's answer to a header we do not speak: ours, then close.
+                let _ = writer.write_all(PROTOCOL_HEADER).await;
+                return;
+            }
+            _ => return,
+        }
+        self.send_start();
+        let mut last_read = Instant::now();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let mut closing_since: Option<Instant> = None;
+        loop {
+            if !self.out.is_empty() {
+                if writer.write_all(&self.out).await.is_err() {
+                    break;
+                }
+                self.out.clear();
+            }
+            if self.phase == Phase::Closed {
+                break;
+            }
+            if self.phase == Phase::Closing && closing_since.is_none() {
+                closing_since = Some(Instant::now());
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut buffer) => {
+                    match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => last_read = Instant::now(),
+                    }
+                    if let Err(error) = self.handle_bytes(&mut buffer).await {
+                        self.fail(error);
+                    }
+                }
+                Some(outbound) = self.outbound.recv() => self.write_outbound(outbound),
+                Some(first) = self.confirms.next(), if !self.confirms.is_empty() => self.write_confirms(first),
+                _ = heartbeat.tick() => {
+                    if !self.heartbeat_due(last_read, handshake_deadline, closing_since) {
+                        break;
+                    }
+                }
+                _ = stop.changed() => {
+                    self.send_connection_close(CONNECTION_FORCED, "CONNECTION_FORCED - broker shutdown".into());
+                    let _ = writer.write_all(&self.out).await;
+                    break;
+                }
+            }
+        }
+        let _ = writer.shutdown().await;
+        self.release_everything();
+    }
+
+    /// Sends heartbeats and decides whether the peer is still there.
+    fn heartbeat_due(&mut self, last_read: Instant, handshake_deadline: Instant, closing_since: Option<Instant>) -> bool {
+        let now = Instant::now();
+        if self.phase != Phase::Open && self.phase != Phase::Closing && now > handshake_deadline {
+            return false;
+        }
+        if closing_since.is_some_and(|since| now - since > Duration::from_secs(2)) {
+            return false;
+        }
+        if self.heartbeat_s == 0 {
+            return true;
+        }
+        let interval = Duration::from_secs(u64::from(self.heartbeat_s));
+        // Two missed heartbeats and the peer is gone, as RabbitMQ decides.
+        if now - last_read > interval * 2 {
+            tracing::info!(peer = %self.peer, "AMQP client missed heartbeats; closing");
+            return false;
+        }
+        put_heartbeat(&mut self.out);
+        true
+    }
+
+    /// Handles every whole frame in `buffer`.
+    async fn handle_bytes(&mut self, buffer: &mut BytesMut) -> AmqpResult {
+        while let Some(frame) = next_frame(buffer, self.frame_bytes_max)? {
+            if self.phase == Phase::Closed {
+                return Ok(());
+            }
+            self.handle_frame(frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_frame(&mut self, frame: RawFrame) -> AmqpResult {
+        match frame.kind {
+            frames::HEARTBEAT => Ok(()),
+            frames::METHOD => {
+                let method = match parse_class(&frame.payload[..]) {
+                    Ok((rest, method)) if rest.is_empty() => method,
+                    _ => return Err(unparsable_method(&frame.payload)),
+                };
+                if self.phase == Phase::Closing {
+                    return self.while_closing(method);
+                }
+                if frame.channel == 0 {
+                    return self.connection_method(method);
+                }
+                if self.phase != Phase::Open {
+                    return Err(AmqpError::connection(CHANNEL_ERROR, "channel used before connection.open"));
+                }
+                self.channel_method(frame.channel, method).await
+            }
+            _ if self.phase == Phase::Closing => Ok(()),
+            _ if frame.channel == 0 || self.phase != Phase::Open => {
+                Err(AmqpError::connection(UNEXPECTED_FRAME, format!("content frame on channel {}", frame.channel)))
+            }
+            kind => self.content_frame(frame.channel, kind, frame.payload).await,
+        }
+    }
+
+    fn while_closing(&mut self, method: AMQPClass) -> AmqpResult {
+        match method {
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.phase = Phase::Closed,
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.phase = Phase::Closed;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A connection exception: `connection.close`, then wait for `close-ok`;
+    /// a channel exception: `channel.close` on that channel.
+    pub(crate) fn fail(&mut self, error: AmqpError) {
+        tracing::info!(peer = %self.peer, code = error.code, text = %error.text, "AMQP connection error");
+        if self.phase == Phase::AwaitingStartOk || self.phase == Phase::Closing {
+            self.phase = Phase::Closed;
+            return;
+        }
+        self.send_connection_close(error.code, error.text);
+    }
+
+    fn send_connection_close(&mut self, code: u16, text: String) {
+        let close = connection::Close { reply_code: code, reply_text: short(&text), class_id: 0, method_id: 0 };
+        put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        self.phase = Phase::Closing;
+        self.release_channels();
+    }
+
+    fn send_start(&mut self) {
+        let mut capabilities = FieldTable::default();
+        for name in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "consumer_priorities",
+            "authentication_failure_close",
+            "per_consumer_qos",
+        ] {
+            capabilities.insert(name.into(), AMQPValue::Boolean(true));
+        }
+        capabilities.insert("direct_reply_to".into(), AMQPValue::Boolean(false));
+        let mut properties = FieldTable::default();
+        properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+        properties.insert("product".into(), long_string("Weir"));
+        properties.insert("version".into(), long_string(env!("CARGO_PKG_VERSION")));
+        properties.insert("platform".into(), long_string("Rust"));
+        properties.insert("cluster_name".into(), long_string("weir"));
+        let start = connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: properties,
+            mechanisms: LongString::from("PLAIN AMQPLAIN"),
+            locales: LongString::from("en_US"),
+        };
+        put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Start(start)));
+    }
+
+    fn connection_method(&mut self, method: AMQPClass) -> AmqpResult {
+        let AMQPClass::Connection(method) = method else {
+            return Err(AmqpError::connection(CHANNEL_ERROR, "only connection methods are allowed on channel 0"));
+        };
+        use connection::AMQPMethod as M;
+        match (self.phase, method) {
+            (Phase::AwaitingStartOk, M::StartOk(start_ok)) => self.start_ok(start_ok),
+            (Phase::AwaitingTuneOk, M::TuneOk(tune_ok)) => {
+                self.tune_ok(&tune_ok);
+                self.phase = Phase::AwaitingOpen;
+                Ok(())
+            }
+            (Phase::AwaitingOpen, M::Open(open)) => self.open(open.virtual_host.as_str()),
+            (_, M::Close(_)) => {
+                put_method(&mut self.out, 0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
+                self.phase = Phase::Closed;
+                Ok(())
+            }
+            (_, M::Blocked(_) | M::Unblocked(_) | M::UpdateSecretOk(_)) => Ok(()),
+            (_, method) => Err(AmqpError::connection(
+                COMMAND_INVALID,
+                format!("connection.{} not expected now", method_name(&method)),
+            )),
+        }
+    }
+
+    fn start_ok(&mut self, start_ok: connection::StartOk) -> AmqpResult {
+        if let Some(AMQPValue::FieldTable(capabilities)) = start_ok.client_properties.inner().get("capabilities") {
+            let flag = |name: &str| matches!(capabilities.inner().get(name), Some(AMQPValue::Boolean(true)));
+            self.capabilities = ClientCapabilities {
+                consumer_cancel_notify: flag("consumer_cancel_notify"),
+                connection_blocked: flag("connection.blocked"),
+                authentication_failure_close: flag("authentication_failure_close"),
+            };
+        }
+        let mechanism = start_ok.mechanism.as_str().to_owned();
+        let credentials = match mechanism.as_str() {
+            "PLAIN" => plain_credentials(start_ok.response.as_bytes()),
+            "AMQPLAIN" => amqplain_credentials(start_ok.response.as_bytes()),
+            _ => None,
+        };
+        let accepted = credentials.as_ref().is_some_and(|(user, password)| {
+            self.config.users.iter().any(|(u, p)| u == user && p == password)
+                && (user != "guest" || self.peer.ip().is_loopback())
+        });
+        let Some((user, _)) = credentials.filter(|_| accepted) else {
+            tracing::info!(peer = %self.peer, %mechanism, "AMQP login refused");
+            if self.capabilities.authentication_failure_close {
+                let text = format!(
+                    "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+                );
+                self.send_connection_close(ACCESS_REFUSED, text);
+            } else {
+                self.phase = Phase::Closed;
+            }
+            return Ok(());
+        };
+        self.user = user;
+        let tune = connection::Tune {
+            channel_max: self.config.channels_per_connection_max,
+            frame_max: self.config.frame_bytes_max,
+            heartbeat: self.config.heartbeat_s,
+        };
+        put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
+        self.phase = Phase::AwaitingTuneOk;
+        Ok(())
+    }
+
+    fn tune_ok(&mut self, tune_ok: &connection::TuneOk) {
+        let ours = self.config.frame_bytes_max;
+        let frame_max = match tune_ok.frame_max {
+            0 => ours,
+            asked => asked.clamp(FRAME_MIN_BYTES, ours),
+        };
+        self.frame_bytes_max = frame_max as usize;
+        self.channel_max = match tune_ok.channel_max {
+            0 => self.config.channels_per_connection_max,
+            asked => asked.min(self.config.channels_per_connection_max),
+        };
+        self.heartbeat_s = tune_ok.heartbeat;
+    }
+
+    fn open(&mut self, vhost: &str) -> AmqpResult {
+        let Some(found) = self.vhosts.get(vhost) else {
+            return Err(AmqpError::connection(NOT_ALLOWED, format!("vhost {vhost} not found")));
+        };
+        self.vhost = Some(Arc::clone(found));
+        put_method(
+            &mut self.out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        self.phase = Phase::Open;
+        Ok(())
+    }
+
+    /// The highest channel number the client may open.
+    pub(crate) fn channel_max(&self) -> u16 {
+        self.channel_max
+    }
+
+    /// The virtual host (set once the connection is open).
+    pub(crate) fn vhost(&self) -> Arc<VirtualHost> {
+        Arc::clone(self.vhost.as_ref().expect("channels exist only on open connections"))
+    }
+
+    /// Writes a delivery or a server-initiated cancel.
+    fn write_outbound(&mut self, first: Outbound) {
+        self.write_one_outbound(first);
+        for _ in 1..DELIVERIES_PER_TURN {
+            match self.outbound.try_recv() {
+                Ok(next) => self.write_one_outbound(next),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn write_one_outbound(&mut self, outbound: Outbound) {
+        match outbound {
+            Outbound::Deliver(delivery) => {
+                let channel = delivery.channel;
+                let Some(open) = self.channels.get_mut(&channel).filter(|c| !c.closing) else {
+                    // The channel closed after the queue sent this: back to the queue.
+                    if delivery.needs_ack {
+                        let _ = delivery.queue.reject(&[delivery.id], true);
+                    }
+                    return;
+                };
+                let unsent_before = open.handle.unsent.fetch_sub(1, Ordering::Relaxed);
+                open.write_delivery(&mut self.out, delivery, self.frame_bytes_max);
+                if unsent_before >= UNSENT_DELIVERIES_MAX {
+                    open.wake_consumed_queues();
+                }
+            }
+            Outbound::Cancel { channel, consumer_tag } => {
+                let Some(open) = self.channels.get_mut(&channel).filter(|c| !c.closing) else { return };
+                if open.consumers.remove(&*consumer_tag).is_some() && self.capabilities.consumer_cancel_notify {
+                    let cancel = amq_protocol::protocol::basic::Cancel { consumer_tag: short(&consumer_tag), nowait: true };
+                    put_method(
+                        &mut self.out,
+                        channel,
+                        AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Cancel(cancel)),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes confirms that are ready, acks in runs as one `multiple` ack.
+    fn write_confirms(&mut self, first: (u16, u64, bool)) {
+        let mut ready = vec![first];
+        while let Some(Some(next)) = self.confirms.next().now_or_never() {
+            ready.push(next);
+        }
+        let mut index = 0;
+        while index < ready.len() {
+            let (channel, sequence, ack) = ready[index];
+            let mut last = sequence;
+            let mut run = 1;
+            while ack && index + run < ready.len() && ready[index + run].0 == channel && ready[index + run].2 {
+                last = ready[index + run].1;
+                run += 1;
+            }
+            index += run;
+            if self.channels.get(&channel).is_none_or(|c| c.closing) {
+                continue;
+            }
+            crate::confirm::put_confirm(&mut self.out, channel, last, run > 1, ack);
+        }
+    }
+
+    /// Requeues every unacknowledged delivery and removes every consumer.
+    fn release_channels(&mut self) {
+        for (_, mut channel) in self.channels.drain() {
+            channel.release(self.vhost.as_deref());
+        }
+    }
+
+    fn release_everything(&mut self) {
+        self.release_channels();
+        if let Some(vhost) = &self.vhost {
+            if let Err(error) = vhost.connection_closed(self.id) {
+                tracing::error!(%error, "deleting exclusive queues failed");
+            }
+        }
+    }
+}
+
+/// The error for a method frame that does not decode: an unknown class or
+/// method is 540, a known one with bad fields 502.
+fn unparsable_method(payload: &[u8]) -> AmqpError {
+    if payload.len() < 4 {
+        return AmqpError::connection(SYNTAX_ERROR, "method frame too short");
+    }
+    let class = u16::from_be_bytes([payload[0], payload[1]]);
+    let method = u16::from_be_bytes([payload[2], payload[3]]);
+    let known_class = matches!(class, 10 | 20 | 30 | 40 | 50 | 60 | 85 | 90);
+    if known_class {
+        AmqpError::connection(SYNTAX_ERROR, format!("cannot decode method {class}.{method}"))
+    } else {
+        AmqpError::connection(NOT_IMPLEMENTED, format!("unknown method {class}.{method}"))
+    }
+}
+
+fn method_name(method: &connection::AMQPMethod) -> String {
+    let debug = format!("{method:?}");
+    debug.split('(').next().unwrap_or_default().to_lowercase()
+}
+
+/// `\0user\0password` (an authorization identity before the first NUL is ignored).
+fn plain_credentials(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|&b| b == 0);
+    let _authorization_identity = parts.next()?;
+    let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let password = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    Some((user, password))
+}
+
+/// AMQPLAIN: a field table without its length prefix, with LOGIN and PASSWORD.
+fn amqplain_credentials(response: &[u8]) -> Option<(String, String)> {
+    let mut framed = (response.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(response);
+    let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+    let text = |name: &str| table.inner().get(name).and_then(weir_core::queues::args::text);
+    Some((text("LOGIN")?, text("PASSWORD")?))
+}
+
+/// A short string, cut to 255 bytes at a character boundary.
+pub(crate) fn short(text: &str) -> amq_protocol::types::ShortString {
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].into()
+}
+
+fn long_string(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}

@@ -1,0 +1,82 @@
+//! The AMQP listener: accepts connections (bounded by a semaphore) and runs
+//! one task per connection until shutdown is broadcast.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use weir_core::queues::VirtualHost;
+
+use crate::connection::Connection;
+
+/// Virtual hosts by name.
+pub type VirtualHosts = HashMap<String, Arc<VirtualHost>>;
+
+/// Settings of the AMQP listener.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Largest frame the broker accepts and proposes (`frame_max`).
+    pub frame_bytes_max: u32,
+    /// Channels per connection at most (`channel_max`).
+    pub channels_per_connection_max: u16,
+    /// Heartbeat interval proposed to clients, in seconds (0 = off).
+    pub heartbeat_s: u16,
+    /// Largest message body accepted.
+    pub message_bytes_max: u64,
+    /// Connections served at once.
+    pub connections_max: usize,
+    /// Users and passwords allowed to log in (RabbitMQ's `guest`/`guest` by default).
+    pub users: Vec<(String, String)>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> AmqpConfig {
+        AmqpConfig {
+            frame_bytes_max: 131_072,
+            channels_per_connection_max: 2047,
+            heartbeat_s: 60,
+            message_bytes_max: 128 << 20,
+            connections_max: 10_000,
+            users: vec![("guest".into(), "guest".into())],
+        }
+    }
+}
+
+/// Serves AMQP connections on `listener` until `stopping` turns true, then waits
+/// for every connection task to finish.
+pub async fn serve(listener: TcpListener, vhosts: Arc<VirtualHosts>, config: AmqpConfig, stopping: watch::Receiver<bool>) {
+    let config = Arc::new(config);
+    let limit = Arc::new(Semaphore::new(config.connections_max));
+    let next_id = AtomicU64::new(1);
+    let mut stop = stopping.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stop.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "AMQP accept failed");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection::new(id, peer, Arc::clone(&vhosts), Arc::clone(&config));
+        let stop = stopping.clone();
+        tasks.spawn(async move {
+            connection.run(socket, stop).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
