@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import struct
 import threading
 import time
@@ -178,14 +180,56 @@ def amqp(request):
     target.close()
 
 
+# A shell command that restarts the external broker cleanly (for checking the
+# clean-restart tests against RabbitMQ), e.g.
+#   rabbitmqctl -n rabbit-tests@localhost stop_app && rabbitmqctl -n ... start_app
+EXTERNAL_RESTART_CMD = os.environ.get("WEIR_TEST_AMQP_RESTART_CMD") or None
+
+
 @pytest.fixture
 def weir_amqp(request):
-    """A fresh weir broker for tests that stop, kill and restart it."""
-    if EXTERNAL_URL:
+    """A fresh weir broker for tests that stop, kill and restart it (see
+    `restart_broker`). On an external broker only with
+    WEIR_TEST_AMQP_RESTART_CMD, and only clean restarts."""
+    if EXTERNAL_URL and not EXTERNAL_RESTART_CMD:
         pytest.skip("restarts and kills need a weir broker started by the test")
-    target = _weir_target(request)
+    target = AmqpTarget(EXTERNAL_URL) if EXTERNAL_URL else _weir_target(request)
     yield target
     target.close()
+
+
+def require_kill(target: AmqpTarget):
+    """Skip unless the test can kill -9 the broker (weir started by the test)."""
+    if target.external:
+        pytest.skip("kill -9 needs a weir broker started by the test")
+
+
+def restart_broker(target: AmqpTarget, sig: int = signal.SIGTERM):
+    """Stop the broker with `sig` and start it again on the same port and
+    data directory; connections made before are forgotten."""
+    for connection in target._connections:
+        with contextlib.suppress(Exception):
+            if connection.is_open:
+                connection.close()
+    target.forget_connections()
+    if target.external:
+        assert sig == signal.SIGTERM, "an external broker can only be restarted cleanly"
+        subprocess.run(EXTERNAL_RESTART_CMD, shell=True, check=True, capture_output=True, timeout=120)
+        wait_until(lambda: _accepts(target), 60, "the external broker to accept connections")
+        return
+    code = target.broker.restart(sig)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert code == 0, f"exit code {code} after signal {sig}"
+
+
+def _accepts(target: AmqpTarget) -> bool:
+    try:
+        pika.BlockingConnection(target.params()).close()
+        return True
+    except pika.exceptions.AMQPError:
+        return False
 
 
 # --------------------------------------------------------------------------
