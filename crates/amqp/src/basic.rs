@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use weir_core::queues::args::{integer, text};
+use weir_core::queues::args::{integer, parse_age_ms, text};
 use weir_core::queues::{ConsumerSpec, Message, Published, StreamStart};
 
 use crate::channel::PendingPublish;
@@ -258,6 +258,10 @@ fn stream_start(arguments: &FieldTable) -> AmqpResult<StreamStart> {
         Some("first") => Ok(StreamStart::First),
         Some("last") => Ok(StreamStart::Last),
         Some("next") => Ok(StreamStart::Next),
+        Some(interval) if parse_age_ms(interval).is_some() => {
+            let age_ms = parse_age_ms(interval).unwrap_or(0) as i64;
+            Ok(StreamStart::Timestamp(weir_core::now_ms().saturating_sub(age_ms)))
+        }
         _ => Err(AmqpError::channel(
             PRECONDITION_FAILED,
             "PRECONDITION_FAILED - Invalid x-stream-offset value".to_string(),

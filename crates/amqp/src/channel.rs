@@ -162,7 +162,7 @@ impl Connection {
             return self.open_channel(number);
         }
         let Some(open) = self.channels.get_mut(&number) else {
-            return Err(AmqpError::connection(CHANNEL_ERROR, format!("expected 'channel.open' on channel {number}")));
+            return Err(AmqpError::connection(CHANNEL_ERROR, "expected 'channel.open'"));
         };
         if open.closing {
             match method {
@@ -266,7 +266,7 @@ impl Connection {
     pub(crate) async fn content_frame(&mut self, number: u16, kind: u8, payload: Bytes) -> AmqpResult {
         let message_bytes_max = self.config.message_bytes_max;
         let Some(open) = self.channels.get_mut(&number) else {
-            return Err(AmqpError::connection(CHANNEL_ERROR, format!("expected 'channel.open' on channel {number}")));
+            return Err(AmqpError::connection(CHANNEL_ERROR, "expected 'channel.open'"));
         };
         if open.closing {
             return Ok(());

@@ -58,7 +58,6 @@ enum Phase {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ClientCapabilities {
     pub(crate) consumer_cancel_notify: bool,
-    pub(crate) connection_blocked: bool,
     pub(crate) authentication_failure_close: bool,
 }
 
@@ -157,7 +156,7 @@ impl Connection {
                     }
                 }
                 _ = stop.changed() => {
-                    self.send_connection_close(CONNECTION_FORCED, "CONNECTION_FORCED - broker shutdown".into());
+                    self.send_connection_close(CONNECTION_FORCED, "CONNECTION_FORCED - broker shutdown".into(), (0, 0));
                     let _ = writer.write_all(&self.out).await;
                     break;
                 }
@@ -202,22 +201,25 @@ impl Connection {
 
     async fn handle_frame(&mut self, frame: RawFrame) -> AmqpResult {
         match frame.kind {
-            frames::HEARTBEAT => Ok(()),
+            frames::HEARTBEAT if frame.channel == 0 => Ok(()),
+            frames::HEARTBEAT => Err(AmqpError::connection(UNEXPECTED_FRAME, "type 8, all octets = <<>>")),
             frames::METHOD => {
+                refuse_prefetch_size(&frame.payload)?;
                 let method = match parse_class(&frame.payload[..]) {
                     Ok((rest, method)) if rest.is_empty() => method,
                     _ => return Err(unparsable_method(&frame.payload)),
                 };
-                if self.phase == Phase::Closing {
-                    return self.while_closing(method);
-                }
-                if frame.channel == 0 {
-                    return self.connection_method(method);
-                }
-                if self.phase != Phase::Open {
-                    return Err(AmqpError::connection(CHANNEL_ERROR, "channel used before connection.open"));
-                }
-                self.channel_method(frame.channel, method).await
+                let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
+                let result = if self.phase == Phase::Closing {
+                    self.while_closing(method)
+                } else if frame.channel == 0 {
+                    self.connection_method(method)
+                } else if self.phase != Phase::Open {
+                    Err(AmqpError::connection(CHANNEL_ERROR, "channel used before connection.open"))
+                } else {
+                    self.channel_method(frame.channel, method).await
+                };
+                result.map_err(|error| error.during(ids))
             }
             _ if self.phase == Phase::Closing => Ok(()),
             _ if frame.channel == 0 || self.phase != Phase::Open => {
@@ -247,11 +249,12 @@ impl Connection {
             self.phase = Phase::Closed;
             return;
         }
-        self.send_connection_close(error.code, error.text);
+        self.send_connection_close(error.code, error.text, (error.class_id, error.method_id));
     }
 
-    fn send_connection_close(&mut self, code: u16, text: String) {
-        let close = connection::Close { reply_code: code, reply_text: short(&text), class_id: 0, method_id: 0 };
+    fn send_connection_close(&mut self, code: u16, text: String, ids: (u16, u16)) {
+        let (class_id, method_id) = ids;
+        let close = connection::Close { reply_code: code, reply_text: short(&text), class_id, method_id };
         put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
         self.phase = Phase::Closing;
         self.release_channels();
@@ -290,7 +293,7 @@ impl Connection {
 
     fn connection_method(&mut self, method: AMQPClass) -> AmqpResult {
         let AMQPClass::Connection(method) = method else {
-            return Err(AmqpError::connection(CHANNEL_ERROR, "only connection methods are allowed on channel 0"));
+            return Err(AmqpError::connection(CHANNEL_ERROR, "unexpected method in connection state running"));
         };
         use connection::AMQPMethod as M;
         match (self.phase, method) {
@@ -319,7 +322,6 @@ impl Connection {
             let flag = |name: &str| matches!(capabilities.inner().get(name), Some(AMQPValue::Boolean(true)));
             self.capabilities = ClientCapabilities {
                 consumer_cancel_notify: flag("consumer_cancel_notify"),
-                connection_blocked: flag("connection.blocked"),
                 authentication_failure_close: flag("authentication_failure_close"),
             };
         }
@@ -339,7 +341,7 @@ impl Connection {
                 let text = format!(
                     "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
                 );
-                self.send_connection_close(ACCESS_REFUSED, text);
+                self.send_connection_close(ACCESS_REFUSED, text, (10, 11));
             } else {
                 self.phase = Phase::Closed;
             }
@@ -477,7 +479,7 @@ impl Connection {
 }
 
 /// The error for a method frame that does not decode: an unknown class or
-/// method is 540, a known one with bad fields 502.
+/// class is 540, a method of a known class that does not decode 501.
 fn unparsable_method(payload: &[u8]) -> AmqpError {
     if payload.len() < 4 {
         return AmqpError::connection(SYNTAX_ERROR, "method frame too short");
@@ -486,10 +488,22 @@ fn unparsable_method(payload: &[u8]) -> AmqpError {
     let method = u16::from_be_bytes([payload[2], payload[3]]);
     let known_class = matches!(class, 10 | 20 | 30 | 40 | 50 | 60 | 85 | 90);
     if known_class {
-        AmqpError::connection(SYNTAX_ERROR, format!("cannot decode method {class}.{method}"))
+        AmqpError::connection(FRAME_ERROR, format!("cannot decode method {class}.{method}"))
     } else {
         AmqpError::connection(NOT_IMPLEMENTED, format!("unknown method {class}.{method}"))
     }
+}
+
+/// `basic.qos` with a prefetch size: RabbitMQ does not implement it (and
+/// the codec drops the field, so it is read from the raw payload).
+fn refuse_prefetch_size(payload: &[u8]) -> AmqpResult {
+    if payload.len() >= 8 && payload[..4] == [0, 60, 0, 10] {
+        let size = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        if size != 0 {
+            return Err(AmqpError::connection(NOT_IMPLEMENTED, format!("prefetch_size!=0 ({size})")));
+        }
+    }
+    Ok(())
 }
 
 fn method_name(method: &connection::AMQPMethod) -> String {

@@ -40,17 +40,36 @@ pub struct AmqpError {
     pub text: String,
     /// True for connection exceptions.
     pub connection: bool,
+    /// Class of the method that failed (0 when not a method).
+    pub class_id: u16,
+    /// The method's id within its class.
+    pub method_id: u16,
 }
 
 impl AmqpError {
     /// A channel exception.
     pub fn channel(code: u16, text: impl Into<String>) -> AmqpError {
-        AmqpError { code, text: text.into(), connection: false }
+        AmqpError { code, text: text.into(), connection: false, class_id: 0, method_id: 0 }
     }
 
     /// A connection exception; `text` gets the code's name as prefix.
     pub fn connection(code: u16, text: impl AsRef<str>) -> AmqpError {
-        AmqpError { code, text: format!("{} - {}", code_name(code), text.as_ref()), connection: true }
+        AmqpError {
+            code,
+            text: format!("{} - {}", code_name(code), text.as_ref()),
+            connection: true,
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+
+    /// The error, naming the method that caused it (unless it names one).
+    pub fn during(mut self, (class_id, method_id): (u16, u16)) -> AmqpError {
+        if self.class_id == 0 {
+            self.class_id = class_id;
+            self.method_id = method_id;
+        }
+        self
     }
 }
 
@@ -85,7 +104,7 @@ impl From<QueueError> for AmqpError {
             QueueError::NotImplemented(_) => (NOT_IMPLEMENTED, true),
             _ => (INTERNAL_ERROR, true),
         };
-        AmqpError { code, text, connection }
+        AmqpError { code, text, connection, class_id: 0, method_id: 0 }
     }
 }
 

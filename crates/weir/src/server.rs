@@ -103,6 +103,8 @@ fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
     let dir = broker.config().data_dir.join("amqp").join("vhosts").join("default");
     let log_config = weir_log::LogConfig {
         segment_bytes: QUEUE_SEGMENT_BYTES,
+        // One message is one batch: room for the largest AMQP body and its properties.
+        max_message_bytes: (weir_amqp::AmqpConfig::default().message_bytes_max + (1 << 20)) as usize,
         ..weir_log::LogConfig::default()
     };
     VirtualHost::open("/", &dir, log_config).map_err(|error| format!("cannot open AMQP vhost '/': {error}"))

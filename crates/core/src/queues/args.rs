@@ -103,6 +103,7 @@ pub fn text(value: &AMQPValue) -> Option<String> {
     match value {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
         _ => None,
     }
 }
@@ -146,7 +147,7 @@ impl QueueArguments {
             let non_negative = || match integer(value) {
                 Some(v) if v >= 0 => Ok(v as u64),
                 Some(v) => Err(invalid(name, format!("{{value_negative,{v}}}"))),
-                None => Err(invalid(name, format!("{{unacceptable_type,{}}}", type_name(value)))),
+                None => Err(invalid(name, format!("\"expected integer, got {}\"", type_name(value)))),
             };
             let string = || text(value).ok_or_else(|| invalid(name, format!("{{unacceptable_type,{}}}", type_name(value))));
             match name {
@@ -157,15 +158,16 @@ impl QueueArguments {
                 },
                 "x-max-length" => parsed.max_length = Some(non_negative()?),
                 "x-max-length-bytes" => parsed.max_length_bytes = Some(non_negative()?),
-                "x-max-priority" => {
-                    parsed.max_priority = Some(non_negative()?.min(255) as u8);
-                }
+                "x-max-priority" => match non_negative()? {
+                    over if over > 255 => return Err(invalid(name, format!("{{max_value_exceeded,{over}}}"))),
+                    priority => parsed.max_priority = Some(priority as u8),
+                },
                 "x-overflow" => {
                     parsed.overflow = match string()?.as_str() {
                         "drop-head" => Overflow::DropHead,
                         "reject-publish" => Overflow::RejectPublish,
                         "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                        other => return Err(invalid(name, format!("{{unknown_overflow_type,<<\"{other}\">>}}"))),
+                        _ => return Err(invalid(name, "invalid_overflow".into())),
                     }
                 }
                 "x-dead-letter-exchange" => parsed.dead_letter_exchange = Some(string()?),
@@ -179,7 +181,7 @@ impl QueueArguments {
                         "classic" => QueueType::Classic,
                         "quorum" => QueueType::Quorum,
                         "stream" => QueueType::Stream,
-                        other => return Err(invalid(name, format!("{{unsupported_queue_type,<<\"{other}\">>}}"))),
+                        other => return Err(invalid(name, format!("\"unsupported queue type '{other}'\""))),
                     }
                 }
                 "x-max-age" => {
@@ -199,8 +201,9 @@ impl QueueArguments {
     }
 }
 
-/// `x-max-age` as RabbitMQ writes it: a number and one of Y, M, D, h, m, s.
-fn parse_age_ms(text: &str) -> Option<u64> {
+/// `x-max-age` (and interval `x-stream-offset`s) as RabbitMQ writes them:
+/// a number and one of Y, M, D, h, m, s.
+pub fn parse_age_ms(text: &str) -> Option<u64> {
     let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(unit_at);
     let number: u64 = number.parse().ok()?;
@@ -224,7 +227,10 @@ fn parse_age_ms(text: &str) -> Option<u64> {
 ///
 /// [`QueueError::PreconditionFailed`] naming the first argument that differs.
 pub fn check_equivalent(current: &FieldTable, received: &FieldTable, queue: &str, vhost: &str) -> Result<(), QueueError> {
-    let lookup = |table: &FieldTable, name: &str| table.inner().get(name).cloned();
+    // A missing x-queue-type means classic.
+    let lookup = |table: &FieldTable, name: &str| {
+        table.inner().get(name).cloned().or_else(|| (name == "x-queue-type").then(|| AMQPValue::LongString("classic".into())))
+    };
     for name in COMPARED {
         let (was, now) = (lookup(current, name), lookup(received, name));
         let same = match (&was, &now) {
@@ -235,14 +241,15 @@ pub fn check_equivalent(current: &FieldTable, received: &FieldTable, queue: &str
         if same {
             continue;
         }
-        let received = match &now {
-            Some(value) => format!("the value '{}' of type '{}'", describe(value).trim_matches(['<', '>', '"']), type_name(value)),
+        // RabbitMQ names the types only when they differ (or one side is missing).
+        let plain = |value: &AMQPValue| describe(value).trim_matches(['<', '>', '"']).to_owned();
+        let same_type = matches!((&was, &now), (Some(a), Some(b)) if type_name(a) == type_name(b));
+        let render = |value: &Option<AMQPValue>| match value {
+            Some(value) if same_type => format!("'{}'", plain(value)),
+            Some(value) => format!("the value '{}' of type '{}'", plain(value), type_name(value)),
             None => "none".into(),
         };
-        let current = match &was {
-            Some(value) => format!("the value '{}' of type '{}'", describe(value).trim_matches(['<', '>', '"']), type_name(value)),
-            None => "none".into(),
-        };
+        let (received, current) = (render(&now), render(&was));
         return Err(QueueError::PreconditionFailed(format!(
             "inequivalent arg '{name}' for queue '{queue}' in vhost '{vhost}': received {received} but current is {current}"
         )));

@@ -251,6 +251,9 @@ impl Queue {
                 self.spec.name, self.spec.vhost
             )));
         }
+        if self.is_stream() {
+            self.check_stream_consumer(&spec)?;
+        }
         let stream_next = match spec.stream_start {
             Some(start) if self.is_stream() => self.stream_offset(&mut state, start)?,
             _ => 0,
@@ -287,8 +290,8 @@ impl Queue {
         let mut state = self.state.lock();
         state.last_used_ms = now_ms();
         if self.is_stream() {
-            return Err(QueueError::PreconditionFailed(format!(
-                "queue '{}' in vhost '{}' is a stream queue and does not support basic.get",
+            return Err(QueueError::NotImplemented(format!(
+                "basic.get not supported by stream queues queue '{}' in vhost '{}'",
                 self.spec.name, self.spec.vhost
             )));
         }
@@ -344,6 +347,10 @@ impl Queue {
                 continue;
             }
             if requeue && !state.deleted {
+                if self.spec.parsed.queue_type == QueueType::Quorum {
+                    self.requeue_at_back(&mut state, id)?;
+                    continue;
+                }
                 if let Some(lane) = state.lanes[usize::from(id.lane)].as_mut() {
                     lane.requeue(id.offset);
                 }
@@ -410,10 +417,11 @@ impl Queue {
                 log.flush().await?;
             }
         }
-        if self.spec.parsed.message_ttl_ms.is_some() {
+        let state = self.state.lock();
+        if state.ready > 0 {
+            // Expiry happens at the head of the queue, also with nobody consuming.
             self.wake();
         }
-        let state = self.state.lock();
         let expired = self
             .spec
             .parsed
@@ -464,6 +472,38 @@ impl Queue {
         for lane in state.lanes.iter_mut().flatten() {
             lane.settlement.sync()?;
             lane.log.close()?;
+        }
+        Ok(())
+    }
+
+    /// Quorum queues put a requeued message at the back with its
+    /// `x-delivery-count` raised (RabbitMQ 3.10's behaviour): the copy is
+    /// appended, the original settled.
+    fn requeue_at_back(&self, state: &mut QueueState, id: MessageId) -> Result<(), QueueError> {
+        let lane = self.lane(state, usize::from(id.lane))?;
+        let stored = lane.read(id.offset)?;
+        let count = delivery_count(&stored).unwrap_or(0) + 1;
+        let properties = with_header(&stored.properties, DELIVERY_COUNT, AMQPValue::LongLongInt(count));
+        let copy = Message::with_properties(stored.exchange, stored.routing_key, properties, stored.body, stored.timestamp_ms)?;
+        let batch = encode_batch(&[copy.to_record()]);
+        let batches = split_batches(batch)?;
+        lane.log.append(&batches, 0, copy.timestamp_ms)?;
+        lane.settlement.settle(id.offset, id.offset + 1)?;
+        state.ready += 1;
+        state.ready_bytes += copy.body_bytes();
+        Ok(())
+    }
+
+    /// Stream consumers must set a prefetch and acknowledge (RabbitMQ's rules).
+    fn check_stream_consumer(&self, spec: &ConsumerSpec) -> Result<(), QueueError> {
+        let queue = format!("queue '{}' in vhost '{}'", self.spec.name, self.spec.vhost);
+        if spec.no_ack {
+            return Err(QueueError::NotImplemented(format!(
+                "automatic acknowledgement not supported by stream queues {queue}"
+            )));
+        }
+        if spec.prefetch == 0 && spec.channel.global_prefetch.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Err(QueueError::PreconditionFailed(format!("consumer prefetch count is not set for '{queue}'")));
         }
         Ok(())
     }
@@ -522,6 +562,9 @@ impl Queue {
                         self.dead_letter(message, DeathReason::Expired);
                     }
                     continue;
+                }
+                if self.spec.parsed.queue_type == QueueType::Quorum {
+                    return Ok(Some(quorum_delivery(id, message, redelivered)?));
                 }
                 return Ok(Some(Taken { id, message, redelivered }));
             }
@@ -712,6 +755,24 @@ impl Queue {
         state.ready_bytes = total;
         Ok(())
     }
+}
+
+/// Header where quorum queues count deliveries.
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
+fn delivery_count(message: &Message) -> Option<i64> {
+    message.properties.headers().as_ref()?.inner().get(DELIVERY_COUNT).and_then(crate::queues::args::integer)
+}
+
+/// A quorum queue's delivery: `x-delivery-count` present (0 the first
+/// time), and redelivered when it was delivered before.
+fn quorum_delivery(id: MessageId, message: Message, redelivered: bool) -> Result<Taken, QueueError> {
+    if let Some(count) = delivery_count(&message) {
+        return Ok(Taken { id, message, redelivered: redelivered || count > 0 });
+    }
+    let properties = with_header(&message.properties, DELIVERY_COUNT, AMQPValue::LongLongInt(0));
+    let message = Message::with_properties(message.exchange, message.routing_key, properties, message.body, message.timestamp_ms)?;
+    Ok(Taken { id, message, redelivered })
 }
 
 /// Runs [`Queue::dispatch`] whenever the queue is woken, until it is deleted.

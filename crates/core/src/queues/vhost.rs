@@ -241,15 +241,19 @@ impl VirtualHost {
 
     fn check_owner(&self, queue: &Queue, connection_id: u64) -> Result<(), QueueError> {
         match queue.spec().exclusive_owner {
-            Some(owner) if owner != connection_id => Err(QueueError::ResourceLocked(format!(
+            Some(owner) if owner != connection_id => Err(self.locked(queue)),
+            _ => Ok(()),
+        }
+    }
+
+    fn locked(&self, queue: &Queue) -> QueueError {
+        QueueError::ResourceLocked(format!(
                 "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally \
                  declared on another connection or the exclusive property value does not match that of the \
                  original declaration.",
-                queue.name(),
-                self.name
-            ))),
-            _ => Ok(()),
-        }
+            queue.name(),
+            self.name
+        ))
     }
 
     /// `exchange.declare`.
@@ -269,7 +273,7 @@ impl VirtualHost {
         internal: bool,
         arguments: FieldTable,
     ) -> Result<(), QueueError> {
-        if name.is_empty() && !passive {
+        if name.is_empty() {
             return Err(QueueError::AccessRefused("operation not permitted on the default exchange".into()));
         }
         let mut definitions = self.definitions.write();
@@ -327,9 +331,14 @@ impl VirtualHost {
     ///
     /// 403 for standard exchanges; 406 with `if_unused` when it has bindings.
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), QueueError> {
-        if name.is_empty() || name.starts_with("amq.") {
-            let target = if name.is_empty() { "the default exchange".to_owned() } else { format!("exchange '{name}' in vhost '{}'", self.name) };
-            return Err(QueueError::AccessRefused(format!("operation not permitted on {target}")));
+        if name.is_empty() {
+            return Err(QueueError::AccessRefused("operation not permitted on the default exchange".into()));
+        }
+        if is_standard(name) {
+            return Err(QueueError::AccessRefused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
         }
         let mut definitions = self.definitions.write();
         let Some(exchange) = definitions.exchanges.get(name) else { return Ok(()) };
@@ -393,7 +402,7 @@ impl VirtualHost {
                 return Err(invalid("non-durable"));
             }
             if exclusive {
-                return Err(invalid("exclusive-declaration"));
+                return Err(invalid("exclusive-owner"));
             }
             if auto_delete {
                 return Err(invalid("auto-delete"));
@@ -436,7 +445,8 @@ impl VirtualHost {
             return Err(inequivalent("durable", durable, spec.durable));
         }
         if spec.exclusive_owner.is_some() != exclusive {
-            return Err(inequivalent("exclusive", exclusive, spec.exclusive_owner.is_some()));
+            // RabbitMQ treats a differing exclusive flag as a lock conflict.
+            return Err(self.locked(queue));
         }
         if spec.auto_delete != auto_delete {
             return Err(inequivalent("auto_delete", auto_delete, spec.auto_delete));
@@ -460,7 +470,7 @@ impl VirtualHost {
                 return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' in use", self.name)));
             }
             if if_empty && queue.message_count() + queue.unacked_count() > 0 {
-                return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' is not empty", self.name)));
+                return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' not empty", self.name)));
             }
             Arc::clone(queue)
         };
