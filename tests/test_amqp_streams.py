@@ -109,8 +109,11 @@ def test_stream_offsets(amqp):
     assert [len(c) for c in collectors] == [0, 0, 0]
     publisher.basic_publish("", queue, b"after")
     publisher.basic_publish("", queue, b"after2")
-    pump(connection, lambda: [len(c) for c in collectors] == [2, 1, 2], 10, "the new messages")
-    settle(connection, 0.3)
+    try:
+        pump(connection, lambda: [len(c) for c in collectors] == [2, 1, 2], 10, "the new messages")
+    finally:
+        settle(connection, 0.3)
+        print("next / 12 / none got:", [offsets_and_bodies(c) for c in collectors])
     assert [offsets_and_bodies(c) for c in collectors] == [
         [(11, b"after"), (12, b"after2")],
         [(12, b"after2")],  # an offset not yet written: from there on
