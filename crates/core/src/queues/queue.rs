@@ -698,7 +698,8 @@ impl Queue {
             StreamStart::First => first,
             StreamStart::Last => end.saturating_sub(1).max(first),
             StreamStart::Next => end,
-            StreamStart::Offset(offset) => offset.clamp(first, end),
+            // An offset not yet written: from there on, as RabbitMQ.
+            StreamStart::Offset(offset) => offset.max(first),
             StreamStart::Timestamp(ms) => match lane.log.batch_at_or_after_timestamp(ms)? {
                 Some(batch) => decode_records(&batch)
                     .map_err(|e| QueueError::Internal(e.to_string()))?
@@ -715,7 +716,11 @@ impl Queue {
         let Some(log) = state.lanes[0].as_ref().map(|lane| Arc::clone(&lane.log)) else { return Ok(()) };
         for index in 0..state.consumers.len() {
             while state.consumers[index].has_room() {
-                let offset = state.consumers[index].stream_next.max(log.offsets().log_start_offset);
+                let offsets = log.offsets();
+                let offset = state.consumers[index].stream_next.max(offsets.log_start_offset);
+                if offset >= offsets.log_end_offset {
+                    break;
+                }
                 let bytes = log.read_unsynced(offset, 1)?;
                 let record = split_batches(bytes)
                     .map_err(|e| QueueError::Internal(e.to_string()))?
