@@ -7,10 +7,10 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use weir_core::queues::args::{integer, parse_age_ms, text};
-use weir_core::queues::{ConsumerSpec, Message, Published, StreamStart};
+use weir_core::queues::{ConsumerSpec, Message, StreamStart};
 
 use crate::channel::PendingPublish;
-use crate::connection::{short, Connection};
+use crate::connection::{short, Connection, StagedPublish};
 use crate::errors::*;
 use crate::frames::{put_content, put_method};
 use crate::tx::Settle;
@@ -163,14 +163,16 @@ impl Connection {
         let Some(groups) = open.take_unacked(tag, multiple) else {
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - unknown delivery tag {tag}")));
         };
+        let wake_all = open.handle.global_prefetch.load(Ordering::Relaxed) > 0;
+        if wake_all {
+            open.wake_consumed_queues();
+        }
         for (queue, ids) in groups {
             match requeue {
-                None => queue.ack(&ids)?,
+                // Acks are applied with the others of this read (one write per queue).
+                None => self.staged.acks.push((queue, ids)),
                 Some(requeue) => queue.reject(&ids, requeue)?,
             }
-        }
-        if open.handle.global_prefetch.load(Ordering::Relaxed) > 0 {
-            open.wake_consumed_queues();
         }
         Ok(())
     }
@@ -201,46 +203,34 @@ impl Connection {
             }
         }
         let vhost = self.vhost();
+        // Routing errors (a missing or internal exchange) come with the publish.
+        let queues = vhost.route(&message.exchange, &message)?;
         let open = self.channels.get_mut(&channel).expect("open channel");
         if let Some(transaction) = open.transaction.as_mut() {
-            // Check the exchange now, as RabbitMQ does, so the error comes with the publish.
-            vhost.route(&message.exchange, &message)?;
             transaction.publishes.push((message, mandatory));
             return Ok(());
         }
-        let published = self.publish_now(channel, &message, mandatory)?;
-        let open = self.channels.get_mut(&channel).expect("open channel");
-        if let Some(sequence) = open.confirm_sequence.as_mut() {
+        let sequence = open.confirm_sequence.as_mut().map(|sequence| {
             *sequence += 1;
-            let sequence = *sequence;
-            let ack = !published.rejected;
-            let syncs = published.syncs;
-            self.confirms.push_back(Box::pin(async move {
-                let mut durable = true;
-                for (log, end) in syncs {
-                    durable &= log.wait_durable(end).await.is_ok();
-                }
-                (channel, sequence, ack && durable)
-            }));
+            *sequence
+        });
+        if mandatory && queues.is_empty() {
+            self.put_return(channel, &message);
         }
+        self.staged.publishes.push(StagedPublish { channel, sequence, queues, message });
         Ok(())
     }
 
-    /// Routes and stores a message; returns it to the publisher when it is
-    /// mandatory and reached no queue.
-    pub(crate) fn publish_now(&mut self, channel: u16, message: &Message, mandatory: bool) -> AmqpResult<Published> {
-        let published = self.vhost().publish(message)?;
-        if mandatory && !published.routed {
-            let returned = basic::Return {
-                reply_code: NO_ROUTE,
-                reply_text: short("NO_ROUTE"),
-                exchange: short(&message.exchange),
-                routing_key: short(&message.routing_key),
-            };
-            put_method(&mut self.out, channel, AMQPClass::Basic(basic::AMQPMethod::Return(returned)));
-            put_content(&mut self.out, channel, &message.raw_properties, &message.body, self.frame_bytes_max);
-        }
-        Ok(published)
+    /// `basic.return` of a mandatory message that reached no queue.
+    pub(crate) fn put_return(&mut self, channel: u16, message: &Message) {
+        let returned = basic::Return {
+            reply_code: NO_ROUTE,
+            reply_text: short("NO_ROUTE"),
+            exchange: short(&message.exchange),
+            routing_key: short(&message.routing_key),
+        };
+        put_method(&mut self.out, channel, AMQPClass::Basic(basic::AMQPMethod::Return(returned)));
+        put_content(&mut self.out, channel, &message.raw_properties, &message.body, self.frame_bytes_max);
     }
 }
 

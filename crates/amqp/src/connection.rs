@@ -25,7 +25,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use weir_core::queues::{Outbound, VirtualHost, UNSENT_DELIVERIES_MAX};
+use weir_core::queues::{Message, MessageId, Outbound, Queue, VirtualHost, UNSENT_DELIVERIES_MAX};
+use weir_core::SharedLog;
 
 use crate::channel::Channel;
 use crate::errors::*;
@@ -39,9 +40,29 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound deliveries written per turn of the loop before reading again.
 const DELIVERIES_PER_TURN: usize = 512;
 
-/// A publisher confirm that resolves once its publish is durable:
-/// (channel, sequence number, ack = true / nack = false).
-pub(crate) type ConfirmFuture = Pin<Box<dyn Future<Output = (u16, u64, bool)> + Send>>;
+/// Publisher confirms that resolve once their publishes are durable:
+/// (channel, sequence number, ack = true / nack = false), in order.
+pub(crate) type ConfirmFuture = Pin<Box<dyn Future<Output = Vec<(u16, u64, bool)>> + Send>>;
+
+/// A routed publish waiting to be stored with the others of the same read.
+#[derive(Debug)]
+pub(crate) struct StagedPublish {
+    pub(crate) channel: u16,
+    /// Its confirm sequence number, in confirm mode.
+    pub(crate) sequence: Option<u64>,
+    pub(crate) queues: Vec<Arc<Queue>>,
+    pub(crate) message: Message,
+}
+
+/// Publishes and acks gathered while handling one read from the socket:
+/// storing them together costs one write per queue instead of one per
+/// message. They are flushed before any other method is handled, so no
+/// client can observe the difference.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    pub(crate) publishes: Vec<StagedPublish>,
+    pub(crate) acks: Vec<(Arc<Queue>, Vec<MessageId>)>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -80,6 +101,7 @@ pub struct Connection {
     pub(crate) outbound_sender: mpsc::UnboundedSender<Outbound>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
     pub(crate) confirms: FuturesOrdered<ConfirmFuture>,
+    pub(crate) staged: Staged,
 }
 
 impl Connection {
@@ -103,6 +125,7 @@ impl Connection {
             outbound_sender,
             outbound,
             confirms: FuturesOrdered::new(),
+            staged: Staged::default(),
         }
     }
 
@@ -190,11 +213,59 @@ impl Connection {
 
     /// Handles every whole frame in `buffer`.
     async fn handle_bytes(&mut self, buffer: &mut BytesMut) -> AmqpResult {
+        let handled = self.handle_frames(buffer).await;
+        // Also after an error: staged acks left the channel's unacked set.
+        let flushed = self.flush_staged();
+        handled.and(flushed)
+    }
+
+    async fn handle_frames(&mut self, buffer: &mut BytesMut) -> AmqpResult {
         while let Some(frame) = next_frame(buffer, self.frame_bytes_max)? {
             if self.phase == Phase::Closed {
-                return Ok(());
+                break;
+            }
+            if frame.kind == frames::METHOD && !is_publish_or_ack(&frame.payload) {
+                self.flush_staged()?;
             }
             self.handle_frame(frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores staged publishes (one write per queue) and queues their
+    /// confirms; applies staged acks.
+    pub(crate) fn flush_staged(&mut self) -> AmqpResult {
+        let staged = std::mem::take(&mut self.staged);
+        for (queue, ids) in staged.acks {
+            queue.ack(&ids)?;
+        }
+        if staged.publishes.is_empty() {
+            return Ok(());
+        }
+        let vhost = self.vhost();
+        let routed: Vec<(Vec<Arc<Queue>>, &Message)> =
+            staged.publishes.iter().map(|p| (p.queues.clone(), &p.message)).collect();
+        let results = vhost.store(&routed)?;
+        let mut confirms: Vec<(u16, u64, bool)> = Vec::new();
+        let mut syncs: Vec<(Arc<SharedLog>, u64)> = Vec::new();
+        for (publish, published) in staged.publishes.iter().zip(results) {
+            let Some(sequence) = publish.sequence else { continue };
+            confirms.push((publish.channel, sequence, !published.rejected));
+            for (log, end) in published.syncs {
+                match syncs.iter_mut().find(|(l, _)| Arc::ptr_eq(l, &log)) {
+                    Some((_, known)) => *known = (*known).max(end),
+                    None => syncs.push((log, end)),
+                }
+            }
+        }
+        if !confirms.is_empty() {
+            self.confirms.push_back(Box::pin(async move {
+                let mut durable = true;
+                for (log, end) in syncs {
+                    durable &= log.wait_durable(end).await.is_ok();
+                }
+                confirms.into_iter().map(|(channel, sequence, ack)| (channel, sequence, ack && durable)).collect()
+            }));
         }
         Ok(())
     }
@@ -439,10 +510,10 @@ impl Connection {
     }
 
     /// Writes confirms that are ready, acks in runs as one `multiple` ack.
-    fn write_confirms(&mut self, first: (u16, u64, bool)) {
-        let mut ready = vec![first];
+    fn write_confirms(&mut self, first: Vec<(u16, u64, bool)>) {
+        let mut ready = first;
         while let Some(Some(next)) = self.confirms.next().now_or_never() {
-            ready.push(next);
+            ready.extend(next);
         }
         let mut index = 0;
         while index < ready.len() {
@@ -476,6 +547,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether a method frame is `basic.publish` or `basic.ack` (staged, not
+/// flushed before).
+fn is_publish_or_ack(payload: &[u8]) -> bool {
+    payload.len() >= 4 && (payload[..4] == [0, 60, 0, 40] || payload[..4] == [0, 60, 0, 80])
 }
 
 /// The error for a method frame that does not decode: an unknown class or

@@ -42,13 +42,20 @@ impl Connection {
             }
             tx::AMQPMethod::Commit(_) => {
                 let transaction = std::mem::take(open.transaction.as_mut().ok_or_else(not_transactional)?);
-                let mut syncs = Vec::new();
+                let vhost = self.vhost();
+                let mut routed = Vec::with_capacity(transaction.publishes.len());
                 for (message, mandatory) in &transaction.publishes {
-                    syncs.extend(self.publish_now(channel, message, *mandatory)?.syncs);
+                    let queues = vhost.route(&message.exchange, message)?;
+                    if *mandatory && queues.is_empty() {
+                        self.put_return(channel, message);
+                    }
+                    routed.push((queues, message));
                 }
+                let syncs: Vec<_> = vhost.store(&routed)?.into_iter().flat_map(|published| published.syncs).collect();
                 for settle in transaction.settles {
                     self.settle_now(channel, settle)?;
                 }
+                self.flush_staged()?;
                 for (log, end) in syncs {
                     log.wait_durable(end)
                         .await

@@ -24,4 +24,4 @@ pub use crate::error::{CoreError, Result};
 pub use crate::producer::AbortedTransaction;
 pub use crate::topic::{Partition, Topic};
 pub use crate::transactions::{TransactionState, TRANSACTION_TIMEOUT_MAX_MS};
-pub use weir_log::{BatchError, LogOffsets};
+pub use weir_log::{BatchError, LogOffsets, SharedLog};

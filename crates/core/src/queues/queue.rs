@@ -14,7 +14,7 @@ use std::sync::Arc;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
-use weir_log::batch::{decode_records, encode_batch, split_batches};
+use weir_log::batch::{decode_records, encode_batch, split_batches, NewRecord};
 use weir_log::{LogConfig, SharedLog};
 
 use crate::broker::now_ms;
@@ -44,21 +44,36 @@ pub struct QueueSpec {
     pub parsed: QueueArguments,
 }
 
-/// The outcome of putting a message into a queue.
+/// The outcome of putting messages into a queue.
 #[derive(Debug)]
-pub enum Enqueued {
-    /// Stored; durable once `log` is durable up to `end_offset` (when
-    /// `needs_sync`).
-    Accepted {
-        /// The lane log it went to.
-        log: Arc<SharedLog>,
-        /// Offset after it.
-        end_offset: u64,
-        /// Whether the publisher's confirm must wait for a sync.
-        needs_sync: bool,
-    },
-    /// Refused by `x-overflow` reject-publish(-dlx).
-    Rejected,
+pub struct Enqueued {
+    /// Per message: stored (false: refused by `x-overflow` reject-publish).
+    pub accepted: Vec<bool>,
+    /// Logs that must be durable up to an offset before the persistent
+    /// messages among them are confirmed.
+    pub syncs: Vec<(Arc<SharedLog>, u64)>,
+}
+
+/// Largest batch written for a queue (many messages share one batch and
+/// one write; a single larger message gets its own batch).
+const QUEUE_BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Appends records in batches of about [`QUEUE_BATCH_BYTES_MAX`]; returns
+/// the offset after the last.
+fn append_records(log: &SharedLog, records: &[NewRecord]) -> Result<u64, QueueError> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (index, record) in records.iter().enumerate() {
+        bytes += record.value.as_ref().map_or(0, |v| v.len()) + 64;
+        if bytes >= QUEUE_BATCH_BYTES_MAX || index + 1 == records.len() {
+            batches.extend(split_batches(encode_batch(&records[start..=index]))?);
+            start = index + 1;
+            bytes = 0;
+        }
+    }
+    let now = records.last().map_or(0, |record| record.timestamp);
+    Ok(log.append(&batches, 0, now)?.last_offset + 1)
 }
 
 /// A message taken from the queue, with whether it was delivered before.
@@ -188,15 +203,18 @@ impl Queue {
         self.state.lock().last_used_ms = now_ms();
     }
 
-    /// Stores a message, applying `x-max-length` / `x-max-length-bytes`.
+    /// Stores messages in order, applying `x-max-length` /
+    /// `x-max-length-bytes`: one write per lane for the whole batch.
     ///
     /// # Errors
     ///
-    /// Storage errors; the message was not stored.
-    pub fn enqueue(&self, message: &Message) -> Result<Enqueued, QueueError> {
+    /// Storage errors; then none of the messages is stored.
+    pub fn enqueue_many(&self, messages: &[&Message]) -> Result<Enqueued, QueueError> {
         let mut state = self.state.lock();
+        let mut enqueued = Enqueued { accepted: vec![true; messages.len()], syncs: Vec::new() };
         if state.deleted {
-            return Ok(Enqueued::Rejected);
+            // Deleted after routing: dropped, as an unroutable message would be.
+            return Ok(enqueued);
         }
         let parsed = &self.spec.parsed;
         let over = |state: &QueueState, extra: u64, extra_bytes: u64| {
@@ -204,20 +222,31 @@ impl Queue {
                 || parsed.max_length_bytes.is_some_and(|max| state.ready_bytes + extra_bytes > max)
         };
         let is_stream = self.is_stream();
-        if !is_stream && parsed.overflow != Overflow::DropHead && over(&state, 1, message.body_bytes()) {
-            if parsed.overflow == Overflow::RejectPublishDlx {
-                self.dead_letter(message.clone(), DeathReason::MaxLength);
+        let mut lanes: Vec<(Vec<NewRecord>, bool)> = (0..state.lanes.len()).map(|_| (Vec::new(), false)).collect();
+        for (index, message) in messages.iter().enumerate() {
+            if !is_stream && parsed.overflow != Overflow::DropHead && over(&state, 1, message.body_bytes()) {
+                if parsed.overflow == Overflow::RejectPublishDlx {
+                    self.dead_letter((*message).clone(), DeathReason::MaxLength);
+                }
+                enqueued.accepted[index] = false;
+                continue;
             }
-            return Ok(Enqueued::Rejected);
+            let lane = usize::from(message.priority()).min(state.lanes.len() - 1);
+            lanes[lane].0.push(message.to_record());
+            lanes[lane].1 |= self.spec.durable && message.is_persistent();
+            state.ready += 1;
+            state.ready_bytes += message.body_bytes();
         }
-        let lane_index = usize::from(message.priority()).min(state.lanes.len() - 1);
-        let lane = self.lane(&mut state, lane_index)?;
-        let batch = encode_batch(&[message.to_record()]);
-        let batches = split_batches(batch).map_err(|e| QueueError::Internal(e.to_string()))?;
-        let info = lane.log.append(&batches, 0, message.timestamp_ms)?;
-        let log = Arc::clone(&lane.log);
-        state.ready += 1;
-        state.ready_bytes += message.body_bytes();
+        for (index, (records, needs_sync)) in lanes.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let lane = self.lane(&mut state, index)?;
+            let end_offset = append_records(&lane.log, &records)?;
+            if needs_sync {
+                enqueued.syncs.push((Arc::clone(&lane.log), end_offset));
+            }
+        }
         if !is_stream {
             while over(&state, 0, 0) {
                 let Some(taken) = self.take_next(&mut state, false)? else { break };
@@ -225,13 +254,12 @@ impl Queue {
                 self.dead_letter(taken.message, DeathReason::MaxLength);
             }
         }
+        let has_consumers = !state.consumers.is_empty();
         drop(state);
-        self.wake();
-        Ok(Enqueued::Accepted {
-            log,
-            end_offset: info.last_offset + 1,
-            needs_sync: self.spec.durable && message.is_persistent(),
-        })
+        if has_consumers {
+            self.wake();
+        }
+        Ok(enqueued)
     }
 
     /// Adds a consumer.
@@ -485,9 +513,7 @@ impl Queue {
         let count = delivery_count(&stored).unwrap_or(0) + 1;
         let properties = with_header(&stored.properties, DELIVERY_COUNT, AMQPValue::LongLongInt(count));
         let copy = Message::with_properties(stored.exchange, stored.routing_key, properties, stored.body, stored.timestamp_ms)?;
-        let batch = encode_batch(&[copy.to_record()]);
-        let batches = split_batches(batch)?;
-        lane.log.append(&batches, 0, copy.timestamp_ms)?;
+        append_records(&lane.log, &[copy.to_record()])?;
         lane.settlement.settle(id.offset, id.offset + 1)?;
         state.ready += 1;
         state.ready_bytes += copy.body_bytes();

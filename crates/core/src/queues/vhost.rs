@@ -22,7 +22,7 @@ use crate::queues::dead_letter::DeadLetter;
 use crate::queues::error::QueueError;
 use crate::queues::exchange::ExchangeKind;
 use crate::queues::message::Message;
-use crate::queues::queue::{Enqueued, Queue, QueueSpec};
+use crate::queues::queue::{Queue, QueueSpec};
 
 const DEFINITIONS_FILE: &str = "definitions.json";
 /// Longest exchange or queue name (AMQP short string).
@@ -628,7 +628,9 @@ impl VirtualHost {
                 self.name
             )));
         }
-        let headers = message.headers();
+        let headers = message.properties.headers().as_ref();
+        let no_headers = FieldTable::default();
+        let headers = headers.unwrap_or(&no_headers);
         let mut queues: Vec<Arc<Queue>> = Vec::new();
         let mut seen_queues = HashSet::new();
         let mut visited = HashSet::from([exchange.to_owned()]);
@@ -644,7 +646,7 @@ impl VirtualHost {
             }
             let Some(current) = definitions.exchanges.get(&name) else { continue };
             for binding in &current.bindings {
-                if !current.kind.matches(&binding.routing_key, &binding.arguments, &message.routing_key, &headers) {
+                if !current.kind.matches(&binding.routing_key, &binding.arguments, &message.routing_key, headers) {
                     continue;
                 }
                 match &binding.destination {
@@ -673,18 +675,40 @@ impl VirtualHost {
     /// As [`VirtualHost::route`]; storage errors.
     pub fn publish(&self, message: &Message) -> Result<Published, QueueError> {
         let queues = self.route(&message.exchange, message)?;
-        let mut published = Published { routed: !queues.is_empty(), ..Published::default() };
-        for queue in queues {
-            match queue.enqueue(message)? {
-                Enqueued::Accepted { log, end_offset, needs_sync } => {
-                    if needs_sync {
-                        published.syncs.push((log, end_offset));
-                    }
+        let mut published = self.store(&[(queues, message)])?;
+        Ok(published.pop().expect("one message in, one result out"))
+    }
+
+    /// Stores routed messages (each with the queues [`VirtualHost::route`]
+    /// gave it), with one write per queue for the whole batch; the results
+    /// are in the order of `routed`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn store(&self, routed: &[(Vec<Arc<Queue>>, &Message)]) -> Result<Vec<Published>, QueueError> {
+        let mut results: Vec<Published> = routed
+            .iter()
+            .map(|(queues, _)| Published { routed: !queues.is_empty(), ..Published::default() })
+            .collect();
+        let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
+        for (index, (queues, _)) in routed.iter().enumerate() {
+            for queue in queues {
+                match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+                    Some((_, indexes)) => indexes.push(index),
+                    None => by_queue.push((Arc::clone(queue), vec![index])),
                 }
-                Enqueued::Rejected => published.rejected = true,
             }
         }
-        Ok(published)
+        for (queue, indexes) in by_queue {
+            let messages: Vec<&Message> = indexes.iter().map(|&index| routed[index].1).collect();
+            let enqueued = queue.enqueue_many(&messages)?;
+            for (&index, accepted) in indexes.iter().zip(enqueued.accepted) {
+                results[index].rejected |= !accepted;
+                results[index].syncs.extend(enqueued.syncs.iter().cloned());
+            }
+        }
+        Ok(results)
     }
 
     /// Periodic work for every queue; deletes queues whose `x-expires` passed.
