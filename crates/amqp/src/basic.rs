@@ -202,6 +202,7 @@ impl Connection {
                 ));
             }
         }
+        self.has_published = true;
         let vhost = self.vhost();
         // Routing errors (a missing or internal exchange) come with the publish.
         let queues = vhost.route(&message.exchange, &message)?;

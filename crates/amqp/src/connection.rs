@@ -79,6 +79,7 @@ enum Phase {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ClientCapabilities {
     pub(crate) consumer_cancel_notify: bool,
+    pub(crate) connection_blocked: bool,
     pub(crate) authentication_failure_close: bool,
 }
 
@@ -102,11 +103,23 @@ pub struct Connection {
     outbound: mpsc::UnboundedReceiver<Outbound>,
     pub(crate) confirms: FuturesOrdered<ConfirmFuture>,
     pub(crate) staged: Staged,
+    /// The resource alarm (true: publishers are blocked).
+    alarm: watch::Receiver<bool>,
+    /// The connection has published (only publishers are blocked, as RabbitMQ).
+    pub(crate) has_published: bool,
+    /// `connection.blocked` was sent and not yet lifted.
+    sent_blocked: bool,
 }
 
 impl Connection {
     /// A connection from `peer`, not yet past the protocol header.
-    pub fn new(id: u64, peer: SocketAddr, vhosts: Arc<VirtualHosts>, config: Arc<AmqpConfig>) -> Connection {
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        vhosts: Arc<VirtualHosts>,
+        config: Arc<AmqpConfig>,
+        alarm: watch::Receiver<bool>,
+    ) -> Connection {
         let (outbound_sender, outbound) = mpsc::unbounded_channel();
         Connection {
             id,
@@ -126,6 +139,9 @@ impl Connection {
             outbound,
             confirms: FuturesOrdered::new(),
             staged: Staged::default(),
+            alarm,
+            has_published: false,
+            sent_blocked: false,
         }
     }
 
@@ -148,6 +164,7 @@ impl Connection {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         let mut closing_since: Option<Instant> = None;
+        let mut alarm_alive = true;
         loop {
             if !self.out.is_empty() {
                 if writer.write_all(&self.out).await.is_err() {
@@ -161,8 +178,10 @@ impl Connection {
             if self.phase == Phase::Closing && closing_since.is_none() {
                 closing_since = Some(Instant::now());
             }
+            // A blocked publisher's socket is not read until the alarm clears.
+            let blocked = *self.alarm.borrow() && self.has_published;
             tokio::select! {
-                read = reader.read_buf(&mut buffer) => {
+                read = reader.read_buf(&mut buffer), if !blocked => {
                     match read {
                         Ok(0) | Err(_) => break,
                         Ok(_) => last_read = Instant::now(),
@@ -170,10 +189,24 @@ impl Connection {
                     if let Err(error) = self.handle_bytes(&mut buffer).await {
                         self.fail(error);
                     }
+                    self.tell_blocked();
+                }
+                changed = self.alarm.changed(), if alarm_alive => {
+                    alarm_alive = changed.is_ok();
+                    self.tell_blocked();
+                    if !*self.alarm.borrow() {
+                        if let Err(error) = self.handle_bytes(&mut buffer).await {
+                            self.fail(error);
+                        }
+                    }
                 }
                 Some(outbound) = self.outbound.recv() => self.write_outbound(outbound),
                 Some(first) = self.confirms.next(), if !self.confirms.is_empty() => self.write_confirms(first),
                 _ = heartbeat.tick() => {
+                    if blocked {
+                        // Not reading: the peer's heartbeats wait in the socket.
+                        last_read = Instant::now();
+                    }
                     if !self.heartbeat_due(last_read, handshake_deadline, closing_since) {
                         break;
                     }
@@ -187,6 +220,22 @@ impl Connection {
         }
         let _ = writer.shutdown().await;
         self.release_everything();
+    }
+
+    /// Sends `connection.blocked` / `unblocked` as the alarm and this
+    /// connection's publishing require (to clients that announced the capability).
+    fn tell_blocked(&mut self) {
+        let blocked = *self.alarm.borrow_and_update() && self.has_published && self.phase == Phase::Open;
+        if blocked == self.sent_blocked || !self.capabilities.connection_blocked {
+            return;
+        }
+        let method = if blocked {
+            connection::AMQPMethod::Blocked(connection::Blocked { reason: short("low on disk") })
+        } else {
+            connection::AMQPMethod::Unblocked(connection::Unblocked {})
+        };
+        put_method(&mut self.out, 0, AMQPClass::Connection(method));
+        self.sent_blocked = blocked;
     }
 
     /// Sends heartbeats and decides whether the peer is still there.
@@ -220,10 +269,12 @@ impl Connection {
     }
 
     async fn handle_frames(&mut self, buffer: &mut BytesMut) -> AmqpResult {
-        while let Some(frame) = next_frame(buffer, self.frame_bytes_max)? {
-            if self.phase == Phase::Closed {
+        loop {
+            if self.phase == Phase::Closed || (*self.alarm.borrow() && self.has_published) {
+                // Blocked: the rest waits in the buffer until the alarm clears.
                 break;
             }
+            let Some(frame) = next_frame(buffer, self.frame_bytes_max)? else { break };
             if frame.kind == frames::METHOD && !is_publish_or_ack(&frame.payload) {
                 self.flush_staged()?;
             }
@@ -393,6 +444,7 @@ impl Connection {
             let flag = |name: &str| matches!(capabilities.inner().get(name), Some(AMQPValue::Boolean(true)));
             self.capabilities = ClientCapabilities {
                 consumer_cancel_notify: flag("consumer_cancel_notify"),
+                connection_blocked: flag("connection.blocked"),
                 authentication_failure_close: flag("authentication_failure_close"),
             };
         }

@@ -46,7 +46,14 @@ impl Default for AmqpConfig {
 
 /// Serves AMQP connections on `listener` until `stopping` turns true, then waits
 /// for every connection task to finish.
-pub async fn serve(listener: TcpListener, vhosts: Arc<VirtualHosts>, config: AmqpConfig, stopping: watch::Receiver<bool>) {
+/// While `alarm` is true, connections that publish are blocked.
+pub async fn serve(
+    listener: TcpListener,
+    vhosts: Arc<VirtualHosts>,
+    config: AmqpConfig,
+    stopping: watch::Receiver<bool>,
+    alarm: watch::Receiver<bool>,
+) {
     let config = Arc::new(config);
     let limit = Arc::new(Semaphore::new(config.connections_max));
     let next_id = AtomicU64::new(1);
@@ -70,7 +77,7 @@ pub async fn serve(listener: TcpListener, vhosts: Arc<VirtualHosts>, config: Amq
         };
         let _ = socket.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection::new(id, peer, Arc::clone(&vhosts), Arc::clone(&config));
+        let connection = Connection::new(id, peer, Arc::clone(&vhosts), Arc::clone(&config), alarm.clone());
         let stop = stopping.clone();
         tasks.spawn(async move {
             connection.run(socket, stop).await;

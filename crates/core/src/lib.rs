@@ -2,6 +2,7 @@
 //! to them. Protocol front-ends call these operations and translate the
 //! answers; nothing here knows a wire format.
 
+pub mod alarm;
 mod broker;
 mod config;
 mod consumer_groups;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
+use weir_core::alarm::DiskAlarm;
 use weir_core::queues::VirtualHost;
 use weir_core::Broker;
 
@@ -16,6 +17,8 @@ use crate::settings::Resolved;
 /// How often queues expire messages at their head, sync acknowledgements
 /// and delete settled segments.
 const QUEUE_TICK: Duration = Duration::from_millis(100);
+/// How often free disk space is measured for the disk alarm.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Segment size of queue logs: small, so settled messages free disk soon.
 const QUEUE_SEGMENT_BYTES: u64 = 64 << 20;
 /// How often `flush.ms` partitions are checked for a due sync.
@@ -79,8 +82,10 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", settings.amqp_listen))?;
     tracing::info!(address = %settings.amqp_listen, "AMQP listener ready");
     let vhosts = Arc::new(weir_amqp::VirtualHosts::from([("/".to_owned(), Arc::clone(&vhost))]));
-    let amqp = tokio::spawn(weir_amqp::serve(amqp_listener, vhosts, settings.amqp, stopping.clone()));
-    let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), stopping.clone()));
+    let alarm = Arc::new(DiskAlarm::new(&broker.config().data_dir, settings.disk_free_limit_bytes));
+    alarm.check();
+    let amqp = tokio::spawn(weir_amqp::serve(amqp_listener, vhosts, settings.amqp, stopping.clone(), alarm.subscribe()));
+    let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), alarm, stopping.clone()));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
@@ -110,12 +115,17 @@ fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
     VirtualHost::open("/", &dir, log_config).map_err(|error| format!("cannot open AMQP vhost '/': {error}"))
 }
 
-/// Queue upkeep (TTL expiry, settlement syncs, segment deletion, `x-expires`).
-async fn maintain_queues(vhost: Arc<VirtualHost>, mut stopping: watch::Receiver<bool>) {
+/// Queue upkeep (TTL expiry, settlement syncs, segment deletion,
+/// `x-expires`) and the disk alarm.
+async fn maintain_queues(vhost: Arc<VirtualHost>, alarm: Arc<DiskAlarm>, mut stopping: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(QUEUE_TICK);
+    let mut disk = tokio::time::interval(DISK_CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => vhost.maintain(weir_core::now_ms()).await,
+            _ = disk.tick() => {
+                alarm.check();
+            }
             _ = stopping.changed() => return,
         }
     }

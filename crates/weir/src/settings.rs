@@ -31,6 +31,9 @@ pub struct ServerSettings {
     /// Heartbeat interval proposed to AMQP clients, in seconds; 0 turns it off [default: 60].
     #[arg(long, env = "WEIR_AMQP_HEARTBEAT_S")]
     pub amqp_heartbeat_s: Option<u16>,
+    /// Publishers are blocked while free disk space is below this [default: 52428800].
+    #[arg(long, env = "WEIR_DISK_FREE_LIMIT_BYTES")]
+    pub disk_free_limit_bytes: Option<u64>,
     /// Host name given to Kafka clients in metadata [default: the listen address].
     #[arg(long, env = "WEIR_KAFKA_ADVERTISED_HOST")]
     pub kafka_advertised_host: Option<String>,
@@ -83,6 +86,8 @@ pub struct Resolved {
     pub kafka: KafkaConfig,
     /// Where the AMQP listener binds.
     pub amqp_listen: SocketAddr,
+    /// Free disk space below which publishers are blocked.
+    pub disk_free_limit_bytes: u64,
     /// Settings of the AMQP listener.
     pub amqp: AmqpConfig,
     /// Log filter.
@@ -178,6 +183,10 @@ impl ServerSettings {
             kafka,
             amqp_listen,
             amqp,
+            disk_free_limit_bytes: self
+                .disk_free_limit_bytes
+                .or(file.disk_free_limit_bytes)
+                .unwrap_or(50 << 20),
             log_level: self
                 .log_level
                 .or(file.log_level)
