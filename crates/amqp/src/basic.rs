@@ -16,12 +16,18 @@ use crate::frames::{put_content, put_method};
 use crate::tx::Settle;
 
 impl Connection {
-    pub(crate) async fn basic_method(&mut self, channel: u16, method: basic::AMQPMethod) -> AmqpResult {
+    pub(crate) async fn basic_method(
+        &mut self,
+        channel: u16,
+        method: basic::AMQPMethod,
+    ) -> AmqpResult {
         match method {
             basic::AMQPMethod::Qos(qos) => {
                 let open = self.channels.get_mut(&channel).expect("open channel");
                 if qos.global {
-                    open.handle.global_prefetch.store(u32::from(qos.prefetch_count), Ordering::Relaxed);
+                    open.handle
+                        .global_prefetch
+                        .store(u32::from(qos.prefetch_count), Ordering::Relaxed);
                     open.wake_consumed_queues();
                 } else {
                     open.consumer_prefetch = u32::from(qos.prefetch_count);
@@ -40,7 +46,12 @@ impl Connection {
                     }
                 }
                 if !cancel.nowait {
-                    self.reply(channel, basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: short(&tag) }));
+                    self.reply(
+                        channel,
+                        basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: short(&tag),
+                        }),
+                    );
                 }
                 Ok(())
             }
@@ -59,14 +70,28 @@ impl Connection {
                 Ok(())
             }
             basic::AMQPMethod::Get(get) => self.get(channel, get),
-            basic::AMQPMethod::Ack(ack) => self.settle(channel, Settle::Ack { tag: ack.delivery_tag, multiple: ack.multiple }),
+            basic::AMQPMethod::Ack(ack) => self.settle(
+                channel,
+                Settle::Ack {
+                    tag: ack.delivery_tag,
+                    multiple: ack.multiple,
+                },
+            ),
             basic::AMQPMethod::Reject(reject) => self.settle(
                 channel,
-                Settle::Reject { tag: reject.delivery_tag, multiple: false, requeue: reject.requeue },
+                Settle::Reject {
+                    tag: reject.delivery_tag,
+                    multiple: false,
+                    requeue: reject.requeue,
+                },
             ),
             basic::AMQPMethod::Nack(nack) => self.settle(
                 channel,
-                Settle::Reject { tag: nack.delivery_tag, multiple: nack.multiple, requeue: nack.requeue },
+                Settle::Reject {
+                    tag: nack.delivery_tag,
+                    multiple: nack.multiple,
+                    requeue: nack.requeue,
+                },
             ),
             basic::AMQPMethod::Recover(recover) => {
                 self.recover(channel, recover.requeue)?;
@@ -74,7 +99,10 @@ impl Connection {
                 Ok(())
             }
             basic::AMQPMethod::RecoverAsync(recover) => self.recover(channel, recover.requeue),
-            _ => Err(AmqpError::connection(COMMAND_INVALID, "unexpected basic method")),
+            _ => Err(AmqpError::connection(
+                COMMAND_INVALID,
+                "unexpected basic method",
+            )),
         }
     }
 
@@ -95,21 +123,34 @@ impl Connection {
         };
         let open = self.channels.get_mut(&channel).expect("open channel");
         if open.consumers.contains_key(&tag) {
-            return Err(AmqpError::connection(NOT_ALLOWED, format!("attempt to reuse consumer tag '{tag}'")));
+            return Err(AmqpError::connection(
+                NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
         }
         let spec = ConsumerSpec {
             tag: Arc::from(tag.as_str()),
             channel: Arc::clone(&open.handle),
             no_ack: consume.no_ack,
             exclusive: consume.exclusive,
-            priority: consume.arguments.inner().get("x-priority").and_then(integer).unwrap_or(0) as i32,
+            priority: consume
+                .arguments
+                .inner()
+                .get("x-priority")
+                .and_then(integer)
+                .unwrap_or(0) as i32,
             prefetch: open.consumer_prefetch,
             stream_start: Some(stream_start(&consume.arguments)?),
         };
         queue.consume(spec)?;
         open.consumers.insert(tag.clone(), queue);
         if !consume.nowait {
-            self.reply(channel, basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: short(&tag) }));
+            self.reply(
+                channel,
+                basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: short(&tag),
+                }),
+            );
         }
         Ok(())
     }
@@ -134,8 +175,18 @@ impl Connection {
             routing_key: short(&delivery.message.routing_key),
             message_count: remaining.min(u64::from(u32::MAX)) as u32,
         };
-        put_method(&mut self.out, channel, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)));
-        put_content(&mut self.out, channel, &delivery.message.raw_properties, &delivery.message.body, self.frame_bytes_max);
+        put_method(
+            &mut self.out,
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)),
+        );
+        put_content(
+            &mut self.out,
+            channel,
+            &delivery.message.raw_properties,
+            &delivery.message.body,
+            self.frame_bytes_max,
+        );
         if delivery.needs_ack {
             open.handle.unacked.fetch_add(1, Ordering::Relaxed);
             open.unacked.insert(tag, (delivery.queue, delivery.id));
@@ -158,10 +209,17 @@ impl Connection {
         let open = self.channels.get_mut(&channel).expect("open channel");
         let (tag, multiple, requeue) = match settle {
             Settle::Ack { tag, multiple } => (tag, multiple, None),
-            Settle::Reject { tag, multiple, requeue } => (tag, multiple, Some(requeue)),
+            Settle::Reject {
+                tag,
+                multiple,
+                requeue,
+            } => (tag, multiple, Some(requeue)),
         };
         let Some(groups) = open.take_unacked(tag, multiple) else {
-            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - unknown delivery tag {tag}")));
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+            ));
         };
         let wake_all = open.handle.global_prefetch.load(Ordering::Relaxed) > 0;
         if wake_all {
@@ -189,7 +247,12 @@ impl Connection {
     }
 
     /// A complete publish: buffered in a transaction, else routed now.
-    pub(crate) async fn publish(&mut self, channel: u16, message: Message, mandatory: bool) -> AmqpResult {
+    pub(crate) async fn publish(
+        &mut self,
+        channel: u16,
+        message: Message,
+        mandatory: bool,
+    ) -> AmqpResult {
         if let Some(user_id) = message.properties.user_id() {
             if user_id.as_str() != self.user {
                 return Err(AmqpError::channel(
@@ -218,7 +281,12 @@ impl Connection {
         if mandatory && queues.is_empty() {
             self.put_return(channel, &message);
         }
-        self.staged.publishes.push(StagedPublish { channel, sequence, queues, message });
+        self.staged.publishes.push(StagedPublish {
+            channel,
+            sequence,
+            queues,
+            message,
+        });
         Ok(())
     }
 
@@ -230,17 +298,31 @@ impl Connection {
             exchange: short(&message.exchange),
             routing_key: short(&message.routing_key),
         };
-        put_method(&mut self.out, channel, AMQPClass::Basic(basic::AMQPMethod::Return(returned)));
-        put_content(&mut self.out, channel, &message.raw_properties, &message.body, self.frame_bytes_max);
+        put_method(
+            &mut self.out,
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::Return(returned)),
+        );
+        put_content(
+            &mut self.out,
+            channel,
+            &message.raw_properties,
+            &message.body,
+            self.frame_bytes_max,
+        );
     }
 }
 
 /// `x-stream-offset` of `basic.consume`: first, last, next, an offset or a
 /// timestamp (default next, as RabbitMQ).
 fn stream_start(arguments: &FieldTable) -> AmqpResult<StreamStart> {
-    let Some(value) = arguments.inner().get("x-stream-offset") else { return Ok(StreamStart::Next) };
+    let Some(value) = arguments.inner().get("x-stream-offset") else {
+        return Ok(StreamStart::Next);
+    };
     if let AMQPValue::Timestamp(seconds) = value {
-        return Ok(StreamStart::Timestamp((*seconds as i64).saturating_mul(1000)));
+        return Ok(StreamStart::Timestamp(
+            (*seconds as i64).saturating_mul(1000),
+        ));
     }
     if let Some(offset) = integer(value) {
         return Ok(StreamStart::Offset(offset.max(0) as u64));
@@ -251,7 +333,9 @@ fn stream_start(arguments: &FieldTable) -> AmqpResult<StreamStart> {
         Some("next") => Ok(StreamStart::Next),
         Some(interval) if parse_age_ms(interval).is_some() => {
             let age_ms = parse_age_ms(interval).unwrap_or(0) as i64;
-            Ok(StreamStart::Timestamp(weir_core::now_ms().saturating_sub(age_ms)))
+            Ok(StreamStart::Timestamp(
+                weir_core::now_ms().saturating_sub(age_ms),
+            ))
         }
         _ => Err(AmqpError::channel(
             PRECONDITION_FAILED,
@@ -262,9 +346,13 @@ fn stream_start(arguments: &FieldTable) -> AmqpResult<StreamStart> {
 
 /// 22 URL-safe random characters for server-generated consumer tags.
 fn uuid_like() -> String {
-    let random = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    let random = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
         ^ (std::process::id() as u128) << 64;
     let mixed = random.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..22).map(|i| ALPHABET[((mixed >> (i * 5)) & 63) as usize] as char).collect()
+    (0..22)
+        .map(|i| ALPHABET[((mixed >> (i * 5)) & 63) as usize] as char)
+        .collect()
 }

@@ -75,7 +75,12 @@ impl Channel {
     }
 
     /// Writes `basic.deliver` and the content; remembers the tag.
-    pub(crate) fn write_delivery(&mut self, out: &mut Vec<u8>, delivery: Delivery, frame_bytes_max: usize) {
+    pub(crate) fn write_delivery(
+        &mut self,
+        out: &mut Vec<u8>,
+        delivery: Delivery,
+        frame_bytes_max: usize,
+    ) {
         let tag = self.next_tag();
         let message = &delivery.message;
         let deliver = basic::Deliver {
@@ -85,8 +90,18 @@ impl Channel {
             exchange: short(&message.exchange),
             routing_key: short(&message.routing_key),
         };
-        put_method(out, delivery.channel, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
-        put_content(out, delivery.channel, &message.raw_properties, &message.body, frame_bytes_max);
+        put_method(
+            out,
+            delivery.channel,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)),
+        );
+        put_content(
+            out,
+            delivery.channel,
+            &message.raw_properties,
+            &message.body,
+            frame_bytes_max,
+        );
         if delivery.needs_ack {
             self.unacked.insert(tag, (delivery.queue, delivery.id));
         }
@@ -101,18 +116,26 @@ impl Channel {
 
     /// Takes the unacknowledged deliveries with tag `tag` (all up to it with
     /// `multiple`; all with `multiple` and tag 0), grouped by queue.
-    pub(crate) fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<(Arc<Queue>, Vec<MessageId>)>> {
+    pub(crate) fn take_unacked(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+    ) -> Option<Vec<(Arc<Queue>, Vec<MessageId>)>> {
         let taken: Vec<(Arc<Queue>, MessageId)> = if multiple {
             let upper = if tag == 0 { u64::MAX } else { tag };
             let keys: Vec<u64> = self.unacked.range(..=upper).map(|(&k, _)| k).collect();
             if keys.is_empty() && tag != 0 {
                 return None;
             }
-            keys.into_iter().filter_map(|k| self.unacked.remove(&k)).collect()
+            keys.into_iter()
+                .filter_map(|k| self.unacked.remove(&k))
+                .collect()
         } else {
             vec![self.unacked.remove(&tag)?]
         };
-        self.handle.unacked.fetch_sub(taken.len() as u32, Ordering::Relaxed);
+        self.handle
+            .unacked
+            .fetch_sub(taken.len() as u32, Ordering::Relaxed);
         Some(group_by_queue(taken))
     }
 
@@ -141,7 +164,9 @@ impl Channel {
 }
 
 /// Deliveries grouped by their queue, in tag order within each.
-pub(crate) fn group_by_queue(deliveries: Vec<(Arc<Queue>, MessageId)>) -> Vec<(Arc<Queue>, Vec<MessageId>)> {
+pub(crate) fn group_by_queue(
+    deliveries: Vec<(Arc<Queue>, MessageId)>,
+) -> Vec<(Arc<Queue>, Vec<MessageId>)> {
     let mut groups: Vec<(Arc<Queue>, Vec<MessageId>)> = Vec::new();
     for (queue, id) in deliveries {
         match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
@@ -162,7 +187,10 @@ impl Connection {
             return self.open_channel(number);
         }
         let Some(open) = self.channels.get_mut(&number) else {
-            return Err(AmqpError::connection(CHANNEL_ERROR, "expected 'channel.open'"));
+            return Err(AmqpError::connection(
+                CHANNEL_ERROR,
+                "expected 'channel.open'",
+            ));
         };
         if open.closing {
             match method {
@@ -171,7 +199,11 @@ impl Connection {
                 }
                 AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                     self.channels.remove(&number);
-                    put_method(&mut self.out, number, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                    put_method(
+                        &mut self.out,
+                        number,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
                 }
                 _ => {}
             }
@@ -180,7 +212,7 @@ impl Connection {
         if open.pending.is_some() {
             return Err(AmqpError::connection(
                 UNEXPECTED_FRAME,
-                format!("expected content header for class 60, got non content header frame instead"),
+                "expected content header for class 60, got non content header frame instead",
             ));
         }
         let result = match method {
@@ -192,12 +224,17 @@ impl Connection {
             AMQPClass::Tx(method) => self.tx_method(number, method).await,
             AMQPClass::Access(_) => {
                 let ok = amq_protocol::protocol::access::RequestOk {};
-                put_method(&mut self.out, number, AMQPClass::Access(amq_protocol::protocol::access::AMQPMethod::RequestOk(ok)));
+                put_method(
+                    &mut self.out,
+                    number,
+                    AMQPClass::Access(amq_protocol::protocol::access::AMQPMethod::RequestOk(ok)),
+                );
                 Ok(())
             }
-            AMQPClass::Connection(_) => {
-                Err(AmqpError::connection(COMMAND_INVALID, "connection method on a channel other than 0"))
-            }
+            AMQPClass::Connection(_) => Err(AmqpError::connection(
+                COMMAND_INVALID,
+                "connection method on a channel other than 0",
+            )),
         };
         match result {
             Err(error) if !error.connection => {
@@ -210,25 +247,48 @@ impl Connection {
 
     fn open_channel(&mut self, number: u16) -> AmqpResult {
         if self.channels.contains_key(&number) {
-            return Err(AmqpError::connection(CHANNEL_ERROR, "second 'channel.open' seen"));
+            return Err(AmqpError::connection(
+                CHANNEL_ERROR,
+                "second 'channel.open' seen",
+            ));
         }
         if number > self.channel_max() {
             return Err(AmqpError::connection(
                 CHANNEL_ERROR,
-                format!("channel number {number} exceeds channel_max {}", self.channel_max()),
+                format!(
+                    "channel number {number} exceeds channel_max {}",
+                    self.channel_max()
+                ),
             ));
         }
-        let handle = Arc::new(ChannelHandle::new(self.id, number, self.outbound_sender.clone()));
+        let handle = Arc::new(ChannelHandle::new(
+            self.id,
+            number,
+            self.outbound_sender.clone(),
+        ));
         self.channels.insert(number, Channel::new(handle));
-        put_method(&mut self.out, number, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+        put_method(
+            &mut self.out,
+            number,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
         Ok(())
     }
 
     /// Sends `channel.close` for a channel exception and releases the channel.
     fn close_channel(&mut self, number: u16, error: AmqpError, class_id: u16, method_id: u16) {
         tracing::info!(connection = self.id, channel = number, code = error.code, text = %error.text, "AMQP channel error");
-        let close = channel::Close { reply_code: error.code, reply_text: short(&error.text), class_id, method_id };
-        put_method(&mut self.out, number, AMQPClass::Channel(channel::AMQPMethod::Close(close)));
+        let close = channel::Close {
+            reply_code: error.code,
+            reply_text: short(&error.text),
+            class_id,
+            method_id,
+        };
+        put_method(
+            &mut self.out,
+            number,
+            AMQPClass::Channel(channel::AMQPMethod::Close(close)),
+        );
         let vhost = self.vhost.clone();
         if let Some(open) = self.channels.get_mut(&number) {
             open.release(vhost.as_deref());
@@ -242,44 +302,77 @@ impl Connection {
                 if let Some(mut open) = self.channels.remove(&number) {
                     open.release(vhost.as_deref());
                 }
-                put_method(&mut self.out, number, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                put_method(
+                    &mut self.out,
+                    number,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
                 Ok(())
             }
             channel::AMQPMethod::Flow(flow) => {
-                let open = self.channels.get_mut(&number).expect("checked by the caller");
-                open.handle.flow_active.store(flow.active, Ordering::Relaxed);
+                let open = self
+                    .channels
+                    .get_mut(&number)
+                    .expect("checked by the caller");
+                open.handle
+                    .flow_active
+                    .store(flow.active, Ordering::Relaxed);
                 if flow.active {
                     open.wake_consumed_queues();
                 }
-                let ok = channel::FlowOk { active: flow.active };
-                put_method(&mut self.out, number, AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok)));
+                let ok = channel::FlowOk {
+                    active: flow.active,
+                };
+                put_method(
+                    &mut self.out,
+                    number,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok)),
+                );
                 Ok(())
             }
             channel::AMQPMethod::FlowOk(_) | channel::AMQPMethod::CloseOk(_) => Ok(()),
-            channel::AMQPMethod::Open(_) | channel::AMQPMethod::OpenOk(_) => {
-                Err(AmqpError::connection(COMMAND_INVALID, "unexpected channel method"))
-            }
+            channel::AMQPMethod::Open(_) | channel::AMQPMethod::OpenOk(_) => Err(
+                AmqpError::connection(COMMAND_INVALID, "unexpected channel method"),
+            ),
         }
     }
 
     /// A content header or body frame of the publish being assembled.
-    pub(crate) async fn content_frame(&mut self, number: u16, kind: u8, payload: Bytes) -> AmqpResult {
+    pub(crate) async fn content_frame(
+        &mut self,
+        number: u16,
+        kind: u8,
+        payload: Bytes,
+    ) -> AmqpResult {
         let message_bytes_max = self.config.message_bytes_max;
         let Some(open) = self.channels.get_mut(&number) else {
-            return Err(AmqpError::connection(CHANNEL_ERROR, "expected 'channel.open'"));
+            return Err(AmqpError::connection(
+                CHANNEL_ERROR,
+                "expected 'channel.open'",
+            ));
         };
         if open.closing {
             return Ok(());
         }
         let unexpected = || {
-            AmqpError::connection(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
+            AmqpError::connection(
+                UNEXPECTED_FRAME,
+                "expected method frame, got non method frame instead",
+            )
         };
         let pending = open.pending.as_mut().ok_or_else(unexpected)?;
         match (kind, &pending.header) {
             (frames::HEADER, None) => {
                 let header = match parse_content_header(&payload[..]) {
-                    Ok((rest, header)) if rest.is_empty() && header.class_id == BASIC_CLASS => header,
-                    _ => return Err(AmqpError::connection(SYNTAX_ERROR, "cannot decode content header")),
+                    Ok((rest, header)) if rest.is_empty() && header.class_id == BASIC_CLASS => {
+                        header
+                    }
+                    _ => {
+                        return Err(AmqpError::connection(
+                            SYNTAX_ERROR,
+                            "cannot decode content header",
+                        ))
+                    }
                 };
                 if header.body_size > message_bytes_max {
                     open.pending = None;
@@ -296,13 +389,17 @@ impl Connection {
             }
             (frames::BODY, Some((_, _, size))) => {
                 if pending.body.len() + payload.len() > *size as usize {
-                    return Err(AmqpError::connection(FRAME_ERROR, "body frames exceed the announced body size"));
+                    return Err(AmqpError::connection(
+                        FRAME_ERROR,
+                        "body frames exceed the announced body size",
+                    ));
                 }
                 pending.body.extend_from_slice(&payload);
             }
             _ => return Err(unexpected()),
         }
-        let complete = matches!(&pending.header, Some((_, _, size)) if pending.body.len() as u64 == *size);
+        let complete =
+            matches!(&pending.header, Some((_, _, size)) if pending.body.len() as u64 == *size);
         if !complete {
             return Ok(());
         }

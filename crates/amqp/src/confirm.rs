@@ -7,9 +7,16 @@ use crate::errors::*;
 use crate::frames::put_method;
 
 impl Connection {
-    pub(crate) fn confirm_method(&mut self, channel: u16, method: confirm::AMQPMethod) -> AmqpResult {
+    pub(crate) fn confirm_method(
+        &mut self,
+        channel: u16,
+        method: confirm::AMQPMethod,
+    ) -> AmqpResult {
         let confirm::AMQPMethod::Select(select) = method else {
-            return Err(AmqpError::connection(COMMAND_INVALID, "unexpected confirm method"));
+            return Err(AmqpError::connection(
+                COMMAND_INVALID,
+                "unexpected confirm method",
+            ));
         };
         let open = self.channels.get_mut(&channel).expect("open channel");
         if open.transaction.is_some() {
@@ -20,7 +27,11 @@ impl Connection {
         }
         open.confirm_sequence.get_or_insert(0);
         if !select.nowait {
-            put_method(&mut self.out, channel, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+            put_method(
+                &mut self.out,
+                channel,
+                AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+            );
         }
         Ok(())
     }
@@ -30,9 +41,16 @@ impl Connection {
 /// earlier one with `multiple`).
 pub(crate) fn put_confirm(out: &mut Vec<u8>, channel: u16, tag: u64, multiple: bool, ack: bool) {
     let method = if ack {
-        basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple })
+        basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: tag,
+            multiple,
+        })
     } else {
-        basic::AMQPMethod::Nack(basic::Nack { delivery_tag: tag, multiple, requeue: false })
+        basic::AMQPMethod::Nack(basic::Nack {
+            delivery_tag: tag,
+            multiple,
+            requeue: false,
+        })
     };
     put_method(out, channel, AMQPClass::Basic(method));
 }

@@ -225,12 +225,15 @@ impl Connection {
     /// Sends `connection.blocked` / `unblocked` as the alarm and this
     /// connection's publishing require (to clients that announced the capability).
     fn tell_blocked(&mut self) {
-        let blocked = *self.alarm.borrow_and_update() && self.has_published && self.phase == Phase::Open;
+        let blocked =
+            *self.alarm.borrow_and_update() && self.has_published && self.phase == Phase::Open;
         if blocked == self.sent_blocked || !self.capabilities.connection_blocked {
             return;
         }
         let method = if blocked {
-            connection::AMQPMethod::Blocked(connection::Blocked { reason: short("low on disk") })
+            connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: short("low on disk"),
+            })
         } else {
             connection::AMQPMethod::Unblocked(connection::Unblocked {})
         };
@@ -239,7 +242,12 @@ impl Connection {
     }
 
     /// Sends heartbeats and decides whether the peer is still there.
-    fn heartbeat_due(&mut self, last_read: Instant, handshake_deadline: Instant, closing_since: Option<Instant>) -> bool {
+    fn heartbeat_due(
+        &mut self,
+        last_read: Instant,
+        handshake_deadline: Instant,
+        closing_since: Option<Instant>,
+    ) -> bool {
         let now = Instant::now();
         if self.phase != Phase::Open && self.phase != Phase::Closing && now > handshake_deadline {
             return false;
@@ -274,7 +282,9 @@ impl Connection {
                 // Blocked: the rest waits in the buffer until the alarm clears.
                 break;
             }
-            let Some(frame) = next_frame(buffer, self.frame_bytes_max)? else { break };
+            let Some(frame) = next_frame(buffer, self.frame_bytes_max)? else {
+                break;
+            };
             if frame.kind == frames::METHOD && !is_publish_or_ack(&frame.payload) {
                 self.flush_staged()?;
             }
@@ -294,13 +304,18 @@ impl Connection {
             return Ok(());
         }
         let vhost = self.vhost();
-        let routed: Vec<(Vec<Arc<Queue>>, &Message)> =
-            staged.publishes.iter().map(|p| (p.queues.clone(), &p.message)).collect();
+        let routed: Vec<(Vec<Arc<Queue>>, &Message)> = staged
+            .publishes
+            .iter()
+            .map(|p| (p.queues.clone(), &p.message))
+            .collect();
         let results = vhost.store(&routed)?;
         let mut confirms: Vec<(u16, u64, bool)> = Vec::new();
         let mut syncs: Vec<(Arc<SharedLog>, u64)> = Vec::new();
         for (publish, published) in staged.publishes.iter().zip(results) {
-            let Some(sequence) = publish.sequence else { continue };
+            let Some(sequence) = publish.sequence else {
+                continue;
+            };
             confirms.push((publish.channel, sequence, !published.rejected));
             for (log, end) in published.syncs {
                 match syncs.iter_mut().find(|(l, _)| Arc::ptr_eq(l, &log)) {
@@ -315,7 +330,10 @@ impl Connection {
                 for (log, end) in syncs {
                     durable &= log.wait_durable(end).await.is_ok();
                 }
-                confirms.into_iter().map(|(channel, sequence, ack)| (channel, sequence, ack && durable)).collect()
+                confirms
+                    .into_iter()
+                    .map(|(channel, sequence, ack)| (channel, sequence, ack && durable))
+                    .collect()
             }));
         }
         Ok(())
@@ -324,11 +342,14 @@ impl Connection {
     async fn handle_frame(&mut self, frame: RawFrame) -> AmqpResult {
         match frame.kind {
             frames::HEARTBEAT if frame.channel == 0 => Ok(()),
-            frames::HEARTBEAT => Err(AmqpError::connection(UNEXPECTED_FRAME, "type 8, all octets = <<>>")),
+            frames::HEARTBEAT => Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                "type 8, all octets = <<>>",
+            )),
             frames::METHOD => {
                 refuse_prefetch_size(&frame.payload)?;
                 let method = match parse_class(&frame.payload[..]) {
-                    Ok((rest, method)) if rest.is_empty() => method,
+                    Ok(([], method)) => method,
                     _ => return Err(unparsable_method(&frame.payload)),
                 };
                 let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
@@ -337,16 +358,20 @@ impl Connection {
                 } else if frame.channel == 0 {
                     self.connection_method(method)
                 } else if self.phase != Phase::Open {
-                    Err(AmqpError::connection(CHANNEL_ERROR, "channel used before connection.open"))
+                    Err(AmqpError::connection(
+                        CHANNEL_ERROR,
+                        "channel used before connection.open",
+                    ))
                 } else {
                     self.channel_method(frame.channel, method).await
                 };
                 result.map_err(|error| error.during(ids))
             }
             _ if self.phase == Phase::Closing => Ok(()),
-            _ if frame.channel == 0 || self.phase != Phase::Open => {
-                Err(AmqpError::connection(UNEXPECTED_FRAME, format!("content frame on channel {}", frame.channel)))
-            }
+            _ if frame.channel == 0 || self.phase != Phase::Open => Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                format!("content frame on channel {}", frame.channel),
+            )),
             kind => self.content_frame(frame.channel, kind, frame.payload).await,
         }
     }
@@ -355,7 +380,11 @@ impl Connection {
         match method {
             AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.phase = Phase::Closed,
             AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                put_method(
+                    &mut self.out,
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
                 self.phase = Phase::Closed;
             }
             _ => {}
@@ -376,8 +405,17 @@ impl Connection {
 
     fn send_connection_close(&mut self, code: u16, text: String, ids: (u16, u16)) {
         let (class_id, method_id) = ids;
-        let close = connection::Close { reply_code: code, reply_text: short(&text), class_id, method_id };
-        put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        let close = connection::Close {
+            reply_code: code,
+            reply_text: short(&text),
+            class_id,
+            method_id,
+        };
+        put_method(
+            &mut self.out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+        );
         self.phase = Phase::Closing;
         self.release_channels();
     }
@@ -410,12 +448,19 @@ impl Connection {
             mechanisms: LongString::from("PLAIN AMQPLAIN"),
             locales: LongString::from("en_US"),
         };
-        put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Start(start)));
+        put_method(
+            &mut self.out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(start)),
+        );
     }
 
     fn connection_method(&mut self, method: AMQPClass) -> AmqpResult {
         let AMQPClass::Connection(method) = method else {
-            return Err(AmqpError::connection(CHANNEL_ERROR, "unexpected method in connection state running"));
+            return Err(AmqpError::connection(
+                CHANNEL_ERROR,
+                "unexpected method in connection state running",
+            ));
         };
         use connection::AMQPMethod as M;
         match (self.phase, method) {
@@ -427,7 +472,11 @@ impl Connection {
             }
             (Phase::AwaitingOpen, M::Open(open)) => self.open(open.virtual_host.as_str()),
             (_, M::Close(_)) => {
-                put_method(&mut self.out, 0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
+                put_method(
+                    &mut self.out,
+                    0,
+                    AMQPClass::Connection(M::CloseOk(connection::CloseOk {})),
+                );
                 self.phase = Phase::Closed;
                 Ok(())
             }
@@ -440,8 +489,15 @@ impl Connection {
     }
 
     fn start_ok(&mut self, start_ok: connection::StartOk) -> AmqpResult {
-        if let Some(AMQPValue::FieldTable(capabilities)) = start_ok.client_properties.inner().get("capabilities") {
-            let flag = |name: &str| matches!(capabilities.inner().get(name), Some(AMQPValue::Boolean(true)));
+        if let Some(AMQPValue::FieldTable(capabilities)) =
+            start_ok.client_properties.inner().get("capabilities")
+        {
+            let flag = |name: &str| {
+                matches!(
+                    capabilities.inner().get(name),
+                    Some(AMQPValue::Boolean(true))
+                )
+            };
             self.capabilities = ClientCapabilities {
                 consumer_cancel_notify: flag("consumer_cancel_notify"),
                 connection_blocked: flag("connection.blocked"),
@@ -455,7 +511,10 @@ impl Connection {
             _ => None,
         };
         let accepted = credentials.as_ref().is_some_and(|(user, password)| {
-            self.config.users.iter().any(|(u, p)| u == user && p == password)
+            self.config
+                .users
+                .iter()
+                .any(|(u, p)| u == user && p == password)
                 && (user != "guest" || self.peer.ip().is_loopback())
         });
         let Some((user, _)) = credentials.filter(|_| accepted) else {
@@ -476,7 +535,11 @@ impl Connection {
             frame_max: self.config.frame_bytes_max,
             heartbeat: self.config.heartbeat_s,
         };
-        put_method(&mut self.out, 0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
+        put_method(
+            &mut self.out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(tune)),
+        );
         self.phase = Phase::AwaitingTuneOk;
         Ok(())
     }
@@ -497,7 +560,10 @@ impl Connection {
 
     fn open(&mut self, vhost: &str) -> AmqpResult {
         let Some(found) = self.vhosts.get(vhost) else {
-            return Err(AmqpError::connection(NOT_ALLOWED, format!("vhost {vhost} not found")));
+            return Err(AmqpError::connection(
+                NOT_ALLOWED,
+                format!("vhost {vhost} not found"),
+            ));
         };
         self.vhost = Some(Arc::clone(found));
         put_method(
@@ -516,7 +582,11 @@ impl Connection {
 
     /// The virtual host (set once the connection is open).
     pub(crate) fn vhost(&self) -> Arc<VirtualHost> {
-        Arc::clone(self.vhost.as_ref().expect("channels exist only on open connections"))
+        Arc::clone(
+            self.vhost
+                .as_ref()
+                .expect("channels exist only on open connections"),
+        )
     }
 
     /// Writes a delivery or a server-initiated cancel.
@@ -547,10 +617,20 @@ impl Connection {
                     open.wake_consumed_queues();
                 }
             }
-            Outbound::Cancel { channel, consumer_tag } => {
-                let Some(open) = self.channels.get_mut(&channel).filter(|c| !c.closing) else { return };
-                if open.consumers.remove(&*consumer_tag).is_some() && self.capabilities.consumer_cancel_notify {
-                    let cancel = amq_protocol::protocol::basic::Cancel { consumer_tag: short(&consumer_tag), nowait: true };
+            Outbound::Cancel {
+                channel,
+                consumer_tag,
+            } => {
+                let Some(open) = self.channels.get_mut(&channel).filter(|c| !c.closing) else {
+                    return;
+                };
+                if open.consumers.remove(&*consumer_tag).is_some()
+                    && self.capabilities.consumer_cancel_notify
+                {
+                    let cancel = amq_protocol::protocol::basic::Cancel {
+                        consumer_tag: short(&consumer_tag),
+                        nowait: true,
+                    };
                     put_method(
                         &mut self.out,
                         channel,
@@ -572,7 +652,11 @@ impl Connection {
             let (channel, sequence, ack) = ready[index];
             let mut last = sequence;
             let mut run = 1;
-            while ack && index + run < ready.len() && ready[index + run].0 == channel && ready[index + run].2 {
+            while ack
+                && index + run < ready.len()
+                && ready[index + run].0 == channel
+                && ready[index + run].2
+            {
                 last = ready[index + run].1;
                 run += 1;
             }
@@ -617,7 +701,10 @@ fn unparsable_method(payload: &[u8]) -> AmqpError {
     let method = u16::from_be_bytes([payload[2], payload[3]]);
     let known_class = matches!(class, 10 | 20 | 30 | 40 | 50 | 60 | 85 | 90);
     if known_class {
-        AmqpError::connection(FRAME_ERROR, format!("cannot decode method {class}.{method}"))
+        AmqpError::connection(
+            FRAME_ERROR,
+            format!("cannot decode method {class}.{method}"),
+        )
     } else {
         AmqpError::connection(NOT_IMPLEMENTED, format!("unknown method {class}.{method}"))
     }
@@ -629,7 +716,10 @@ fn refuse_prefetch_size(payload: &[u8]) -> AmqpResult {
     if payload.len() >= 8 && payload[..4] == [0, 60, 0, 10] {
         let size = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
         if size != 0 {
-            return Err(AmqpError::connection(NOT_IMPLEMENTED, format!("prefetch_size!=0 ({size})")));
+            return Err(AmqpError::connection(
+                NOT_IMPLEMENTED,
+                format!("prefetch_size!=0 ({size})"),
+            ));
         }
     }
     Ok(())
@@ -654,7 +744,12 @@ fn amqplain_credentials(response: &[u8]) -> Option<(String, String)> {
     let mut framed = (response.len() as u32).to_be_bytes().to_vec();
     framed.extend_from_slice(response);
     let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
-    let text = |name: &str| table.inner().get(name).and_then(weir_core::queues::args::text);
+    let text = |name: &str| {
+        table
+            .inner()
+            .get(name)
+            .and_then(weir_core::queues::args::text)
+    };
     Some((text("LOGIN")?, text("PASSWORD")?))
 }
 

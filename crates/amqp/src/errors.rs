@@ -49,7 +49,13 @@ pub struct AmqpError {
 impl AmqpError {
     /// A channel exception.
     pub fn channel(code: u16, text: impl Into<String>) -> AmqpError {
-        AmqpError { code, text: text.into(), connection: false, class_id: 0, method_id: 0 }
+        AmqpError {
+            code,
+            text: text.into(),
+            connection: false,
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     /// A connection exception; `text` gets the code's name as prefix.
@@ -104,7 +110,13 @@ impl From<QueueError> for AmqpError {
             QueueError::NotImplemented(_) => (NOT_IMPLEMENTED, true),
             _ => (INTERNAL_ERROR, true),
         };
-        AmqpError { code, text, connection, class_id: 0, method_id: 0 }
+        AmqpError {
+            code,
+            text,
+            connection,
+            class_id: 0,
+            method_id: 0,
+        }
     }
 }
 

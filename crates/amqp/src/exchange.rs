@@ -8,7 +8,11 @@ use crate::errors::*;
 use crate::frames::put_method;
 
 impl Connection {
-    pub(crate) fn exchange_method(&mut self, channel: u16, method: exchange::AMQPMethod) -> AmqpResult {
+    pub(crate) fn exchange_method(
+        &mut self,
+        channel: u16,
+        method: exchange::AMQPMethod,
+    ) -> AmqpResult {
         let vhost = self.vhost();
         let (reply, nowait) = match method {
             exchange::AMQPMethod::Declare(declare) => {
@@ -32,23 +36,52 @@ impl Connection {
                     declare.internal,
                     declare.arguments,
                 )?;
-                (exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}), declare.nowait)
+                (
+                    exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
+                    declare.nowait,
+                )
             }
             exchange::AMQPMethod::Delete(delete) => {
                 vhost.delete_exchange(delete.exchange.as_str(), delete.if_unused)?;
-                (exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}), delete.nowait)
+                (
+                    exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}),
+                    delete.nowait,
+                )
             }
             exchange::AMQPMethod::Bind(bind) => {
                 let destination = Destination::Exchange(bind.destination.as_str().to_owned());
-                vhost.bind(bind.source.as_str(), destination, bind.routing_key.as_str(), bind.arguments, self.id)?;
-                (exchange::AMQPMethod::BindOk(exchange::BindOk {}), bind.nowait)
+                vhost.bind(
+                    bind.source.as_str(),
+                    destination,
+                    bind.routing_key.as_str(),
+                    bind.arguments,
+                    self.id,
+                )?;
+                (
+                    exchange::AMQPMethod::BindOk(exchange::BindOk {}),
+                    bind.nowait,
+                )
             }
             exchange::AMQPMethod::Unbind(unbind) => {
                 let destination = Destination::Exchange(unbind.destination.as_str().to_owned());
-                vhost.unbind(unbind.source.as_str(), destination, unbind.routing_key.as_str(), &unbind.arguments, self.id)?;
-                (exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}), unbind.nowait)
+                vhost.unbind(
+                    unbind.source.as_str(),
+                    destination,
+                    unbind.routing_key.as_str(),
+                    &unbind.arguments,
+                    self.id,
+                )?;
+                (
+                    exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),
+                    unbind.nowait,
+                )
             }
-            _ => return Err(AmqpError::connection(COMMAND_INVALID, "unexpected exchange method")),
+            _ => {
+                return Err(AmqpError::connection(
+                    COMMAND_INVALID,
+                    "unexpected exchange method",
+                ))
+            }
         };
         if !nowait {
             put_method(&mut self.out, channel, AMQPClass::Exchange(reply));

@@ -45,7 +45,10 @@ pub struct RawFrame {
 ///
 /// 501 FRAME_ERROR for a frame larger than `frame_bytes_max`, an unknown
 /// type or a bad end octet.
-pub fn next_frame(buffer: &mut BytesMut, frame_bytes_max: usize) -> Result<Option<RawFrame>, AmqpError> {
+pub fn next_frame(
+    buffer: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<Option<RawFrame>, AmqpError> {
     if buffer.len() < 7 {
         return Ok(None);
     }
@@ -53,12 +56,18 @@ pub fn next_frame(buffer: &mut BytesMut, frame_bytes_max: usize) -> Result<Optio
     let channel = u16::from_be_bytes([buffer[1], buffer[2]]);
     let size = u32::from_be_bytes([buffer[3], buffer[4], buffer[5], buffer[6]]) as usize;
     if !matches!(kind, METHOD | HEADER | BODY | HEARTBEAT) {
-        return Err(AmqpError::connection(FRAME_ERROR, format!("unknown frame type {kind}")));
+        return Err(AmqpError::connection(
+            FRAME_ERROR,
+            format!("unknown frame type {kind}"),
+        ));
     }
     if size + FRAME_OVERHEAD_BYTES > frame_bytes_max {
         return Err(AmqpError::connection(
             FRAME_ERROR,
-            format!("frame size {} exceeds frame_max {frame_bytes_max}", size + FRAME_OVERHEAD_BYTES),
+            format!(
+                "frame size {} exceeds frame_max {frame_bytes_max}",
+                size + FRAME_OVERHEAD_BYTES
+            ),
         ));
     }
     if buffer.len() < 7 + size + 1 {
@@ -66,23 +75,37 @@ pub fn next_frame(buffer: &mut BytesMut, frame_bytes_max: usize) -> Result<Optio
         return Ok(None);
     }
     if buffer[7 + size] != FRAME_END {
-        return Err(AmqpError::connection(FRAME_ERROR, format!("bad frame end octet {:#04x}", buffer[7 + size])));
+        return Err(AmqpError::connection(
+            FRAME_ERROR,
+            format!("bad frame end octet {:#04x}", buffer[7 + size]),
+        ));
     }
     buffer.advance(7);
     let payload = buffer.split_to(size).freeze();
     buffer.advance(1);
-    Ok(Some(RawFrame { kind, channel, payload }))
+    Ok(Some(RawFrame {
+        kind,
+        channel,
+        payload,
+    }))
 }
 
 /// Appends a method frame to `out`.
 pub fn put_method(out: &mut Vec<u8>, channel: u16, method: AMQPClass) {
     let frame = AMQPFrame::Method(channel, method);
     let buffer = std::mem::take(out);
-    *out = cookie_factory::gen_simple(gen_frame(&frame), buffer).expect("writing to a Vec cannot fail");
+    *out = cookie_factory::gen_simple(gen_frame(&frame), buffer)
+        .expect("writing to a Vec cannot fail");
 }
 
 /// Appends a content header and the body frames of one message.
-pub fn put_content(out: &mut Vec<u8>, channel: u16, raw_properties: &[u8], body: &[u8], frame_bytes_max: usize) {
+pub fn put_content(
+    out: &mut Vec<u8>,
+    channel: u16,
+    raw_properties: &[u8],
+    body: &[u8],
+    frame_bytes_max: usize,
+) {
     let header_size = 12 + raw_properties.len();
     out.reserve(header_size + body.len() + 2 * FRAME_OVERHEAD_BYTES);
     out.push(HEADER);
@@ -113,13 +136,27 @@ mod tests {
 
     #[test]
     fn frames_split_and_limits_hold() {
-        let mut buffer = BytesMut::from(&[BODY, 0, 1, 0, 0, 0, 2, b'h', b'i', FRAME_END, HEARTBEAT][..]);
-        let frame = next_frame(&mut buffer, 4096).expect("valid").expect("whole");
-        assert_eq!((frame.kind, frame.channel, &frame.payload[..]), (BODY, 1, &b"hi"[..]));
-        assert!(next_frame(&mut buffer, 4096).expect("partial is fine").is_none());
+        let mut buffer =
+            BytesMut::from(&[BODY, 0, 1, 0, 0, 0, 2, b'h', b'i', FRAME_END, HEARTBEAT][..]);
+        let frame = next_frame(&mut buffer, 4096)
+            .expect("valid")
+            .expect("whole");
+        assert_eq!(
+            (frame.kind, frame.channel, &frame.payload[..]),
+            (BODY, 1, &b"hi"[..])
+        );
+        assert!(next_frame(&mut buffer, 4096)
+            .expect("partial is fine")
+            .is_none());
         let mut huge = BytesMut::from(&[BODY, 0, 1, 0x7f, 0xff, 0xff, 0xff][..]);
-        assert_eq!(next_frame(&mut huge, 4096).expect_err("too big").code, FRAME_ERROR);
+        assert_eq!(
+            next_frame(&mut huge, 4096).expect_err("too big").code,
+            FRAME_ERROR
+        );
         let mut bad_end = BytesMut::from(&[BODY, 0, 1, 0, 0, 0, 0, 0x00][..]);
-        assert_eq!(next_frame(&mut bad_end, 4096).expect_err("bad end").code, FRAME_ERROR);
+        assert_eq!(
+            next_frame(&mut bad_end, 4096).expect_err("bad end").code,
+            FRAME_ERROR
+        );
     }
 }

@@ -15,7 +15,10 @@ impl Connection {
         }
         let last = &self.channels[&channel].last_queue;
         if last.is_empty() {
-            return Err(AmqpError::connection(NOT_ALLOWED, "no previously declared queue"));
+            return Err(AmqpError::connection(
+                NOT_ALLOWED,
+                "no previously declared queue",
+            ));
         }
         Ok(last.clone())
     }
@@ -33,7 +36,10 @@ impl Connection {
                     declare.arguments,
                     self.id,
                 )?;
-                self.channels.get_mut(&channel).expect("open channel").last_queue = declared.name.clone();
+                self.channels
+                    .get_mut(&channel)
+                    .expect("open channel")
+                    .last_queue = declared.name.clone();
                 let ok = queue::DeclareOk {
                     queue: short(&declared.name),
                     message_count: declared.message_count.min(u64::from(u32::MAX)) as u32,
@@ -43,27 +49,49 @@ impl Connection {
             }
             queue::AMQPMethod::Bind(bind) => {
                 let name = self.queue_name(channel, bind.queue.as_str())?;
-                vhost.bind(bind.exchange.as_str(), Destination::Queue(name), bind.routing_key.as_str(), bind.arguments, self.id)?;
+                vhost.bind(
+                    bind.exchange.as_str(),
+                    Destination::Queue(name),
+                    bind.routing_key.as_str(),
+                    bind.arguments,
+                    self.id,
+                )?;
                 (queue::AMQPMethod::BindOk(queue::BindOk {}), bind.nowait)
             }
             queue::AMQPMethod::Unbind(unbind) => {
                 let name = self.queue_name(channel, unbind.queue.as_str())?;
-                vhost.unbind(unbind.exchange.as_str(), Destination::Queue(name), unbind.routing_key.as_str(), &unbind.arguments, self.id)?;
+                vhost.unbind(
+                    unbind.exchange.as_str(),
+                    Destination::Queue(name),
+                    unbind.routing_key.as_str(),
+                    &unbind.arguments,
+                    self.id,
+                )?;
                 (queue::AMQPMethod::UnbindOk(queue::UnbindOk {}), false)
             }
             queue::AMQPMethod::Purge(purge) => {
                 let name = self.queue_name(channel, purge.queue.as_str())?;
                 let count = vhost.queue(&name, self.id)?.purge()?;
-                let ok = queue::PurgeOk { message_count: count.min(u64::from(u32::MAX)) as u32 };
+                let ok = queue::PurgeOk {
+                    message_count: count.min(u64::from(u32::MAX)) as u32,
+                };
                 (queue::AMQPMethod::PurgeOk(ok), purge.nowait)
             }
             queue::AMQPMethod::Delete(delete) => {
                 let name = self.queue_name(channel, delete.queue.as_str())?;
-                let count = vhost.delete_queue(&name, delete.if_unused, delete.if_empty, self.id)?;
-                let ok = queue::DeleteOk { message_count: count.min(u64::from(u32::MAX)) as u32 };
+                let count =
+                    vhost.delete_queue(&name, delete.if_unused, delete.if_empty, self.id)?;
+                let ok = queue::DeleteOk {
+                    message_count: count.min(u64::from(u32::MAX)) as u32,
+                };
                 (queue::AMQPMethod::DeleteOk(ok), delete.nowait)
             }
-            _ => return Err(AmqpError::connection(COMMAND_INVALID, "unexpected queue method")),
+            _ => {
+                return Err(AmqpError::connection(
+                    COMMAND_INVALID,
+                    "unexpected queue method",
+                ))
+            }
         };
         if !nowait {
             put_method(&mut self.out, channel, AMQPClass::Queue(reply));

@@ -77,7 +77,13 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection::new(id, peer, Arc::clone(&vhosts), Arc::clone(&config), alarm.clone());
+        let connection = Connection::new(
+            id,
+            peer,
+            Arc::clone(&vhosts),
+            Arc::clone(&config),
+            alarm.clone(),
+        );
         let stop = stopping.clone();
         tasks.spawn(async move {
             connection.run(socket, stop).await;

@@ -15,7 +15,11 @@ pub(crate) enum Settle {
     /// `basic.ack`.
     Ack { tag: u64, multiple: bool },
     /// `basic.reject` / `basic.nack`.
-    Reject { tag: u64, multiple: bool, requeue: bool },
+    Reject {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
 }
 
 /// What a transactional channel did since its last commit or rollback.
@@ -28,7 +32,12 @@ pub(crate) struct Transaction {
 impl Connection {
     pub(crate) async fn tx_method(&mut self, channel: u16, method: tx::AMQPMethod) -> AmqpResult {
         let open = self.channels.get_mut(&channel).expect("open channel");
-        let not_transactional = || AmqpError::channel(PRECONDITION_FAILED, "PRECONDITION_FAILED - channel is not transactional");
+        let not_transactional = || {
+            AmqpError::channel(
+                PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - channel is not transactional",
+            )
+        };
         let reply = match method {
             tx::AMQPMethod::Select(_) => {
                 if open.confirm_sequence.is_some() {
@@ -41,7 +50,8 @@ impl Connection {
                 tx::AMQPMethod::SelectOk(tx::SelectOk {})
             }
             tx::AMQPMethod::Commit(_) => {
-                let transaction = std::mem::take(open.transaction.as_mut().ok_or_else(not_transactional)?);
+                let transaction =
+                    std::mem::take(open.transaction.as_mut().ok_or_else(not_transactional)?);
                 let vhost = self.vhost();
                 let mut routed = Vec::with_capacity(transaction.publishes.len());
                 for (message, mandatory) in &transaction.publishes {
@@ -51,7 +61,11 @@ impl Connection {
                     }
                     routed.push((queues, message));
                 }
-                let syncs: Vec<_> = vhost.store(&routed)?.into_iter().flat_map(|published| published.syncs).collect();
+                let syncs: Vec<_> = vhost
+                    .store(&routed)?
+                    .into_iter()
+                    .flat_map(|published| published.syncs)
+                    .collect();
                 for settle in transaction.settles {
                     self.settle_now(channel, settle)?;
                 }
@@ -67,7 +81,12 @@ impl Connection {
                 *open.transaction.as_mut().ok_or_else(not_transactional)? = Transaction::default();
                 tx::AMQPMethod::RollbackOk(tx::RollbackOk {})
             }
-            _ => return Err(AmqpError::connection(COMMAND_INVALID, "unexpected tx method")),
+            _ => {
+                return Err(AmqpError::connection(
+                    COMMAND_INVALID,
+                    "unexpected tx method",
+                ))
+            }
         };
         put_method(&mut self.out, channel, AMQPClass::Tx(reply));
         Ok(())

@@ -19,7 +19,11 @@ pub struct DiskAlarm {
 impl DiskAlarm {
     /// An alarm for the file system holding `dir`, on below `free_bytes_min`.
     pub fn new(dir: &Path, free_bytes_min: u64) -> DiskAlarm {
-        DiskAlarm { dir: dir.to_owned(), free_bytes_min, state: watch::Sender::new(false) }
+        DiskAlarm {
+            dir: dir.to_owned(),
+            free_bytes_min,
+            state: watch::Sender::new(false),
+        }
     }
 
     /// A receiver of the alarm's state.
@@ -31,9 +35,15 @@ impl DiskAlarm {
     pub fn check(&self) -> Option<u64> {
         let free = free_bytes(&self.dir)?;
         let on = free < self.free_bytes_min;
-        let changed = self.state.send_if_modified(|current| std::mem::replace(current, on) != on);
+        let changed = self
+            .state
+            .send_if_modified(|current| std::mem::replace(current, on) != on);
         if changed && on {
-            tracing::warn!(free, limit = self.free_bytes_min, "disk alarm: free space below the limit; publishers blocked");
+            tracing::warn!(
+                free,
+                limit = self.free_bytes_min,
+                "disk alarm: free space below the limit; publishers blocked"
+            );
         } else if changed {
             tracing::info!(free, "disk alarm cleared");
         }

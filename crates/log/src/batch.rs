@@ -356,16 +356,23 @@ pub struct StoredRecord {
 pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.compression() != 0 {
-        return Err(BatchError::Corrupt("compressed batch where uncompressed expected"));
+        return Err(BatchError::Corrupt(
+            "compressed batch where uncompressed expected",
+        ));
     }
     let base_timestamp = read_u64(batch, 27) as i64;
     let count = read_u32(batch, 57) as usize;
     let end = header.total_bytes().min(batch.len());
-    let mut reader = RecordReader { bytes: batch, at: HEADER_BYTES, end };
+    let mut reader = RecordReader {
+        bytes: batch,
+        at: HEADER_BYTES,
+        end,
+    };
     let mut records = Vec::with_capacity(count.min(end / 8));
     for _ in 0..count {
         let length = reader.varlong()?;
-        let record_end = reader.at + usize::try_from(length).map_err(|_| BatchError::Corrupt("negative record length"))?;
+        let record_end = reader.at
+            + usize::try_from(length).map_err(|_| BatchError::Corrupt("negative record length"))?;
         if record_end > end {
             return Err(BatchError::Incomplete);
         }
@@ -381,7 +388,13 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
             headers.push((name, reader.optional_bytes()?));
         }
         reader.at = record_end;
-        records.push(StoredRecord { offset, timestamp, key, value, headers });
+        records.push(StoredRecord {
+            offset,
+            timestamp,
+            key,
+            value,
+            headers,
+        });
     }
     Ok(records)
 }
@@ -398,7 +411,9 @@ impl RecordReader<'_> {
     fn varlong(&mut self) -> Result<i64, BatchError> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
-            let byte = *self.bytes[..self.end].get(self.at).ok_or(BatchError::Incomplete)?;
+            let byte = *self.bytes[..self.end]
+                .get(self.at)
+                .ok_or(BatchError::Incomplete)?;
             self.at += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte < 0x80 {
@@ -491,7 +506,11 @@ mod tests {
             assert_eq!(stored.timestamp, sent.timestamp);
             assert_eq!(stored.key, sent.key);
             assert_eq!(stored.value, sent.value);
-            let headers: Vec<_> = sent.headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone())).collect();
+            let headers: Vec<_> = sent
+                .headers
+                .iter()
+                .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone()))
+                .collect();
             assert_eq!(stored.headers, headers);
         }
     }
@@ -502,7 +521,10 @@ mod tests {
         for cut in HEADER_BYTES..bytes.len() {
             let mut broken = bytes.slice(..cut).to_vec();
             broken[8..12].copy_from_slice(&((cut - LOG_OVERHEAD) as u32).to_be_bytes());
-            assert!(decode_records(&Bytes::from(broken)).is_err(), "cut at {cut}");
+            assert!(
+                decode_records(&Bytes::from(broken)).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

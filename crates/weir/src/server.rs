@@ -81,11 +81,24 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", settings.amqp_listen))?;
     tracing::info!(address = %settings.amqp_listen, "AMQP listener ready");
-    let vhosts = Arc::new(weir_amqp::VirtualHosts::from([("/".to_owned(), Arc::clone(&vhost))]));
-    let alarm = Arc::new(DiskAlarm::new(&broker.config().data_dir, settings.disk_free_limit_bytes));
+    let vhosts = Arc::new(weir_amqp::VirtualHosts::from([(
+        "/".to_owned(),
+        Arc::clone(&vhost),
+    )]));
+    let alarm = Arc::new(DiskAlarm::new(
+        &broker.config().data_dir,
+        settings.disk_free_limit_bytes,
+    ));
     alarm.check();
-    let amqp = tokio::spawn(weir_amqp::serve(amqp_listener, vhosts, settings.amqp, stopping.clone(), alarm.subscribe()));
-    let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), alarm, stopping.clone()));
+    let amqp = tokio::spawn(weir_amqp::serve(
+        amqp_listener,
+        vhosts,
+        settings.amqp,
+        stopping.clone(),
+        alarm.subscribe(),
+    ));
+    let queue_maintenance =
+        tokio::spawn(maintain_queues(Arc::clone(&vhost), alarm, stopping.clone()));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
@@ -105,19 +118,30 @@ async fn serve(settings: Resolved) -> Result<(), String> {
 
 /// The virtual host `/`, stored under `<data>/amqp/vhosts/default`.
 fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
-    let dir = broker.config().data_dir.join("amqp").join("vhosts").join("default");
+    let dir = broker
+        .config()
+        .data_dir
+        .join("amqp")
+        .join("vhosts")
+        .join("default");
     let log_config = weir_log::LogConfig {
         segment_bytes: QUEUE_SEGMENT_BYTES,
         // One message is one batch: room for the largest AMQP body and its properties.
-        max_message_bytes: (weir_amqp::AmqpConfig::default().message_bytes_max + (1 << 20)) as usize,
+        max_message_bytes: (weir_amqp::AmqpConfig::default().message_bytes_max + (1 << 20))
+            as usize,
         ..weir_log::LogConfig::default()
     };
-    VirtualHost::open("/", &dir, log_config).map_err(|error| format!("cannot open AMQP vhost '/': {error}"))
+    VirtualHost::open("/", &dir, log_config)
+        .map_err(|error| format!("cannot open AMQP vhost '/': {error}"))
 }
 
 /// Queue upkeep (TTL expiry, settlement syncs, segment deletion,
 /// `x-expires`) and the disk alarm.
-async fn maintain_queues(vhost: Arc<VirtualHost>, alarm: Arc<DiskAlarm>, mut stopping: watch::Receiver<bool>) {
+async fn maintain_queues(
+    vhost: Arc<VirtualHost>,
+    alarm: Arc<DiskAlarm>,
+    mut stopping: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(QUEUE_TICK);
     let mut disk = tokio::time::interval(DISK_CHECK_INTERVAL);
     loop {

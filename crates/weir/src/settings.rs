@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
-use weir_core::{BrokerConfig, TopicDefaults};
 use weir_amqp::AmqpConfig;
+use weir_core::{BrokerConfig, TopicDefaults};
 use weir_kafka::KafkaConfig;
 
 /// Settings of `weir server`, each a flag, a `WEIR_*` variable and a TOML key.

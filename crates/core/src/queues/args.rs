@@ -137,9 +137,15 @@ impl QueueArguments {
     ///
     /// [`QueueError::PreconditionFailed`] with RabbitMQ's text for an
     /// invalid value.
-    pub fn parse(arguments: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArguments, QueueError> {
+    pub fn parse(
+        arguments: &FieldTable,
+        queue: &str,
+        vhost: &str,
+    ) -> Result<QueueArguments, QueueError> {
         let invalid = |name: &str, why: String| {
-            QueueError::PreconditionFailed(format!("invalid arg '{name}' for queue '{queue}' in vhost '{vhost}': {why}"))
+            QueueError::PreconditionFailed(format!(
+                "invalid arg '{name}' for queue '{queue}' in vhost '{vhost}': {why}"
+            ))
         };
         let mut parsed = QueueArguments::default();
         for (name, value) in arguments {
@@ -147,9 +153,16 @@ impl QueueArguments {
             let non_negative = || match integer(value) {
                 Some(v) if v >= 0 => Ok(v as u64),
                 Some(v) => Err(invalid(name, format!("{{value_negative,{v}}}"))),
-                None => Err(invalid(name, format!("\"expected integer, got {}\"", type_name(value)))),
+                None => Err(invalid(
+                    name,
+                    format!("\"expected integer, got {}\"", type_name(value)),
+                )),
             };
-            let string = || text(value).ok_or_else(|| invalid(name, format!("{{unacceptable_type,{}}}", type_name(value))));
+            let string = || {
+                text(value).ok_or_else(|| {
+                    invalid(name, format!("{{unacceptable_type,{}}}", type_name(value)))
+                })
+            };
             match name {
                 "x-message-ttl" => parsed.message_ttl_ms = Some(non_negative()?),
                 "x-expires" => match non_negative()? {
@@ -159,7 +172,9 @@ impl QueueArguments {
                 "x-max-length" => parsed.max_length = Some(non_negative()?),
                 "x-max-length-bytes" => parsed.max_length_bytes = Some(non_negative()?),
                 "x-max-priority" => match non_negative()? {
-                    over if over > 255 => return Err(invalid(name, format!("{{max_value_exceeded,{over}}}"))),
+                    over if over > 255 => {
+                        return Err(invalid(name, format!("{{max_value_exceeded,{over}}}")))
+                    }
                     priority => parsed.max_priority = Some(priority as u8),
                 },
                 "x-overflow" => {
@@ -174,19 +189,31 @@ impl QueueArguments {
                 "x-dead-letter-routing-key" => parsed.dead_letter_routing_key = Some(string()?),
                 "x-single-active-consumer" => match value {
                     AMQPValue::Boolean(v) => parsed.single_active_consumer = *v,
-                    _ => return Err(invalid(name, format!("{{unacceptable_type,{}}}", type_name(value)))),
+                    _ => {
+                        return Err(invalid(
+                            name,
+                            format!("{{unacceptable_type,{}}}", type_name(value)),
+                        ))
+                    }
                 },
                 "x-queue-type" => {
                     parsed.queue_type = match string()?.as_str() {
                         "classic" => QueueType::Classic,
                         "quorum" => QueueType::Quorum,
                         "stream" => QueueType::Stream,
-                        other => return Err(invalid(name, format!("\"unsupported queue type '{other}'\""))),
+                        other => {
+                            return Err(invalid(
+                                name,
+                                format!("\"unsupported queue type '{other}'\""),
+                            ))
+                        }
                     }
                 }
                 "x-max-age" => {
                     let text = string()?;
-                    parsed.max_age_ms = Some(parse_age_ms(&text).ok_or_else(|| invalid(name, format!("{{invalid_max_age,<<\"{text}\">>}}")))?);
+                    parsed.max_age_ms = Some(parse_age_ms(&text).ok_or_else(|| {
+                        invalid(name, format!("{{invalid_max_age,<<\"{text}\">>}}"))
+                    })?);
                 }
                 _ => {}
             }
@@ -226,16 +253,28 @@ pub fn parse_age_ms(text: &str) -> Option<u64> {
 /// # Errors
 ///
 /// [`QueueError::PreconditionFailed`] naming the first argument that differs.
-pub fn check_equivalent(current: &FieldTable, received: &FieldTable, queue: &str, vhost: &str) -> Result<(), QueueError> {
+pub fn check_equivalent(
+    current: &FieldTable,
+    received: &FieldTable,
+    queue: &str,
+    vhost: &str,
+) -> Result<(), QueueError> {
     // A missing x-queue-type means classic.
-    let lookup = |table: &FieldTable, name: &str| {
-        table.inner().get(name).cloned().or_else(|| (name == "x-queue-type").then(|| AMQPValue::LongString("classic".into())))
-    };
+    let lookup =
+        |table: &FieldTable, name: &str| {
+            table.inner().get(name).cloned().or_else(|| {
+                (name == "x-queue-type").then(|| AMQPValue::LongString("classic".into()))
+            })
+        };
     for name in COMPARED {
         let (was, now) = (lookup(current, name), lookup(received, name));
         let same = match (&was, &now) {
             (None, None) => true,
-            (Some(a), Some(b)) => a == b || (integer(a).is_some() && integer(a) == integer(b)) || (text(a).is_some() && text(a) == text(b)),
+            (Some(a), Some(b)) => {
+                a == b
+                    || (integer(a).is_some() && integer(a) == integer(b))
+                    || (text(a).is_some() && text(a) == text(b))
+            }
             _ => false,
         };
         if same {
@@ -246,7 +285,11 @@ pub fn check_equivalent(current: &FieldTable, received: &FieldTable, queue: &str
         let same_type = matches!((&was, &now), (Some(a), Some(b)) if type_name(a) == type_name(b));
         let render = |value: &Option<AMQPValue>| match value {
             Some(value) if same_type => format!("'{}'", plain(value)),
-            Some(value) => format!("the value '{}' of type '{}'", plain(value), type_name(value)),
+            Some(value) => format!(
+                "the value '{}' of type '{}'",
+                plain(value),
+                type_name(value)
+            ),
             None => "none".into(),
         };
         let (received, current) = (render(&now), render(&was));
@@ -274,7 +317,10 @@ mod tests {
         let args = table(&[
             ("x-message-ttl", AMQPValue::LongInt(500)),
             ("x-overflow", AMQPValue::LongString("reject-publish".into())),
-            ("x-dead-letter-exchange", AMQPValue::LongString("dlx".into())),
+            (
+                "x-dead-letter-exchange",
+                AMQPValue::LongString("dlx".into()),
+            ),
             ("x-max-age", AMQPValue::LongString("7D".into())),
         ]);
         let parsed = QueueArguments::parse(&args, "q", "/").expect("valid");
@@ -296,7 +342,9 @@ mod tests {
         check_equivalent(&a, &b, "q", "/").expect("same value");
         let c = table(&[("x-max-length", AMQPValue::LongInt(11))]);
         let error = check_equivalent(&a, &c, "q", "/").expect_err("differs");
-        assert!(error.to_string().starts_with("PRECONDITION_FAILED - inequivalent arg 'x-max-length'"));
+        assert!(error
+            .to_string()
+            .starts_with("PRECONDITION_FAILED - inequivalent arg 'x-max-length'"));
         check_equivalent(&a, &FieldTable::default(), "q", "/").expect_err("removed");
     }
 }

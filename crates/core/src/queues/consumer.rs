@@ -25,6 +25,9 @@ pub struct MessageId {
 }
 
 /// What a queue asks a connection to send.
+// Deliveries are nearly every value sent; boxing them would cost an
+// allocation per message to shrink the rare Cancel.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
     /// A message for a consumer.
@@ -77,7 +80,11 @@ pub struct ChannelHandle {
 
 impl ChannelHandle {
     /// A channel delivering into `sink`.
-    pub fn new(connection_id: u64, channel: u16, sink: mpsc::UnboundedSender<Outbound>) -> ChannelHandle {
+    pub fn new(
+        connection_id: u64,
+        channel: u16,
+        sink: mpsc::UnboundedSender<Outbound>,
+    ) -> ChannelHandle {
         ChannelHandle {
             connection_id,
             channel,
@@ -108,8 +115,10 @@ impl ChannelHandle {
 
     /// Tells the client its consumer was cancelled.
     pub(crate) fn send_cancel(&self, consumer_tag: Arc<str>) {
-        let _closed_connection_needs_no_notice =
-            self.sink.send(Outbound::Cancel { channel: self.channel, consumer_tag });
+        let _closed_connection_needs_no_notice = self.sink.send(Outbound::Cancel {
+            channel: self.channel,
+            consumer_tag,
+        });
     }
 }
 
@@ -159,11 +168,14 @@ pub(crate) struct Consumer {
 impl Consumer {
     /// Whether it takes another delivery now.
     pub(crate) fn has_room(&self) -> bool {
-        (self.spec.prefetch == 0 || self.unacked < self.spec.prefetch) && self.spec.channel.has_room()
+        (self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
+            && self.spec.channel.has_room()
     }
 
     /// Whether it is `spec`'s consumer (same channel and tag).
     pub(crate) fn is(&self, connection_id: u64, channel: u16, tag: &str) -> bool {
-        self.spec.channel.connection_id == connection_id && self.spec.channel.channel == channel && &*self.spec.tag == tag
+        self.spec.channel.connection_id == connection_id
+            && self.spec.channel.channel == channel
+            && &*self.spec.tag == tag
     }
 }

@@ -62,17 +62,26 @@ impl DeadLetter {
     /// [`QueueError::Internal`] if the new properties cannot be encoded.
     pub fn into_message(self) -> Result<Message, QueueError> {
         let original = &self.message;
-        let routing_key = self.routing_key.clone().unwrap_or_else(|| original.routing_key.clone());
+        let routing_key = self
+            .routing_key
+            .clone()
+            .unwrap_or_else(|| original.routing_key.clone());
         let mut entry = FieldTable::default();
         entry.insert("reason".into(), long_string(self.reason.name()));
         entry.insert("queue".into(), long_string(&self.queue));
-        entry.insert("time".into(), AMQPValue::Timestamp((self.time_ms / 1000) as u64));
+        entry.insert(
+            "time".into(),
+            AMQPValue::Timestamp((self.time_ms / 1000) as u64),
+        );
         entry.insert("exchange".into(), long_string(&original.exchange));
         let mut keys = FieldArray::default();
         keys.push(long_string(&original.routing_key));
         entry.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
         if let Some(expiration) = original.properties.expiration() {
-            entry.insert("original-expiration".into(), long_string(expiration.as_str()));
+            entry.insert(
+                "original-expiration".into(),
+                long_string(expiration.as_str()),
+            );
         }
         let mut headers = original.headers();
         let mut history: Vec<AMQPValue> = match headers.inner().get("x-death") {
@@ -90,7 +99,11 @@ impl DeadLetter {
         let entry = match history.iter().position(same) {
             Some(index) => match history.remove(index) {
                 AMQPValue::FieldTable(mut previous) => {
-                    let count = previous.inner().get("count").and_then(crate::queues::args::integer).unwrap_or(0);
+                    let count = previous
+                        .inner()
+                        .get("count")
+                        .and_then(crate::queues::args::integer)
+                        .unwrap_or(0);
                     previous.insert("count".into(), AMQPValue::LongLongInt(count + 1));
                     previous
                 }
@@ -104,20 +117,34 @@ impl DeadLetter {
         history.insert(0, AMQPValue::FieldTable(entry));
         headers.insert("x-death".into(), AMQPValue::FieldArray(history.into()));
         if first_death {
-            headers.insert("x-first-death-reason".into(), long_string(self.reason.name()));
+            headers.insert(
+                "x-first-death-reason".into(),
+                long_string(self.reason.name()),
+            );
             headers.insert("x-first-death-queue".into(), long_string(&self.queue));
-            headers.insert("x-first-death-exchange".into(), long_string(&original.exchange));
+            headers.insert(
+                "x-first-death-exchange".into(),
+                long_string(&original.exchange),
+            );
         }
         let mut properties = original.properties.clone().with_headers(headers);
         if properties.expiration().is_some() {
             properties = clear_expiration(properties);
         }
-        Message::with_properties(self.exchange, routing_key, properties, original.body.clone(), self.time_ms)
+        Message::with_properties(
+            self.exchange,
+            routing_key,
+            properties,
+            original.body.clone(),
+            self.time_ms,
+        )
     }
 }
 
 /// The properties without `expiration` (the builder API cannot unset one).
-fn clear_expiration(properties: amq_protocol::protocol::BasicProperties) -> amq_protocol::protocol::BasicProperties {
+fn clear_expiration(
+    properties: amq_protocol::protocol::BasicProperties,
+) -> amq_protocol::protocol::BasicProperties {
     let mut cleared = amq_protocol::protocol::BasicProperties::default();
     macro_rules! copy {
         ($($get:ident => $set:ident),*) => {

@@ -42,7 +42,13 @@ impl ExchangeKind {
 
     /// Whether a binding with `binding_key` and `binding_arguments` takes a
     /// message with `routing_key` and `headers`.
-    pub fn matches(self, binding_key: &str, binding_arguments: &FieldTable, routing_key: &str, headers: &FieldTable) -> bool {
+    pub fn matches(
+        self,
+        binding_key: &str,
+        binding_arguments: &FieldTable,
+        routing_key: &str,
+        headers: &FieldTable,
+    ) -> bool {
         match self {
             ExchangeKind::Direct => binding_key == routing_key,
             ExchangeKind::Fanout => true,
@@ -71,7 +77,9 @@ fn matches_from(pattern: &[&str], words: &[&str]) -> bool {
         None => words.is_empty(),
         Some((&"#", rest)) => (0..=words.len()).any(|skip| matches_from(rest, &words[skip..])),
         Some((&word, rest)) => match words.split_first() {
-            Some((first, remaining)) => (word == "*" || word == *first) && matches_from(rest, remaining),
+            Some((first, remaining)) => {
+                (word == "*" || word == *first) && matches_from(rest, remaining)
+            }
             None => false,
         },
     }
@@ -81,22 +89,31 @@ fn matches_from(pattern: &[&str], words: &[&str]) -> bool {
 /// `all-with-x` or `any-with-x`; arguments starting with `x-` take part only
 /// in the `-with-x` forms. A `void` binding value matches presence.
 pub fn headers_match(binding_arguments: &FieldTable, headers: &FieldTable) -> bool {
-    let mode = binding_arguments.inner().get("x-match").and_then(text).unwrap_or_else(|| "all".into());
+    let mode = binding_arguments
+        .inner()
+        .get("x-match")
+        .and_then(text)
+        .unwrap_or_else(|| "all".into());
     let (any, with_x) = match mode.as_str() {
         "any" => (true, false),
         "any-with-x" => (true, true),
         "all-with-x" => (false, true),
         _ => (false, false),
     };
-    let mut considered = binding_arguments
-        .inner()
-        .iter()
-        .filter(|(name, _)| name.as_str() != "x-match" && (with_x || !name.as_str().starts_with("x-")));
-    let header_matches = |(name, wanted): (&amq_protocol::types::ShortString, &AMQPValue)| match headers.inner().get(name.as_str()) {
-        Some(_) if matches!(wanted, AMQPValue::Void) => true,
-        Some(value) => value == wanted || (text(value).is_some() && text(value) == text(wanted)),
-        None => false,
-    };
+    let mut considered = binding_arguments.inner().iter().filter(|(name, _)| {
+        name.as_str() != "x-match" && (with_x || !name.as_str().starts_with("x-"))
+    });
+    let header_matches =
+        |(name, wanted): (&amq_protocol::types::ShortString, &AMQPValue)| match headers
+            .inner()
+            .get(name.as_str())
+        {
+            Some(_) if matches!(wanted, AMQPValue::Void) => true,
+            Some(value) => {
+                value == wanted || (text(value).is_some() && text(value) == text(wanted))
+            }
+            None => false,
+        };
     if any {
         considered.any(header_matches)
     } else {
@@ -132,7 +149,11 @@ mod tests {
             ("a..b", "a..b", true),
         ];
         for (pattern, key, expected) in cases {
-            assert_eq!(topic_matches(pattern, key), expected, "pattern {pattern:?} key {key:?}");
+            assert_eq!(
+                topic_matches(pattern, key),
+                expected,
+                "pattern {pattern:?} key {key:?}"
+            );
         }
     }
 

@@ -67,7 +67,8 @@ impl Lane {
     /// Offsets not settled (ready or in flight).
     pub(crate) fn unsettled(&self) -> u64 {
         let end = self.log.offsets().log_end_offset;
-        end.saturating_sub(self.settlement.settled_below()).saturating_sub(self.settlement.settled_above())
+        end.saturating_sub(self.settlement.settled_below())
+            .saturating_sub(self.settlement.settled_above())
     }
 
     /// The oldest ready message without taking it: the first requeued one,
@@ -89,7 +90,11 @@ impl Lane {
         if self.requeued.remove(&offset) {
             return;
         }
-        if self.read_ahead.front().is_some_and(|(front, _)| *front == offset) {
+        if self
+            .read_ahead
+            .front()
+            .is_some_and(|(front, _)| *front == offset)
+        {
             self.read_ahead.pop_front();
             self.cursor = offset + 1;
         }
@@ -141,7 +146,8 @@ impl Lane {
                     last = last.max(record.offset + 1);
                     if record.offset >= self.cursor && !self.settlement.is_settled(record.offset) {
                         let offset = record.offset;
-                        self.read_ahead.push_back((offset, Message::from_record(record)?));
+                        self.read_ahead
+                            .push_back((offset, Message::from_record(record)?));
                     }
                 }
             }
@@ -193,6 +199,8 @@ impl Lane {
                 }
             }
         }
-        Err(QueueError::Internal(format!("message {offset} missing from its queue log")))
+        Err(QueueError::Internal(format!(
+            "message {offset} missing from its queue log"
+        )))
     }
 }

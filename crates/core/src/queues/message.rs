@@ -54,7 +54,14 @@ impl Message {
         body: Bytes,
         timestamp_ms: i64,
     ) -> Message {
-        Message { exchange, routing_key, raw_properties, properties, body, timestamp_ms }
+        Message {
+            exchange,
+            routing_key,
+            raw_properties,
+            properties,
+            body,
+            timestamp_ms,
+        }
     }
 
     /// A message whose properties the broker built or changed.
@@ -70,7 +77,14 @@ impl Message {
         timestamp_ms: i64,
     ) -> Result<Message, QueueError> {
         let raw_properties = encode_properties(&properties)?;
-        Ok(Message { exchange, routing_key, raw_properties, properties, body, timestamp_ms })
+        Ok(Message {
+            exchange,
+            routing_key,
+            raw_properties,
+            properties,
+            body,
+            timestamp_ms,
+        })
     }
 
     /// Whether the publisher asked for it to survive a restart.
@@ -80,7 +94,10 @@ impl Message {
 
     /// The per-message TTL (`expiration`) in ms, if set and valid.
     pub fn expiration_ms(&self) -> Option<u64> {
-        self.properties.expiration().as_ref().and_then(|e| e.as_str().parse().ok())
+        self.properties
+            .expiration()
+            .as_ref()
+            .and_then(|e| e.as_str().parse().ok())
     }
 
     /// Priority, 0 when unset.
@@ -100,7 +117,10 @@ impl Message {
             key: Some(Bytes::copy_from_slice(self.routing_key.as_bytes())),
             value: Some(self.body.clone()),
             headers: vec![
-                (EXCHANGE_HEADER.into(), Some(Bytes::copy_from_slice(self.exchange.as_bytes()))),
+                (
+                    EXCHANGE_HEADER.into(),
+                    Some(Bytes::copy_from_slice(self.exchange.as_bytes())),
+                ),
                 (PROPERTIES_HEADER.into(), Some(self.raw_properties.clone())),
             ],
         }
@@ -113,7 +133,8 @@ impl Message {
     /// [`QueueError::Internal`] when the record was not written by
     /// [`Message::to_record`] (the log is corrupt or foreign).
     pub fn from_record(record: StoredRecord) -> Result<Message, QueueError> {
-        let corrupt = |what| QueueError::Internal(format!("stored message {}: {what}", record.offset));
+        let corrupt =
+            |what| QueueError::Internal(format!("stored message {}: {what}", record.offset));
         let mut exchange = None;
         let mut raw_properties = None;
         for (name, value) in &record.headers {
@@ -128,7 +149,8 @@ impl Message {
         let routing_key = String::from_utf8(record.key.clone().unwrap_or_default().to_vec())
             .map_err(|_| corrupt("routing key is not UTF-8"))?;
         let raw_properties = raw_properties.ok_or_else(|| corrupt("no properties"))?;
-        let properties = decode_properties(&raw_properties).ok_or_else(|| corrupt("bad properties"))?;
+        let properties =
+            decode_properties(&raw_properties).ok_or_else(|| corrupt("bad properties"))?;
         Ok(Message {
             exchange,
             routing_key,
@@ -150,7 +172,7 @@ impl Message {
 /// completely.
 pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
     match parse_properties(raw) {
-        Ok((rest, properties)) if rest.is_empty() => Some(properties),
+        Ok(([], properties)) => Some(properties),
         _ => None,
     }
 }

@@ -20,9 +20,13 @@ mod queue;
 pub mod settlement;
 mod vhost;
 
-pub use consumer::{ChannelHandle, ConsumerSpec, Delivery, MessageId, Outbound, StreamStart, UNSENT_DELIVERIES_MAX};
+pub use consumer::{
+    ChannelHandle, ConsumerSpec, Delivery, MessageId, Outbound, StreamStart, UNSENT_DELIVERIES_MAX,
+};
 pub use error::QueueError;
 pub use exchange::ExchangeKind;
 pub use message::Message;
 pub use queue::{Enqueued, Queue, QueueSpec};
-pub use vhost::{Binding, DeclaredQueue, Destination, Exchange, Published, VirtualHost, NAME_BYTES_MAX};
+pub use vhost::{
+    Binding, DeclaredQueue, Destination, Exchange, Published, VirtualHost, NAME_BYTES_MAX,
+};

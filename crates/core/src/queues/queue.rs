@@ -19,7 +19,9 @@ use weir_log::{LogConfig, SharedLog};
 
 use crate::broker::now_ms;
 use crate::queues::args::{Overflow, QueueArguments, QueueType};
-use crate::queues::consumer::{ChannelHandle, Consumer, ConsumerSpec, Delivery, MessageId, StreamStart};
+use crate::queues::consumer::{
+    ChannelHandle, Consumer, ConsumerSpec, Delivery, MessageId, StreamStart,
+};
 use crate::queues::dead_letter::{DeadLetter, DeathReason};
 use crate::queues::error::QueueError;
 use crate::queues::lane::Lane;
@@ -130,7 +132,10 @@ impl Queue {
         dead_letters: mpsc::UnboundedSender<DeadLetter>,
     ) -> Result<Arc<Queue>, QueueError> {
         std::fs::create_dir_all(&dir)?;
-        let mut state = QueueState { last_used_ms: now_ms(), ..QueueState::default() };
+        let mut state = QueueState {
+            last_used_ms: now_ms(),
+            ..QueueState::default()
+        };
         let lanes = usize::from(spec.parsed.max_priority.unwrap_or(0)) + 1;
         state.lanes.resize_with(lanes, || None);
         for index in 0..lanes {
@@ -146,8 +151,17 @@ impl Queue {
                 state.lanes[index] = Some(lane);
             }
         }
-        let queue = Arc::new(Queue { spec, dir, log_config, state: Mutex::new(state), wake: Notify::new(), dead_letters });
-        if queue.spec.parsed.max_length_bytes.is_some() && queue.spec.parsed.queue_type != QueueType::Stream {
+        let queue = Arc::new(Queue {
+            spec,
+            dir,
+            log_config,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            dead_letters,
+        });
+        if queue.spec.parsed.max_length_bytes.is_some()
+            && queue.spec.parsed.queue_type != QueueType::Stream
+        {
             queue.count_ready_bytes()?;
         }
         tokio::spawn(run_dispatcher(Arc::clone(&queue)));
@@ -211,20 +225,32 @@ impl Queue {
     /// Storage errors; then none of the messages is stored.
     pub fn enqueue_many(&self, messages: &[&Message]) -> Result<Enqueued, QueueError> {
         let mut state = self.state.lock();
-        let mut enqueued = Enqueued { accepted: vec![true; messages.len()], syncs: Vec::new() };
+        let mut enqueued = Enqueued {
+            accepted: vec![true; messages.len()],
+            syncs: Vec::new(),
+        };
         if state.deleted {
             // Deleted after routing: dropped, as an unroutable message would be.
             return Ok(enqueued);
         }
         let parsed = &self.spec.parsed;
         let over = |state: &QueueState, extra: u64, extra_bytes: u64| {
-            parsed.max_length.is_some_and(|max| state.ready + extra > max)
-                || parsed.max_length_bytes.is_some_and(|max| state.ready_bytes + extra_bytes > max)
+            parsed
+                .max_length
+                .is_some_and(|max| state.ready + extra > max)
+                || parsed
+                    .max_length_bytes
+                    .is_some_and(|max| state.ready_bytes + extra_bytes > max)
         };
         let is_stream = self.is_stream();
-        let mut lanes: Vec<(Vec<NewRecord>, bool)> = (0..state.lanes.len()).map(|_| (Vec::new(), false)).collect();
+        let mut lanes: Vec<(Vec<NewRecord>, bool)> = (0..state.lanes.len())
+            .map(|_| (Vec::new(), false))
+            .collect();
         for (index, message) in messages.iter().enumerate() {
-            if !is_stream && parsed.overflow != Overflow::DropHead && over(&state, 1, message.body_bytes()) {
+            if !is_stream
+                && parsed.overflow != Overflow::DropHead
+                && over(&state, 1, message.body_bytes())
+            {
                 if parsed.overflow == Overflow::RejectPublishDlx {
                     self.dead_letter((*message).clone(), DeathReason::MaxLength);
                 }
@@ -249,7 +275,9 @@ impl Queue {
         }
         if !is_stream {
             while over(&state, 0, 0) {
-                let Some(taken) = self.take_next(&mut state, false)? else { break };
+                let Some(taken) = self.take_next(&mut state, false)? else {
+                    break;
+                };
                 self.settle(&mut state, taken.id)?;
                 self.dead_letter(taken.message, DeathReason::MaxLength);
             }
@@ -286,7 +314,11 @@ impl Queue {
             Some(start) if self.is_stream() => self.stream_offset(&mut state, start)?,
             _ => 0,
         };
-        state.consumers.push(Consumer { spec, unacked: 0, stream_next });
+        state.consumers.push(Consumer {
+            spec,
+            unacked: 0,
+            stream_next,
+        });
         state.had_consumer = true;
         state.last_used_ms = now_ms();
         drop(state);
@@ -299,10 +331,13 @@ impl Queue {
     pub fn cancel(&self, connection_id: u64, channel: u16, tag: &str) -> bool {
         let mut state = self.state.lock();
         let before = state.consumers.len();
-        state.consumers.retain(|c| !c.is(connection_id, channel, tag));
+        state
+            .consumers
+            .retain(|c| !c.is(connection_id, channel, tag));
         let removed = state.consumers.len() != before;
         state.last_used_ms = now_ms();
-        let now_unused = removed && state.consumers.is_empty() && self.spec.auto_delete && !state.deleted;
+        let now_unused =
+            removed && state.consumers.is_empty() && self.spec.auto_delete && !state.deleted;
         drop(state);
         self.wake();
         now_unused
@@ -314,7 +349,11 @@ impl Queue {
     /// # Errors
     ///
     /// Storage errors reading the log.
-    pub fn get(self: &Arc<Queue>, channel: &ChannelHandle, no_ack: bool) -> Result<Option<(Delivery, u64)>, QueueError> {
+    pub fn get(
+        self: &Arc<Queue>,
+        channel: &ChannelHandle,
+        no_ack: bool,
+    ) -> Result<Option<(Delivery, u64)>, QueueError> {
         let mut state = self.state.lock();
         state.last_used_ms = now_ms();
         if self.is_stream() {
@@ -323,12 +362,20 @@ impl Queue {
                 self.spec.name, self.spec.vhost
             )));
         }
-        let Some(taken) = self.take_next(&mut state, true)? else { return Ok(None) };
+        let Some(taken) = self.take_next(&mut state, true)? else {
+            return Ok(None);
+        };
         if no_ack {
             self.settle(&mut state, taken.id)?;
         } else {
             let bytes = taken.message.body_bytes();
-            state.in_flight.insert(taken.id, InFlight { holder: None, bytes });
+            state.in_flight.insert(
+                taken.id,
+                InFlight {
+                    holder: None,
+                    bytes,
+                },
+            );
         }
         let remaining = state.ready;
         let delivery = Delivery {
@@ -370,7 +417,9 @@ impl Queue {
     pub fn reject(&self, ids: &[MessageId], requeue: bool) -> Result<(), QueueError> {
         let mut state = self.state.lock();
         for &id in ids {
-            let Some(bytes) = self.release_in_flight(&mut state, id) else { continue };
+            let Some(bytes) = self.release_in_flight(&mut state, id) else {
+                continue;
+            };
             if self.is_stream() {
                 continue;
             }
@@ -434,10 +483,16 @@ impl Queue {
                 if is_stream {
                     lane.log.apply_retention(now)?;
                 } else {
-                    lane.log.delete_segments_below(lane.settlement.settled_below())?;
+                    lane.log
+                        .delete_segments_below(lane.settlement.settled_below())?;
                 }
             }
-            state.lanes.iter().flatten().map(|lane| Arc::clone(&lane.log)).collect()
+            state
+                .lanes
+                .iter()
+                .flatten()
+                .map(|lane| Arc::clone(&lane.log))
+                .collect()
         };
         for log in logs {
             let offsets = log.offsets();
@@ -450,11 +505,9 @@ impl Queue {
             // Expiry happens at the head of the queue, also with nobody consuming.
             self.wake();
         }
-        let expired = self
-            .spec
-            .parsed
-            .expires_ms
-            .is_some_and(|ttl| state.consumers.is_empty() && now - state.last_used_ms >= ttl as i64);
+        let expired = self.spec.parsed.expires_ms.is_some_and(|ttl| {
+            state.consumers.is_empty() && now - state.last_used_ms >= ttl as i64
+        });
         Ok(expired && !state.deleted)
     }
 
@@ -465,7 +518,10 @@ impl Queue {
         let mut state = self.state.lock();
         state.deleted = true;
         for consumer in state.consumers.drain(..) {
-            consumer.spec.channel.send_cancel(Arc::clone(&consumer.spec.tag));
+            consumer
+                .spec
+                .channel
+                .send_cancel(Arc::clone(&consumer.spec.tag));
         }
         let count = state.ready;
         drop(state);
@@ -511,8 +567,18 @@ impl Queue {
         let lane = self.lane(state, usize::from(id.lane))?;
         let stored = lane.read(id.offset)?;
         let count = delivery_count(&stored).unwrap_or(0) + 1;
-        let properties = with_header(&stored.properties, DELIVERY_COUNT, AMQPValue::LongLongInt(count));
-        let copy = Message::with_properties(stored.exchange, stored.routing_key, properties, stored.body, stored.timestamp_ms)?;
+        let properties = with_header(
+            &stored.properties,
+            DELIVERY_COUNT,
+            AMQPValue::LongLongInt(count),
+        );
+        let copy = Message::with_properties(
+            stored.exchange,
+            stored.routing_key,
+            properties,
+            stored.body,
+            stored.timestamp_ms,
+        )?;
         append_records(&lane.log, &[copy.to_record()])?;
         lane.settlement.settle(id.offset, id.offset + 1)?;
         state.ready += 1;
@@ -528,25 +594,45 @@ impl Queue {
                 "automatic acknowledgement not supported by stream queues {queue}"
             )));
         }
-        if spec.prefetch == 0 && spec.channel.global_prefetch.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return Err(QueueError::PreconditionFailed(format!("consumer prefetch count is not set for '{queue}'")));
+        if spec.prefetch == 0
+            && spec
+                .channel
+                .global_prefetch
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+        {
+            return Err(QueueError::PreconditionFailed(format!(
+                "consumer prefetch count is not set for '{queue}'"
+            )));
         }
         Ok(())
     }
 
     fn not_found(&self) -> QueueError {
-        QueueError::NotFound(format!("no queue '{}' in vhost '{}'", self.spec.name, self.spec.vhost))
+        QueueError::NotFound(format!(
+            "no queue '{}' in vhost '{}'",
+            self.spec.name, self.spec.vhost
+        ))
     }
 
-    fn lane<'a>(&self, state: &'a mut QueueState, index: usize) -> Result<&'a mut Lane, QueueError> {
+    fn lane<'a>(
+        &self,
+        state: &'a mut QueueState,
+        index: usize,
+    ) -> Result<&'a mut Lane, QueueError> {
         if state.lanes[index].is_none() {
-            state.lanes[index] = Some(Lane::open(&self.dir.join(index.to_string()), self.log_config.clone())?);
+            state.lanes[index] = Some(Lane::open(
+                &self.dir.join(index.to_string()),
+                self.log_config.clone(),
+            )?);
         }
         Ok(state.lanes[index].as_mut().expect("opened above"))
     }
 
     fn dead_letter(&self, message: Message, reason: DeathReason) {
-        let Some(exchange) = self.spec.parsed.dead_letter_exchange.clone() else { return };
+        let Some(exchange) = self.spec.parsed.dead_letter_exchange.clone() else {
+            return;
+        };
         let letter = DeadLetter {
             message,
             reason,
@@ -560,16 +646,27 @@ impl Queue {
 
     /// The oldest ready message of the highest-priority lane, with expired
     /// and lost messages settled (and dead-lettered) on the way.
-    fn take_next(&self, state: &mut QueueState, count_as_delivery: bool) -> Result<Option<Taken>, QueueError> {
+    fn take_next(
+        &self,
+        state: &mut QueueState,
+        count_as_delivery: bool,
+    ) -> Result<Option<Taken>, QueueError> {
         let now = now_ms();
         for index in (0..state.lanes.len()).rev() {
             loop {
                 let durable = self.spec.durable;
                 let queue_ttl = self.spec.parsed.message_ttl_ms;
-                let Some(lane) = state.lanes[index].as_mut() else { break };
-                let Some((offset, message)) = lane.peek()? else { break };
+                let Some(lane) = state.lanes[index].as_mut() else {
+                    break;
+                };
+                let Some((offset, message)) = lane.peek()? else {
+                    break;
+                };
                 lane.take(offset);
-                let id = MessageId { lane: index as u8, offset };
+                let id = MessageId {
+                    lane: index as u8,
+                    offset,
+                };
                 let redelivered = offset < lane.settlement.delivered_below();
                 if count_as_delivery {
                     lane.settlement.mark_delivered(offset + 1)?;
@@ -577,11 +674,7 @@ impl Queue {
                 state.ready = state.ready.saturating_sub(1);
                 state.ready_bytes = state.ready_bytes.saturating_sub(message.body_bytes());
                 let lost = durable && !message.is_persistent() && offset < lane.opened_end;
-                let ttl = match (queue_ttl, message.expiration_ms()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let expired = ttl.is_some_and(|ttl| message.timestamp_ms.saturating_add(ttl as i64) <= now);
+                let expired = is_expired(&message, queue_ttl, now);
                 if lost || expired {
                     lane.settlement.settle(offset, offset + 1)?;
                     if expired && !lost {
@@ -592,7 +685,11 @@ impl Queue {
                 if self.spec.parsed.queue_type == QueueType::Quorum {
                     return Ok(Some(quorum_delivery(id, message, redelivered)?));
                 }
-                return Ok(Some(Taken { id, message, redelivered }));
+                return Ok(Some(Taken {
+                    id,
+                    message,
+                    redelivered,
+                }));
             }
         }
         Ok(None)
@@ -610,7 +707,11 @@ impl Queue {
     fn release_in_flight(&self, state: &mut QueueState, id: MessageId) -> Option<u64> {
         let in_flight = state.in_flight.remove(&id)?;
         if let Some((connection, channel, tag)) = &in_flight.holder {
-            if let Some(consumer) = state.consumers.iter_mut().find(|c| c.is(*connection, *channel, tag)) {
+            if let Some(consumer) = state
+                .consumers
+                .iter_mut()
+                .find(|c| c.is(*connection, *channel, tag))
+            {
                 consumer.unacked = consumer.unacked.saturating_sub(1);
             }
         }
@@ -634,7 +735,9 @@ impl Queue {
             return Ok(());
         }
         while let Some(index) = self.pick_consumer(&mut state) {
-            let Some(taken) = self.take_next(&mut state, true)? else { break };
+            let Some(taken) = self.take_next(&mut state, true)? else {
+                break;
+            };
             let consumer = &mut state.consumers[index];
             let needs_ack = !consumer.spec.no_ack;
             let channel = Arc::clone(&consumer.spec.channel);
@@ -642,7 +745,13 @@ impl Queue {
             if needs_ack {
                 consumer.unacked += 1;
                 let holder = Some((channel.connection_id, channel.channel, Arc::clone(&tag)));
-                state.in_flight.insert(taken.id, InFlight { holder, bytes: taken.message.body_bytes() });
+                state.in_flight.insert(
+                    taken.id,
+                    InFlight {
+                        holder,
+                        bytes: taken.message.body_bytes(),
+                    },
+                );
             } else {
                 self.settle(&mut state, taken.id)?;
             }
@@ -658,7 +767,9 @@ impl Queue {
             if !channel.send(delivery) && needs_ack {
                 // The connection is gone: its channel close requeues the rest.
                 if let Some(bytes) = self.release_in_flight(&mut state, taken.id) {
-                    state.lanes[usize::from(taken.id.lane)].as_mut().map(|l| l.requeue(taken.id.offset));
+                    if let Some(lane) = state.lanes[usize::from(taken.id.lane)].as_mut() {
+                        lane.requeue(taken.id.offset);
+                    }
                     state.ready += 1;
                     state.ready_bytes += bytes;
                 }
@@ -672,14 +783,11 @@ impl Queue {
         let now = now_ms();
         let queue_ttl = self.spec.parsed.message_ttl_ms;
         for index in 0..state.lanes.len() {
-            loop {
-                let Some(lane) = state.lanes[index].as_mut() else { break };
-                let Some((offset, message)) = lane.peek()? else { break };
-                let ttl = match (queue_ttl, message.expiration_ms()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
+            while let Some(lane) = state.lanes[index].as_mut() {
+                let Some((offset, message)) = lane.peek()? else {
+                    break;
                 };
-                if !ttl.is_some_and(|ttl| message.timestamp_ms.saturating_add(ttl as i64) <= now) {
+                if !is_expired(&message, queue_ttl, now) {
                     break;
                 }
                 lane.take(offset);
@@ -706,7 +814,9 @@ impl Queue {
         for step in 0..count {
             let index = (state.round_robin + step) % count;
             let consumer = &state.consumers[index];
-            if consumer.has_room() && best.is_none_or(|b| consumer.spec.priority > state.consumers[b].spec.priority) {
+            if consumer.has_room()
+                && best.is_none_or(|b| consumer.spec.priority > state.consumers[b].spec.priority)
+            {
                 best = Some(index);
             }
         }
@@ -739,11 +849,15 @@ impl Queue {
 
     /// Streams: each consumer reads from its own offset; acks only return credit.
     fn dispatch_stream(self: &Arc<Queue>, state: &mut QueueState) -> Result<(), QueueError> {
-        let Some(log) = state.lanes[0].as_ref().map(|lane| Arc::clone(&lane.log)) else { return Ok(()) };
+        let Some(log) = state.lanes[0].as_ref().map(|lane| Arc::clone(&lane.log)) else {
+            return Ok(());
+        };
         for index in 0..state.consumers.len() {
             while state.consumers[index].has_room() {
                 let offsets = log.offsets();
-                let offset = state.consumers[index].stream_next.max(offsets.log_start_offset);
+                let offset = state.consumers[index]
+                    .stream_next
+                    .max(offsets.log_start_offset);
                 if offset >= offsets.log_end_offset {
                     break;
                 }
@@ -754,10 +868,23 @@ impl Queue {
                     .flat_map(|(_, batch)| decode_records(&batch).unwrap_or_default())
                     .find(|record| record.offset >= offset);
                 let Some(record) = record else { break };
-                let id = MessageId { lane: 0, offset: record.offset };
+                let id = MessageId {
+                    lane: 0,
+                    offset: record.offset,
+                };
                 let stored = Message::from_record(record)?;
-                let properties = with_header(&stored.properties, "x-stream-offset", AMQPValue::LongLongInt(id.offset as i64));
-                let message = Message::with_properties(stored.exchange, stored.routing_key, properties, stored.body, stored.timestamp_ms)?;
+                let properties = with_header(
+                    &stored.properties,
+                    "x-stream-offset",
+                    AMQPValue::LongLongInt(id.offset as i64),
+                );
+                let message = Message::with_properties(
+                    stored.exchange,
+                    stored.routing_key,
+                    properties,
+                    stored.body,
+                    stored.timestamp_ms,
+                )?;
                 let consumer = &mut state.consumers[index];
                 consumer.stream_next = id.offset + 1;
                 let needs_ack = !consumer.spec.no_ack;
@@ -768,7 +895,15 @@ impl Queue {
                     let holder = Some((channel.connection_id, channel.channel, Arc::clone(&tag)));
                     state.in_flight.insert(id, InFlight { holder, bytes: 0 });
                 }
-                let delivery = Delivery { channel: channel.channel, consumer_tag: tag, queue: Arc::clone(self), id, redelivered: false, needs_ack, message };
+                let delivery = Delivery {
+                    channel: channel.channel,
+                    consumer_tag: tag,
+                    queue: Arc::clone(self),
+                    id,
+                    redelivered: false,
+                    needs_ack,
+                    message,
+                };
                 if !channel.send(delivery) {
                     break;
                 }
@@ -788,22 +923,60 @@ impl Queue {
     }
 }
 
+/// Whether a message's TTL (the queue's or its own `expiration`, whichever
+/// is shorter) has passed.
+fn is_expired(message: &Message, queue_ttl_ms: Option<u64>, now_ms: i64) -> bool {
+    let ttl = match (queue_ttl_ms, message.expiration_ms()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    ttl.is_some_and(|ttl| message.timestamp_ms.saturating_add(ttl as i64) <= now_ms)
+}
+
 /// Header where quorum queues count deliveries.
 const DELIVERY_COUNT: &str = "x-delivery-count";
 
 fn delivery_count(message: &Message) -> Option<i64> {
-    message.properties.headers().as_ref()?.inner().get(DELIVERY_COUNT).and_then(crate::queues::args::integer)
+    message
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(DELIVERY_COUNT)
+        .and_then(crate::queues::args::integer)
 }
 
 /// A quorum queue's delivery: `x-delivery-count` present (0 the first
 /// time), and redelivered when it was delivered before.
-fn quorum_delivery(id: MessageId, message: Message, redelivered: bool) -> Result<Taken, QueueError> {
+fn quorum_delivery(
+    id: MessageId,
+    message: Message,
+    redelivered: bool,
+) -> Result<Taken, QueueError> {
     if let Some(count) = delivery_count(&message) {
-        return Ok(Taken { id, message, redelivered: redelivered || count > 0 });
+        return Ok(Taken {
+            id,
+            message,
+            redelivered: redelivered || count > 0,
+        });
     }
-    let properties = with_header(&message.properties, DELIVERY_COUNT, AMQPValue::LongLongInt(0));
-    let message = Message::with_properties(message.exchange, message.routing_key, properties, message.body, message.timestamp_ms)?;
-    Ok(Taken { id, message, redelivered })
+    let properties = with_header(
+        &message.properties,
+        DELIVERY_COUNT,
+        AMQPValue::LongLongInt(0),
+    );
+    let message = Message::with_properties(
+        message.exchange,
+        message.routing_key,
+        properties,
+        message.body,
+        message.timestamp_ms,
+    )?;
+    Ok(Taken {
+        id,
+        message,
+        redelivered,
+    })
 }
 
 /// Runs [`Queue::dispatch`] whenever the queue is woken, until it is deleted.

@@ -102,7 +102,11 @@ impl Settlement {
     /// Whether `offset` is settled.
     pub fn is_settled(&self, offset: u64) -> bool {
         offset < self.settled_below
-            || self.ranges.range(..=offset).next_back().is_some_and(|(_, &end)| offset < end)
+            || self
+                .ranges
+                .range(..=offset)
+                .next_back()
+                .is_some_and(|(_, &end)| offset < end)
     }
 
     /// The first offset at or after `offset` that is not settled.
@@ -135,7 +139,12 @@ impl Settlement {
     ///
     /// I/O errors of the rewrite.
     pub fn clamp(&mut self, end: u64) -> io::Result<()> {
-        let beyond = self.settled_below > end || self.ranges.range(..).next_back().is_some_and(|(_, &e)| e > end);
+        let beyond = self.settled_below > end
+            || self
+                .ranges
+                .range(..)
+                .next_back()
+                .is_some_and(|(_, &e)| e > end);
         if !beyond {
             return Ok(());
         }
@@ -293,7 +302,10 @@ mod tests {
         state.settle(20, 30).expect("settle");
         drop(state);
         let path = dir.path().join(FILE_NAME);
-        let mut file = OpenOptions::new().append(true).open(&path).expect("open file");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open file");
         file.write_all(&[KIND_SETTLED, 0, 0]).expect("torn write");
         drop(file);
         let mut state = Settlement::open(dir.path()).expect("reopen");

@@ -136,16 +136,23 @@ impl VirtualHost {
     /// # Errors
     ///
     /// Storage errors, or unreadable definitions.
-    pub fn open(name: &str, dir: &Path, log_config: LogConfig) -> Result<Arc<VirtualHost>, QueueError> {
+    pub fn open(
+        name: &str,
+        dir: &Path,
+        log_config: LogConfig,
+    ) -> Result<Arc<VirtualHost>, QueueError> {
         std::fs::create_dir_all(dir.join("queues"))?;
         let transient = dir.join("transient");
         if transient.exists() {
             std::fs::remove_dir_all(&transient)?;
         }
         let stored: StoredDefinitions = match std::fs::read(dir.join(DEFINITIONS_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| QueueError::Internal(format!("{}: {e}", dir.join(DEFINITIONS_FILE).display())))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => StoredDefinitions::default(),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                QueueError::Internal(format!("{}: {e}", dir.join(DEFINITIONS_FILE).display()))
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                StoredDefinitions::default()
+            }
             Err(error) => return Err(error.into()),
         };
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -159,13 +166,18 @@ impl VirtualHost {
         {
             let mut definitions = vhost.definitions.write();
             for &(exchange, kind) in STANDARD_EXCHANGES {
-                definitions.exchanges.insert(exchange.to_owned(), standard_exchange(exchange, kind));
+                definitions
+                    .exchanges
+                    .insert(exchange.to_owned(), standard_exchange(exchange, kind));
             }
             for exchange in stored.exchanges {
-                definitions.exchanges.insert(exchange.name.clone(), exchange);
+                definitions
+                    .exchanges
+                    .insert(exchange.name.clone(), exchange);
             }
             for stored_queue in stored.queues {
-                let parsed = QueueArguments::parse(&stored_queue.arguments, &stored_queue.name, name)?;
+                let parsed =
+                    QueueArguments::parse(&stored_queue.arguments, &stored_queue.name, name)?;
                 let spec = QueueSpec {
                     name: stored_queue.name.clone(),
                     vhost: name.to_owned(),
@@ -176,7 +188,9 @@ impl VirtualHost {
                     parsed,
                 };
                 let queue = vhost.open_queue(spec, &stored_queue.id)?;
-                definitions.queues.insert(stored_queue.name, (queue, stored_queue.id));
+                definitions
+                    .queues
+                    .insert(stored_queue.name, (queue, stored_queue.id));
             }
         }
         tokio::spawn(route_dead_letters(Arc::downgrade(&vhost), receiver));
@@ -201,7 +215,10 @@ impl VirtualHost {
             config.retention_ms = None;
             config.retention_bytes = None;
         }
-        let dir = self.dir.join(if spec.durable { "queues" } else { "transient" }).join(id);
+        let dir = self
+            .dir
+            .join(if spec.durable { "queues" } else { "transient" })
+            .join(id);
         Queue::open(spec, dir, config, self.dead_letters.clone())
     }
 
@@ -220,21 +237,36 @@ impl VirtualHost {
     /// 404 when missing; 405 when exclusive to another connection.
     pub fn queue(&self, name: &str, connection_id: u64) -> Result<Arc<Queue>, QueueError> {
         let definitions = self.definitions.read();
-        let (queue, _) = definitions.queues.get(name).ok_or_else(|| self.not_found_queue(name))?;
+        let (queue, _) = definitions
+            .queues
+            .get(name)
+            .ok_or_else(|| self.not_found_queue(name))?;
         self.check_owner(queue, connection_id)?;
         Ok(Arc::clone(queue))
     }
 
     /// Every queue, by name.
     pub fn queues(&self) -> Vec<Arc<Queue>> {
-        let mut queues: Vec<_> = self.definitions.read().queues.values().map(|(q, _)| Arc::clone(q)).collect();
+        let mut queues: Vec<_> = self
+            .definitions
+            .read()
+            .queues
+            .values()
+            .map(|(q, _)| Arc::clone(q))
+            .collect();
         queues.sort_by(|a, b| a.name().cmp(b.name()));
         queues
     }
 
     /// Every exchange, by name.
     pub fn exchanges(&self) -> Vec<Exchange> {
-        let mut exchanges: Vec<_> = self.definitions.read().exchanges.values().cloned().collect();
+        let mut exchanges: Vec<_> = self
+            .definitions
+            .read()
+            .exchanges
+            .values()
+            .cloned()
+            .collect();
         exchanges.sort_by(|a, b| a.name.cmp(&b.name));
         exchanges
     }
@@ -274,7 +306,9 @@ impl VirtualHost {
         arguments: FieldTable,
     ) -> Result<(), QueueError> {
         if name.is_empty() {
-            return Err(QueueError::AccessRefused("operation not permitted on the default exchange".into()));
+            return Err(QueueError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
         }
         let mut definitions = self.definitions.write();
         if let Some(existing) = definitions.exchanges.get(name) {
@@ -291,13 +325,25 @@ impl VirtualHost {
                 return Err(inequivalent("type", kind.name(), existing.kind.name()));
             }
             if existing.durable != durable {
-                return Err(inequivalent("durable", &durable.to_string(), &existing.durable.to_string()));
+                return Err(inequivalent(
+                    "durable",
+                    &durable.to_string(),
+                    &existing.durable.to_string(),
+                ));
             }
             if existing.auto_delete != auto_delete {
-                return Err(inequivalent("auto_delete", &auto_delete.to_string(), &existing.auto_delete.to_string()));
+                return Err(inequivalent(
+                    "auto_delete",
+                    &auto_delete.to_string(),
+                    &existing.auto_delete.to_string(),
+                ));
             }
             if existing.internal != internal {
-                return Err(inequivalent("internal", &internal.to_string(), &existing.internal.to_string()));
+                return Err(inequivalent(
+                    "internal",
+                    &internal.to_string(),
+                    &existing.internal.to_string(),
+                ));
             }
             return Ok(());
         }
@@ -332,7 +378,9 @@ impl VirtualHost {
     /// 403 for standard exchanges; 406 with `if_unused` when it has bindings.
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), QueueError> {
         if name.is_empty() {
-            return Err(QueueError::AccessRefused("operation not permitted on the default exchange".into()));
+            return Err(QueueError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
         }
         if is_standard(name) {
             return Err(QueueError::AccessRefused(format!(
@@ -341,9 +389,14 @@ impl VirtualHost {
             )));
         }
         let mut definitions = self.definitions.write();
-        let Some(exchange) = definitions.exchanges.get(name) else { return Ok(()) };
+        let Some(exchange) = definitions.exchanges.get(name) else {
+            return Ok(());
+        };
         if if_unused && !exchange.bindings.is_empty() {
-            return Err(QueueError::PreconditionFailed(format!("exchange '{name}' in vhost '{}' in use", self.name)));
+            return Err(QueueError::PreconditionFailed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
         }
         definitions.exchanges.remove(name);
         remove_bindings_to(&mut definitions, &Destination::Exchange(name.to_owned()));
@@ -389,7 +442,11 @@ impl VirtualHost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let name = if name.is_empty() { server_generated_name() } else { name.to_owned() };
+        let name = if name.is_empty() {
+            server_generated_name()
+        } else {
+            name.to_owned()
+        };
         let parsed = QueueArguments::parse(&arguments, &name, &self.name)?;
         if parsed.queue_type != QueueType::Classic {
             let invalid = |property: &str| {
@@ -423,7 +480,11 @@ impl VirtualHost {
         if durable {
             self.persist(&definitions)?;
         }
-        Ok(DeclaredQueue { name, message_count: 0, consumer_count: 0 })
+        Ok(DeclaredQueue {
+            name,
+            message_count: 0,
+            consumer_count: 0,
+        })
     }
 
     fn check_redeclare(
@@ -461,16 +522,30 @@ impl VirtualHost {
     ///
     /// 405 for another connection's exclusive queue; 406 for `if_unused` /
     /// `if_empty` refusals; storage errors.
-    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, connection_id: u64) -> Result<u64, QueueError> {
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        connection_id: u64,
+    ) -> Result<u64, QueueError> {
         let queue = {
             let definitions = self.definitions.read();
-            let Some((queue, _)) = definitions.queues.get(name) else { return Ok(0) };
+            let Some((queue, _)) = definitions.queues.get(name) else {
+                return Ok(0);
+            };
             self.check_owner(queue, connection_id)?;
             if if_unused && queue.consumer_count() > 0 {
-                return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' in use", self.name)));
+                return Err(QueueError::PreconditionFailed(format!(
+                    "queue '{name}' in vhost '{}' in use",
+                    self.name
+                )));
             }
             if if_empty && queue.message_count() + queue.unacked_count() > 0 {
-                return Err(QueueError::PreconditionFailed(format!("queue '{name}' in vhost '{}' not empty", self.name)));
+                return Err(QueueError::PreconditionFailed(format!(
+                    "queue '{name}' in vhost '{}' not empty",
+                    self.name
+                )));
             }
             Arc::clone(queue)
         };
@@ -484,7 +559,10 @@ impl VirtualHost {
             _ => return Ok(0),
         }
         definitions.queues.remove(queue.name());
-        remove_bindings_to(&mut definitions, &Destination::Queue(queue.name().to_owned()));
+        remove_bindings_to(
+            &mut definitions,
+            &Destination::Queue(queue.name().to_owned()),
+        );
         if queue.spec().durable {
             self.persist(&definitions)?;
         }
@@ -541,9 +619,17 @@ impl VirtualHost {
         connection_id: u64,
     ) -> Result<(), QueueError> {
         let mut definitions = self.definitions.write();
-        let durable_destination = self.check_binding_ends(&definitions, source, &destination, connection_id)?;
-        let binding = Binding { destination, routing_key: routing_key.to_owned(), arguments };
-        let exchange = definitions.exchanges.get_mut(source).expect("checked above");
+        let durable_destination =
+            self.check_binding_ends(&definitions, source, &destination, connection_id)?;
+        let binding = Binding {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments,
+        };
+        let exchange = definitions
+            .exchanges
+            .get_mut(source)
+            .expect("checked above");
         if !exchange.bindings.contains(&binding) {
             exchange.bindings.push(binding);
             if exchange.durable && durable_destination {
@@ -568,11 +654,16 @@ impl VirtualHost {
     ) -> Result<(), QueueError> {
         let mut definitions = self.definitions.write();
         self.check_binding_ends(&definitions, source, &destination, connection_id)?;
-        let exchange = definitions.exchanges.get_mut(source).expect("checked above");
+        let exchange = definitions
+            .exchanges
+            .get_mut(source)
+            .expect("checked above");
         let before = exchange.bindings.len();
-        exchange
-            .bindings
-            .retain(|b| !(b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments));
+        exchange.bindings.retain(|b| {
+            !(b.destination == destination
+                && b.routing_key == routing_key
+                && &b.arguments == arguments)
+        });
         if exchange.bindings.len() != before {
             let auto_delete = exchange.auto_delete && exchange.bindings.is_empty();
             if auto_delete {
@@ -591,10 +682,14 @@ impl VirtualHost {
         destination: &Destination,
         connection_id: u64,
     ) -> Result<bool, QueueError> {
-        let default_exchange = || QueueError::AccessRefused("operation not permitted on the default exchange".into());
+        let default_exchange =
+            || QueueError::AccessRefused("operation not permitted on the default exchange".into());
         let durable = match destination {
             Destination::Queue(name) => {
-                let (queue, _) = definitions.queues.get(name).ok_or_else(|| self.not_found_queue(name))?;
+                let (queue, _) = definitions
+                    .queues
+                    .get(name)
+                    .ok_or_else(|| self.not_found_queue(name))?;
                 self.check_owner(queue, connection_id)?;
                 queue.spec().durable
             }
@@ -602,7 +697,11 @@ impl VirtualHost {
                 if name.is_empty() {
                     return Err(default_exchange());
                 }
-                definitions.exchanges.get(name).ok_or_else(|| self.not_found_exchange(name))?.durable
+                definitions
+                    .exchanges
+                    .get(name)
+                    .ok_or_else(|| self.not_found_exchange(name))?
+                    .durable
             }
         };
         if source.is_empty() {
@@ -621,7 +720,10 @@ impl VirtualHost {
     /// 404 for a missing exchange; 403 for an internal one.
     pub fn route(&self, exchange: &str, message: &Message) -> Result<Vec<Arc<Queue>>, QueueError> {
         let definitions = self.definitions.read();
-        let start = definitions.exchanges.get(exchange).ok_or_else(|| self.not_found_exchange(exchange))?;
+        let start = definitions
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| self.not_found_exchange(exchange))?;
         if start.internal {
             return Err(QueueError::AccessRefused(format!(
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",
@@ -644,9 +746,16 @@ impl VirtualHost {
                 }
                 continue;
             }
-            let Some(current) = definitions.exchanges.get(&name) else { continue };
+            let Some(current) = definitions.exchanges.get(&name) else {
+                continue;
+            };
             for binding in &current.bindings {
-                if !current.kind.matches(&binding.routing_key, &binding.arguments, &message.routing_key, headers) {
+                if !current.kind.matches(
+                    &binding.routing_key,
+                    &binding.arguments,
+                    &message.routing_key,
+                    headers,
+                ) {
                     continue;
                 }
                 match &binding.destination {
@@ -686,10 +795,16 @@ impl VirtualHost {
     /// # Errors
     ///
     /// Storage errors.
-    pub fn store(&self, routed: &[(Vec<Arc<Queue>>, &Message)]) -> Result<Vec<Published>, QueueError> {
+    pub fn store(
+        &self,
+        routed: &[(Vec<Arc<Queue>>, &Message)],
+    ) -> Result<Vec<Published>, QueueError> {
         let mut results: Vec<Published> = routed
             .iter()
-            .map(|(queues, _)| Published { routed: !queues.is_empty(), ..Published::default() })
+            .map(|(queues, _)| Published {
+                routed: !queues.is_empty(),
+                ..Published::default()
+            })
             .collect();
         let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
         for (index, (queues, _)) in routed.iter().enumerate() {
@@ -721,7 +836,9 @@ impl VirtualHost {
                     }
                 }
                 Ok(false) => {}
-                Err(error) => tracing::error!(queue = queue.name(), %error, "queue maintenance failed"),
+                Err(error) => {
+                    tracing::error!(queue = queue.name(), %error, "queue maintenance failed")
+                }
             }
         }
     }
@@ -750,8 +867,14 @@ impl VirtualHost {
                 }
             }
         }
-        let durable_queue = |name: &str| definitions.queues.get(name).is_some_and(|(q, _)| q.spec().durable);
-        let durable_exchange = |name: &str| definitions.exchanges.get(name).is_some_and(|e| e.durable);
+        let durable_queue = |name: &str| {
+            definitions
+                .queues
+                .get(name)
+                .is_some_and(|(q, _)| q.spec().durable)
+        };
+        let durable_exchange =
+            |name: &str| definitions.exchanges.get(name).is_some_and(|e| e.durable);
         for exchange in &mut exchanges {
             exchange.bindings.retain(|b| match &b.destination {
                 Destination::Queue(q) => durable_queue(q),
@@ -772,14 +895,17 @@ impl VirtualHost {
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
         let stored = StoredDefinitions { exchanges, queues };
-        let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| QueueError::Internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&stored).map_err(|e| QueueError::Internal(e.to_string()))?;
         write_atomically(&self.dir.join(DEFINITIONS_FILE), &bytes)?;
         Ok(())
     }
 }
 
 fn is_standard(name: &str) -> bool {
-    STANDARD_EXCHANGES.iter().any(|(standard, _)| *standard == name)
+    STANDARD_EXCHANGES
+        .iter()
+        .any(|(standard, _)| *standard == name)
 }
 
 fn standard_exchange(name: &str, kind: ExchangeKind) -> Exchange {
@@ -814,12 +940,17 @@ fn remove_bindings_to(definitions: &mut Definitions, destination: &Destination) 
 fn server_generated_name() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let random = uuid::Uuid::new_v4().as_u128();
-    let suffix: String = (0..22).map(|i| ALPHABET[((random >> (i * 6)) & 63) as usize] as char).collect();
+    let suffix: String = (0..22)
+        .map(|i| ALPHABET[((random >> (i * 6)) & 63) as usize] as char)
+        .collect();
     format!("amq.gen-{suffix}")
 }
 
 /// Publishes dead letters to their exchanges, outside any queue lock.
-async fn route_dead_letters(vhost: Weak<VirtualHost>, mut letters: mpsc::UnboundedReceiver<DeadLetter>) {
+async fn route_dead_letters(
+    vhost: Weak<VirtualHost>,
+    mut letters: mpsc::UnboundedReceiver<DeadLetter>,
+) {
     while let Some(letter) = letters.recv().await {
         let Some(vhost) = vhost.upgrade() else { return };
         let result = letter.into_message().and_then(|message| {
