@@ -85,6 +85,23 @@ impl Lane {
         Ok(self.read_ahead.front().cloned())
     }
 
+    /// Takes the oldest ready message (as [`Lane::peek`] would show it).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors reading the log.
+    pub(crate) fn pop(&mut self) -> Result<Option<(u64, Message)>, QueueError> {
+        if let Some(offset) = self.requeued.pop_first() {
+            return Ok(Some((offset, self.read(offset)?)));
+        }
+        self.fill()?;
+        let popped = self.read_ahead.pop_front();
+        if let Some((offset, _)) = &popped {
+            self.cursor = offset + 1;
+        }
+        Ok(popped)
+    }
+
     /// Takes the message [`Lane::peek`] returned.
     pub(crate) fn take(&mut self, offset: u64) {
         if self.requeued.remove(&offset) {

@@ -659,10 +659,9 @@ impl Queue {
                 let Some(lane) = state.lanes[index].as_mut() else {
                     break;
                 };
-                let Some((offset, message)) = lane.peek()? else {
+                let Some((offset, message)) = lane.pop()? else {
                     break;
                 };
-                lane.take(offset);
                 let id = MessageId {
                     lane: index as u8,
                     offset,

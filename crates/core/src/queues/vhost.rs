@@ -6,7 +6,7 @@
 //! queues' logs live under `queues/<id>/`, transient ones under
 //! `transient/<id>/`, which is emptied on every start.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
@@ -734,19 +734,23 @@ impl VirtualHost {
         let no_headers = FieldTable::default();
         let headers = headers.unwrap_or(&no_headers);
         let mut queues: Vec<Arc<Queue>> = Vec::new();
-        let mut seen_queues = HashSet::new();
-        let mut visited = HashSet::from([exchange.to_owned()]);
-        let mut pending = vec![exchange.to_owned()];
-        while let Some(name) = pending.pop() {
+        let mut add = |queue: &Arc<Queue>| {
+            if !queues.iter().any(|known| Arc::ptr_eq(known, queue)) {
+                queues.push(Arc::clone(queue));
+            }
+        };
+        // Exchanges reached so far (exchange-to-exchange bindings may loop).
+        let mut visited: Vec<&str> = vec![exchange];
+        let mut next_index = 0;
+        while let Some(&name) = visited.get(next_index) {
+            next_index += 1;
             if name.is_empty() {
                 if let Some((queue, _)) = definitions.queues.get(&message.routing_key) {
-                    if seen_queues.insert(queue.name().to_owned()) {
-                        queues.push(Arc::clone(queue));
-                    }
+                    add(queue);
                 }
                 continue;
             }
-            let Some(current) = definitions.exchanges.get(&name) else {
+            let Some(current) = definitions.exchanges.get(name) else {
                 continue;
             };
             for binding in &current.bindings {
@@ -761,14 +765,12 @@ impl VirtualHost {
                 match &binding.destination {
                     Destination::Queue(queue) => {
                         if let Some((queue, _)) = definitions.queues.get(queue) {
-                            if seen_queues.insert(queue.name().to_owned()) {
-                                queues.push(Arc::clone(queue));
-                            }
+                            add(queue);
                         }
                     }
                     Destination::Exchange(next) => {
-                        if visited.insert(next.clone()) {
-                            pending.push(next.clone());
+                        if !visited.contains(&next.as_str()) {
+                            visited.push(next);
                         }
                     }
                 }
