@@ -102,10 +102,16 @@ pub struct AmqpArgs {
 impl AmqpArgs {
     fn validate(&self) -> Result<(), String> {
         if self.queue_count == 0 || self.queue_count > QUEUES_MAX {
-            return Err(format!("--queues must be 1..={QUEUES_MAX}, got {}", self.queue_count));
+            return Err(format!(
+                "--queues must be 1..={QUEUES_MAX}, got {}",
+                self.queue_count
+            ));
         }
         if !["classic", "quorum", "stream"].contains(&self.queue_type.as_str()) {
-            return Err(format!("--queue-type must be classic, quorum or stream, got {}", self.queue_type));
+            return Err(format!(
+                "--queue-type must be classic, quorum or stream, got {}",
+                self.queue_type
+            ));
         }
         Ok(())
     }
@@ -295,9 +301,16 @@ async fn publish(args: PublishArgs) -> Result<Report, String> {
     args.amqp.validate()?;
     validate_publisher(&args.publisher)?;
     let setup = connect(&args.amqp).await?;
-    let channel = setup.create_channel().await.map_err(|error| format!("channel: {error}"))?;
+    let channel = setup
+        .create_channel()
+        .await
+        .map_err(|error| format!("channel: {error}"))?;
     declare_queues(&channel, &args.amqp, args.amqp.purge).await?;
-    let progress = Progress::start("confirmed", args.load.message_count(), !args.output.no_progress);
+    let progress = Progress::start(
+        "confirmed",
+        args.load.message_count(),
+        !args.output.no_progress,
+    );
     let run = Arc::new(PublishRun {
         amqp: args.amqp.clone(),
         load: args.load.clone(),
@@ -311,7 +324,9 @@ async fn publish(args: PublishArgs) -> Result<Report, String> {
     run.barrier.wait().await;
     let watch = watch_broker(&args.output)?;
     let cpu_before = client_cpu_s();
-    let schedule = *run.schedule.get_or_init(|| Schedule::start(args.load.rate_per_s));
+    let schedule = *run
+        .schedule
+        .get_or_init(|| Schedule::start(args.load.rate_per_s));
     run.barrier.wait().await;
     let outcomes = join_publishers(tasks).await?;
     let cpu_s = client_cpu_s() - cpu_before;
@@ -338,7 +353,10 @@ fn spawn_publishers(run: &Arc<PublishRun>) -> Vec<PublishTask> {
 async fn join_publishers(tasks: Vec<PublishTask>) -> Result<Vec<PublishOutcome>, String> {
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
-        outcomes.push(task.await.map_err(|error| format!("publisher task: {error}"))??);
+        outcomes.push(
+            task.await
+                .map_err(|error| format!("publisher task: {error}"))??,
+        );
     }
     Ok(outcomes)
 }
@@ -358,7 +376,9 @@ fn publish_report(
         latency.merge(&outcome.latency);
     }
     let last = outcomes.iter().filter_map(|outcome| outcome.finished).max();
-    let elapsed = last.map_or(Duration::ZERO, |last| last.saturating_duration_since(started));
+    let elapsed = last.map_or(Duration::ZERO, |last| {
+        last.saturating_duration_since(started)
+    });
     let mut report = Report::new(
         "amqp publish",
         confirmed,
@@ -366,7 +386,8 @@ fn publish_report(
         elapsed.as_secs_f64(),
     );
     report.mode = load.mode().into();
-    report.complete = confirmed == load.message_count().unwrap_or(sent) && nacked == 0 && !timed_out;
+    report.complete =
+        confirmed == load.message_count().unwrap_or(sent) && nacked == 0 && !timed_out;
     report.latency_us = latency.summary();
     report.details = json!({
         "requested": load.message_count(),
@@ -412,7 +433,8 @@ async fn open_publisher(run: &PublishRun) -> Result<(Connection, Channel), Strin
     Ok((connection, channel))
 }
 
-type Confirm = std::pin::Pin<Box<dyn std::future::Future<Output = (lapin::Result<Confirmation>, u64)> + Send>>;
+type Confirm =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (lapin::Result<Confirmation>, u64)> + Send>>;
 
 async fn publish_loop(
     run: &PublishRun,
@@ -422,7 +444,10 @@ async fn publish_loop(
     outcome: &mut PublishOutcome,
 ) -> Result<(), String> {
     let count = run.load.message_count();
-    let deadline = run.load.duration().map(|duration| schedule.started() + duration);
+    let deadline = run
+        .load
+        .duration()
+        .map(|duration| schedule.started() + duration);
     let window = run.publisher.confirm_window;
     let properties = if run.publisher.persistent {
         BasicProperties::default().with_delivery_mode(2)
@@ -452,9 +477,17 @@ async fn publish_loop(
         }
         let sent_ns = schedule.send_ns(sequence);
         stamp(&mut value, sequence, sent_ns);
-        let queue = run.amqp.queue_name((sequence % run.amqp.queue_count as u64) as usize);
+        let queue = run
+            .amqp
+            .queue_name((sequence % run.amqp.queue_count as u64) as usize);
         let confirm = channel
-            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &value, properties.clone())
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &value,
+                properties.clone(),
+            )
             .await
             .map_err(|error| format!("basic.publish: {error}"))?;
         outcome.sent += 1;
@@ -488,11 +521,18 @@ async fn next_confirm(
     match tokio::time::timeout(Duration::from_secs(idle_timeout_s), in_flight.next()).await {
         Ok(Some(confirm)) => Ok(confirm),
         Ok(None) => Err("no confirm outstanding".into()),
-        Err(_) => Err(format!("no confirm for {idle_timeout_s}s ({} outstanding)", in_flight.len())),
+        Err(_) => Err(format!(
+            "no confirm for {idle_timeout_s}s ({} outstanding)",
+            in_flight.len()
+        )),
     }
 }
 
-fn settle(run: &PublishRun, outcome: &mut PublishOutcome, (result, sent_ns): (lapin::Result<Confirmation>, u64)) {
+fn settle(
+    run: &PublishRun,
+    outcome: &mut PublishOutcome,
+    (result, sent_ns): (lapin::Result<Confirmation>, u64),
+) {
     match result {
         Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
             outcome.confirmed += 1;
@@ -501,7 +541,9 @@ fn settle(run: &PublishRun, outcome: &mut PublishOutcome, (result, sent_ns): (la
         }
         Ok(Confirmation::Nack(_)) => {
             outcome.nacked += 1;
-            outcome.first_error.get_or_insert_with(|| "basic.nack".into());
+            outcome
+                .first_error
+                .get_or_insert_with(|| "basic.nack".into());
         }
         Err(error) => {
             outcome.nacked += 1;
@@ -534,7 +576,10 @@ async fn consume(args: ConsumeArgs) -> Result<Report, String> {
     args.amqp.validate()?;
     validate_clients("--consumers", args.consumer.consumers)?;
     let setup = connect(&args.amqp).await?;
-    let channel = setup.create_channel().await.map_err(|error| format!("channel: {error}"))?;
+    let channel = setup
+        .create_channel()
+        .await
+        .map_err(|error| format!("channel: {error}"))?;
     let depth = declare_queues(&channel, &args.amqp, false).await?;
     let target = args.messages.unwrap_or(depth);
     let progress = Progress::start("read", Some(target), !args.output.no_progress);
@@ -548,10 +593,10 @@ async fn consume(args: ConsumeArgs) -> Result<Report, String> {
     };
     let ready = Arc::new(Barrier::new(args.consumer.consumers + 1));
     let tasks = spawn_consumers(&run, &ready);
+    ready.wait().await;
     let watch = watch_broker(&args.output)?;
     let cpu_before = client_cpu_s();
     let started = Instant::now();
-    ready.wait().await;
     let outcomes = join_consumers(tasks).await?;
     let cpu_s = client_cpu_s() - cpu_before;
     progress.finish();
@@ -578,12 +623,20 @@ fn spawn_consumers(run: &ConsumeRun, ready: &Arc<Barrier>) -> Vec<ConsumeTask> {
 async fn join_consumers(tasks: Vec<ConsumeTask>) -> Result<Vec<ConsumeOutcome>, String> {
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
-        outcomes.push(task.await.map_err(|error| format!("consumer task: {error}"))??);
+        outcomes.push(
+            task.await
+                .map_err(|error| format!("consumer task: {error}"))??,
+        );
     }
     Ok(outcomes)
 }
 
-fn consume_report(workload: &str, outcomes: Vec<ConsumeOutcome>, target: u64, started: Instant) -> Report {
+fn consume_report(
+    workload: &str,
+    outcomes: Vec<ConsumeOutcome>,
+    target: u64,
+    started: Instant,
+) -> Report {
     let mut check = ConsumeCheck::default();
     let (mut redelivered, mut timed_out, mut first_error, mut last) = (0, false, None, None);
     for outcome in outcomes {
@@ -593,12 +646,15 @@ fn consume_report(workload: &str, outcomes: Vec<ConsumeOutcome>, target: u64, st
         first_error = first_error.or(outcome.first_error);
         last = last.max(outcome.last_message);
     }
-    let elapsed = last.map_or(Duration::ZERO, |last: Instant| last.saturating_duration_since(started));
+    let elapsed = last.map_or(Duration::ZERO, |last: Instant| {
+        last.saturating_duration_since(started)
+    });
     let mut report = Report::new(workload, check.received, check.bytes, elapsed.as_secs_f64());
     report.latency_us = check.latency.summary();
     report.details = check.details(Some(target));
     let missing = report.details["missing"].as_u64().unwrap_or(0);
-    report.complete = !timed_out && check.received == target && check.duplicates == 0 && missing == 0;
+    report.complete =
+        !timed_out && check.received == target && check.duplicates == 0 && missing == 0;
     if let Some(details) = report.details.as_object_mut() {
         details.insert("redelivered".into(), json!(redelivered));
         details.insert("timed_out".into(), json!(timed_out));
@@ -609,7 +665,11 @@ fn consume_report(workload: &str, outcomes: Vec<ConsumeOutcome>, target: u64, st
 
 /// One consumer: connect, qos, consume queue `index mod queues`, meet the
 /// others at `ready`, then read until all together have the target.
-async fn consumer_task(run: &ConsumeRun, index: usize, ready: &Barrier) -> Result<ConsumeOutcome, String> {
+async fn consumer_task(
+    run: &ConsumeRun,
+    index: usize,
+    ready: &Barrier,
+) -> Result<ConsumeOutcome, String> {
     let opened = open_consumer(run, index).await;
     ready.wait().await;
     let (connection, channel, mut consumer) = opened?;
@@ -625,7 +685,8 @@ async fn consumer_task(run: &ConsumeRun, index: usize, ready: &Barrier) -> Resul
     let mut last_tag = None;
     let mut last_progress = Instant::now();
     while run.total.load(Relaxed) < run.target {
-        let delivery = match tokio::time::timeout(Duration::from_millis(100), consumer.next()).await {
+        let delivery = match tokio::time::timeout(Duration::from_millis(100), consumer.next()).await
+        {
             Ok(Some(Ok(delivery))) => delivery,
             Ok(Some(Err(error))) => {
                 outcome.first_error.get_or_insert(error.to_string());
@@ -641,7 +702,10 @@ async fn consumer_task(run: &ConsumeRun, index: usize, ready: &Barrier) -> Resul
         last_progress = Instant::now();
         outcome.redelivered += u64::from(delivery.redelivered);
         let tag = delivery.delivery_tag;
-        if outcome.check.observe(queue_index, tag as i64, &delivery.data, run.size_bytes) {
+        if outcome
+            .check
+            .observe(queue_index, tag as i64, &delivery.data, run.size_bytes)
+        {
             run.total.fetch_add(1, Relaxed);
         }
         outcome.last_message = Some(Instant::now());
@@ -668,7 +732,10 @@ async fn ack_through(channel: &Channel, tag: u64) -> Result<(), String> {
         .map_err(|error| format!("basic.ack: {error}"))
 }
 
-async fn open_consumer(run: &ConsumeRun, index: usize) -> Result<(Connection, Channel, lapin::Consumer), String> {
+async fn open_consumer(
+    run: &ConsumeRun,
+    index: usize,
+) -> Result<(Connection, Channel, lapin::Consumer), String> {
     let connection = connect(&run.amqp).await?;
     let channel = connection
         .create_channel()
@@ -684,7 +751,12 @@ async fn open_consumer(run: &ConsumeRun, index: usize) -> Result<(Connection, Ch
         ..BasicConsumeOptions::default()
     };
     let consumer = channel
-        .basic_consume(queue.as_str().into(), format!("weir-bench-{index}").as_str().into(), options, FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            format!("weir-bench-{index}").as_str().into(),
+            options,
+            FieldTable::default(),
+        )
         .await
         .map_err(|error| format!("basic.consume {queue}: {error}"))?;
     Ok((connection, channel, consumer))
@@ -700,7 +772,10 @@ async fn e2e(args: E2eArgs) -> Result<Report, String> {
         .message_count()
         .ok_or("amqp e2e needs a message count: --messages, or --duration-s with --rate")?;
     let setup = connect(&args.amqp).await?;
-    let channel = setup.create_channel().await.map_err(|error| format!("channel: {error}"))?;
+    let channel = setup
+        .create_channel()
+        .await
+        .map_err(|error| format!("channel: {error}"))?;
     declare_queues(&channel, &args.amqp, true).await?;
     let progress = Progress::start("received", Some(expected), !args.output.no_progress);
     let consume_run = ConsumeRun {
@@ -727,7 +802,9 @@ async fn e2e(args: E2eArgs) -> Result<Report, String> {
     run.barrier.wait().await;
     let watch = watch_broker(&args.output)?;
     let cpu_before = client_cpu_s();
-    let schedule = *run.schedule.get_or_init(|| Schedule::start(args.load.rate_per_s));
+    let schedule = *run
+        .schedule
+        .get_or_init(|| Schedule::start(args.load.rate_per_s));
     run.barrier.wait().await;
     let published = join_publishers(publishers).await?;
     let read = join_consumers(consumers).await?;
@@ -740,7 +817,10 @@ async fn e2e(args: E2eArgs) -> Result<Report, String> {
     report.complete &= publish.complete;
     report.set_client_cpu_s(cpu_s);
     if let Some(details) = report.details.as_object_mut() {
-        details.insert("publish_rate_msgs_per_s".into(), json!(publish.rate_msgs_per_s));
+        details.insert(
+            "publish_rate_msgs_per_s".into(),
+            json!(publish.rate_msgs_per_s),
+        );
         details.insert("confirm_latency_us".into(), json!(publish.latency_us));
         details.insert("publish".into(), publish.details);
     }
@@ -766,7 +846,10 @@ mod tests {
 
     #[test]
     fn broker_addresses_become_uris() {
-        assert_eq!(amqp("127.0.0.1:5674", 1).uri(), "amqp://guest:guest@127.0.0.1:5674/%2f");
+        assert_eq!(
+            amqp("127.0.0.1:5674", 1).uri(),
+            "amqp://guest:guest@127.0.0.1:5674/%2f"
+        );
         assert_eq!(amqp("amqp://u:p@h:1/v", 1).uri(), "amqp://u:p@h:1/v");
     }
 
@@ -804,6 +887,9 @@ mod tests {
             },
         });
         let error = run(command).expect_err("nothing listens on port 1");
-        assert!(error.contains("cannot connect to AMQP broker 127.0.0.1:1"), "{error}");
+        assert!(
+            error.contains("cannot connect to AMQP broker 127.0.0.1:1"),
+            "{error}"
+        );
     }
 }

@@ -45,7 +45,13 @@ pub struct ConsumeCheck {
 
 impl ConsumeCheck {
     /// Records one message. Returns false for a warm-up message.
-    pub fn observe(&mut self, partition: i32, offset: i64, value: &[u8], size_bytes: usize) -> bool {
+    pub fn observe(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        value: &[u8],
+        size_bytes: usize,
+    ) -> bool {
         let header = read_header(value);
         self.next_offset_check(partition, offset);
         if header.is_some_and(|(sequence, _)| sequence == WARMUP_SEQUENCE) {
@@ -138,7 +144,9 @@ impl ConsumeCheck {
 
     /// Checks and counters for the report.
     pub fn details(&self, expected: Option<u64>) -> serde_json::Value {
-        let missing = expected.map(|expected| expected.saturating_sub(self.distinct_below(expected) + self.unsequenced));
+        let missing = expected.map(|expected| {
+            expected.saturating_sub(self.distinct_below(expected) + self.unsequenced)
+        });
         json!({
             "requested": expected,
             "warmup_messages_skipped": self.warmups,

@@ -101,7 +101,8 @@ mod tests {
         let summary = histogram.summary().expect("values were recorded");
         assert_eq!(summary.count, 10_000);
         // 3 significant digits: within 0.1 % of the exact rank.
-        let close = |value: u64, exact: u64| value.abs_diff(exact) as f64 <= exact as f64 * 0.001 + 1.0;
+        let close =
+            |value: u64, exact: u64| value.abs_diff(exact) as f64 <= exact as f64 * 0.001 + 1.0;
         assert!(close(summary.p50, 5_000), "{summary:?}");
         assert!(close(summary.p90, 9_000), "{summary:?}");
         assert!(close(summary.p99, 9_900), "{summary:?}");

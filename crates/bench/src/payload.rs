@@ -79,10 +79,7 @@ mod tests {
     fn header_round_trips() {
         let mut value = filler(100);
         stamp(&mut value, 42, 1_700_000_000_123_456_789);
-        assert_eq!(
-            read_header(&value),
-            Some((42, 1_700_000_000_123_456_789))
-        );
+        assert_eq!(read_header(&value), Some((42, 1_700_000_000_123_456_789)));
         assert_eq!(value.len(), 100);
         assert!(value[HEADER_BYTES..].iter().all(u8::is_ascii_lowercase));
     }

@@ -71,7 +71,9 @@ impl Drop for Progress {
 
 fn new_bar(what: &str, total: Option<u64>) -> ProgressBar {
     let template = match total {
-        Some(_) => "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {msg} {per_sec} ETA {eta}",
+        Some(_) => {
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} {msg} {per_sec} ETA {eta}"
+        }
         None => "{elapsed_precise} {spinner} {human_pos} {msg} {per_sec}",
     };
     let bar = match total {

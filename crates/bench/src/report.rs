@@ -99,13 +99,19 @@ impl Report {
     /// The report as a two-column table.
     pub fn to_table(&self) -> String {
         let mut rows: Vec<(String, String)> = vec![
-            ("workload".into(), format!("{} ({})", self.workload, self.mode)),
+            (
+                "workload".into(),
+                format!("{} ({})", self.workload, self.mode),
+            ),
             ("broker".into(), self.broker_address.clone()),
             ("complete".into(), self.complete.to_string()),
             ("messages".into(), group_thousands(self.messages as f64)),
             ("duration s".into(), format!("{:.3}", self.duration_s)),
             ("rate msg/s".into(), group_thousands(self.rate_msgs_per_s)),
-            ("rate MB/s".into(), format!("{:.1}", self.rate_bytes_per_s / 1e6)),
+            (
+                "rate MB/s".into(),
+                format!("{:.1}", self.rate_bytes_per_s / 1e6),
+            ),
         ];
         if let Some(latency) = &self.latency_us {
             rows.extend(latency_rows(latency));
@@ -147,7 +153,10 @@ fn latency_rows(latency: &LatencySummary) -> Vec<(String, String)> {
         ("latency ms p99.9".into(), ms(latency.p999)),
         ("latency ms p99.99".into(), ms(latency.p9999)),
         ("latency ms max".into(), ms(latency.max)),
-        ("latency samples".into(), group_thousands(latency.count as f64)),
+        (
+            "latency samples".into(),
+            group_thousands(latency.count as f64),
+        ),
     ]
 }
 
@@ -160,13 +169,21 @@ fn broker_rows(broker: &BrokerCost) -> Vec<(String, String)> {
     rows.push(("broker RSS peak MiB".into(), mib(broker.rss_peak_bytes)));
     rows.push((
         "broker RSS start → end MiB".into(),
-        format!("{} → {}", mib(broker.rss_start_bytes), mib(broker.rss_end_bytes)),
+        format!(
+            "{} → {}",
+            mib(broker.rss_start_bytes),
+            mib(broker.rss_end_bytes)
+        ),
     ));
     rows
 }
 
 fn render_table(rows: &[(String, String)]) -> String {
-    let width = rows.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
     rows.iter()
         .map(|(name, value)| format!("{name:<width$}  {value}\n"))
         .collect()
@@ -211,15 +228,28 @@ mod tests {
     fn json_has_the_documented_shape() {
         let value: Value = serde_json::from_str(&sample_report().to_json()).expect("valid JSON");
         for key in [
-            "workload", "parameters", "messages", "bytes", "duration_s", "rate_msgs_per_s",
-            "rate_bytes_per_s", "latency_us", "broker", "client", "complete", "mode",
+            "workload",
+            "parameters",
+            "messages",
+            "bytes",
+            "duration_s",
+            "rate_msgs_per_s",
+            "rate_bytes_per_s",
+            "latency_us",
+            "broker",
+            "client",
+            "complete",
+            "mode",
         ] {
             assert!(value.get(key).is_some(), "missing {key} in {value}");
         }
         assert_eq!(value["rate_msgs_per_s"], 500.0);
         assert_eq!(value["rate_bytes_per_s"], 50_000.0);
         for key in ["p50", "p90", "p99", "p999", "p9999", "max", "count"] {
-            assert!(value["latency_us"][key].is_u64(), "latency_us.{key} in {value}");
+            assert!(
+                value["latency_us"][key].is_u64(),
+                "latency_us.{key} in {value}"
+            );
         }
         assert!(value["broker"].is_null());
         assert_eq!(value["client"]["cpu_us_per_msg"], 500.0);

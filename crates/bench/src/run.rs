@@ -77,7 +77,9 @@ impl LoadArgs {
         }
         if let Some(rate) = self.rate_per_s {
             if !(rate.is_finite() && rate > 0.0) {
-                return Err(format!("--rate must be a positive number of messages per second, got {rate}"));
+                return Err(format!(
+                    "--rate must be a positive number of messages per second, got {rate}"
+                ));
             }
         }
         if let Some(duration) = self.duration_s {

@@ -42,7 +42,11 @@ impl Server {
     fn wait_until_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "weir did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "weir did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -82,7 +86,8 @@ fn bench_json(args: &[&str]) -> Value {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("not JSON ({error}): {stdout}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {stdout}"))
 }
 
 fn assert_shape(report: &Value, workload: &str, messages: u64) {
@@ -90,14 +95,26 @@ fn assert_shape(report: &Value, workload: &str, messages: u64) {
     assert_eq!(report["complete"], true, "{report}");
     assert_eq!(report["messages"], messages, "{report}");
     assert_eq!(report["bytes"], messages * 100, "{report}");
-    assert!(report["duration_s"].as_f64().is_some_and(|s| s > 0.0), "{report}");
-    assert!(report["rate_msgs_per_s"].as_f64().is_some_and(|r| r > 0.0), "{report}");
-    assert!(report["rate_bytes_per_s"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    assert!(
+        report["duration_s"].as_f64().is_some_and(|s| s > 0.0),
+        "{report}"
+    );
+    assert!(
+        report["rate_msgs_per_s"].as_f64().is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    assert!(
+        report["rate_bytes_per_s"].as_f64().is_some_and(|r| r > 0.0),
+        "{report}"
+    );
     assert!(report["parameters"].is_object(), "{report}");
     let broker = &report["broker"];
     assert!(broker["cpu_s"].as_f64().is_some(), "{report}");
     assert!(broker["cpu_us_per_msg"].as_f64().is_some(), "{report}");
-    assert!(broker["rss_peak_bytes"].as_u64().is_some_and(|rss| rss > 0), "{report}");
+    assert!(
+        broker["rss_peak_bytes"].as_u64().is_some_and(|rss| rss > 0),
+        "{report}"
+    );
 }
 
 fn assert_latency(report: &Value) {
@@ -105,7 +122,10 @@ fn assert_latency(report: &Value) {
     for key in ["p50", "p90", "p99", "p999", "p9999", "max", "count"] {
         assert!(latency[key].is_u64(), "latency_us.{key} in {report}");
     }
-    assert!(latency["p50"].as_u64() <= latency["max"].as_u64(), "{report}");
+    assert!(
+        latency["p50"].as_u64() <= latency["max"].as_u64(),
+        "{report}"
+    );
 }
 
 #[test]
@@ -113,9 +133,27 @@ fn produce_consume_and_e2e_against_weir() {
     let server = Server::start();
     let address = server.address();
     let pid = server.child.id().to_string();
-    let common = ["--broker", &address, "--json", "--no-progress", "--broker-pid", &pid, "--idle-timeout-s", "20"];
+    let common = [
+        "--broker",
+        &address,
+        "--json",
+        "--no-progress",
+        "--broker-pid",
+        &pid,
+        "--idle-timeout-s",
+        "20",
+    ];
 
-    let mut produce = vec!["kafka", "produce", "--topic", "t", "--partitions", "2", "-n", "2000"];
+    let mut produce = vec![
+        "kafka",
+        "produce",
+        "--topic",
+        "t",
+        "--partitions",
+        "2",
+        "-n",
+        "2000",
+    ];
     produce.extend(common);
     let produced = bench_json(&produce);
     assert_shape(&produced, "kafka produce", 2000);
@@ -123,22 +161,50 @@ fn produce_consume_and_e2e_against_weir() {
     assert_eq!(produced["mode"], "closed-loop");
     assert_eq!(produced["latency_us"]["count"], 2000);
 
-    let mut consume = vec!["kafka", "consume", "--topic", "t", "--size", "100", "--consumers", "2"];
+    let mut consume = vec![
+        "kafka",
+        "consume",
+        "--topic",
+        "t",
+        "--size",
+        "100",
+        "--consumers",
+        "2",
+    ];
     consume.extend(common);
     let consumed = bench_json(&consume);
     assert_shape(&consumed, "kafka consume", 2000);
     assert_eq!(consumed["details"]["duplicates"], 0, "{consumed}");
     assert_eq!(consumed["details"]["missing"], 0, "{consumed}");
-    assert_eq!(consumed["details"]["warmup_messages_skipped"], 2, "{consumed}");
+    assert_eq!(
+        consumed["details"]["warmup_messages_skipped"], 2,
+        "{consumed}"
+    );
 
-    let mut e2e = vec!["kafka", "e2e", "--topic", "e", "-n", "300", "--rate", "1000", "--linger-ms", "1", "--fetch-wait-ms", "10"];
+    let mut e2e = vec![
+        "kafka",
+        "e2e",
+        "--topic",
+        "e",
+        "-n",
+        "300",
+        "--rate",
+        "1000",
+        "--linger-ms",
+        "1",
+        "--fetch-wait-ms",
+        "10",
+    ];
     e2e.extend(common);
     let end_to_end = bench_json(&e2e);
     assert_shape(&end_to_end, "kafka e2e", 300);
     assert_latency(&end_to_end);
     assert_eq!(end_to_end["mode"], "open-loop");
     // 300 messages at 1,000/s take at least 0.3 s from the first schedule.
-    assert!(end_to_end["duration_s"].as_f64().is_some_and(|s| s >= 0.29), "{end_to_end}");
+    assert!(
+        end_to_end["duration_s"].as_f64().is_some_and(|s| s >= 0.29),
+        "{end_to_end}"
+    );
 }
 
 #[test]
@@ -152,7 +218,15 @@ fn bad_arguments_and_missing_brokers_fail_clearly() {
 
     let port = free_port().to_string();
     let address = format!("127.0.0.1:{port}");
-    let nobody = bench(&["amqp", "publish", "--broker", &address, "-n", "1", "--no-progress"]);
+    let nobody = bench(&[
+        "amqp",
+        "publish",
+        "--broker",
+        &address,
+        "-n",
+        "1",
+        "--no-progress",
+    ]);
     assert_eq!(nobody.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect to AMQP broker"));
     assert!(Path::new(WEIR).exists());

@@ -58,7 +58,10 @@ pub struct Assignment {
 impl Assignment {
     /// Messages between the watermarks.
     pub fn backlog(&self) -> u64 {
-        self.partitions.iter().map(|&(_, low, high)| (high - low).max(0) as u64).sum()
+        self.partitions
+            .iter()
+            .map(|&(_, low, high)| (high - low).max(0) as u64)
+            .sum()
     }
 }
 
@@ -83,7 +86,12 @@ pub fn plan_assignments(
     } else {
         let metadata = client
             .fetch_metadata(Some(&kafka.topic), timeout)
-            .map_err(|error| format!("metadata: {error} (is a broker listening on {}?)", kafka.broker))?;
+            .map_err(|error| {
+                format!(
+                    "metadata: {error} (is a broker listening on {}?)",
+                    kafka.broker
+                )
+            })?;
         metadata
             .topics()
             .iter()
@@ -95,7 +103,9 @@ pub fn plan_assignments(
         return Err(format!("topic {} has no partitions", kafka.topic));
     }
     let mut assignments: Vec<Assignment> = (0..consumers.min(partitions.len()))
-        .map(|_| Assignment { partitions: Vec::new() })
+        .map(|_| Assignment {
+            partitions: Vec::new(),
+        })
         .collect();
     let dealt = assignments.len();
     for (index, &id) in partitions.iter().enumerate() {
@@ -117,7 +127,8 @@ pub fn run(args: &ConsumeArgs) -> Result<Report, String> {
     if args.messages == Some(0) {
         return Err("--messages must be at least 1".into());
     }
-    let assignments = plan_assignments(&args.kafka, &args.consumer, args.partition, args.consumers)?;
+    let assignments =
+        plan_assignments(&args.kafka, &args.consumer, args.partition, args.consumers)?;
     let backlog: u64 = assignments.iter().map(Assignment::backlog).sum();
     let target = args.messages.unwrap_or(backlog);
     let progress = Progress::start("read", Some(target), !args.output.no_progress);
@@ -136,7 +147,13 @@ pub fn run(args: &ConsumeArgs) -> Result<Report, String> {
     let outcomes = read_all(&plan, assignments)?;
     let cpu_s = client_cpu_s() - cpu_before;
     progress.finish();
-    let mut report = consume_report("kafka consume", outcomes, Some(target), started);
+    let mut report = consume_report(
+        "kafka consume",
+        outcomes,
+        args.messages,
+        Some(backlog),
+        started,
+    );
     report.set_client_cpu_s(cpu_s);
     // Latency in a plain consume is the age of each message, not a
     // measure of the broker; it stays in the histogram of `kafka e2e` only.
@@ -195,15 +212,23 @@ pub fn read_all(plan: &ReadPlan, assignments: Vec<Assignment>) -> Result<Vec<Rea
         .collect();
     threads
         .into_iter()
-        .map(|thread| thread.join().map_err(|_| "a consumer thread panicked".to_string())?)
+        .map(|thread| {
+            thread
+                .join()
+                .map_err(|_| "a consumer thread panicked".to_string())?
+        })
         .collect()
 }
 
 /// Builds the report of a set of consumers.
+///
+/// `expected` is the count asked for; `backlog` (when no count was asked)
+/// is what lay between the watermarks, warm-up messages included.
 pub fn consume_report(
     workload: &str,
     outcomes: Vec<ReadOutcome>,
     expected: Option<u64>,
+    backlog: Option<u64>,
     started: Instant,
 ) -> Report {
     let mut check = ConsumeCheck::default();
@@ -218,7 +243,10 @@ pub fn consume_report(
         timed_out |= outcome.timed_out;
         last = last.max(outcome.last_message);
     }
-    let elapsed = last.map_or(Duration::ZERO, |last: Instant| last.saturating_duration_since(started));
+    let expected = expected.or(backlog.map(|backlog| backlog.saturating_sub(check.warmups)));
+    let elapsed = last.map_or(Duration::ZERO, |last: Instant| {
+        last.saturating_duration_since(started)
+    });
     let mut report = Report::new(workload, check.received, check.bytes, elapsed.as_secs_f64());
     let details = check.details(expected);
     let missing = details["missing"].as_u64().unwrap_or(0);
@@ -250,7 +278,9 @@ fn read_partitions(plan: &ReadPlan, assignment: &Assignment) -> Result<ReadOutco
             remaining.insert(partition, high);
         }
     }
-    consumer.assign(&list).map_err(|error| format!("assign: {error}"))?;
+    consumer
+        .assign(&list)
+        .map_err(|error| format!("assign: {error}"))?;
     let mut outcome = ReadOutcome {
         check: ConsumeCheck::default(),
         last_message: None,
@@ -264,10 +294,16 @@ fn read_partitions(plan: &ReadPlan, assignment: &Assignment) -> Result<ReadOutco
             Some(Ok(message)) => {
                 let (partition, offset) = (message.partition(), message.offset());
                 let value = message.payload().unwrap_or(&[]);
-                if outcome.check.observe(partition, offset, value, plan.size_bytes) {
+                if outcome
+                    .check
+                    .observe(partition, offset, value, plan.size_bytes)
+                {
                     plan.total.fetch_add(1, Relaxed);
                 }
-                if remaining.get(&partition).is_some_and(|&high| offset + 1 >= high) {
+                if remaining
+                    .get(&partition)
+                    .is_some_and(|&high| offset + 1 >= high)
+                {
                     remaining.remove(&partition);
                 }
                 outcome.last_message = Some(Instant::now());

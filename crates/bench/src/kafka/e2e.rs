@@ -83,20 +83,27 @@ pub fn run(args: &E2eArgs) -> Result<Report, String> {
     shared.barrier.wait();
     let watch = watch_broker(&args.output)?;
     let cpu_before = client_cpu_s();
-    let schedule = *shared.schedule.get_or_init(|| Schedule::start(args.load.rate_per_s));
+    let schedule = *shared
+        .schedule
+        .get_or_init(|| Schedule::start(args.load.rate_per_s));
     shared.barrier.wait();
     let produced = join_producers(producers)?;
-    let read = readers.join().map_err(|_| "the consumers panicked".to_string())??;
+    let read = readers
+        .join()
+        .map_err(|_| "the consumers panicked".to_string())??;
     let cpu_s = client_cpu_s() - cpu_before;
     progress.finish();
     let produce_elapsed = finished_at(&produced, schedule.started());
     let produce = producer_report("kafka produce", &args.load, &produced, produce_elapsed);
-    let mut report = consume_report("kafka e2e", read, Some(expected), schedule.started());
+    let mut report = consume_report("kafka e2e", read, Some(expected), None, schedule.started());
     report.mode = args.load.mode().into();
     report.complete &= produce.complete;
     report.set_client_cpu_s(cpu_s);
     if let Some(details) = report.details.as_object_mut() {
-        details.insert("produce_rate_msgs_per_s".into(), json!(produce.rate_msgs_per_s));
+        details.insert(
+            "produce_rate_msgs_per_s".into(),
+            json!(produce.rate_msgs_per_s),
+        );
         details.insert("produce_latency_us".into(), json!(produce.latency_us));
         details.insert("produce".into(), produce.details);
     }

@@ -134,7 +134,10 @@ impl ProducerArgs {
     pub fn validate(&self) -> Result<(), String> {
         crate::run::validate_clients("--producers", self.producers)?;
         if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
-            return Err(format!("--partitions must be 1..={PARTITIONS_MAX}, got {}", self.partitions));
+            return Err(format!(
+                "--partitions must be 1..={PARTITIONS_MAX}, got {}",
+                self.partitions
+            ));
         }
         if self.partition < -1 {
             return Err(format!(
@@ -152,7 +155,10 @@ impl ProducerArgs {
             return Err(format!("--acks must be 0, 1 or all, got {}", self.acks));
         }
         if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()) {
-            return Err(format!("--compression must be none, gzip, snappy, lz4 or zstd, got {}", self.compression));
+            return Err(format!(
+                "--compression must be none, gzip, snappy, lz4 or zstd, got {}",
+                self.compression
+            ));
         }
         Ok(())
     }
@@ -230,7 +236,10 @@ pub fn consumer_config(kafka: &KafkaArgs, consumer: &ConsumerArgs) -> ClientConf
         // (fetch.queue.backoff.ms, 1 s by default) whenever the broker
         // answers faster than one thread drains messages.
         config
-            .set("max.partition.fetch.bytes", consumer.partition_fetch_bytes.to_string())
+            .set(
+                "max.partition.fetch.bytes",
+                consumer.partition_fetch_bytes.to_string(),
+            )
             .set("fetch.max.bytes", consumer.fetch_bytes.to_string())
             .set("queued.max.messages.kbytes", "1048576")
             .set("queued.min.messages", "1000000");
@@ -247,7 +256,11 @@ pub fn consumer_config(kafka: &KafkaArgs, consumer: &ConsumerArgs) -> ClientConf
 
 /// A name no earlier run used: `<prefix>-<pid>-<unix nanoseconds>`.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), crate::payload::clock_ns())
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        crate::payload::clock_ns()
+    )
 }
 
 /// Creates the topic through the Admin API; "already exists" is fine.
@@ -271,7 +284,12 @@ pub fn create_topic(kafka: &KafkaArgs, partitions: i32) -> Result<String, String
         .map_err(|error| format!("tokio runtime: {error}"))?;
     let results = runtime
         .block_on(admin.create_topics([&topic], &options))
-        .map_err(|error| format!("create topic {}: {error} (is a broker listening on {}?)", kafka.topic, kafka.broker))?;
+        .map_err(|error| {
+            format!(
+                "create topic {}: {error} (is a broker listening on {}?)",
+                kafka.topic, kafka.broker
+            )
+        })?;
     let mut outcome = String::from("created");
     for result in results {
         match result {

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::events::{serve_events, wait_for_acks, DeliveryStats};
-use super::{create_topic, producer_config, unique_name, KafkaArgs, ProducerArgs, REQUEST_TIMEOUT_S};
+use super::{
+    create_topic, producer_config, unique_name, KafkaArgs, ProducerArgs, REQUEST_TIMEOUT_S,
+};
 use crate::histogram::LatencyHistogram;
 use crate::pacing::Schedule;
 use crate::payload::{filler, stamp, WARMUP_SEQUENCE};
@@ -27,6 +29,9 @@ const COMMIT_TIMEOUT_S: u64 = 60;
 
 /// Serve delivery reports after this many sends even when never waiting.
 const SENDS_PER_EVENT_POLL: u64 = 1024;
+
+/// Serve delivery reports at least this often while sending.
+const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Arguments of `weir bench kafka produce`.
 #[derive(Clone, Debug, Args, Serialize)]
@@ -109,7 +114,9 @@ pub fn run(args: &ProduceArgs) -> Result<Report, String> {
     shared.barrier.wait();
     let watch = watch_broker(&args.output)?;
     let cpu_before = client_cpu_s();
-    let schedule = *shared.schedule.get_or_init(|| Schedule::start(args.load.rate_per_s));
+    let schedule = *shared
+        .schedule
+        .get_or_init(|| Schedule::start(args.load.rate_per_s));
     shared.barrier.wait();
     let outcomes = join_producers(threads)?;
     let elapsed = finished_at(&outcomes, schedule.started());
@@ -161,7 +168,11 @@ pub fn join_producers(
 ) -> Result<Vec<ProducerOutcome>, String> {
     threads
         .into_iter()
-        .map(|thread| thread.join().map_err(|_| "a producer thread panicked".to_string())?)
+        .map(|thread| {
+            thread
+                .join()
+                .map_err(|_| "a producer thread panicked".to_string())?
+        })
         .collect()
 }
 
@@ -171,7 +182,9 @@ pub fn finished_at(outcomes: &[ProducerOutcome], started: Instant) -> Duration {
         .iter()
         .filter_map(|outcome| outcome.finished)
         .max()
-        .map_or(Duration::ZERO, |last| last.saturating_duration_since(started))
+        .map_or(Duration::ZERO, |last| {
+            last.saturating_duration_since(started)
+        })
 }
 
 /// The report of a set of producers.
@@ -236,7 +249,14 @@ fn producer_thread(shared: &SharedRun, index: usize) -> Result<ProducerOutcome, 
         .get()
         .ok_or("the run's schedule was not set")?;
     let mut outcome = ProducerOutcome::default();
-    let stopped_at = send_all(shared, &producer, partitions, index, &schedule, &mut outcome)?;
+    let stopped_at = send_all(
+        shared,
+        &producer,
+        partitions,
+        index,
+        &schedule,
+        &mut outcome,
+    )?;
     let expected = stopped_at.unwrap_or(outcome.sent);
     outcome.timed_out = !wait_for_acks(&producer, expected, shared.idle_timeout_s);
     outcome.finished = Some(Instant::now());
@@ -322,12 +342,18 @@ fn warm_up(
         send_one(producer, record, &mut 0)?;
     }
     if transactional && !commit(producer, &mut Vec::new()) {
-        return Err(format!("warm-up: {}", producer.context().first_error().unwrap_or_default()));
+        return Err(format!(
+            "warm-up: {}",
+            producer.context().first_error().unwrap_or_default()
+        ));
     }
     let stats = producer.context();
     wait_for_acks(producer, targets.len() as u64, REQUEST_TIMEOUT_S);
     if stats.delivered.load(Relaxed) != targets.len() as u64 {
-        return Err(format!("warm-up not acknowledged: {:?}", stats.first_error()));
+        return Err(format!(
+            "warm-up not acknowledged: {:?}",
+            stats.first_error()
+        ));
     }
     stats.delivered.store(0, Relaxed);
     if let Ok(mut latency) = stats.latency.lock() {
@@ -348,11 +374,15 @@ fn send_all(
 ) -> Result<Option<u64>, String> {
     let settings = &shared.producer;
     let count = shared.load.message_count();
-    let deadline = shared.load.duration().map(|duration| schedule.started() + duration);
+    let deadline = shared
+        .load
+        .duration()
+        .map(|duration| schedule.started() + duration);
     let mut value = filler(shared.load.size_bytes);
     let mut sequence = index as u64;
     let step = settings.producers as u64;
     let batch = settings.transactional_batch;
+    let mut last_served = Instant::now();
     while count.is_none_or(|count| sequence < count)
         && deadline.is_none_or(|deadline| Instant::now() < deadline)
     {
@@ -361,7 +391,8 @@ fn send_all(
         }
         pace(producer, schedule, sequence);
         stamp(&mut value, sequence, schedule.send_ns(sequence));
-        let key = (settings.key_count > 0).then(|| format!("key-{}", sequence % settings.key_count));
+        let key =
+            (settings.key_count > 0).then(|| format!("key-{}", sequence % settings.key_count));
         let mut record = BaseRecord::<str, [u8]>::to(&shared.kafka.topic).payload(&value[..]);
         if let Some(key) = &key {
             record = record.key(key.as_str());
@@ -373,8 +404,13 @@ fn send_all(
         send_one(producer, record, &mut outcome.queue_full_waits)
             .map_err(|error| format!("send #{sequence}: {error}"))?;
         outcome.sent += 1;
-        if outcome.sent % SENDS_PER_EVENT_POLL == 0 {
+        // Delivery reports are timed when they are served, so they are
+        // served at least every millisecond (and every 1024 sends).
+        if outcome.sent % SENDS_PER_EVENT_POLL == 0
+            || (outcome.sent % 64 == 0 && last_served.elapsed() >= EVENT_POLL_INTERVAL)
+        {
             serve_events(producer, Duration::ZERO);
+            last_served = Instant::now();
         }
         sequence += step;
     }
@@ -393,7 +429,9 @@ fn next_transaction(producer: &BaseProducer<DeliveryStats>, outcome: &mut Produc
     match producer.begin_transaction() {
         Ok(()) => true,
         Err(error) => {
-            producer.context().note_error(format!("begin_transaction: {error}"));
+            producer
+                .context()
+                .note_error(format!("begin_transaction: {error}"));
             false
         }
     }
@@ -410,7 +448,8 @@ fn pace(producer: &BaseProducer<DeliveryStats>, schedule: &Schedule, sequence: u
         if wait >= Duration::from_millis(1) {
             serve_events(producer, Duration::from_millis(wait.as_millis() as u64));
         } else {
-            std::thread::sleep(wait);
+            serve_events(producer, Duration::ZERO);
+            std::thread::sleep(schedule.wait_for(sequence));
         }
     }
 }
@@ -451,7 +490,9 @@ fn commit(producer: &BaseProducer<DeliveryStats>, commit_ms: &mut Vec<f64>) -> b
             true
         }
         Err(error) => {
-            producer.context().note_error(format!("commit_transaction: {error}"));
+            producer
+                .context()
+                .note_error(format!("commit_transaction: {error}"));
             false
         }
     }
