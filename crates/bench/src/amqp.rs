@@ -444,9 +444,11 @@ async fn publish_loop(
     outcome: &mut PublishOutcome,
 ) -> Result<(), String> {
     let count = run.load.message_count();
+    // A count (also what --rate sends in --duration-s) wins over the clock.
     let deadline = run
         .load
         .duration()
+        .filter(|_| count.is_none())
         .map(|duration| schedule.started() + duration);
     let window = run.publisher.confirm_window;
     let properties = if run.publisher.persistent {

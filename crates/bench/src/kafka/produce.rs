@@ -374,9 +374,11 @@ fn send_all(
 ) -> Result<Option<u64>, String> {
     let settings = &shared.producer;
     let count = shared.load.message_count();
+    // A count (also what --rate sends in --duration-s) wins over the clock.
     let deadline = shared
         .load
         .duration()
+        .filter(|_| count.is_none())
         .map(|duration| schedule.started() + duration);
     let mut value = filler(shared.load.size_bytes);
     let mut sequence = index as u64;
