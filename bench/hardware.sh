@@ -137,7 +137,7 @@ cp "$OUT/hardware.json" "$BENCH/results/hardware.json"
     echo "Command: \`$command_line\`"
     echo
     echo "- CPUs: $(nproc) × $(lscpu | sed -n 's/^Model name: *//p' | head -1); memory $(free -g | awk '/^Mem:/ {print $2}') GiB; kernel $(uname -sr)"
-    echo "- Disk: $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | awk '{printf "%s%s %s (%s)", sep, $1, $2, ($3 == 1 ? "rotational" : "non-rotational"); sep="; "}'); fio wrote to $(df --output=fstype,source "$WORK" | tail -1 | xargs)"
+    echo "- Disk: $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | awk '$2 != "0B" {printf "%s%s %s (%s)", sep, $1, $2, ($3 == 1 ? "rotational" : "non-rotational"); sep="; "}'); fio wrote to $(df --output=fstype,source "$WORK" | tail -1 | xargs)"
     echo "- $(iperf3 --version | head -1); $(fio --version)"
     echo "- Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo

@@ -120,7 +120,7 @@ write_machine_report() {
         echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
         echo "- Kernel: $(uname -sr)"
         echo "- Load average when the benchmark started: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the same CPUs)"
-        echo "- Disk: $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | awk '{printf "%s%s %s (%s)", sep, $1, $2, ($3 == 1 ? "rotational" : "non-rotational"); sep="; "}')"
+        echo "- Disk: $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | awk '$2 != "0B" {printf "%s%s %s (%s)", sep, $1, $2, ($3 == 1 ? "rotational" : "non-rotational"); sep="; "}')"
         echo "- Data directory filesystem: $(df --output=fstype "$probe_dir" | tail -1) on $(df --output=source "$probe_dir" | tail -1)"
         echo "- $(fsync_probe "$probe_dir")"
         if [[ -n $WEIR_REV ]]; then

@@ -74,6 +74,19 @@ def medians(runs):
     return table, counts
 
 
+def complete_cell(runs, case, broker, count):
+    """`good/all`, with the reason when no run completed (e.g. pending)."""
+    cell = "{}/{}".format(*count)
+    if count[0] == 0 and count[1] > 0:
+        reasons = ordered(
+            run.get("status") or "incomplete"
+            for run in runs
+            if run["case"] == case and run["broker"] == broker
+        )
+        cell += " (" + "; ".join(reasons) + ")"
+    return cell
+
+
 def print_medians(runs, hardware):
     table, counts = medians(runs)
     brokers = ordered(run["broker"] for run in runs)
@@ -85,7 +98,8 @@ def print_medians(runs, hardware):
     print("|" + "---|" * len(header))
     for case, by_broker in table.items():
         cells = [case, "complete runs"] + [
-            "{}/{}".format(*counts[case].get(broker, (0, 0))) for broker in brokers
+            complete_cell(runs, case, broker, counts[case].get(broker, (0, 0)))
+            for broker in brokers
         ]
         cells += [""] * (len(header) - len(cells))
         print("| " + " | ".join(cells) + " |")
