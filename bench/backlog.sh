@@ -13,7 +13,7 @@
 #                                                             (default "weir tansu weir-amqp rabbitmq")
 #       --kafka-only        brokers "weir tansu"
 #       --amqp-only         brokers "weir-amqp rabbitmq"
-#       --quick             smoke check in under a minute: 300,000 messages, 1 repeat
+#       --quick             smoke check in under a minute: 100,000 messages, 1 repeat
 #       --pin, --weir-rev REV, --no-build, --out DIR   as in kafka-throughput.sh
 set -euo pipefail
 
@@ -38,7 +38,7 @@ while [[ $# -gt 0 ]]; do
         -b|--brokers) BROKERS=$2; shift 2 ;;
         --kafka-only) BROKERS="weir tansu"; shift ;;
         --amqp-only) BROKERS="weir-amqp rabbitmq"; shift ;;
-        --quick) MESSAGES=300000; REPEATS=1; shift ;;
+        --quick) MESSAGES=100000; REPEATS=1; shift ;;
         --pin) PIN=1; shift ;;
         --weir-rev) WEIR_REV=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;

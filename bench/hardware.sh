@@ -94,7 +94,7 @@ fsync_latency_ms() {
         --output-format=json 2> /dev/null \
         | jq -c '.jobs[0].sync.lat_ns.percentile as $p
                  | {p50: ($p["50.000000"] / 1e6), p99: ($p["99.000000"] / 1e6),
-                    p999: ($p["99.900000"] / 1e6), syncs_per_s: (.jobs[0].sync.total_ios / '"$SECONDS_PER_RUN"')}'
+                    p999: ($p["99.900000"] / 1e6), syncs_per_s: (.jobs[0].sync.lat_ns.N / '"$SECONDS_PER_RUN"')}'
     rm -f "$WORK"/fio-sync*
 }
 
