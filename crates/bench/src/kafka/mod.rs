@@ -216,7 +216,12 @@ pub fn producer_config(kafka: &KafkaArgs, producer: &ProducerArgs) -> ClientConf
         .set("batch.size", producer.batch_size_bytes.to_string())
         .set("batch.num.messages", producer.batch_messages.to_string())
         .set("compression.type", &producer.compression)
-        .set("enable.idempotence", producer.idempotence.to_string())
+        // A transactional producer is always idempotent (librdkafka refuses
+        // a transactional.id with enable.idempotence=false).
+        .set(
+            "enable.idempotence",
+            (producer.idempotence || producer.transactional_batch > 0).to_string(),
+        )
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.timeout.ms", "300000");
