@@ -416,7 +416,8 @@ fn send_all(
         }
         sequence += step;
     }
-    if batch > 0 && outcome.sent % batch != 0 && !commit(producer, &mut outcome.commit_ms) {
+    // The last transaction is still open (one begins before each batch).
+    if batch > 0 && outcome.sent > 0 && !commit(producer, &mut outcome.commit_ms) {
         return Ok(Some(outcome.sent));
     }
     Ok(None)
