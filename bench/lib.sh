@@ -175,7 +175,18 @@ wait_for_port() {
 # Returns 1 when it did not start, 3 when the broker cannot do what was
 # asked (weir-amqp before Weir has an AMQP listener).
 start_broker() {
-    local broker=$1 logfile=$2
+    local broker=$1 logfile=$2 port
+    case $broker in
+        weir) port=$WEIR_PORT ;;
+        weir-amqp) port=$WEIR_AMQP_PORT ;;
+        tansu|tansu-sqlite) port=$TANSU_PORT ;;
+        rabbitmq) port=$RABBITMQ_PORT ;;
+    esac
+    # Another process on the port would be measured in the broker's place.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        log "$broker: port $port is already taken by another process; choose another (WEIR_PORT, TANSU_PORT, WEIR_AMQP_PORT, RABBITMQ_PORT)"
+        return 1
+    fi
     DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weir-bench-$broker.XXXXXX")
     case $broker in
         weir)

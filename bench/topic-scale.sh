@@ -17,6 +17,11 @@
 #   -r, --repeats N         runs per broker and count        (default 3)
 #   -b, --brokers LIST      from: weir tansu tansu-sqlite    (default "weir tansu")
 #   -P, --producer-property K=V   extra librdkafka producer property (repeatable)
+#       --nofile N          raise the open-file limit (soft and hard, needs root
+#                           or CAP_SYS_RESOURCE) for the brokers to N; "" keeps
+#                           the shell's. Weir keeps 3 files open per partition
+#                           (.log, .index, .timeindex), Apache Kafka's docs ask
+#                           for 100,000+ (default 200000)
 #       --quick             smoke check in under a minute: 10 and 1000
 #                           partitions, 200,000 messages, 1 repeat
 #       --pin, --weir-rev REV, --no-build, --out DIR   as in kafka-throughput.sh
@@ -36,6 +41,7 @@ BUILD=1
 OUT=""
 WEIR_REV=""
 PRODUCER_PROPERTIES=()
+NOFILE=200000
 ARGS=("$@")
 
 while [[ $# -gt 0 ]]; do
@@ -47,6 +53,7 @@ while [[ $# -gt 0 ]]; do
         -r|--repeats) REPEATS=$2; shift 2 ;;
         -b|--brokers) BROKERS=$2; shift 2 ;;
         -P|--producer-property) PRODUCER_PROPERTIES+=(-X "$2"); shift 2 ;;
+        --nofile) NOFILE=$2; shift 2 ;;
         --quick) PARTITION_COUNTS="10 1000"; MESSAGES=200000; REPEATS=1; shift ;;
         --pin) PIN=1; shift ;;
         --weir-rev) WEIR_REV=$2; shift 2 ;;
@@ -64,7 +71,12 @@ RESULTS=$OUT/runs.jsonl
 
 # shellcheck source=bench/lib.sh
 source "$BENCH/lib.sh"
+if [[ -n $NOFILE ]]; then
+    ulimit -Hn "$NOFILE" 2>/dev/null || log "cannot raise the hard open-file limit to $NOFILE"
+    ulimit -n "$NOFILE" 2>/dev/null || log "cannot raise the open-file limit to $NOFILE"
+fi
 write_machine_report "$OUT/machine.md"
+echo "- Open-file limit of the brokers: $(ulimit -n) (ulimit -n)" >> "$OUT/machine.md"
 
 log "results in $OUT"
 for run in $(seq 1 "$REPEATS"); do
