@@ -32,6 +32,11 @@ pub struct DeliveryStats {
     pub first_error: Mutex<Option<String>>,
     /// Latency from each message's send time to its delivery report.
     pub latency: Mutex<LatencyHistogram>,
+    /// librdkafka's own figure for each message: from `produce()` to the
+    /// moment its broker thread created the delivery report. Set against
+    /// `latency`, it shows whether a tail is in the client's event loop or
+    /// before the report existed (the broker, the network, librdkafka).
+    pub librdkafka_latency: Mutex<LatencyHistogram>,
     /// Shared progress counter (acknowledged messages of every producer).
     pub progress: Arc<AtomicU64>,
 }
@@ -44,6 +49,7 @@ impl DeliveryStats {
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
             latency: Mutex::new(LatencyHistogram::new()),
+            librdkafka_latency: Mutex::new(LatencyHistogram::new()),
             progress,
         }
     }
@@ -151,6 +157,14 @@ unsafe fn handle_event(stats: &DeliveryStats, event: *mut rdsys::rd_kafka_event_
                     std::slice::from_raw_parts(payload, (*message).len)
                 };
                 stats.delivered_value(value);
+                let librdkafka_us = rdsys::rd_kafka_message_latency(message);
+                if librdkafka_us >= 0
+                    && read_header(value).is_some_and(|(seq, _)| seq != WARMUP_SEQUENCE)
+                {
+                    if let Ok(mut latency) = stats.librdkafka_latency.lock() {
+                        latency.record_us(librdkafka_us as u64);
+                    }
+                }
             } else {
                 stats.failed.fetch_add(1, Relaxed);
                 stats.note_error(RDKafkaErrorCode::from(error).to_string());

@@ -63,6 +63,9 @@ pub struct ProducerOutcome {
     pub first_error: Option<String>,
     /// Acknowledgement latencies.
     pub latency: LatencyHistogram,
+    /// librdkafka's own produce-to-report latencies (see
+    /// [`DeliveryStats::librdkafka_latency`]).
+    pub librdkafka_latency: LatencyHistogram,
     /// Times the local queue was full and the loop waited.
     pub queue_full_waits: u64,
     /// Wall time of each transaction commit, ms.
@@ -198,9 +201,11 @@ pub fn producer_report(
     let sent: u64 = outcomes.iter().map(|outcome| outcome.sent).sum();
     let failed: u64 = outcomes.iter().map(|outcome| outcome.failed).sum();
     let mut latency = LatencyHistogram::new();
+    let mut librdkafka_latency = LatencyHistogram::new();
     let mut commit_ms: Vec<f64> = Vec::new();
     for outcome in outcomes {
         latency.merge(&outcome.latency);
+        librdkafka_latency.merge(&outcome.librdkafka_latency);
         commit_ms.extend(&outcome.commit_ms);
     }
     commit_ms.sort_by(f64::total_cmp);
@@ -222,6 +227,7 @@ pub fn producer_report(
         "timed_out": timed_out,
         "first_error": outcomes.iter().find_map(|outcome| outcome.first_error.clone()),
         "queue_full_waits": outcomes.iter().map(|outcome| outcome.queue_full_waits).sum::<u64>(),
+        "librdkafka_latency_us": librdkafka_latency.summary(),
         "transactions": commit_ms.len(),
         "commit_ms_p50": percentile(&commit_ms, 0.5),
         "commit_ms_p99": percentile(&commit_ms, 0.99),
@@ -266,6 +272,9 @@ fn producer_thread(shared: &SharedRun, index: usize) -> Result<ProducerOutcome, 
     outcome.first_error = stats.first_error();
     if let Ok(latency) = stats.latency.lock() {
         outcome.latency = latency.clone();
+    }
+    if let Ok(latency) = stats.librdkafka_latency.lock() {
+        outcome.librdkafka_latency = latency.clone();
     }
     Ok(outcome)
 }
