@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What idempotence and transactions cost a producer, and how long a consumer
 # group takes to form, for Weir against tansu, with librdkafka
-# (bench/kafka-load) as the client.
+# (`weir bench kafka`) as the client.
 #
 # For every repeat and every broker, in turn (weir, tansu, weir, tansu, ...),
 # on one broker started on a fresh data directory:
@@ -17,7 +17,8 @@
 # 2. Group formation. --rebalance-rounds times: start --consumers consumers
 #    of a new group together on one topic of --rebalance-partitions
 #    partitions and time how long until every one holds a share and has read
-#    a message from it (kafka-load rebalance; see its module documentation).
+#    a message from it (`weir bench kafka rebalance`; see its module
+#    documentation in crates/bench/src/kafka/rebalance.rs).
 #
 # At the end print markdown tables of medians, and each mode's ratio to the
 # plain producer on the same broker.
@@ -47,7 +48,7 @@
 #       --out DIR             results directory (default bench/results/features-<utc time>)
 # Producer settings are kafka-throughput.sh's: acks=all, linger.ms=5,
 # batch.size=1000000, batch.num.messages=10000, no compression.
-# Environment: WEIR_BIN, TANSU_BIN, KAFKA_LOAD_BIN override the binaries;
+# Environment: WEIR_BIN, TANSU_BIN, BENCH_BIN override the binaries;
 #   WEIR_ARGS / TANSU_ARGS add broker arguments; WEIR_PORT (19092),
 #   TANSU_PORT (19093).
 set -euo pipefail
@@ -113,6 +114,22 @@ RESULTS=$OUT/runs.jsonl
 source "$BENCH/lib.sh"
 write_machine_report "$OUT/machine.md"
 
+# `weir bench` prints one report per run; summarize_features.py reads the
+# flat field names of the earlier kafka-load tool, so the details and rates
+# are lifted to the top level.
+COMPAT='. + (.details // {}) + {msgs_per_s: .rate_msgs_per_s, mb_per_s: ((.rate_bytes_per_s // 0) / 1e6), client_cpu_s: .client.cpu_s, client_cpu_us_per_msg: .client.cpu_us_per_msg, elapsed_s: .duration_s}'
+kafka_bench() {
+    local stderr_file=$1 result
+    shift
+    result=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$BENCH_BIN" bench kafka "$@" --json --no-progress \
+        2> "$stderr_file") || true
+    if [[ -z $result ]] || ! jq -e . <<< "$result" > /dev/null 2>&1; then
+        jq -cn --arg error "weir bench printed no result: $(tail -c 300 "$stderr_file")" '{error: $error}'
+    else
+        jq -c "$COMPAT" <<< "$result"
+    fi
+}
+
 # ------------------------------------------------------ the producer modes --
 
 mode_flags() {
@@ -132,14 +149,12 @@ produce_once() {
     busy0=$(busy_ticks)
     ticks0=$(cpu_ticks "$BROKER_PID")
     # shellcheck disable=SC2046
-    produce=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$KAFKA_LOAD_BIN" produce --label "$broker" \
-        --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" --create-topic \
-        --topic-partitions "$partitions" --partition "$partition" \
+    produce=$(kafka_bench "$OUT/$broker-$run-$mode-p$partitions.produce.stderr" produce \
+        --label "$broker" --broker "127.0.0.1:$BROKER_PORT" --topic "$topic" \
+        --partitions "$partitions" --partition "$partition" \
         -n "$MESSAGES" -s "$SIZE" --acks all --linger-ms 5 --batch-size 1000000 \
         --idle-timeout-s 30 $(mode_flags "$mode") \
-        ${PRODUCER_PROPERTIES[@]+"${PRODUCER_PROPERTIES[@]}"} \
-        2> "$OUT/$broker-$run-$mode-p$partitions.produce.stderr") || true
-    [[ -n $produce ]] || produce='{"error": "kafka-load produce printed nothing"}'
+        ${PRODUCER_PROPERTIES[@]+"${PRODUCER_PROPERTIES[@]}"})
     ticks1=$(cpu_ticks "$BROKER_PID" 2>/dev/null || echo null)
     busy1=$(busy_ticks)
     log "$broker run $run, $partitions partition(s), $mode: $(jq -c '{msgs_per_s, complete, transactions, commit_ms_p50, first_error, error}' <<< "$produce")"
@@ -147,11 +162,10 @@ produce_once() {
     consume=null
     produced=$(jq -r 'if .complete then .messages else 0 end' <<< "$produce")
     if [[ $VERIFY == 1 && $produced -gt 0 ]]; then
-        consume=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$KAFKA_LOAD_BIN" consume --label "$broker" \
-            --bootstrap "127.0.0.1:$BROKER_PORT" --topic "$topic" --partition "$partition" \
-            -n "$produced" -s "$SIZE" --idle-timeout-s 30 -X fetch.wait.max.ms=10 \
-            2> "$OUT/$broker-$run-$mode-p$partitions.consume.stderr") || true
-        [[ -n $consume ]] || consume='{"error": "kafka-load consume printed nothing"}'
+        consume=$(kafka_bench "$OUT/$broker-$run-$mode-p$partitions.consume.stderr" consume \
+            --label "$broker" --broker "127.0.0.1:$BROKER_PORT" --topic "$topic" \
+            --partition "$partition" -n "$produced" -s "$SIZE" --idle-timeout-s 30 \
+            --fetch-wait-ms 10)
         log "$broker run $run, $partitions partition(s), $mode: read back $(jq -c '{messages, complete, duplicates, missing, offset_gaps}' <<< "$consume")"
     fi
     jq -cn --arg broker "$broker" --argjson run "$run" --arg mode "$mode" \
@@ -171,12 +185,10 @@ rebalance_once() {
     local broker=$1 run=$2 round=$3
     local ticks0 ticks1 result
     ticks0=$(cpu_ticks "$BROKER_PID")
-    result=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$KAFKA_LOAD_BIN" rebalance --label "$broker" \
-        --bootstrap "127.0.0.1:$BROKER_PORT" --topic group-topic --create-topic \
+    result=$(kafka_bench "$OUT/$broker-$run-rebalance-$round.stderr" rebalance \
+        --label "$broker" --broker "127.0.0.1:$BROKER_PORT" --topic group-topic \
         --topic-partitions "$REBALANCE_PARTITIONS" --consumers "$CONSUMERS" \
-        ${GROUP_PROPERTIES[@]+"${GROUP_PROPERTIES[@]}"} \
-        2> "$OUT/$broker-$run-rebalance-$round.stderr") || true
-    [[ -n $result ]] || result='{"error": "kafka-load rebalance printed nothing"}'
+        ${GROUP_PROPERTIES[@]+"${GROUP_PROPERTIES[@]}"})
     ticks1=$(cpu_ticks "$BROKER_PID" 2>/dev/null || echo null)
     log "$broker run $run, group round $round: $(jq -c '{ready_s, generations_seen, stable, errors, error}' <<< "$result")"
     jq -cn --arg broker "$broker" --argjson run "$run" --argjson round "$round" \

@@ -1,21 +1,30 @@
-# Shared by bench/kafka-throughput.sh and bench/kafka-features.sh: finding
-# and building the binaries, describing the machine, starting and stopping a
-# broker on a fresh data directory, and reading CPU time from /proc.
+# Shared by the scripts in bench/: finding and building the binaries,
+# describing the machine, starting and stopping a broker on a fresh data
+# directory, reading CPU time from /proc, and running `weir bench`.
 #
 # Source it after setting ROOT, BENCH, OUT, BROKERS, BUILD (0/1), PIN (0/1)
-# and WEIR_REV (may be empty). It sets KAFKA_LOAD_BIN, WEIR_BIN, TANSU_BIN,
+# and WEIR_REV (may be empty). It sets BENCH_BIN (the `weir` binary whose
+# `bench` subcommand is the load tool), WEIR_BIN (the broker), TANSU_BIN,
 # CLOCK_TICKS, BROKER_PIN, CLIENT_PIN, and while a broker runs BROKER_PID,
 # BROKER_PORT and DATA_DIR.
+#
+# Brokers: weir, tansu, tansu-sqlite (Kafka protocol), weir-amqp and
+# rabbitmq (AMQP 0-9-1; rabbitmq is Debian's rabbitmq-server run as its own
+# node, rabbit-bench@localhost, with its own ports and directories).
 
 WEIR_PORT=${WEIR_PORT:-19092}
 TANSU_PORT=${TANSU_PORT:-19093}
+WEIR_AMQP_PORT=${WEIR_AMQP_PORT:-19672}
+RABBITMQ_PORT=${RABBITMQ_PORT:-5674}
+RABBITMQ_DIST_PORT=${RABBITMQ_DIST_PORT:-25674}
+RABBITMQ_BENCH_NODE=${RABBITMQ_BENCH_NODE:-rabbit-bench@localhost}
 CLOCK_TICKS=$(getconf CLK_TCK)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------- binaries --
 
-KAFKA_LOAD_BIN=${KAFKA_LOAD_BIN:-$BENCH/target/release/kafka-load}
+BENCH_BIN=${BENCH_BIN:-$ROOT/target/release/weir}
 WEIR_SOURCE=$ROOT
 WEIR_TARGET=$ROOT/target
 if [[ -n $WEIR_REV ]]; then
@@ -33,9 +42,9 @@ if [[ -z "${TANSU_BIN:-}" ]]; then
 fi
 
 build_binaries() {
-    log "building kafka-load"
-    (cd "$BENCH/kafka-load" && CARGO_TARGET_DIR=$BENCH/target cargo build --release --quiet)
-    if [[ " $BROKERS " == *" weir "* ]]; then
+    log "building weir (the load tool, weir bench) from the working tree"
+    (cd "$ROOT" && cargo build --release --quiet -p weir)
+    if [[ -n $WEIR_REV && " $BROKERS " == *" weir"* ]]; then
         if [[ -n $WEIR_REV && ! -d $WEIR_SOURCE ]]; then
             mkdir -p "$WEIR_SOURCE"
             (cd "$ROOT" && git archive "$WEIR_REV") | tar -x -C "$WEIR_SOURCE"
@@ -46,11 +55,16 @@ build_binaries() {
 }
 
 check_binaries() {
-    [[ -x $KAFKA_LOAD_BIN ]] || { echo "missing $KAFKA_LOAD_BIN" >&2; exit 1; }
+    [[ -x $BENCH_BIN ]] || { echo "missing $BENCH_BIN" >&2; exit 1; }
     local broker
     for broker in $BROKERS; do
         case $broker in
-            weir) [[ -x $WEIR_BIN ]] || { echo "missing $WEIR_BIN" >&2; exit 1; } ;;
+            weir|weir-amqp) [[ -x $WEIR_BIN ]] || { echo "missing $WEIR_BIN" >&2; exit 1; } ;;
+            rabbitmq)
+                command -v rabbitmq-server >/dev/null || {
+                    echo "rabbitmq-server not found: apt-get install rabbitmq-server" >&2
+                    exit 1
+                } ;;
             tansu|tansu-sqlite)
                 [[ -n $TANSU_BIN && -x $TANSU_BIN ]] || {
                     echo "tansu not found: cargo install tansu --locked --features dynostore,libsql --root $BENCH/.tools" >&2
@@ -106,6 +120,7 @@ write_machine_report() {
         echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
         echo "- Kernel: $(uname -sr)"
         echo "- Load average when the benchmark started: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the same CPUs)"
+        echo "- Disk: $(lsblk -dno NAME,SIZE,ROTA,MODEL 2>/dev/null | awk '$2 != "0B" {printf "%s%s %s (%s)", sep, $1, $2, ($3 == 1 ? "rotational" : "non-rotational"); sep="; "}')"
         echo "- Data directory filesystem: $(df --output=fstype "$probe_dir" | tail -1) on $(df --output=source "$probe_dir" | tail -1)"
         echo "- $(fsync_probe "$probe_dir")"
         if [[ -n $WEIR_REV ]]; then
@@ -114,7 +129,8 @@ write_machine_report() {
             echo "- Weir: working tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- crates vendor Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes') (release build)"
         fi
         [[ -n $TANSU_BIN ]] && echo "- tansu: $("$TANSU_BIN" --version 2>/dev/null | head -1)"
-        echo "- librdkafka: $("$KAFKA_LOAD_BIN" --version 2>/dev/null) (rdkafka 0.39 / librdkafka 2.12.1, bundled)"
+        echo "- Load tool: \`weir bench\` from the working tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) (librdkafka 2.12.1 bundled in rdkafka 0.39; lapin 4)"
+        [[ " $BROKERS " == *" rabbitmq "* ]] && echo "- RabbitMQ: $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null) (Debian package), Erlang $(dpkg-query -W -f '${Version}' erlang-base 2>/dev/null)"
         echo "- Client and broker on the same machine$([[ $PIN == 1 ]] && echo ', broker pinned to CPU 0 and client to CPU 1' || echo ', sharing all CPUs (no pinning)')"
     } > "$report"
     rmdir "$probe_dir"
@@ -156,15 +172,43 @@ wait_for_port() {
 }
 
 # start_broker BROKER LOGFILE: a fresh data directory, the broker listening.
+# Returns 1 when it did not start, 3 when the broker cannot do what was
+# asked (weir-amqp before Weir has an AMQP listener).
 start_broker() {
-    local broker=$1 logfile=$2
+    local broker=$1 logfile=$2 port
+    case $broker in
+        weir) port=$WEIR_PORT ;;
+        weir-amqp) port=$WEIR_AMQP_PORT ;;
+        tansu|tansu-sqlite) port=$TANSU_PORT ;;
+        rabbitmq) port=$RABBITMQ_PORT ;;
+    esac
+    # Another process on the port would be measured in the broker's place.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        log "$broker: port $port is already taken by another process; choose another (WEIR_PORT, TANSU_PORT, WEIR_AMQP_PORT, RABBITMQ_PORT)"
+        return 1
+    fi
     DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weir-bench-$broker.XXXXXX")
     case $broker in
         weir)
             BROKER_PORT=$WEIR_PORT
             # shellcheck disable=SC2086
             ${BROKER_PIN[@]+"${BROKER_PIN[@]}"} "$WEIR_BIN" server --data-dir "$DATA_DIR" \
-                --kafka-listen "127.0.0.1:$BROKER_PORT" ${WEIR_ARGS:-} \
+                --kafka-listen "127.0.0.1:$BROKER_PORT" \
+                --amqp-listen "127.0.0.1:$WEIR_AMQP_PORT" ${WEIR_ARGS:-} \
+                > "$logfile" 2>&1 &
+            ;;
+        weir-amqp)
+            if ! "$WEIR_BIN" server --help 2>/dev/null | grep -q -- '--amqp-listen'; then
+                log "weir-amqp: this Weir build has no AMQP listener (\`weir server --help\` lists no --amqp-listen); skipping Weir's AMQP runs"
+                rm -rf "$DATA_DIR"
+                DATA_DIR=""
+                return 3
+            fi
+            BROKER_PORT=$WEIR_AMQP_PORT
+            # shellcheck disable=SC2086
+            ${BROKER_PIN[@]+"${BROKER_PIN[@]}"} "$WEIR_BIN" server --data-dir "$DATA_DIR" \
+                --kafka-listen "127.0.0.1:$WEIR_PORT" \
+                --amqp-listen "127.0.0.1:$BROKER_PORT" ${WEIR_ARGS:-} \
                 > "$logfile" 2>&1 &
             ;;
         tansu|tansu-sqlite)
@@ -182,6 +226,10 @@ start_broker() {
                 --storage-engine "$storage" \
                 ${TANSU_ARGS:-}) > "$logfile" 2>&1 &
             ;;
+        rabbitmq)
+            start_rabbitmq "$logfile"
+            return $?
+            ;;
     esac
     BROKER_PID=$!
     if ! wait_for_port "$BROKER_PORT" "$BROKER_PID"; then
@@ -192,7 +240,49 @@ start_broker() {
     fi
 }
 
+# Debian's rabbitmq-server as its own node (name, ports, directories all
+# under $DATA_DIR), so it never meets another node on this machine. Run as
+# the current user through /usr/lib/rabbitmq/bin (the /usr/sbin wrapper
+# would switch to the rabbitmq user, who cannot write $DATA_DIR).
+RABBITMQ_LAUNCHER_PID=""
+rabbitmq_env() {
+    env RABBITMQ_NODENAME="$RABBITMQ_BENCH_NODE" RABBITMQ_NODE_PORT="$RABBITMQ_PORT" \
+        RABBITMQ_DIST_PORT="$RABBITMQ_DIST_PORT" RABBITMQ_MNESIA_BASE="$DATA_DIR/mnesia" \
+        RABBITMQ_LOG_BASE="$DATA_DIR/log" RABBITMQ_ENABLED_PLUGINS_FILE="$DATA_DIR/enabled_plugins" \
+        RABBITMQ_PID_FILE="$DATA_DIR/rabbit.pid" RABBITMQ_CONFIG_FILE="$DATA_DIR/rabbitmq" \
+        RABBITMQ_ADVANCED_CONFIG_FILE="$DATA_DIR/advanced.config" "$@"
+}
+
+start_rabbitmq() {
+    local logfile=$1
+    BROKER_PORT=$RABBITMQ_PORT
+    if (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then
+        log "rabbitmq: port $BROKER_PORT is already taken; set RABBITMQ_PORT"
+        return 1
+    fi
+    mkdir -p "$DATA_DIR/mnesia" "$DATA_DIR/log"
+    echo '[].' > "$DATA_DIR/enabled_plugins"
+    : > "$DATA_DIR/rabbitmq.conf"
+    rabbitmq_env /usr/lib/rabbitmq/bin/rabbitmq-server > "$logfile" 2>&1 &
+    RABBITMQ_LAUNCHER_PID=$!
+    if ! wait_for_port "$BROKER_PORT" "$RABBITMQ_LAUNCHER_PID"; then
+        log "rabbitmq did not start listening on $BROKER_PORT; see $logfile"
+        tail -20 "$logfile" >&2 || true
+        stop_broker
+        return 1
+    fi
+    rabbitmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBITMQ_BENCH_NODE" wait "$DATA_DIR/rabbit.pid" \
+        >> "$logfile" 2>&1 || true
+    BROKER_PID=$(cat "$DATA_DIR/rabbit.pid" 2>/dev/null || echo "$RABBITMQ_LAUNCHER_PID")
+}
+
 stop_broker() {
+    if [[ -n $RABBITMQ_LAUNCHER_PID ]]; then
+        rabbitmq_env /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBITMQ_BENCH_NODE" stop \
+            > /dev/null 2>&1 || true
+        wait "$RABBITMQ_LAUNCHER_PID" 2>/dev/null || true
+        RABBITMQ_LAUNCHER_PID=""
+    fi
     if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
         kill -TERM "$BROKER_PID" 2>/dev/null || true
         for _ in $(seq 1 100); do
@@ -209,3 +299,23 @@ stop_broker() {
     DATA_DIR=""
 }
 trap stop_broker EXIT
+
+# ------------------------------------------------------------ weir bench --
+
+# bench_json STDERR_FILE ARGS...: runs `weir bench ARGS --json --no-progress`
+# against the running broker (its CPU and RSS measured through
+# --broker-pid) and prints its JSON, or {"error": ...} when it printed none.
+bench_json() {
+    local stderr_file=$1 result
+    shift
+    result=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$BENCH_BIN" bench "$@" --json --no-progress \
+        --broker-pid "$BROKER_PID" 2> "$stderr_file") || true
+    if [[ -z $result ]] || ! jq -e . <<< "$result" > /dev/null 2>&1; then
+        result=$(jq -cn --arg error "weir bench printed no result: $(tail -c 300 "$stderr_file")" '{error: $error}')
+    fi
+    printf '%s\n' "$result"
+}
+
+# The machine's limits measured by bench/hardware.sh, if it ran, for
+# "fraction of the hardware" rows.
+HARDWARE_JSON=${HARDWARE_JSON:-$BENCH/results/hardware.json}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs Weir's whole test suite:
-#   1. system tools the integration tests need (Debian's kcat, amqp-tools,
+#   1. system tools the build and the integration tests need (make and g++
+#      for the bundled librdkafka of `weir bench`, Debian's kcat, amqp-tools,
 #      python3-venv),
 #   2. a Python venv at .venv with tests/requirements.txt,
 #   3. cargo build --release --workspace, then cargo test --release --workspace,
@@ -33,6 +34,10 @@ apt_install() {
 
 # --- 1. Debian packages ------------------------------------------------------
 command -v kcat >/dev/null 2>&1 || apt_install kcat
+# `weir bench` links librdkafka built from the sources bundled in rdkafka-sys
+# (its own ./configure and make, C and C++); no cmake, no system librdkafka.
+command -v make >/dev/null 2>&1 || apt_install make
+command -v g++ >/dev/null 2>&1 || apt_install g++
 log "kcat $(kcat -V 2>&1 | sed -n 's/^Version //p')"
 # amqp-publish / amqp-consume (librabbitmq) for the AMQP round-trip test.
 command -v amqp-publish >/dev/null 2>&1 && command -v amqp-consume >/dev/null 2>&1 || apt_install amqp-tools

@@ -23,6 +23,9 @@ enum Command {
     /// Every setting is a flag, a WEIR_* environment variable, or a key of
     /// the TOML file given with --config, in that order of precedence.
     Server(settings::ServerSettings),
+    /// Load a Kafka-protocol or AMQP broker (any, not only Weir) and report
+    /// throughput, latency percentiles and the broker's CPU and memory.
+    Bench(weir_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +38,6 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Bench(args) => weir_bench::run(args),
     }
 }

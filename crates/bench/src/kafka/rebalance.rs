@@ -1,4 +1,4 @@
-//! `kafka-load rebalance`: start K consumers of one group together on one
+//! `weir bench kafka rebalance`: start K consumers of one group together on one
 //! topic and time how long it takes until the group has settled.
 //!
 //! The topic is first seeded with a few messages in every partition, so that
@@ -29,45 +29,53 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientContext;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{
-    apply_properties, base_config, create_topic, filler, unique_name, write_sequence, Common,
-};
+use super::{apply_properties, base_config, create_topic, unique_name, KafkaArgs};
+use crate::payload::{filler, stamp};
+use crate::report::Report;
+use crate::run::{finish_report, validate_clients, OutputArgs};
 
 /// How often the main thread looks at the members' state.
 const CHECK_INTERVAL_MS: u64 = 1;
 
-#[derive(Args, Debug)]
+/// Arguments of `weir bench kafka rebalance`.
+#[derive(Clone, Args, Debug, Serialize)]
 pub struct RebalanceArgs {
+    /// Broker and topic.
     #[command(flatten)]
-    common: Common,
+    pub kafka: KafkaArgs,
+    /// Output.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Consumers started together in the one group.
     #[arg(long, default_value_t = 3)]
-    consumers: usize,
-    /// Create the topic first (AdminClient), tolerating "already exists".
-    #[arg(long, default_value_t = false)]
-    create_topic: bool,
-    /// Partitions of the topic when --create-topic is given.
+    pub consumers: usize,
+    /// Do not create the topic (by default it is created through the Admin
+    /// API, and "already exists" is fine).
+    #[arg(long)]
+    pub no_create_topic: bool,
+    /// Partitions of the topic when it is created.
     #[arg(long, default_value_t = 6)]
-    topic_partitions: i32,
+    pub topic_partitions: i32,
     /// Messages written to every partition (acks=all) before the clock
     /// starts, so that each has something to read. 0 = write none.
     #[arg(long, default_value_t = 10)]
-    seed_per_partition: u64,
+    pub seed_per_partition: u64,
     /// Value size of the seeded messages.
-    #[arg(long, short = 's', default_value_t = 100)]
-    size: usize,
+    #[arg(long = "size", short = 's', default_value_t = 100)]
+    pub size_bytes: usize,
     /// group.id (default: a new group per run).
     #[arg(long)]
-    group: Option<String>,
+    pub group: Option<String>,
     /// Once the group is ready, keep polling this long and report whether
     /// it rebalanced again.
     #[arg(long, default_value_t = 2.0)]
-    settle_s: f64,
+    pub settle_s: f64,
     /// Give up when the group is not ready after this long.
     #[arg(long, default_value_t = 60.0)]
-    timeout_s: f64,
+    pub timeout_s: f64,
 }
 
 /// One consumer, as its callbacks and poll loop saw it.
@@ -192,17 +200,17 @@ fn events(members: &[MemberState]) -> Vec<(u32, u32)> {
 /// their acknowledgements.
 fn seed(args: &RebalanceArgs, partitions: i32) -> Result<f64, String> {
     let started = Instant::now();
-    let mut config = base_config(&args.common);
+    let mut config = base_config(&args.kafka);
     config.set("acks", "all").set("linger.ms", "5");
-    apply_properties(&mut config, &args.common);
+    apply_properties(&mut config, &args.kafka);
     let producer: BaseProducer = config
         .create()
         .map_err(|error| format!("seed producer: {error}"))?;
-    let mut value = filler(args.size);
+    let mut value = filler(args.size_bytes);
     for partition in 0..partitions {
         for sequence in 0..args.seed_per_partition {
-            write_sequence(&mut value, sequence);
-            let record = BaseRecord::<(), [u8]>::to(&args.common.topic)
+            stamp(&mut value, sequence, crate::payload::clock_ns());
+            let record = BaseRecord::<(), [u8]>::to(&args.kafka.topic)
                 .partition(partition)
                 .payload(&value[..]);
             producer
@@ -217,32 +225,32 @@ fn seed(args: &RebalanceArgs, partitions: i32) -> Result<f64, String> {
 }
 
 fn topic_partitions(args: &RebalanceArgs) -> Result<i32, String> {
-    let config = base_config(&args.common);
+    let config = base_config(&args.kafka);
     let probe: BaseConsumer = config
         .create()
         .map_err(|error| format!("metadata client: {error}"))?;
     let metadata = probe
-        .fetch_metadata(Some(&args.common.topic), Duration::from_secs(30))
+        .fetch_metadata(Some(&args.kafka.topic), Duration::from_secs(30))
         .map_err(|error| format!("metadata: {error}"))?;
     let count = metadata
         .topics()
         .iter()
-        .find(|topic| topic.name() == args.common.topic)
+        .find(|topic| topic.name() == args.kafka.topic)
         .map_or(0, |topic| topic.partitions().len() as i32);
     if count == 0 {
-        return Err(format!("topic {} has no partitions", args.common.topic));
+        return Err(format!("topic {} has no partitions", args.kafka.topic));
     }
     Ok(count)
 }
 
 fn member_config(args: &RebalanceArgs, group: &str) -> ClientConfig {
-    let mut config = base_config(&args.common);
+    let mut config = base_config(&args.kafka);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest");
-    apply_properties(&mut config, &args.common);
+    apply_properties(&mut config, &args.kafka);
     config
 }
 
@@ -290,14 +298,17 @@ fn run_member(
     closing.elapsed().as_secs_f64()
 }
 
-pub fn rebalance(args: &RebalanceArgs) -> Result<Value, String> {
-    if args.consumers == 0 {
-        return Err("--consumers must be at least 1".into());
-    }
-    let topic_created = if args.create_topic {
-        create_topic(&args.common, args.topic_partitions)?
+/// Runs `kafka rebalance`.
+///
+/// # Errors
+///
+/// Bad arguments, or a broker that cannot be reached.
+pub fn run(args: &RebalanceArgs) -> Result<Report, String> {
+    validate_clients("--consumers", args.consumers)?;
+    let topic_created = if args.no_create_topic {
+        "not-asked".to_string()
     } else {
-        "not-asked".into()
+        create_topic(&args.kafka, args.topic_partitions)?
     };
     let partitions = topic_partitions(args)?;
     let seed_s = if args.seed_per_partition > 0 {
@@ -308,7 +319,7 @@ pub fn rebalance(args: &RebalanceArgs) -> Result<Value, String> {
     let group = args
         .group
         .clone()
-        .unwrap_or_else(|| unique_name("kafka-load-rebalance"));
+        .unwrap_or_else(|| unique_name("weir-bench-rebalance"));
     let config = member_config(args, &group);
 
     let shared = Arc::new(Shared {
@@ -331,7 +342,7 @@ pub fn rebalance(args: &RebalanceArgs) -> Result<Value, String> {
         let threads: Vec<_> = (0..args.consumers)
             .map(|index| {
                 let (config, shared, stop) = (&config, &shared, &stop);
-                scope.spawn(move || run_member(index, config, &args.common.topic, shared, stop))
+                scope.spawn(move || run_member(index, config, &args.kafka.topic, shared, stop))
             })
             .collect();
         ready_s = wait_until_ready(&shared, partitions as usize, args.timeout_s);
@@ -363,16 +374,13 @@ pub fn rebalance(args: &RebalanceArgs) -> Result<Value, String> {
         .filter_map(|member| member["assign_events"].as_u64())
         .max();
     let assignor = args
-        .common
+        .kafka
         .property
         .iter()
         .find(|(key, _)| key == "partition.assignment.strategy")
         .map_or("range,roundrobin (librdkafka default)", |(_, v)| v.as_str());
-    Ok(json!({
-        "mode": "rebalance",
-        "label": args.common.label,
-        "bootstrap": args.common.bootstrap,
-        "topic": args.common.topic,
+    let details = json!({
+        "topic": args.kafka.topic,
         "topic_created": topic_created,
         "topic_partitions": partitions,
         "seed_per_partition": args.seed_per_partition,
@@ -380,7 +388,7 @@ pub fn rebalance(args: &RebalanceArgs) -> Result<Value, String> {
         "group": group,
         "consumers": args.consumers,
         "assignor": assignor,
-        "properties": args.common.property.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "properties": args.kafka.property.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "ready_s": ready_s,
         "all_assigned_s": all_assigned_s,
         "generations_seen": generations_seen,
@@ -390,7 +398,13 @@ pub fn rebalance(args: &RebalanceArgs) -> Result<Value, String> {
         "errors": errors,
         "members": snapshot,
         "complete": ready_s.is_some() && stable == Some(true),
-    }))
+    });
+    drop(members);
+    let mut report = Report::new("kafka rebalance", 0, 0, ready_s.unwrap_or(0.0));
+    report.complete = ready_s.is_some() && stable == Some(true);
+    report.details = details;
+    finish_report(&mut report, &args.output, &args.kafka.broker, args, None);
+    Ok(report)
 }
 
 /// Polls the members' state until the group is ready or `timeout_s` passed.
