@@ -422,6 +422,8 @@ impl TopicConfig {
             max_message_bytes: self.int("max.message.bytes", defaults) as usize,
             index_interval_bytes: self.int("index.interval.bytes", defaults) as u64,
             flush_interval: (flush_ms > 0).then(|| Duration::from_millis(flush_ms as u64)),
+            // Kafka producers batch themselves; their syncs are not delayed.
+            sync_spacing: None,
         }
     }
 }

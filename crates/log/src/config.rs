@@ -22,6 +22,11 @@ pub struct LogConfig {
     /// `Some(interval)`: a write is acknowledged when written, and synced at
     /// most `interval` later (`flush.ms`).
     pub flush_interval: Option<Duration>,
+    /// Least time between two syncs of this log: a writer that finds the
+    /// last sync more recent waits for the rest of it, so a burst of small
+    /// writes shares fewer syncs (group commit with a commit delay, as
+    /// PostgreSQL's `commit_delay`). `None`: sync at once.
+    pub sync_spacing: Option<Duration>,
 }
 
 impl Default for LogConfig {
@@ -34,6 +39,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             index_interval_bytes: 4096,
             flush_interval: None,
+            sync_spacing: None,
         }
     }
 }

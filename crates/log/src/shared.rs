@@ -16,6 +16,7 @@
 //! because what reached the disk is no longer known.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -31,7 +32,8 @@ use crate::log::{AppendInfo, Log};
 pub struct SharedLog {
     log: Mutex<Log>,
     high_watermark: watch::Sender<u64>,
-    sync_turn: tokio::sync::Mutex<()>,
+    /// Held while syncing; holds when the last sync (by a waiter) ended.
+    sync_turn: tokio::sync::Mutex<Option<Instant>>,
     poisoned: AtomicBool,
     closed: AtomicBool,
 }
@@ -56,7 +58,7 @@ impl SharedLog {
         SharedLog {
             log: Mutex::new(log),
             high_watermark: watch::Sender::new(end),
-            sync_turn: tokio::sync::Mutex::new(()),
+            sync_turn: tokio::sync::Mutex::new(None),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
@@ -100,11 +102,16 @@ impl SharedLog {
             if *self.high_watermark.borrow() >= end_offset {
                 return Ok(());
             }
-            let _turn = self.sync_turn.lock().await;
+            let mut last_sync = self.sync_turn.lock().await;
             if *self.high_watermark.borrow() >= end_offset {
                 return Ok(());
             }
+            let spacing = self.log.lock().config().sync_spacing;
+            if let (Some(spacing), Some(last)) = (spacing, *last_sync) {
+                tokio::time::sleep_until((last + spacing).into()).await;
+            }
             self.sync_now().await?;
+            *last_sync = Some(Instant::now());
         }
     }
 
@@ -138,7 +145,7 @@ impl SharedLog {
     ///
     /// As [`SharedLog::wait_durable`].
     pub async fn flush(&self) -> Result<()> {
-        let _turn = self.sync_turn.lock().await;
+        let _last_sync = self.sync_turn.lock().await;
         self.sync_now().await
     }
 

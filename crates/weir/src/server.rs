@@ -19,6 +19,8 @@ use crate::settings::Resolved;
 const QUEUE_TICK: Duration = Duration::from_millis(100);
 /// How often free disk space is measured for the disk alarm.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two fsyncs of one queue log.
+const QUEUE_SYNC_SPACING: Duration = Duration::from_millis(2);
 /// Segment size of queue logs: small, so settled messages free disk soon.
 const QUEUE_SEGMENT_BYTES: u64 = 64 << 20;
 /// How often `flush.ms` partitions are checked for a due sync.
@@ -126,9 +128,12 @@ fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
         .join("default");
     let log_config = weir_log::LogConfig {
         segment_bytes: QUEUE_SEGMENT_BYTES,
-        // One message is one batch: room for the largest AMQP body and its properties.
+        // Room for the largest AMQP body and its properties in one batch.
         max_message_bytes: (weir_amqp::AmqpConfig::default().message_bytes_max + (1 << 20))
             as usize,
+        // AMQP publishers send one message per frame: spacing syncs lets a
+        // burst share one fsync (confirms wait at most this much longer).
+        sync_spacing: Some(QUEUE_SYNC_SPACING),
         ..weir_log::LogConfig::default()
     };
     VirtualHost::open("/", &dir, log_config)
