@@ -241,3 +241,49 @@ async fn retention_never_moves_the_log_start_past_the_high_watermark() {
         after.high_watermark
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_with_sync_spacing() {
+    let config = LogConfig {
+        sync_spacing: Some(std::time::Duration::from_millis(5)),
+        ..config(2000, 64)
+    };
+    group_commit(config).await;
+}
+
+#[tokio::test]
+async fn sync_spacing_delays_the_next_sync_and_unsynced_reads_see_writes() {
+    let spacing = std::time::Duration::from_millis(80);
+    let config = LogConfig {
+        sync_spacing: Some(spacing),
+        ..config(1 << 20, 64)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = SharedLog::new(Log::open(dir.path(), config, false).expect("open"));
+    let first = shared
+        .append(&parsed(&[batch(1, 10, NOW_MS, 1)]), 0, NOW_MS)
+        .expect("append");
+    shared
+        .wait_durable(first.last_offset + 1)
+        .await
+        .expect("first sync");
+    let second = shared
+        .append(&parsed(&[batch(1, 10, NOW_MS, 2)]), 0, NOW_MS)
+        .expect("append");
+    // Written, not yet durable: only the unsynced read sees it.
+    assert!(shared.read(1, 1 << 20).expect("read").is_empty());
+    assert_eq!(
+        split(&shared.read_unsynced(1, 1 << 20).expect("read")).len(),
+        1
+    );
+    let started = std::time::Instant::now();
+    shared
+        .wait_durable(second.last_offset + 1)
+        .await
+        .expect("second sync");
+    assert!(
+        started.elapsed() >= spacing / 2,
+        "the second sync waited for the spacing"
+    );
+    assert_eq!(split(&shared.read(1, 1 << 20).expect("read")).len(), 1);
+}
