@@ -342,13 +342,12 @@ impl Broker {
             // A leftover of a creation interrupted before topic.json was written.
             fs::remove_dir_all(&dir)?;
         }
-        let topic = Arc::new(Topic::create(
-            dir,
-            name,
-            partitions,
-            config,
-            &self.config.topic_defaults,
-        )?);
+        let created = Topic::create(dir, name, partitions, config, &self.config.topic_defaults);
+        let topic = Arc::new(created.inspect_err(|error| {
+            // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause
+            // (often the open-file limit: three files per partition).
+            tracing::error!(topic = name, partitions, %error, "creating topic failed");
+        })?);
         sync_dir(&self.topics_dir)?;
         self.topics
             .write()

@@ -62,7 +62,36 @@ pub fn run(settings: Resolved) -> ExitCode {
     }
 }
 
+/// Raises the soft open-file limit to the hard one: every partition keeps
+/// three files open, and many systems start processes with a soft limit of 1024.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit get a valid pointer to an rlimit.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < limit.rlim_max
+            && libc::setrlimit(
+                libc::RLIMIT_NOFILE,
+                &libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                },
+            ) == 0
+    };
+    if raised {
+        tracing::info!(
+            from = limit.rlim_cur,
+            to = limit.rlim_max,
+            "raised the open-file limit"
+        );
+    }
+}
+
 async fn serve(settings: Resolved) -> Result<(), String> {
+    raise_open_file_limit();
     let broker = Arc::new(
         Broker::open(settings.broker)
             .map_err(|error| format!("cannot open the data directory: {error}"))?,
