@@ -1,5 +1,8 @@
-//! The `weir` binary: `weir server` runs the broker.
+//! The `weir` binary: `weir server` runs the broker; `weir topic`,
+//! `weir produce`, `weir status` and the other operator commands talk to a
+//! running broker's HTTP API.
 
+mod cli;
 mod server;
 mod settings;
 
@@ -23,6 +26,10 @@ enum Command {
     /// Every setting is a flag, a WEIR_* environment variable, or a key of
     /// the TOML file given with --config, in that order of precedence.
     Server(settings::ServerSettings),
+    /// The operator commands (`topic`, `group`, `queue`, `exchange`,
+    /// `binding`, `connection`, `produce`, `consume`, `status`).
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +42,6 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Admin(command) => cli::run(command),
     }
 }
