@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::client::encode;
-use super::record::parse_pairs;
+use super::record::{encode_base64, parse_pairs};
 use super::table::Table;
 use super::{parse, print, print_json, progress, ApiOptions, CliError, Client};
 
@@ -22,7 +22,8 @@ pub const EXAMPLES: &str = "Examples:
   weir produce events --key user1 --header source=cli --header trace=abc < lines.txt
   weir produce orders --partition 3 --output json < lines.txt
 
-Each line (without its newline) is one record's value, sent as is; lines must be UTF-8.";
+Each line (without its newline) is one record's value, byte for byte (lines that
+are not UTF-8 are sent base64-encoded and stored as they were read).";
 
 /// Most records per POST (the API's batch limit).
 const BATCH_RECORDS_MAX: usize = 500;
@@ -99,10 +100,11 @@ struct LineParser {
 
 impl LineParser {
     /// The record for `line` (number `line_number`, from 1, for messages).
-    fn record(&self, line: &str, line_number: u64) -> Result<Value, CliError> {
+    /// Key and value go as text, or both as base64 when either is not UTF-8.
+    fn record(&self, line: &[u8], line_number: u64) -> Result<Value, CliError> {
         let (key, value) = match &self.key_separator {
             Some(separator) => {
-                let (key, value) = line.split_once(separator.as_str()).ok_or_else(|| {
+                let (key, value) = split_once(line, separator.as_bytes()).ok_or_else(|| {
                     CliError::Usage(format!(
                         "line {line_number} has no key separator {separator:?}; \
                          write key{separator}value on every line, or drop --key-separator"
@@ -110,11 +112,21 @@ impl LineParser {
                 })?;
                 (Some(key), value)
             }
-            None => (self.key.as_deref(), line),
+            None => (self.key.as_deref().map(str::as_bytes), line),
         };
-        let mut record = json!({ "value": value });
-        if let Some(key) = key {
-            record["key"] = json!(key);
+        let text = |bytes: &[u8]| std::str::from_utf8(bytes).map(str::to_owned);
+        let mut record = match (key.map(text).transpose(), text(value)) {
+            (Ok(key), Ok(value)) => json!({ "key": key, "value": value }),
+            _ => json!({
+                "key": key.map(encode_base64),
+                "value": encode_base64(value),
+                "encoding": "base64",
+            }),
+        };
+        if key.is_none() {
+            if let Value::Object(object) = &mut record {
+                object.remove("key");
+            }
         }
         if !self.headers.is_empty() {
             record["headers"] = Value::Object(self.headers.clone());
@@ -250,6 +262,14 @@ impl Sender<'_> {
     }
 }
 
+/// `bytes` split at the first `separator`.
+fn split_once<'a>(bytes: &'a [u8], separator: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let position = bytes
+        .windows(separator.len())
+        .position(|window| window == separator)?;
+    Some((&bytes[..position], &bytes[position + separator.len()..]))
+}
+
 /// Reads `reader` to the end and hands batches of records (with the input
 /// bytes they came from) to `send`.
 fn read_batches(
@@ -276,20 +296,14 @@ fn read_batches(
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        let text = std::str::from_utf8(&line).map_err(|_| {
-            CliError::Usage(format!(
-                "line {line_number} is not UTF-8; weir produce sends text lines \
-                 (for binary data use a Kafka client)"
-            ))
-        })?;
-        if !batch.is_empty() && batch_bytes + text.len() > BATCH_BYTES_MAX {
+        if !batch.is_empty() && batch_bytes + line.len() > BATCH_BYTES_MAX {
             send(&batch, input_bytes - read as u64)?;
             batch.clear();
             batch_bytes = 0;
             input_bytes = read as u64;
         }
-        batch.push(parser.record(text, line_number)?);
-        batch_bytes += text.len();
+        batch.push(parser.record(&line, line_number)?);
+        batch_bytes += line.len();
         if batch.len() >= batch_records {
             send(&batch, input_bytes)?;
             batch.clear();
@@ -391,12 +405,12 @@ mod tests {
             headers,
             partition: Some(2),
         };
-        let record = parser.record("k::v::w", 1).unwrap();
+        let record = parser.record(b"k::v::w", 1).unwrap();
         assert_eq!(
             record,
             json!({"key": "k", "value": "v::w", "headers": {"h": "v"}, "partition": 2})
         );
-        let error = parser.record("novalue", 7).unwrap_err();
+        let error = parser.record(b"novalue", 7).unwrap_err();
         assert!(
             error.to_string().contains("line 7 has no key separator"),
             "{error}"
@@ -406,15 +420,21 @@ mod tests {
             ..self::parser(None)
         };
         assert_eq!(
-            fixed.record("v", 1).unwrap(),
+            fixed.record(b"v", 1).unwrap(),
             json!({"key": "K", "value": "v"})
         );
     }
 
     #[test]
-    fn refuses_non_utf8_lines() {
-        let error = batches(b"ok\n\xff\n", &parser(None), 500).unwrap_err();
-        assert!(error.to_string().contains("line 2 is not UTF-8"), "{error}");
+    fn sends_lines_that_are_not_utf8_as_base64() {
+        let sent = batches(b"ok\n\xff\x00\n", &parser(None), 500).unwrap();
+        assert_eq!(sent[0].0[0], json!({"value": "ok"}));
+        assert_eq!(sent[0].0[1], json!({"value": "/wA=", "encoding": "base64"}));
+        let record = parser(Some(":")).record(b"k\xff:v", 1).unwrap();
+        assert_eq!(
+            record,
+            json!({"key": "a/8=", "value": "dg==", "encoding": "base64"})
+        );
     }
 
     #[test]

@@ -258,6 +258,27 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     (bits < 6).then_some(bytes)
 }
 
+/// Encodes `bytes` as standard base64 with padding.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let word = chunk.iter().enumerate().fold(0u32, |word, (index, byte)| {
+            word | u32::from(*byte) << (16 - 8 * index)
+        });
+        for index in 0..4 {
+            if index <= chunk.len() {
+                text.push(char::from(
+                    ALPHABET[(word >> (18 - 6 * index) & 63) as usize],
+                ));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
 /// Header options `name=value` as the API's `{name: value}` object.
 ///
 /// # Errors
@@ -342,6 +363,10 @@ mod tests {
         assert_eq!(decode_base64("/w==").unwrap(), b"\xff");
         assert!(decode_base64("a").is_none());
         assert!(decode_base64("a$==").is_none());
+        for bytes in [&b""[..], b"h", b"he", b"hel", b"hello", b"\xff\x00\xfe"] {
+            assert_eq!(decode_base64(&encode_base64(bytes)).unwrap(), bytes);
+        }
+        assert_eq!(encode_base64(b"hello"), "aGVsbG8=");
     }
 
     #[test]
