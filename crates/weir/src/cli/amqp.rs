@@ -332,7 +332,11 @@ fn render_messages(messages: &[GotMessage]) -> String {
     for (index, message) in messages.iter().enumerate() {
         table.row(vec![
             (index + 1).to_string(),
-            message.exchange.clone(),
+            if message.exchange.is_empty() {
+                "(default)".to_owned()
+            } else {
+                message.exchange.clone()
+            },
             message.routing_key.clone(),
             if message.redelivered { "yes" } else { "no" }.to_owned(),
             message
@@ -836,7 +840,7 @@ mod tests {
         .unwrap();
         let text = render_messages(&messages);
         assert!(
-            text.contains("jobs         no                   2  hi\\nthere\n"),
+            text.contains("1  (default)  jobs         no                   2  hi\\nthere\n"),
             "{text}"
         );
         assert!(text.contains("<1 bytes, binary>"), "{text}");
