@@ -30,7 +30,8 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();
-            let message = if path.is_empty() || path == "." {
+            let whole_body = path.is_empty() || path == "." || path == "?";
+            let message = if whole_body || inner.is_syntax() || inner.is_eof() {
                 format!("invalid body: {inner}")
             } else {
                 format!("invalid field '{path}': {inner}")
