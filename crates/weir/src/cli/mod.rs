@@ -10,9 +10,11 @@ mod amqp;
 mod client;
 mod consume;
 mod error;
+mod exchange;
 mod group;
 mod produce;
 mod progress;
+mod queue;
 mod record;
 mod status;
 mod table;
@@ -37,11 +39,11 @@ pub enum AdminCommand {
     /// List, describe (lag, rate, time to drain), reset and delete consumer groups.
     Group(group::GroupArgs),
     /// List, declare, read from, purge and delete AMQP queues.
-    Queue(amqp::QueueArgs),
+    Queue(queue::QueueArgs),
     /// List, declare, delete and publish to AMQP exchanges.
-    Exchange(amqp::ExchangeArgs),
+    Exchange(exchange::ExchangeArgs),
     /// List, add and remove AMQP bindings.
-    Binding(amqp::BindingArgs),
+    Binding(exchange::BindingArgs),
     /// List and close client connections (Kafka and AMQP).
     Connection(amqp::ConnectionArgs),
     /// Produce records to a topic from stdin lines or a file.
@@ -61,9 +63,9 @@ pub fn run(command: AdminCommand) -> ExitCode {
     let result = match command {
         AdminCommand::Topic(args) => topic::run(args),
         AdminCommand::Group(args) => group::run(args),
-        AdminCommand::Queue(args) => amqp::run_queue(args),
-        AdminCommand::Exchange(args) => amqp::run_exchange(args),
-        AdminCommand::Binding(args) => amqp::run_binding(args),
+        AdminCommand::Queue(args) => queue::run_queue(args),
+        AdminCommand::Exchange(args) => exchange::run_exchange(args),
+        AdminCommand::Binding(args) => exchange::run_binding(args),
         AdminCommand::Connection(args) => amqp::run_connection(args),
         AdminCommand::Produce(args) => produce::run(args),
         AdminCommand::Consume(args) => consume::run(args),
