@@ -191,7 +191,7 @@ function niceCeiling(value) {
 function formatAxis(value) {
   if (value >= 1e6) return `${(value / 1e6).toFixed(1)}M`;
   if (value >= 1e3) return `${(value / 1e3).toFixed(1)}k`;
-  return value.toFixed(value < 10 ? 1 : 0);
+  return value.toFixed(value < 1 ? 2 : value < 10 ? 1 : 0);
 }
 
 function renderLegend() {
