@@ -361,3 +361,45 @@ def test_exit_codes_unreachable_and_usage(broker):
     weir(broker, "consume", "t", "--format", "{nope}", check=2)
     helped = weir(broker, "group", "reset-offsets", "--help").stdout.decode()
     assert "Examples:" in helped and "--execute" in helped
+
+
+def test_consume_follow_waits_for_new_records(broker):
+    topic = unique("cli-follow")
+    weir(broker, "topic", "create", topic, "--partitions", "2")
+    weir(broker, "produce", topic, "--partition", "1", input="before\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+    follower = subprocess.Popen(
+        [str(WEIR_BIN), "consume", topic, "--follow", "--limit", "3", "--poll-interval-ms", "50",
+         "--format", "{partition}:{value}", "--api", broker.http_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    try:
+        assert follower.stdout.readline() == b"1:before\n"
+        weir(broker, "produce", topic, "--partition", "0", input="after\n")
+        weir(broker, "produce", topic, "--partition", "1", input="later\n")
+        rest = follower.stdout.read()
+        assert follower.wait(timeout=30) == 0, follower.stderr.read()
+        assert sorted(rest.splitlines()) == [b"0:after", b"1:later"]
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+@pytest.mark.xfail(
+    reason="GET /api/topics/{name}/records sets the record-level \"encoding\": \"base64\" when any "
+    "field is binary but base64-encodes only the binary fields, so a text key next to a binary "
+    "value cannot be told from base64 (crates/admin/src/api/records.rs, record_json)",
+    strict=False,
+)
+def test_consume_keys_of_records_with_binary_values(broker):
+    """A text key next to a binary value comes back as it was produced."""
+    topic = unique("cli-mixed")
+    weir(broker, "topic", "create", topic)
+    producer = make_producer(broker)
+    assert_delivered(produce_all(producer, topic, [
+        {"key": b"abcd", "value": b"\xff\xfe", "headers": [("h", b"text")]},
+        {"key": b"\x00\x01", "value": b"text value"},
+    ]))
+    out = weir(broker, "consume", topic, "--format", "{key}|{value}|{headers}").stdout
+    assert out == b"abcd|\xff\xfe|h=text\n\x00\x01|text value|\n"
