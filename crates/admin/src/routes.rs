@@ -11,12 +11,15 @@ use crate::api::{connections, exchanges, groups, overview, queues, records, topi
 use crate::error::ApiError;
 use crate::{console, openapi, prometheus, Admin};
 
-/// Every route: path, its methods (lower case, as OpenAPI spells them) and handlers.
-pub(crate) fn table() -> Vec<(
+/// A route: path, its methods (lower case, as OpenAPI spells them) and handlers.
+pub(crate) type Route = (
     &'static str,
     &'static [&'static str],
     MethodRouter<Arc<Admin>>,
-)> {
+);
+
+/// Every route.
+pub(crate) fn table() -> Vec<Route> {
     vec![
         ("/", &["get"], get(console::index)),
         ("/static/{file}", &["get"], get(console::asset)),
@@ -181,8 +184,7 @@ mod tests {
             let concrete = path
                 .replace("{vhost}", "%2F")
                 .replace("{file}", "console.js")
-                .replace('{', "")
-                .replace('}', "");
+                .replace(['{', '}'], "");
             for method in methods.iter() {
                 let (status, body) = call(&admin, &method.to_uppercase(), &concrete, "{}").await;
                 assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
