@@ -102,6 +102,15 @@ fn counters(out: &mut Exposition) {
         let labels = [("protocol", protocol.name()), ("topic", topic.as_str())];
         out.sample("weir_messages_out_total", &labels, counter.get() as f64);
     }
+    // By queue name (summed over virtual hosts, so the labels stay those of Kafka's series).
+    let mut delivered: std::collections::BTreeMap<String, u64> = Default::default();
+    for ((_, queue), queue_counters) in counters.queues.all() {
+        *delivered.entry(queue).or_default() += queue_counters.delivered.get();
+    }
+    for (queue, count) in delivered {
+        let labels = [("protocol", "amqp"), ("topic", queue.as_str())];
+        out.sample("weir_messages_out_total", &labels, count as f64);
+    }
     for (name, help, family) in [
         (
             "weir_bytes_in_total",

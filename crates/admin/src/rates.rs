@@ -88,7 +88,7 @@ pub async fn run(admin: Arc<Admin>, mut stopping: watch::Receiver<bool>) {
 /// Messages in and out so far for one protocol.
 pub fn totals(counters: &Metrics, protocol: Protocol) -> (u64, u64) {
     (
-        Metrics::total(&counters.messages_in, protocol),
-        Metrics::total(&counters.messages_out, protocol),
+        counters.messages_in_total(protocol),
+        counters.messages_out_total(protocol),
     )
 }

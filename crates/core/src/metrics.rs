@@ -165,8 +165,49 @@ pub struct QueueCounters {
     pub delivered: Counter,
 }
 
+/// Per-queue counters by virtual host, then queue: found without
+/// allocating, as they are counted for every delivery.
+#[derive(Debug, Default)]
+pub struct QueueFamily {
+    series: RwLock<HashMap<String, HashMap<String, Arc<QueueCounters>>>>,
+}
+
+impl QueueFamily {
+    /// The counters of one queue, created on first use.
+    pub fn get(&self, vhost: &str, queue: &str) -> Arc<QueueCounters> {
+        if let Some(counters) = self
+            .series
+            .read()
+            .get(vhost)
+            .and_then(|queues| queues.get(queue))
+        {
+            return Arc::clone(counters);
+        }
+        let mut series = self.series.write();
+        let queues = series.entry(vhost.to_owned()).or_default();
+        Arc::clone(queues.entry(queue.to_owned()).or_default())
+    }
+
+    /// Every queue's counters, sorted by vhost and queue.
+    pub fn all(&self) -> Vec<(QueueKey, Arc<QueueCounters>)> {
+        let mut all: Vec<_> = self
+            .series
+            .read()
+            .iter()
+            .flat_map(|(vhost, queues)| {
+                queues
+                    .iter()
+                    .map(|(queue, counters)| ((vhost.clone(), queue.clone()), Arc::clone(counters)))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
 /// Labels of per-destination message counters: protocol and topic (for
-/// AMQP publishes the exchange, for AMQP deliveries the queue).
+/// AMQP publishes the exchange; AMQP deliveries are counted per queue in
+/// [`Metrics::queues`]).
 pub type DestinationKey = (Protocol, String);
 /// Labels of a queue's counters: virtual host and queue.
 pub type QueueKey = (String, String);
@@ -185,8 +226,8 @@ pub struct Metrics {
     pub bytes_in: Family<Protocol, Counter>,
     /// Bytes sent to clients, by protocol.
     pub bytes_out: Family<Protocol, Counter>,
-    /// Per queue: published and delivered.
-    pub queues: Family<QueueKey, QueueCounters>,
+    /// Per queue: published and delivered (AMQP's messages out).
+    pub queues: QueueFamily,
     /// Duration of every `fdatasync` of a log.
     pub fsync: Histogram,
     /// Time from reading a request to having its answer, by protocol and API.
@@ -203,7 +244,7 @@ impl Metrics {
             messages_out: Family::default(),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
-            queues: Family::default(),
+            queues: QueueFamily::default(),
             fsync: Histogram::default(),
             requests: Family::default(),
             errors: Family::default(),
@@ -241,7 +282,7 @@ impl Metrics {
 
     /// The counters of one queue.
     pub fn queue(&self, vhost: &str, queue: &str) -> Arc<QueueCounters> {
-        self.queues.get(&(vhost.to_owned(), queue.to_owned()))
+        self.queues.get(vhost, queue)
     }
 
     /// Records how long a request took.
@@ -249,15 +290,32 @@ impl Metrics {
         self.requests.get(&(protocol, api)).observe(duration);
     }
 
-    /// Sum of a family's counters for one protocol.
-    pub fn total(family: &Family<DestinationKey, Counter>, protocol: Protocol) -> u64 {
-        family
-            .all()
-            .iter()
-            .filter(|((p, _), _)| *p == protocol)
-            .map(|(_, counter)| counter.get())
-            .sum()
+    /// Messages received so far over one protocol.
+    pub fn messages_in_total(&self, protocol: Protocol) -> u64 {
+        sum_of(&self.messages_in, protocol)
     }
+
+    /// Messages sent so far over one protocol (AMQP: every queue's deliveries).
+    pub fn messages_out_total(&self, protocol: Protocol) -> u64 {
+        match protocol {
+            Protocol::Amqp => self
+                .queues
+                .all()
+                .iter()
+                .map(|(_, counters)| counters.delivered.get())
+                .sum(),
+            other => sum_of(&self.messages_out, other),
+        }
+    }
+}
+
+fn sum_of(family: &Family<DestinationKey, Counter>, protocol: Protocol) -> u64 {
+    family
+        .all()
+        .iter()
+        .filter(|((p, _), _)| *p == protocol)
+        .map(|(_, counter)| counter.get())
+        .sum()
 }
 
 /// The process's metrics.
@@ -324,9 +382,7 @@ impl<K: Eq + Hash + Clone> Rates<K> {
 
 /// Counts one message handed out by a queue (to a consumer or `basic.get`).
 pub fn count_delivery(vhost: &str, queue: &str) {
-    let metrics = global();
-    metrics.queue(vhost, queue).delivered.add(1);
-    metrics.message_out(Protocol::Amqp, queue, 1);
+    global().queue(vhost, queue).delivered.add(1);
 }
 
 /// Counts the messages a queue stored (`accepted[i]`: message i was stored).
