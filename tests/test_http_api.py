@@ -121,6 +121,12 @@ def test_produce_and_peek_records(http):
     assert records[0]["value"] == "v0" and records[0]["headers"] == {"h": "1"} and records[0]["key"] is None
     assert records[1]["key"] == "k"
     assert records[2]["value"] == "/w==" and records[2]["encoding"] == "base64"
+    assert "encoding" not in records[0]
+    # One rule per record: with a binary value, the text key is base64 too.
+    http.ok("POST", f"/api/topics/{name}/records",
+            {"records": [{"key": "aw==", "value": "/w==", "encoding": "base64", "partition": 1}]})
+    [mixed] = http.ok("GET", f"/api/topics/{name}/records?partition=1&offset=1")
+    assert (mixed["key"], mixed["value"], mixed["encoding"]) == ("aw==", "/w==", "base64")
     assert [r["offset"] for r in http.ok("GET", f"/api/topics/{name}/records?partition=0&offset=1&limit=1")] == [1]
     assert [r["offset"] for r in http.ok("GET", f"/api/topics/{name}/records?partition=0&from=latest&limit=2")] == [1, 2]
     future = int(time.time() * 1000) + 3_600_000

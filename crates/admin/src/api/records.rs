@@ -15,7 +15,7 @@ use weir_log::batch::{encode_batch, split_batches, NewRecord};
 use crate::api::topics::unknown;
 use crate::api::State;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{decode_payload, parse_body, payload};
+use crate::json::{base64_text, decode_payload, parse_body, payload};
 
 /// Records returned by one peek at most.
 const PEEK_RECORDS_MAX: usize = 1000;
@@ -240,34 +240,40 @@ fn first_offset(admin: &crate::Admin, partition: &Partition, peek: &Peek) -> Api
     Ok(wanted.clamp(start, end))
 }
 
+/// A record as JSON: key, value and header values as UTF-8 text, or, when
+/// any of them is not UTF-8, all of them base64 with `"encoding": "base64"`
+/// (one rule per record, so a reader never has to guess per field).
 fn record_json(partition: i32, record: &kafka_protocol::records::Record) -> Value {
-    let mut out = Map::new();
-    out.insert("partition".into(), json!(partition));
-    out.insert("offset".into(), json!(record.offset));
-    out.insert("timestamp_ms".into(), json!(record.timestamp));
-    let mut binary = false;
-    let mut text = |bytes: &Option<bytes::Bytes>| match bytes {
-        None => Value::Null,
-        Some(bytes) => {
-            let (text, encoding) = payload(bytes);
-            binary |= encoding == "base64";
-            json!(text)
-        }
+    let fields = || {
+        [&record.key, &record.value]
+            .into_iter()
+            .chain(record.headers.values())
     };
-    let key = text(&record.key);
-    let value = text(&record.value);
+    let binary = fields()
+        .flatten()
+        .any(|bytes| std::str::from_utf8(bytes).is_err());
+    let text = |bytes: &Option<bytes::Bytes>| match bytes {
+        None => Value::Null,
+        Some(bytes) if binary => json!(base64_text(bytes)),
+        Some(bytes) => json!(payload(bytes).0),
+    };
     let headers: Map<String, Value> = record
         .headers
         .iter()
         .map(|(k, v)| (k.to_string(), text(v)))
         .collect();
-    out.insert("key".into(), key);
-    out.insert("value".into(), value);
-    out.insert("headers".into(), Value::Object(headers));
+    let mut out = json!({
+        "partition": partition,
+        "offset": record.offset,
+        "timestamp_ms": record.timestamp,
+        "key": text(&record.key),
+        "value": text(&record.value),
+        "headers": headers,
+    });
     if binary {
-        out.insert("encoding".into(), json!("base64"));
+        out["encoding"] = json!("base64");
     }
-    Value::Object(out)
+    out
 }
 
 /// Reads up to `limit` records of a partition from an offset, a time, the
