@@ -13,7 +13,8 @@ from confluent_kafka import TopicPartition
 
 from conftest import binary_has_http
 from helpers import (
-    assert_delivered, call_within, make_consumer, make_producer, produce_all, unique, wait_until,
+    assert_delivered, call_within, make_admin, make_consumer, make_producer, produce_all, unique,
+    wait_until,
 )
 from http_helpers import Http, q
 
@@ -400,13 +401,22 @@ def test_rates_and_drain_estimate(broker, http):
 
 # --- logs -------------------------------------------------------------------------------------------
 
-def test_json_logs(weir_broker):
+def test_json_logs_name_the_connection_of_each_error(weir_broker):
     broker = weir_broker(args=["--log-format", "json"])
     http = Http(broker.http_url)
     assert http.get("/api/topics/nope").status == 404
+    admin = make_admin(broker)
+    [future] = admin.delete_topics(["no-such-topic"], operation_timeout=10).values()
+    with pytest.raises(Exception):
+        future.result(20)
     lines = [line for line in broker.log_text().splitlines() if line.startswith("{")]
     assert lines, broker.log_tail()
     records = [json.loads(line) for line in lines]
     assert any(r["fields"].get("message") == "HTTP API and console ready" for r in records)
     refused = [r for r in records if r["fields"].get("message") == "HTTP API request refused"]
     assert refused and "nope" in refused[0]["fields"]["error"]
+    assert refused[0]["spans"][-1]["peer"].startswith("127.0.0.1:")
+    kafka = [r for r in records if r["fields"].get("message") == "Kafka error answered"]
+    assert kafka and kafka[0]["fields"]["error"] == "unknown topic or partition"
+    [span] = kafka[0]["spans"]
+    assert span["name"] == "kafka" and span["peer"].startswith("127.0.0.1:") and span["connection"] > 0

@@ -73,7 +73,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stopping: watch
     let shutdown = async move {
         let _ = stopping.changed().await;
     };
-    if let Err(error) = axum::serve(listener, router(admin))
+    let service = router(admin).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(error) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
     {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
+use tracing::Instrument;
 
 use crate::api::{connections, exchanges, groups, overview, queues, records, topics};
 use crate::error::ApiError;
@@ -111,7 +112,29 @@ pub fn router(admin: Arc<Admin>) -> Router {
     for (path, _, handlers) in table() {
         router = router.route(path, handlers.fallback(method_not_allowed));
     }
-    router.fallback(not_found).with_state(admin)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(in_request_span))
+        .with_state(admin)
+}
+
+/// Runs a request inside a span naming the client, so a refused request is
+/// logged once with where it came from.
+async fn in_request_span(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "?".to_owned(), |info| info.0.to_string());
+    let span = tracing::info_span!(
+        "http",
+        %peer,
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    next.run(request).instrument(span).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use weir_core::connections::{registry, Registration};
 use weir_core::metrics::{self, Protocol};
@@ -54,8 +55,10 @@ pub async fn run(
     }
     let (reader, writer) = stream.into_split();
     let (replies, queued) = mpsc::channel(context.config.requests_in_flight_max);
-    let writer = tokio::spawn(write_replies(writer, queued));
     let registration = registry().register(Protocol::Kafka, peer);
+    // Everything logged for this connection (errors answered included) names it.
+    let span = tracing::info_span!("kafka", %peer, connection = registration.id());
+    let writer = tokio::spawn(write_replies(writer, queued).instrument(span.clone()));
     match read_requests(
         reader,
         &context,
@@ -63,6 +66,7 @@ pub async fn run(
         replies,
         &mut shutdown,
     )
+    .instrument(span)
     .await
     {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
