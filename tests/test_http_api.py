@@ -283,6 +283,8 @@ def test_declare_and_delete_queues(broker, http):
     assert_error(http.call("PUT", f"/api/queues/{DEFAULT_VHOST}/amq.reserved", {}), 403, "amq.")
     assert_error(http.call("PUT", f"/api/queues/{DEFAULT_VHOST}/bad-args", {"arguments": {"x-max-length": "ten"}}), 400, "x-max-length")
     assert_error(http.call("PUT", f"/api/queues/{q('/nope')}/{name}", {}), 404, "vhost")
+    assert_error(http.call("PUT", f"/api/queues/{DEFAULT_VHOST}/{'q' * 256}", {}), 400, "255")
+    assert_error(http.call("PUT", f"/api/exchanges/{DEFAULT_VHOST}/{'x' * 256}", {"type": "direct"}), 400, "255")
     shown = http.ok("GET", path)
     assert shown["arguments"] == {"x-max-length": 10}
 

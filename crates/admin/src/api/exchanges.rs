@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use weir_core::queues::{Destination, ExchangeKind, Message};
 
-use crate::api::{vhost, State, HTTP_CONNECTION_ID};
+use crate::api::{check_name, vhost, State, HTTP_CONNECTION_ID};
 use crate::error::{ApiError, ApiResult};
 use crate::json::{decode_payload, field_table, parse_body, table_json, PropertiesIn};
 
@@ -108,6 +108,7 @@ pub async fn declare(
             request.kind
         ))
     })?;
+    check_name("exchange", &name)?;
     let name = exchange_name(&name);
     let existed = exists(&host, name);
     let arguments = match &request.arguments {

@@ -31,6 +31,23 @@ pub fn vhost(admin: &Admin, name: &str) -> ApiResult<Arc<VirtualHost>> {
         .ok_or_else(|| ApiError::not_found(format!("no vhost '{name}'")))
 }
 
+/// Checks an exchange or queue name from a path: AMQP names are short
+/// strings (255 bytes at most).
+///
+/// # Errors
+///
+/// 400 naming what is too long.
+pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    if name.len() > weir_core::queues::NAME_BYTES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "the {what} name is {} bytes; the limit is {}",
+            name.len(),
+            weir_core::queues::NAME_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
 /// Connection id the HTTP API acts as towards the core's queue operations
 /// (AMQP connections count from 1, so it owns no exclusive queue).
 pub const HTTP_CONNECTION_ID: u64 = 0;

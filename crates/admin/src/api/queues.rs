@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use weir_core::queues::{ChannelHandle, Queue};
 
-use crate::api::{vhost, State, HTTP_CONNECTION_ID};
+use crate::api::{check_name, vhost, State, HTTP_CONNECTION_ID};
 use crate::error::{ApiError, ApiResult};
 use crate::json::{field_table, parse_body, payload, properties_json, table_json};
 use crate::rates::RateKey;
@@ -110,6 +110,7 @@ pub async fn declare(
     if name.is_empty() {
         return Err(ApiError::bad_request("the queue name is empty"));
     }
+    check_name("queue", &name)?;
     let existed = find(&admin, &vhost_name, &name).is_ok();
     let arguments = match &request.arguments {
         Some(arguments) => field_table("arguments", arguments)?,
