@@ -2,7 +2,8 @@
 # The one command that runs Weir's whole test suite:
 #   1. system tools the build and the integration tests need (make and g++
 #      for the bundled librdkafka of `weir bench`, Debian's kcat, amqp-tools,
-#      python3-venv),
+#      python3-venv, prometheus for promtool, chromium; playwright-core from
+#      npm in tests/browser when node is installed),
 #   2. a Python venv at .venv with tests/requirements.txt,
 #   3. cargo build --release --workspace, then cargo test --release --workspace,
 #   4. pytest tests/ against target/release/weir.
@@ -42,6 +43,11 @@ log "kcat $(kcat -V 2>&1 | sed -n 's/^Version //p')"
 # amqp-publish / amqp-consume (librabbitmq) for the AMQP round-trip test.
 command -v amqp-publish >/dev/null 2>&1 && command -v amqp-consume >/dev/null 2>&1 || apt_install amqp-tools
 
+# promtool (Debian's prometheus package) checks /metrics in tests/test_metrics.py.
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
+# Headless Chromium drives the web console in tests/test_console.py.
+[[ -x /usr/bin/chromium ]] || apt_install chromium
+
 # --- 2. Python venv ----------------------------------------------------------
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     rm -rf .venv
@@ -60,6 +66,18 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     log "pip install -r tests/requirements.txt"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
     echo "$want" >"$stamp"
+fi
+
+# playwright-core (pinned in tests/browser/package-lock.json) when node is
+# here; without it tests/test_console.py is skipped.
+if command -v npm >/dev/null 2>&1; then
+    browser_stamp=tests/browser/node_modules/.weir-lock.sha256
+    browser_want="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
+    if [[ ! -f $browser_stamp || "$(cat "$browser_stamp")" != "$browser_want" ]]; then
+        log "npm ci (tests/browser)"
+        (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$browser_want" >"$browser_stamp"
+    fi
 fi
 
 # --- 3. Rust -----------------------------------------------------------------

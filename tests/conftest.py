@@ -15,6 +15,11 @@ When the binary has an AMQP listener (`weir server --help` lists
 (`Broker.amqp_port`, `Broker.amqp_url`, `Broker.amqp_params()`), and a start
 waits until both ports accept connections. A binary without that flag is
 started exactly as before, so the Kafka tests do not depend on it.
+
+Likewise, when the binary has the HTTP API (`--http-listen`), every broker
+gets its own free port for it (`Broker.http_port`, `Broker.http_url`), so
+brokers never compete for the default 127.0.0.1:15672, and a start also
+waits for that port.
 """
 
 from __future__ import annotations
@@ -63,6 +68,20 @@ def binary_has_amqp(binary: Path = WEIR_BIN) -> bool:
     return "--amqp-listen" in help_text
 
 
+@lru_cache(maxsize=None)
+def binary_has_http(binary: Path = WEIR_BIN) -> bool:
+    """Whether `weir server --help` offers --http-listen (asked once per run)."""
+    if not binary.is_file():
+        return False
+    try:
+        help_text = subprocess.run(
+            [str(binary), "server", "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--http-listen" in help_text
+
+
 class BrokerError(AssertionError):
     """The broker process did not start, stop or behave as a process should."""
 
@@ -82,6 +101,7 @@ class Broker:
         self.log_path = workdir / "weir.log"
         self.port = port or free_port()
         self.amqp_port = free_port()
+        self.http_port = free_port()
         self.host = "127.0.0.1"
         self.args = list(args)
         self.env = dict(env or {})
@@ -105,6 +125,15 @@ class Broker:
         """The AMQP 0-9-1 URL of this broker, default vhost, guest/guest."""
         return f"amqp://guest:guest@{self.host}:{self.amqp_port}/%2F"
 
+    @property
+    def http_enabled(self) -> bool:
+        return binary_has_http()
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of this broker's HTTP API and console, e.g. http://127.0.0.1:PORT."""
+        return f"http://{self.host}:{self.http_port}"
+
     def amqp_params(self, **overrides):
         """pika ConnectionParameters for this broker (guest/guest, vhost "/");
         keyword arguments override any ConnectionParameters setting."""
@@ -121,6 +150,7 @@ class Broker:
 
     def command(self, extra_args=()) -> list[str]:
         amqp = ["--amqp-listen", f"{self.host}:{self.amqp_port}"] if self.amqp_enabled else []
+        http = ["--http-listen", f"{self.host}:{self.http_port}"] if self.http_enabled else []
         return [
             str(WEIR_BIN),
             "server",
@@ -129,6 +159,7 @@ class Broker:
             "--kafka-listen",
             self.bootstrap,
             *amqp,
+            *http,
             *self.args,
             *extra_args,
         ]
@@ -170,6 +201,7 @@ class Broker:
         accept connections."""
         deadline = time.monotonic() + timeout
         ports = [self.port] + ([self.amqp_port] if self.amqp_enabled else [])
+        ports += [self.http_port] if self.http_enabled else []
         for port in ports:
             while True:
                 code = self.proc.poll()

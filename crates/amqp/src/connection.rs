@@ -27,6 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use weir_core::queues::{Message, MessageId, Outbound, Queue, VirtualHost, UNSENT_DELIVERIES_MAX};
 use weir_core::SharedLog;
+// Operator HTTP API hooks (registry, metrics): kept apart for easy merging.
+use weir_core::connections::{registry, Registration};
+use weir_core::metrics::{self, Protocol};
 
 use crate::channel::Channel;
 use crate::errors::*;
@@ -109,6 +112,8 @@ pub struct Connection {
     pub(crate) has_published: bool,
     /// `connection.blocked` was sent and not yet lifted.
     sent_blocked: bool,
+    /// Its entry in the registry the HTTP API lists and closes.
+    registration: Registration,
 }
 
 impl Connection {
@@ -142,6 +147,7 @@ impl Connection {
             alarm,
             has_published: false,
             sent_blocked: false,
+            registration: registry().register(Protocol::Amqp, peer),
         }
     }
 
@@ -170,8 +176,10 @@ impl Connection {
                 if writer.write_all(&self.out).await.is_err() {
                     break;
                 }
+                metrics::global().bytes_sent(Protocol::Amqp, self.out.len() as u64);
                 self.out.clear();
             }
+            self.registration.set_channels(self.channels.len());
             if self.phase == Phase::Closed {
                 break;
             }
@@ -184,7 +192,10 @@ impl Connection {
                 read = reader.read_buf(&mut buffer), if !blocked => {
                     match read {
                         Ok(0) | Err(_) => break,
-                        Ok(_) => last_read = Instant::now(),
+                        Ok(bytes) => {
+                            last_read = Instant::now();
+                            metrics::global().bytes_received(Protocol::Amqp, bytes as u64);
+                        }
                     }
                     if let Err(error) = self.handle_bytes(&mut buffer).await {
                         self.fail(error);
@@ -210,6 +221,10 @@ impl Connection {
                     if !self.heartbeat_due(last_read, handshake_deadline, closing_since) {
                         break;
                     }
+                }
+                () = self.registration.close_requested(), if self.phase == Phase::Open => {
+                    tracing::info!(peer = %self.peer, "AMQP connection closed by an operator");
+                    self.send_connection_close(CONNECTION_FORCED, "CONNECTION_FORCED - Closed via management plugin".into(), (0, 0));
                 }
                 _ = stop.changed() => {
                     self.send_connection_close(CONNECTION_FORCED, "CONNECTION_FORCED - broker shutdown".into(), (0, 0));
@@ -353,6 +368,7 @@ impl Connection {
                     _ => return Err(unparsable_method(&frame.payload)),
                 };
                 let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
+                let started = Instant::now();
                 let result = if self.phase == Phase::Closing {
                     self.while_closing(method)
                 } else if frame.channel == 0 {
@@ -365,6 +381,8 @@ impl Connection {
                 } else {
                     self.channel_method(frame.channel, method).await
                 };
+                let api = crate::method_names::method_name(ids.0, ids.1);
+                metrics::global().request(Protocol::Amqp, api, started.elapsed());
                 result.map_err(|error| error.during(ids))
             }
             _ if self.phase == Phase::Closing => Ok(()),
@@ -530,6 +548,13 @@ impl Connection {
             return Ok(());
         };
         self.user = user;
+        self.registration.set_user(&self.user);
+        if let Some(AMQPValue::LongString(product)) =
+            start_ok.client_properties.inner().get("product")
+        {
+            self.registration
+                .set_client(&String::from_utf8_lossy(product.as_bytes()));
+        }
         let tune = connection::Tune {
             channel_max: self.config.channels_per_connection_max,
             frame_max: self.config.frame_bytes_max,

@@ -15,6 +15,7 @@ pub mod connection;
 pub mod errors;
 mod exchange;
 mod frames;
+mod method_names;
 mod queue;
 pub mod server;
 mod tx;

@@ -5,9 +5,12 @@
 pub mod alarm;
 mod broker;
 mod config;
+pub mod connections;
 mod consumer_groups;
 mod error;
 pub mod group;
+pub mod metrics;
+mod offset_reset;
 mod producer;
 pub mod queues;
 mod topic;
@@ -22,6 +25,7 @@ pub use crate::config::{
 };
 pub use crate::consumer_groups::{OffsetCommit, PartitionLag, OFFSET_METADATA_BYTES_MAX};
 pub use crate::error::{CoreError, Result};
+pub use crate::offset_reset::{PlannedReset, ResetTarget};
 pub use crate::producer::AbortedTransaction;
 pub use crate::topic::{Partition, Topic};
 pub use crate::transactions::{TransactionState, TRANSACTION_TIMEOUT_MAX_MS};

@@ -15,6 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use weir_core::connections::{registry, Registration};
+use weir_core::metrics::{self, Protocol};
 
 use crate::dispatch::{self, DispatchError, Reply};
 use crate::server::Context;
@@ -34,6 +38,8 @@ enum CloseReason {
     Dispatch(DispatchError),
     #[error("socket error: {0}")]
     Io(std::io::Error),
+    #[error("closed by an operator")]
+    ClosedByOperator,
 }
 
 /// Serves one connection until the client leaves, sends something that
@@ -49,14 +55,18 @@ pub async fn run(
     }
     let (reader, writer) = stream.into_split();
     let (replies, queued) = mpsc::channel(context.config.requests_in_flight_max);
-    let writer = tokio::spawn(write_replies(writer, queued));
+    let registration = registry().register(Protocol::Kafka, peer);
+    // Everything logged for this connection (errors answered included) names it.
+    let span = tracing::info_span!("kafka", %peer, connection = registration.id());
+    let writer = tokio::spawn(write_replies(writer, queued).instrument(span.clone()));
     match read_requests(
         reader,
         &context,
-        &peer.ip().to_string(),
+        (&peer.ip().to_string(), &registration),
         replies,
         &mut shutdown,
     )
+    .instrument(span)
     .await
     {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
@@ -71,12 +81,13 @@ pub async fn run(
 async fn read_requests(
     mut reader: OwnedReadHalf,
     context: &Arc<Context>,
-    client_host: &str,
+    (client_host, registration): (&str, &Registration),
     replies: mpsc::Sender<Reply>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CloseReason> {
     loop {
         let length = tokio::select! {
+            () = registration.close_requested() => return Err(CloseReason::ClosedByOperator),
             length = reader.read_i32() => match length {
                 Ok(length) => length,
                 Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -89,6 +100,10 @@ async fn read_requests(
             .filter(|&length| length <= context.config.request_bytes_max)
             .ok_or(CloseReason::FrameTooLarge(i64::from(length)))?;
         let frame = read_frame(&mut reader, length).await?;
+        metrics::global().bytes_received(Protocol::Kafka, length as u64 + 4);
+        if let Some(client_id) = client_id(&frame) {
+            registration.set_client(client_id);
+        }
         match dispatch::handle(context, client_host, frame.freeze()) {
             Ok(Some(reply)) => {
                 if replies.send(reply).await.is_err() {
@@ -115,6 +130,14 @@ async fn read_frame(reader: &mut OwnedReadHalf, length: usize) -> Result<BytesMu
     Ok(frame)
 }
 
+/// The `client.id` of a request header (v1 and later: a nullable int16
+/// string after api key, version and correlation id).
+fn client_id(frame: &[u8]) -> Option<&str> {
+    let length = i16::from_be_bytes([*frame.get(8)?, *frame.get(9)?]);
+    let end = 10 + usize::try_from(length).ok()?;
+    std::str::from_utf8(frame.get(10..end)?).ok()
+}
+
 async fn write_replies(
     writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Reply>,
@@ -126,6 +149,7 @@ async fn write_replies(
             break;
         };
         writer.write_all(&bytes).await?;
+        metrics::global().bytes_sent(Protocol::Kafka, bytes.len() as u64);
         if queued.is_empty() {
             writer.flush().await?;
         }

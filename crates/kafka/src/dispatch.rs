@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -114,11 +115,12 @@ fn route(
 ) -> Result<Option<Reply>, DispatchError> {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
+    let started = Instant::now();
     macro_rules! call {
         ($module:ident) => {{
             let request = decode(api, version, body)?;
             Ok(finish(
-                api,
+                (api, started),
                 version,
                 correlation_id,
                 api::$module::handle(context, request, version),
@@ -127,7 +129,7 @@ fn route(
         ($module:ident, client) => {{
             let request = decode(api, version, body)?;
             Ok(finish(
-                api,
+                (api, started),
                 version,
                 correlation_id,
                 api::$module::handle(context, request, version, client),
@@ -195,18 +197,69 @@ fn malformed(api: ApiKey, version: i16, error: impl std::fmt::Display) -> Dispat
 }
 
 fn finish<R: Encodable + Send + 'static>(
-    api: ApiKey,
+    (api, started): (ApiKey, Instant),
     version: i16,
     correlation_id: i32,
     answer: Answer<R>,
 ) -> Option<Reply> {
     match answer {
-        Answer::Now(response) => Some(ready(encode(api, version, correlation_id, &response))),
+        Answer::Now(response) => {
+            observe(api, started);
+            Some(ready(encode(api, version, correlation_id, &response)))
+        }
         Answer::Later(future) => Some(Box::pin(async move {
             let response = future.await;
+            observe(api, started);
             encode(api, version, correlation_id, &response)
         })),
-        Answer::Nothing => None,
+        Answer::Nothing => {
+            observe(api, started);
+            None
+        }
+    }
+}
+
+/// Records a request's duration (decoded to answered) for `/metrics`.
+fn observe(api: ApiKey, started: Instant) {
+    weir_core::metrics::global().request(
+        weir_core::metrics::Protocol::Kafka,
+        api_name(api),
+        started.elapsed(),
+    );
+}
+
+/// The API's name as Kafka's own metrics spell it (`request="Produce"`).
+fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::EndTxn => "EndTxn",
+        _ => "Other",
     }
 }
 

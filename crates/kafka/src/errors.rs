@@ -3,9 +3,21 @@
 use kafka_protocol::error::ResponseError;
 use weir_core::CoreError;
 
-/// The Kafka error code for a core error.
+/// The Kafka error code for a core error. Every error a client is told of
+/// passes here once, so it is logged here, inside the connection's span.
 pub fn code(error: &CoreError) -> i16 {
-    response_error(error).code()
+    let answer = response_error(error);
+    match error {
+        // The group protocol's routine signals: members act on them and retry.
+        CoreError::RebalanceInProgress
+        | CoreError::MemberIdRequired(_)
+        | CoreError::UnknownMemberId
+        | CoreError::IllegalGeneration => {
+            tracing::debug!(code = answer.code(), %error, "Kafka error answered")
+        }
+        _ => tracing::info!(code = answer.code(), %error, "Kafka error answered"),
+    }
+    answer.code()
 }
 
 fn response_error(error: &CoreError) -> ResponseError {

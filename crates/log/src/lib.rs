@@ -22,4 +22,4 @@ mod shared;
 pub use crate::config::LogConfig;
 pub use crate::error::{BatchError, LogError, Result};
 pub use crate::log::{AppendInfo, Log, ReadCursor};
-pub use crate::shared::{LogOffsets, SharedLog};
+pub use crate::shared::{observe_syncs, LogOffsets, SharedLog};

@@ -16,7 +16,8 @@
 //! because what reached the disk is no longer known.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -26,6 +27,16 @@ use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::log::{AppendInfo, Log};
+
+/// Told how long each `fdatasync` took (the metrics histogram); set once
+/// per process by whoever keeps metrics, so this crate depends on nobody.
+static SYNC_OBSERVER: OnceLock<fn(Duration)> = OnceLock::new();
+
+/// Installs the function told the duration of every successful sync; only
+/// the first call has an effect.
+pub fn observe_syncs(observer: fn(Duration)) {
+    let _ = SYNC_OBSERVER.set(observer);
+}
 
 /// A partition log safe to use from many tasks. All methods take `&self`.
 #[derive(Debug)]
@@ -124,9 +135,13 @@ impl SharedLog {
             self.check_writable()?;
             log.sync_target()
         };
+        let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match outcome {
             Ok(Ok(())) => {
+                if let Some(observe) = SYNC_OBSERVER.get() {
+                    observe(started.elapsed());
+                }
                 self.advance_high_watermark(target);
                 Ok(())
             }

@@ -1,5 +1,8 @@
-//! The `weir` binary: `weir server` runs the broker.
+//! The `weir` binary: `weir server` runs the broker; `weir topic`,
+//! `weir produce`, `weir status` and the other operator commands talk to a
+//! running broker's HTTP API.
 
+mod cli;
 mod server;
 mod settings;
 
@@ -26,6 +29,10 @@ enum Command {
     /// Load a Kafka-protocol or AMQP broker (any, not only Weir) and report
     /// throughput, latency percentiles and the broker's CPU and memory.
     Bench(weir_bench::BenchArgs),
+    /// The operator commands (`topic`, `group`, `queue`, `exchange`,
+    /// `binding`, `connection`, `produce`, `consume`, `status`).
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +46,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => weir_bench::run(args),
+        Command::Admin(command) => cli::run(command),
     }
 }

@@ -12,7 +12,7 @@ use weir_core::alarm::DiskAlarm;
 use weir_core::queues::VirtualHost;
 use weir_core::Broker;
 
-use crate::settings::Resolved;
+use crate::settings::{LogFormat, Resolved};
 
 /// How often queues expire messages at their head, sync acknowledgements
 /// and delete settled segments.
@@ -38,11 +38,13 @@ const PRODUCER_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 pub fn run(settings: Resolved) -> ExitCode {
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Human => logs.with_ansi(colour).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,6 +94,7 @@ fn raise_open_file_limit() {
 
 async fn serve(settings: Resolved) -> Result<(), String> {
     raise_open_file_limit();
+    weir_core::metrics::install();
     let broker = Arc::new(
         Broker::open(settings.broker)
             .map_err(|error| format!("cannot open the data directory: {error}"))?,
@@ -123,11 +126,19 @@ async fn serve(settings: Resolved) -> Result<(), String> {
     alarm.check();
     let amqp = tokio::spawn(weir_amqp::serve(
         amqp_listener,
-        vhosts,
+        Arc::clone(&vhosts),
         settings.amqp,
         stopping.clone(),
         alarm.subscribe(),
     ));
+    let http = start_http(
+        &settings.http_listen,
+        &broker,
+        &vhosts,
+        settings.disk_free_limit_bytes,
+        &stopping,
+    )
+    .await?;
     let queue_maintenance =
         tokio::spawn(maintain_queues(Arc::clone(&vhost), alarm, stopping.clone()));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
@@ -136,6 +147,7 @@ async fn serve(settings: Resolved) -> Result<(), String> {
     let _ = stop.send(true);
     let _ = kafka.await;
     let _ = amqp.await;
+    let _ = http.await;
     let _ = maintenance.await;
     let _ = queue_maintenance.await;
     tokio::task::spawn_blocking(move || vhost.close())
@@ -145,6 +157,29 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         .await
         .map_err(|error| format!("shutdown task failed: {error}"))?
         .map_err(|error| format!("unclean shutdown: {error}"))
+}
+
+/// Binds the HTTP API and console and serves them until `stopping`.
+async fn start_http(
+    address: &std::net::SocketAddr,
+    broker: &Arc<Broker>,
+    vhosts: &Arc<weir_amqp::VirtualHosts>,
+    disk_free_limit_bytes: u64,
+    stopping: &watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    let admin = Arc::new(weir_admin::Admin::new(
+        Arc::clone(broker),
+        (**vhosts).clone(),
+        disk_free_limit_bytes,
+    ));
+    Ok(tokio::spawn(weir_admin::serve(
+        listener,
+        admin,
+        stopping.clone(),
+    )))
 }
 
 /// The virtual host `/`, stored under `<data>/amqp/vhosts/default`.

@@ -73,6 +73,23 @@ pub struct ServerSettings {
     /// Log filter, e.g. `info` or `weir_kafka=debug` [default: info].
     #[arg(long, env = "WEIR_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Address of the HTTP API, console and /metrics [default: 127.0.0.1:15672].
+    #[arg(long, env = "WEIR_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Log format: `human` or `json` (one object per line) [default: human].
+    #[arg(long, env = "WEIR_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for people.
+    #[default]
+    Human,
+    /// One JSON object per line, for machines.
+    Json,
 }
 
 /// Fully resolved settings.
@@ -92,6 +109,10 @@ pub struct Resolved {
     pub amqp: AmqpConfig,
     /// Log filter.
     pub log_level: String,
+    /// Where the HTTP API binds.
+    pub http_listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
 }
 
 impl ServerSettings {
@@ -191,6 +212,11 @@ impl ServerSettings {
                 .log_level
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
+            http_listen: self
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 15672))),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }

@@ -57,6 +57,9 @@ struct Broker {
     work_dir: tempfile::TempDir,
     kafka_port: u16,
     amqp_port: u16,
+    /// The HTTP API's port: each broker its own, so parallel tests never
+    /// compete for the default 15672.
+    http_port: u16,
 }
 
 impl Broker {
@@ -69,10 +72,12 @@ impl Broker {
             work_dir,
             kafka_port: 0,
             amqp_port: 0,
+            http_port: 0,
         };
         for attempt in 1..=3 {
             broker.kafka_port = free_port();
             broker.amqp_port = free_port();
+            broker.http_port = free_port();
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
                 Err(problem) if attempt < 3 && problem.to_lowercase().contains("in use") => {}
@@ -112,6 +117,8 @@ impl Broker {
             .arg(format!("127.0.0.1:{}", self.kafka_port))
             .arg("--amqp-listen")
             .arg(format!("127.0.0.1:{}", self.amqp_port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -378,6 +378,7 @@ impl Queue {
             );
         }
         let remaining = state.ready;
+        crate::metrics::count_delivery(&self.spec.vhost, &self.spec.name);
         let delivery = Delivery {
             channel: channel.channel,
             consumer_tag: Arc::from(""),
@@ -754,6 +755,7 @@ impl Queue {
             } else {
                 self.settle(&mut state, taken.id)?;
             }
+            crate::metrics::count_delivery(&self.spec.vhost, &self.spec.name);
             let delivery = Delivery {
                 channel: channel.channel,
                 consumer_tag: tag,
@@ -894,6 +896,7 @@ impl Queue {
                     let holder = Some((channel.connection_id, channel.channel, Arc::clone(&tag)));
                     state.in_flight.insert(id, InFlight { holder, bytes: 0 });
                 }
+                crate::metrics::count_delivery(&self.spec.vhost, &self.spec.name);
                 let delivery = Delivery {
                     channel: channel.channel,
                     consumer_tag: tag,

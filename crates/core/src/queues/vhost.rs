@@ -808,6 +808,7 @@ impl VirtualHost {
                 ..Published::default()
             })
             .collect();
+        crate::metrics::count_published(routed.iter().map(|(_, message)| *message));
         let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
         for (index, (queues, _)) in routed.iter().enumerate() {
             for queue in queues {
@@ -820,6 +821,7 @@ impl VirtualHost {
         for (queue, indexes) in by_queue {
             let messages: Vec<&Message> = indexes.iter().map(|&index| routed[index].1).collect();
             let enqueued = queue.enqueue_many(&messages)?;
+            crate::metrics::count_stored(&self.name, queue.name(), &enqueued.accepted);
             for (&index, accepted) in indexes.iter().zip(enqueued.accepted) {
                 results[index].rejected |= !accepted;
                 results[index].syncs.extend(enqueued.syncs.iter().cloned());

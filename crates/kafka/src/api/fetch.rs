@@ -103,6 +103,7 @@ async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) 
         let (response, bytes, failed) = read_all(&context, &targets, &limits);
         if bytes >= limits.min_bytes || failed || watchers.is_empty() || Instant::now() >= deadline
         {
+            count_fetched(&response);
             return response;
         }
         let changed = select_all(
@@ -113,6 +114,26 @@ async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) 
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Counts the records a fetch answers with, per topic, for `/metrics`.
+fn count_fetched(response: &FetchResponse) {
+    let metrics = weir_core::metrics::global();
+    for topic in &response.responses {
+        let records: u64 = topic
+            .partitions
+            .iter()
+            .filter_map(|data| data.records.as_ref())
+            .map(|records| weir_core::metrics::count_records(records))
+            .sum();
+        if records > 0 {
+            metrics.message_out(
+                weir_core::metrics::Protocol::Kafka,
+                topic.topic.0.as_str(),
+                records,
+            );
         }
     }
 }

@@ -38,10 +38,18 @@ pub fn handle(
                     (Some(_), None) => {
                         Err(Failure::from(&CoreError::CorruptMessage(missing_records())))
                     }
-                    (Some(acks), Some(records)) => context
-                        .broker
-                        .append(&name, partition.index, records, acks)
-                        .map_err(|error| Failure::from(&error)),
+                    (Some(acks), Some(records)) => {
+                        let count = weir_core::metrics::count_records(&records);
+                        let appended = context.broker.append(&name, partition.index, records, acks);
+                        if appended.is_ok() {
+                            weir_core::metrics::global().message_in(
+                                weir_core::metrics::Protocol::Kafka,
+                                &name,
+                                count,
+                            );
+                        }
+                        appended.map_err(|error| Failure::from(&error))
+                    }
                 };
                 (partition.index, outcome)
             })
