@@ -386,12 +386,6 @@ def test_consume_follow_waits_for_new_records(broker):
             follower.wait()
 
 
-@pytest.mark.xfail(
-    reason="GET /api/topics/{name}/records sets the record-level \"encoding\": \"base64\" when any "
-    "field is binary but base64-encodes only the binary fields, so a text key next to a binary "
-    "value cannot be told from base64 (crates/admin/src/api/records.rs, record_json)",
-    strict=False,
-)
 def test_consume_keys_of_records_with_binary_values(broker):
     """A text key next to a binary value comes back as it was produced."""
     topic = unique("cli-mixed")
