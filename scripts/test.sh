@@ -2,8 +2,8 @@
 # The one command that runs Weir's whole test suite:
 #   1. system tools the build and the integration tests need (make and g++
 #      for the bundled librdkafka of `weir bench`, Debian's kcat, amqp-tools,
-#      python3-venv, prometheus for promtool, chromium; playwright-core from
-#      npm in tests/browser when node is installed),
+#      python3-venv, prometheus for promtool, chromium, node and npm;
+#      playwright-core from npm in tests/browser),
 #   2. a Python venv at .venv with tests/requirements.txt,
 #   3. cargo build --release --workspace, then cargo test --release --workspace,
 #   4. pytest tests/ against target/release/weir.
@@ -68,16 +68,15 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     echo "$want" >"$stamp"
 fi
 
-# playwright-core (pinned in tests/browser/package-lock.json) when node is
-# here; without it tests/test_console.py is skipped.
-if command -v npm >/dev/null 2>&1; then
-    browser_stamp=tests/browser/node_modules/.weir-lock.sha256
-    browser_want="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
-    if [[ ! -f $browser_stamp || "$(cat "$browser_stamp")" != "$browser_want" ]]; then
-        log "npm ci (tests/browser)"
-        (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-        echo "$browser_want" >"$browser_stamp"
-    fi
+# playwright-core (pinned in tests/browser/package-lock.json) drives Chromium
+# in tests/test_console.py; Debian's node and npm when the machine has none.
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+browser_stamp=tests/browser/node_modules/.weir-lock.sha256
+browser_want="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
+if [[ ! -f $browser_stamp || "$(cat "$browser_stamp")" != "$browser_want" ]]; then
+    log "npm ci (tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$browser_want" >"$browser_stamp"
 fi
 
 # --- 3. Rust -----------------------------------------------------------------
