@@ -97,6 +97,8 @@ pub struct Connection {
     pub(crate) frame_bytes_max: usize,
     channel_max: u16,
     heartbeat_s: u16,
+    /// When the broker last sent a heartbeat.
+    heartbeat_sent: Instant,
     phase: Phase,
     pub(crate) capabilities: ClientCapabilities,
     pub(crate) channels: HashMap<u16, Channel>,
@@ -133,6 +135,7 @@ impl Connection {
             frame_bytes_max: config.frame_bytes_max as usize,
             channel_max: config.channels_per_connection_max,
             heartbeat_s: 0,
+            heartbeat_sent: Instant::now(),
             config,
             vhost: None,
             user: String::new(),
@@ -279,7 +282,11 @@ impl Connection {
             tracing::info!(peer = %self.peer, "AMQP client missed heartbeats; closing");
             return false;
         }
-        put_heartbeat(&mut self.out);
+        // Twice per interval, as RabbitMQ sends them.
+        if now - self.heartbeat_sent >= interval / 2 {
+            put_heartbeat(&mut self.out);
+            self.heartbeat_sent = now;
+        }
         true
     }
 
