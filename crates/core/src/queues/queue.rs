@@ -729,7 +729,7 @@ impl Queue {
         }
         if state.consumers.is_empty() {
             // Expire from the head even with nobody consuming, as RabbitMQ does.
-            if self.spec.parsed.message_ttl_ms.is_some() || state.ready > 0 {
+            if state.ready > 0 {
                 self.expire_head(&mut state)?;
             }
             return Ok(());
