@@ -26,7 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use weir_core::queues::{Message, MessageId, Outbound, Queue, VirtualHost, UNSENT_DELIVERIES_MAX};
-use weir_core::SharedLog;
 // Operator HTTP API hooks (registry, metrics): kept apart for easy merging.
 use weir_core::connections::{registry, Registration};
 use weir_core::metrics::{self, Protocol};
@@ -331,21 +330,18 @@ impl Connection {
             .iter()
             .map(|p| (p.queues.clone(), &p.message))
             .collect();
-        let results = vhost.store(&routed)?;
-        let mut confirms: Vec<(u16, u64, bool)> = Vec::new();
-        let mut syncs: Vec<(Arc<SharedLog>, u64)> = Vec::new();
-        for (publish, published) in staged.publishes.iter().zip(results) {
-            let Some(sequence) = publish.sequence else {
-                continue;
-            };
-            confirms.push((publish.channel, sequence, !published.rejected));
-            for (log, end) in published.syncs {
-                match syncs.iter_mut().find(|(l, _)| Arc::ptr_eq(l, &log)) {
-                    Some((_, known)) => *known = (*known).max(end),
-                    None => syncs.push((log, end)),
-                }
-            }
-        }
+        let stored = vhost.store(&routed)?;
+        let confirms: Vec<(u16, u64, bool)> = staged
+            .publishes
+            .iter()
+            .zip(&stored.published)
+            .filter_map(|(publish, published)| {
+                publish
+                    .sequence
+                    .map(|sequence| (publish.channel, sequence, !published.rejected))
+            })
+            .collect();
+        let syncs = stored.syncs;
         if !confirms.is_empty() {
             self.confirms.push_back(Box::pin(async move {
                 let mut durable = true;

@@ -61,11 +61,7 @@ impl Connection {
                     }
                     routed.push((queues, message));
                 }
-                let syncs: Vec<_> = vhost
-                    .store(&routed)?
-                    .into_iter()
-                    .flat_map(|published| published.syncs)
-                    .collect();
+                let syncs = vhost.store(&routed)?.syncs;
                 for settle in transaction.settles {
                     self.settle_now(channel, settle)?;
                 }

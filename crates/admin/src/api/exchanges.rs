@@ -178,8 +178,9 @@ pub async fn publish(
         bytes::Bytes::from(payload),
         weir_core::now_ms(),
     )?;
-    let published = host.publish(&message)?;
-    for (log, end) in &published.syncs {
+    let stored = host.publish(&message)?;
+    let published = stored.published[0];
+    for (log, end) in &stored.syncs {
         log.wait_durable(*end)
             .await
             .map_err(weir_core::queues::QueueError::from)?;

@@ -189,9 +189,23 @@ pub fn encode_properties(properties: &AMQPProperties) -> Result<Bytes, QueueErro
     Ok(Bytes::from(buffer))
 }
 
-/// A copy of `properties` with `name` set to `value` in its headers table.
-pub fn with_header(properties: &AMQPProperties, name: &str, value: AMQPValue) -> AMQPProperties {
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    headers.insert(name.into(), value);
-    properties.clone().with_headers(headers)
+impl Message {
+    /// The message with `name` set to `value` in its headers table (the
+    /// properties re-encoded; exchange, routing key, body and time kept).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Internal`] if the properties cannot be encoded.
+    pub fn with_header(self, name: &str, value: AMQPValue) -> Result<Message, QueueError> {
+        let mut headers = self.headers();
+        headers.insert(name.into(), value);
+        let properties = self.properties.with_headers(headers);
+        Message::with_properties(
+            self.exchange,
+            self.routing_key,
+            properties,
+            self.body,
+            self.timestamp_ms,
+        )
+    }
 }

@@ -28,5 +28,5 @@ pub use exchange::ExchangeKind;
 pub use message::Message;
 pub use queue::{Enqueued, Queue, QueueSpec};
 pub use vhost::{
-    Binding, DeclaredQueue, Destination, Exchange, Published, VirtualHost, NAME_BYTES_MAX,
+    Binding, DeclaredQueue, Destination, Exchange, Published, Stored, VirtualHost, NAME_BYTES_MAX,
 };

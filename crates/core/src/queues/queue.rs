@@ -25,7 +25,7 @@ use crate::queues::consumer::{
 use crate::queues::dead_letter::{DeadLetter, DeathReason};
 use crate::queues::error::QueueError;
 use crate::queues::lane::Lane;
-use crate::queues::message::{with_header, Message};
+use crate::queues::message::Message;
 
 /// How a queue was declared.
 #[derive(Debug, Clone)]
@@ -365,6 +365,7 @@ impl Queue {
         let Some(taken) = self.take_next(&mut state, true)? else {
             return Ok(None);
         };
+        write_delivered_marks(&mut state)?;
         if no_ack {
             self.settle(&mut state, taken.id)?;
         } else {
@@ -568,18 +569,7 @@ impl Queue {
         let lane = self.lane(state, usize::from(id.lane))?;
         let stored = lane.read(id.offset)?;
         let count = delivery_count(&stored).unwrap_or(0) + 1;
-        let properties = with_header(
-            &stored.properties,
-            DELIVERY_COUNT,
-            AMQPValue::LongLongInt(count),
-        );
-        let copy = Message::with_properties(
-            stored.exchange,
-            stored.routing_key,
-            properties,
-            stored.body,
-            stored.timestamp_ms,
-        )?;
+        let copy = stored.with_header(DELIVERY_COUNT, AMQPValue::LongLongInt(count))?;
         append_records(&lane.log, &[copy.to_record()])?;
         lane.settlement.settle(id.offset, id.offset + 1)?;
         state.ready += 1;
@@ -669,7 +659,7 @@ impl Queue {
                 };
                 let redelivered = offset < lane.settlement.delivered_below();
                 if count_as_delivery {
-                    lane.settlement.mark_delivered(offset + 1)?;
+                    lane.settlement.mark_delivered(offset + 1);
                 }
                 state.ready = state.ready.saturating_sub(1);
                 state.ready_bytes = state.ready_bytes.saturating_sub(message.body_bytes());
@@ -776,7 +766,7 @@ impl Queue {
                 }
             }
         }
-        Ok(())
+        write_delivered_marks(&mut state)
     }
 
     /// Settles expired messages at the head of each lane.
@@ -873,19 +863,8 @@ impl Queue {
                     lane: 0,
                     offset: record.offset,
                 };
-                let stored = Message::from_record(record)?;
-                let properties = with_header(
-                    &stored.properties,
-                    "x-stream-offset",
-                    AMQPValue::LongLongInt(id.offset as i64),
-                );
-                let message = Message::with_properties(
-                    stored.exchange,
-                    stored.routing_key,
-                    properties,
-                    stored.body,
-                    stored.timestamp_ms,
-                )?;
+                let message = Message::from_record(record)?
+                    .with_header("x-stream-offset", AMQPValue::LongLongInt(id.offset as i64))?;
                 let consumer = &mut state.consumers[index];
                 consumer.stream_next = id.offset + 1;
                 let needs_ack = !consumer.spec.no_ack;
@@ -935,6 +914,16 @@ fn is_expired(message: &Message, queue_ttl_ms: Option<u64>, now_ms: i64) -> bool
     ttl.is_some_and(|ttl| message.timestamp_ms.saturating_add(ttl as i64) <= now_ms)
 }
 
+/// Writes each lane's delivered mark once for the messages just taken (a
+/// write per dispatch round, not per message: a crash within the round can
+/// only cost a redelivered message its `redelivered` flag).
+fn write_delivered_marks(state: &mut QueueState) -> Result<(), QueueError> {
+    for lane in state.lanes.iter_mut().flatten() {
+        lane.settlement.write_delivered()?;
+    }
+    Ok(())
+}
+
 /// Header where quorum queues count deliveries.
 const DELIVERY_COUNT: &str = "x-delivery-count";
 
@@ -962,18 +951,7 @@ fn quorum_delivery(
             redelivered: redelivered || count > 0,
         });
     }
-    let properties = with_header(
-        &message.properties,
-        DELIVERY_COUNT,
-        AMQPValue::LongLongInt(0),
-    );
-    let message = Message::with_properties(
-        message.exchange,
-        message.routing_key,
-        properties,
-        message.body,
-        message.timestamp_ms,
-    )?;
+    let message = message.with_header(DELIVERY_COUNT, AMQPValue::LongLongInt(0))?;
     Ok(Taken {
         id,
         message,

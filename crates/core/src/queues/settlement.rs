@@ -46,6 +46,8 @@ pub struct Settlement {
     settled_above: u64,
     /// Every offset below this has been delivered at least once.
     delivered_below: u64,
+    /// The delivered mark last written to the file.
+    delivered_written: u64,
     dirty: bool,
 }
 
@@ -75,6 +77,7 @@ impl Settlement {
             ranges: BTreeMap::new(),
             settled_above: 0,
             delivered_below: 0,
+            delivered_written: 0,
             dirty: false,
         };
         for entry in bytes[..whole].chunks_exact(ENTRY_BYTES) {
@@ -86,6 +89,7 @@ impl Settlement {
                 _ => {}
             }
         }
+        settlement.delivered_written = settlement.delivered_below;
         Ok(settlement)
     }
 
@@ -179,17 +183,24 @@ impl Settlement {
         self.append(KIND_SETTLED, start, end)
     }
 
-    /// Records that every offset below `end` has been delivered.
+    /// Notes that every offset below `end` has been delivered; written by
+    /// the next [`Settlement::write_delivered`].
+    pub fn mark_delivered(&mut self, end: u64) {
+        self.delivered_below = self.delivered_below.max(end);
+    }
+
+    /// Writes the delivered mark if it moved since the last write (one
+    /// entry per dispatch round, not per message).
     ///
     /// # Errors
     ///
     /// I/O errors of the write.
-    pub fn mark_delivered(&mut self, end: u64) -> io::Result<()> {
-        if end <= self.delivered_below {
+    pub fn write_delivered(&mut self) -> io::Result<()> {
+        if self.delivered_below <= self.delivered_written {
             return Ok(());
         }
-        self.delivered_below = end;
-        self.append(KIND_DELIVERED, end, 0)
+        self.delivered_written = self.delivered_below;
+        self.append(KIND_DELIVERED, self.delivered_below, 0)
     }
 
     /// Syncs what was written since the last sync; compacts a long file.
@@ -260,6 +271,7 @@ impl Settlement {
             push(KIND_SETTLED, start, end);
         }
         push(KIND_DELIVERED, self.delivered_below, 0);
+        self.delivered_written = self.delivered_below;
         write_atomically(&self.path, &bytes)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.file_bytes = bytes.len() as u64;
@@ -287,7 +299,8 @@ mod tests {
         state.settle(3, 5).expect("settle");
         assert_eq!(state.settled_below(), 7);
         assert_eq!(state.settled_above(), 0);
-        state.mark_delivered(9).expect("mark");
+        state.mark_delivered(9);
+        state.write_delivered().expect("mark");
 
         let reopened = Settlement::open(dir.path()).expect("reopen");
         assert_eq!(reopened.settled_below(), 7);

@@ -78,14 +78,22 @@ pub struct DeclaredQueue {
     pub consumer_count: u32,
 }
 
-/// What a publish did.
-#[derive(Debug, Default)]
+/// What a publish did to one message.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Published {
     /// Reached at least one queue.
     pub routed: bool,
     /// Some queue refused it (`x-overflow` reject-publish): a confirm nack.
     pub rejected: bool,
-    /// Logs that must be durable up to an offset before the confirm.
+}
+
+/// What storing a batch of messages did.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Per message, in the order given.
+    pub published: Vec<Published>,
+    /// Logs that must be durable up to an offset before the batch's
+    /// persistent messages are confirmed (one entry per log written).
     pub syncs: Vec<(Arc<SharedLog>, u64)>,
 }
 
@@ -784,10 +792,9 @@ impl VirtualHost {
     /// # Errors
     ///
     /// As [`VirtualHost::route`]; storage errors.
-    pub fn publish(&self, message: &Message) -> Result<Published, QueueError> {
+    pub fn publish(&self, message: &Message) -> Result<Stored, QueueError> {
         let queues = self.route(&message.exchange, message)?;
-        let mut published = self.store(&[(queues, message)])?;
-        Ok(published.pop().expect("one message in, one result out"))
+        self.store(&[(queues, message)])
     }
 
     /// Stores routed messages (each with the queues [`VirtualHost::route`]
@@ -797,17 +804,18 @@ impl VirtualHost {
     /// # Errors
     ///
     /// Storage errors.
-    pub fn store(
-        &self,
-        routed: &[(Vec<Arc<Queue>>, &Message)],
-    ) -> Result<Vec<Published>, QueueError> {
-        let mut results: Vec<Published> = routed
+    pub fn store(&self, routed: &[(Vec<Arc<Queue>>, &Message)]) -> Result<Stored, QueueError> {
+        let published = routed
             .iter()
             .map(|(queues, _)| Published {
                 routed: !queues.is_empty(),
-                ..Published::default()
+                rejected: false,
             })
             .collect();
+        let mut stored = Stored {
+            published,
+            syncs: Vec::new(),
+        };
         crate::metrics::count_published(routed.iter().map(|(_, message)| *message));
         let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
         for (index, (queues, _)) in routed.iter().enumerate() {
@@ -823,11 +831,12 @@ impl VirtualHost {
             let enqueued = queue.enqueue_many(&messages)?;
             crate::metrics::count_stored(&self.name, queue.name(), &enqueued.accepted);
             for (&index, accepted) in indexes.iter().zip(enqueued.accepted) {
-                results[index].rejected |= !accepted;
-                results[index].syncs.extend(enqueued.syncs.iter().cloned());
+                stored.published[index].rejected |= !accepted;
             }
+            // Each queue appears once here, so each lane log once.
+            stored.syncs.extend(enqueued.syncs);
         }
-        Ok(results)
+        Ok(stored)
     }
 
     /// Periodic work for every queue; deletes queues whose `x-expires` passed.
@@ -957,10 +966,9 @@ async fn route_dead_letters(
 ) {
     while let Some(letter) = letters.recv().await {
         let Some(vhost) = vhost.upgrade() else { return };
-        let result = letter.into_message().and_then(|message| {
-            let published = vhost.publish(&message)?;
-            Ok(published.syncs)
-        });
+        let result = letter
+            .into_message()
+            .and_then(|message| Ok(vhost.publish(&message)?.syncs));
         match result {
             // A missing dead-letter exchange drops the message, as RabbitMQ does.
             Err(QueueError::NotFound(_)) => {}
