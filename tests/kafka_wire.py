@@ -452,3 +452,45 @@ def produce_v3(conn: Connection, topic: str, partition: int, records: bytes | No
     [(name, [(index, error_code, base_offset, _log_append_time)])] = topics
     assert (name, index) == (topic, partition)
     return error_code, base_offset
+
+
+# --- reading stored batches ---------------------------------------------------
+
+def _zigzag(reader: Reader) -> int:
+    raw = reader.uvarint()
+    return (raw >> 1) ^ -(raw & 1)
+
+
+def _varbytes_read(reader: Reader) -> bytes | None:
+    n = _zigzag(reader)
+    return None if n < 0 else reader._take(n)
+
+
+def decode_batches(data: bytes) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of every record in uncompressed RecordBatch v2
+    bytes, checking each batch's CRC-32C; a partial batch at the end (a fetch
+    may end inside one) is ignored."""
+    records = []
+    position = 0
+    while position + 61 <= len(data):
+        base_offset, length = struct.unpack(">qi", data[position:position + 12])
+        end = position + 12 + length
+        if end > len(data):
+            break
+        batch = data[position:end]
+        (stored_crc,) = struct.unpack(">I", batch[17:21])
+        assert crc32c(batch[21:]) == stored_crc, f"batch at offset {base_offset} fails its CRC"
+        reader = Reader(batch[57:])
+        for _ in range(reader.int32()):
+            reader.uvarint()  # record length, as a zigzag varint; fields follow
+            reader.int8()  # attributes
+            _zigzag(reader)  # timestamp delta
+            offset_delta = _zigzag(reader)
+            key = _varbytes_read(reader)
+            value = _varbytes_read(reader)
+            for _ in range(_zigzag(reader)):
+                reader._take(_zigzag(reader))
+                _varbytes_read(reader)
+            records.append((base_offset + offset_delta, key, value))
+        position = end
+    return records

@@ -64,6 +64,7 @@ impl From<CoreError> for ApiError {
             | CoreError::NonEmptyGroup
             | CoreError::GroupSubscribedToTopic => StatusCode::CONFLICT,
             CoreError::Storage(_) | CoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoreError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, error.to_string())

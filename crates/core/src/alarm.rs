@@ -1,6 +1,8 @@
 //! Resource alarms: when free disk space under the data directory falls
-//! below a limit, publishers are blocked (AMQP `connection.blocked`) until
-//! it recovers, so a full disk stops intake instead of failing writes.
+//! below a limit, intake stops until it recovers (AMQP publishers are
+//! blocked with `connection.blocked`, Kafka and HTTP produces are refused
+//! with a retriable storage error), so a full disk stops intake before
+//! writes fail.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -31,6 +33,11 @@ impl DiskAlarm {
         self.state.subscribe()
     }
 
+    /// Whether the alarm is on now.
+    pub fn is_on(&self) -> bool {
+        *self.state.borrow()
+    }
+
     /// Measures free space and sets or clears the alarm; returns the free bytes.
     pub fn check(&self) -> Option<u64> {
         let free = free_bytes(&self.dir)?;
@@ -42,7 +49,7 @@ impl DiskAlarm {
             tracing::warn!(
                 free,
                 limit = self.free_bytes_min,
-                "disk alarm: free space below the limit; publishers blocked"
+                "disk alarm: free space below the limit; publishers blocked, produces refused"
             );
         } else if changed {
             tracing::info!(free, "disk alarm cleared");

@@ -8,6 +8,8 @@
 //! meta.json          cluster id and node id, written once
 //! .clean-shutdown    present only between a clean stop and the next start
 //! topics/<name>/     one directory per topic (crate::topic)
+//! staging/<uuid>/    a topic being created; emptied on every start
+//! quarantine/        entities that could not be opened (crate::quarantine)
 //! ```
 
 use std::collections::HashMap;
@@ -22,15 +24,20 @@ use parking_lot::{Mutex, RwLock};
 use weir_log::batch::{self, BatchHeader};
 use weir_log::checkpoint::{sync_dir, write_atomically};
 
+use crate::alarm::DiskAlarm;
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
+use crate::descriptors::DescriptorBudget;
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
 use crate::producer::{AbortedTransaction, ProducerIds, SequenceCheck};
+use crate::quarantine::{at_path, is_entity_fault, quarantine};
 use crate::topic::{Partition, Topic};
 use crate::transactions::Transactions;
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const META_FILE: &str = "meta.json";
+/// Where topics are assembled before they appear under `topics/`.
+const STAGING_DIR: &str = "staging";
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -142,6 +149,8 @@ pub struct Broker {
     config: BrokerConfig,
     cluster_id: String,
     topics_dir: PathBuf,
+    /// Where new topics are assembled before they are renamed into `topics_dir`.
+    staging_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: ProducerIds,
     pub(crate) groups: GroupCoordinator,
@@ -149,6 +158,8 @@ pub struct Broker {
     pub(crate) transactions: Transactions,
     /// Serialises create/delete/grow so a name check and the disk change are atomic.
     admin: Mutex<()>,
+    /// On while free disk space is below `disk_free_limit_bytes`: produces are refused.
+    disk_alarm: DiskAlarm,
 }
 
 impl Broker {
@@ -160,40 +171,41 @@ impl Broker {
     /// I/O errors reading metadata or logs.
     pub fn open(config: BrokerConfig) -> Result<Broker> {
         let topics_dir = config.data_dir.join("topics");
-        fs::create_dir_all(&topics_dir)?;
+        fs::create_dir_all(&topics_dir).map_err(|error| at_path(&topics_dir, error))?;
         let meta = load_or_create_meta(&config.data_dir, config.node_id)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
         let clean = marker.exists();
         if clean {
             // Removed before anything is written, so a crash from here on is
             // never mistaken for a clean stop.
-            fs::remove_file(&marker)?;
-            sync_dir(&config.data_dir)?;
+            fs::remove_file(&marker)
+                .and_then(|()| sync_dir(&config.data_dir))
+                .map_err(|error| at_path(&marker, error))?;
         }
-        let mut topics = HashMap::new();
-        for entry in fs::read_dir(&topics_dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if validate_topic_name(&name).is_err() {
-                tracing::warn!(path = %entry.path().display(), "skipping a directory that is not a topic");
-                continue;
-            }
-            let topic = Topic::open(entry.path(), &name, &config.topic_defaults, clean)?;
-            topics.insert(name, Arc::new(topic));
-        }
+        let staging_dir = config.data_dir.join(STAGING_DIR);
+        clear_staging(&staging_dir)?;
+        let topics = open_topics(&config, &topics_dir, clean)?;
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
-        let offsets = Arc::new(OffsetStore::open(&config.data_dir, clean)?);
+        let offsets = Arc::new(
+            OffsetStore::open(&config.data_dir, clean)
+                .map_err(|error| at_path(&config.data_dir.join("__consumer_offsets"), error))?,
+        );
+        let disk_alarm = DiskAlarm::new(&config.data_dir, config.disk_free_limit_bytes);
         let broker = Broker {
-            producer_ids: ProducerIds::open(&config.data_dir)?,
+            producer_ids: ProducerIds::open(&config.data_dir)
+                .map_err(|error| at_path(&config.data_dir.join(crate::producer::ID_FILE), error))?,
             groups: GroupCoordinator::new(config.groups.clone(), Arc::clone(&offsets)),
             transactions: Transactions::restore(offsets.transactions()),
             offsets,
             cluster_id: meta.cluster_id,
             config,
             topics_dir,
+            staging_dir,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
+            disk_alarm,
         };
+        broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.
         broker.forget_topic_offsets(|topic| broker.topics.read().contains_key(topic));
         Ok(broker)
@@ -202,6 +214,13 @@ impl Broker {
     /// The settings the broker runs with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The disk alarm: the owner measures free space with
+    /// [`DiskAlarm::check`] on an interval; while it is on, appends fail
+    /// with [`CoreError::DiskFull`] and AMQP publishers are blocked.
+    pub fn disk_alarm(&self) -> &DiskAlarm {
+        &self.disk_alarm
     }
 
     /// This cluster's id.
@@ -329,6 +348,7 @@ impl Broker {
         if self.topics.read().contains_key(name) {
             return Err(CoreError::TopicAlreadyExists(name.to_string()));
         }
+        check_descriptor_budget(u64::from(partitions))?;
         if validate_only {
             return Ok(TopicSummary {
                 name: name.to_string(),
@@ -337,18 +357,18 @@ impl Broker {
                 leader_epochs: vec![0; partitions as usize],
             });
         }
-        let dir = self.topics_dir.join(name);
-        if dir.exists() {
-            // A leftover of a creation interrupted before topic.json was written.
-            fs::remove_dir_all(&dir)?;
-        }
-        let created = Topic::create(dir, name, partitions, config, &self.config.topic_defaults);
+        let created = Topic::create(
+            self.topics_dir.join(name),
+            &self.staging_dir,
+            name,
+            partitions,
+            config,
+            &self.config.topic_defaults,
+        );
         let topic = Arc::new(created.inspect_err(|error| {
-            // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause
-            // (often the open-file limit: three files per partition).
+            // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause.
             tracing::error!(topic = name, partitions, %error, "creating topic failed");
         })?);
-        sync_dir(&self.topics_dir)?;
         self.topics
             .write()
             .insert(name.to_string(), Arc::clone(&topic));
@@ -409,6 +429,7 @@ impl Broker {
                 "topic currently has {current} partitions, which is higher than the requested {total}"
             )));
         }
+        check_descriptor_budget(u64::from(total as u32 - current))?;
         if !validate_only {
             topic.add_partitions(total as u32, &self.config.topic_defaults)?;
             tracing::info!(topic = name, partitions = total, "added partitions");
@@ -518,6 +539,9 @@ impl Broker {
     ) -> Result<Appended> {
         let topic = self.topic_or_create(topic, true)?;
         let partition = topic.partition(partition)?;
+        if self.disk_alarm.is_on() {
+            return Err(CoreError::DiskFull);
+        }
         if acks == Acks::All
             && topic
                 .config()
@@ -788,11 +812,88 @@ fn first_record_at_or_after(batch: Bytes, timestamp: i64) -> Option<(u64, i64)> 
     }
 }
 
+/// Opens every topic under `topics_dir`; an entry that is not a topic, or
+/// whose own files are bad, is quarantined instead.
+///
+/// # Errors
+///
+/// Errors of the machine (descriptors, memory, permissions), naming the path.
+fn open_topics(
+    config: &BrokerConfig,
+    topics_dir: &Path,
+    clean: bool,
+) -> Result<HashMap<String, Arc<Topic>>> {
+    let mut topics = HashMap::new();
+    for entry in fs::read_dir(topics_dir).map_err(|error| at_path(topics_dir, error))? {
+        let path = entry.map_err(|error| at_path(topics_dir, error))?.path();
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let opened = match validate_topic_name(&name) {
+            Ok(()) if path.is_dir() => {
+                Topic::open(path.clone(), &name, &config.topic_defaults, clean)
+            }
+            _ => Err(CoreError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a topic directory (a topic is a directory named as Kafka allows)",
+            ))),
+        };
+        match opened {
+            Ok(topic) => {
+                topics.insert(name, Arc::new(topic));
+            }
+            Err(error) if core_error_is_entity_fault(&error) => {
+                quarantine(&config.data_dir, "topics", &path, &error)
+                    .map_err(|moving| at_path(&path, moving))?;
+            }
+            Err(error) => return Err(CoreError::Io(at_path(&path, error))),
+        }
+    }
+    Ok(topics)
+}
+
+/// Whether an error opening a topic is the topic's own fault.
+fn core_error_is_entity_fault(error: &CoreError) -> bool {
+    match error {
+        CoreError::Io(error) | CoreError::Storage(weir_log::LogError::Io(error)) => {
+            is_entity_fault(error)
+        }
+        _ => true,
+    }
+}
+
+/// Removes topics whose creation was interrupted before they were renamed
+/// into place: nobody was told they exist.
+fn clear_staging(staging_dir: &Path) -> Result<()> {
+    if staging_dir.exists() {
+        let leftovers = fs::read_dir(staging_dir)
+            .map_err(|error| at_path(staging_dir, error))?
+            .count();
+        if leftovers > 0 {
+            tracing::warn!(leftovers, dir = %staging_dir.display(), "removing topics whose creation was interrupted");
+        }
+        fs::remove_dir_all(staging_dir).map_err(|error| at_path(staging_dir, error))?;
+    }
+    fs::create_dir_all(staging_dir).map_err(|error| at_path(staging_dir, error))?;
+    Ok(())
+}
+
+/// Refuses `partitions` new partitions when their files would not fit the
+/// open-file limit.
+fn check_descriptor_budget(partitions: u64) -> Result<()> {
+    match DescriptorBudget::now().and_then(|budget| budget.refusal(partitions)) {
+        Some(refusal) => Err(CoreError::PolicyViolation(refusal)),
+        None => Ok(()),
+    }
+}
+
 fn load_or_create_meta(data_dir: &Path, node_id: i32) -> Result<Meta> {
     let path = data_dir.join(META_FILE);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|error| CoreError::Io(io::Error::new(io::ErrorKind::InvalidData, error))),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|error| CoreError::Io(at_path(&path, error)))
+        }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             let meta = Meta {
                 cluster_id: new_cluster_id(),
@@ -802,7 +903,7 @@ fn load_or_create_meta(data_dir: &Path, node_id: i32) -> Result<Meta> {
             write_atomically(&path, &json)?;
             Ok(meta)
         }
-        Err(error) => Err(error.into()),
+        Err(error) => Err(CoreError::Io(at_path(&path, error))),
     }
 }
 

@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     /// Offsets of a group without members expire this long after their
     /// commit (`offsets.retention.minutes`).
     pub offsets_retention: Duration,
+    /// Below this many free bytes on the data directory's file system the
+    /// disk alarm refuses produces and blocks publishers (crate::alarm).
+    pub disk_free_limit_bytes: u64,
 }
 
 /// Broker-wide defaults of the topic settings (Kafka's `log.*` broker configs).
@@ -145,6 +148,7 @@ impl BrokerConfig {
             topic_defaults: TopicDefaults::default(),
             groups: GroupSettings::default(),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            disk_free_limit_bytes: 50 << 20,
         }
     }
 }

@@ -124,6 +124,10 @@ pub enum CoreError {
         /// Next offset to be written.
         log_end_offset: u64,
     },
+    /// Free disk space is below the broker's limit; nothing was written.
+    /// Retriable: writes resume once space returns.
+    #[error("free disk space is below the broker's limit (disk alarm); retry later")]
+    DiskFull,
     /// The partition's log failed and refuses writes.
     #[error("storage error: {0}")]
     Storage(#[source] LogError),

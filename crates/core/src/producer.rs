@@ -25,7 +25,7 @@ use crate::error::{CoreError, Result};
 pub const REMEMBERED_BATCHES: usize = 5;
 /// Producer ids reserved on disk at a time; a crash skips at most this many.
 const ID_BLOCK: i64 = 1000;
-const ID_FILE: &str = "producer-id-block";
+pub(crate) const ID_FILE: &str = "producer-id-block";
 
 /// Hands out producer ids that are never reused, even after a crash: the
 /// end of the current block is persisted before any id from it is given.

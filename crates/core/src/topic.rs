@@ -3,7 +3,8 @@
 //! On disk a topic is `topics/<name>/` holding `topic.json` (id, partition
 //! count, config overrides) and one directory per partition, `0/`, `1/`, …,
 //! each a [`weir_log::Log`]. `topic.json` is replaced atomically, after the
-//! partition directories it names exist.
+//! partition directories it names exist. A new topic is assembled under the
+//! broker's staging directory and renamed into `topics/` whole.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use uuid::Uuid;
-use weir_log::checkpoint::write_atomically;
+use weir_log::checkpoint::{sync_dir, write_atomically};
 use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
@@ -154,26 +155,55 @@ struct TopicState {
 }
 
 impl Topic {
-    /// Creates the topic's directory, partitions and `topic.json`.
+    /// Creates the topic at `dir` all at once: its `topic.json` and empty
+    /// partition directories are written and synced under `staging_dir`,
+    /// then renamed into place, so a crash leaves the whole topic or none
+    /// of it. The partitions' logs are opened where they finally live.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; the topic is then absent (its directory removed).
     pub(crate) fn create(
         dir: PathBuf,
+        staging_dir: &Path,
         name: &str,
         partitions: u32,
         config: TopicConfig,
         defaults: &TopicDefaults,
     ) -> Result<Topic> {
-        fs::create_dir_all(&dir)?;
-        let topic = Topic {
-            name: name.to_string(),
+        let staged = staging_dir.join(Uuid::new_v4().to_string());
+        fs::create_dir_all(&staged)?;
+        let record = TopicRecord {
             id: Uuid::new_v4(),
-            dir,
-            state: RwLock::new(TopicState {
-                config,
-                partitions: Vec::new(),
-            }),
+            partitions,
+            config,
         };
-        topic.add_partitions(partitions, defaults)?;
-        Ok(topic)
+        let staged_ok = (|| -> Result<()> {
+            for index in 0..partitions {
+                fs::create_dir(staged.join(index.to_string()))?;
+            }
+            // Syncs the staged directory too, making the partition
+            // directories' entries durable with it.
+            write_record(&staged, &record)?;
+            // Fails if `dir` exists and is not empty: a directory left at a
+            // topic's name is never overwritten.
+            fs::rename(&staged, &dir)?;
+            sync_dir(staging_dir)?;
+            sync_dir(dir.parent().unwrap_or(staging_dir))?;
+            Ok(())
+        })();
+        if let Err(error) = staged_ok {
+            remove_dir_if_present(&staged);
+            return Err(error);
+        }
+        Topic::open(dir.clone(), name, defaults, false).inspect_err(|_| {
+            // Opened partitions are closed on drop; whatever was created
+            // goes, so the failed creation leaves no topic behind.
+            remove_dir_if_present(&dir);
+            if let Some(parent) = dir.parent() {
+                let _ = sync_dir(parent);
+            }
+        })
     }
 
     /// Opens a topic from its directory.
@@ -183,9 +213,20 @@ impl Topic {
         defaults: &TopicDefaults,
         clean: bool,
     ) -> Result<Topic> {
-        let text = fs::read(dir.join(TOPIC_FILE))?;
-        let record: TopicRecord = serde_json::from_slice(&text)
-            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
+        let path = dir.join(TOPIC_FILE);
+        let text = fs::read(&path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is missing", path.display()),
+            ),
+            _ => error,
+        })?;
+        let record: TopicRecord = serde_json::from_slice(&text).map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {error}", path.display()),
+            )
+        })?;
         let partitions = (0..record.partitions)
             .map(|index| {
                 Partition::open(&dir, index, &record.config, defaults, clean).map(Arc::new)
@@ -246,15 +287,36 @@ impl Topic {
         self.state.read().config.clone()
     }
 
-    /// Grows the topic to `total` partitions.
+    /// Grows the topic to `total` partitions. The new partitions are
+    /// opened first and `topic.json` is rewritten after them: a crash or an
+    /// error in between leaves the old count, and the directories of
+    /// partitions it does not name are removed before they are made again.
     pub(crate) fn add_partitions(&self, total: u32, defaults: &TopicDefaults) -> Result<()> {
         let mut state = self.state.write();
         let current = state.partitions.len() as u32;
-        for index in current..total {
-            let partition = Partition::open(&self.dir, index, &state.config, defaults, false)?;
-            state.partitions.push(Arc::new(partition));
+        let mut added = Vec::with_capacity(total.saturating_sub(current) as usize);
+        let opened = (|| -> Result<()> {
+            for index in current..total {
+                remove_dir_if_present(&self.dir.join(index.to_string()));
+                let partition = Partition::open(&self.dir, index, &state.config, defaults, false)?;
+                added.push(Arc::new(partition));
+            }
+            let record = TopicRecord {
+                id: self.id,
+                partitions: total,
+                config: state.config.clone(),
+            };
+            write_record(&self.dir, &record)
+        })();
+        if let Err(error) = opened {
+            drop(added);
+            for index in current..total {
+                remove_dir_if_present(&self.dir.join(index.to_string()));
+            }
+            return Err(error);
         }
-        self.persist(&state)
+        state.partitions.extend(added);
+        Ok(())
     }
 
     /// Replaces the overrides and applies them to every partition's log.
@@ -278,9 +340,7 @@ impl Topic {
             partitions: state.partitions.len() as u32,
             config: state.config.clone(),
         };
-        let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        write_atomically(&self.dir.join(TOPIC_FILE), &json)?;
-        Ok(())
+        write_record(&self.dir, &record)
     }
 
     /// Closes every partition's log for a clean shutdown; false if any
@@ -295,5 +355,23 @@ impl Topic {
             }
         }
         all_closed
+    }
+}
+
+/// Writes `topic.json` into `dir` atomically (file and directory synced).
+fn write_record(dir: &Path, record: &TopicRecord) -> Result<()> {
+    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    write_atomically(&dir.join(TOPIC_FILE), &json)?;
+    Ok(())
+}
+
+/// Removes a directory tree that holds nothing acknowledged (a failed or
+/// interrupted creation); a failure only leaves litter, so it is logged.
+fn remove_dir_if_present(dir: &Path) {
+    match fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot remove a partly created directory");
+        }
+        _ => {}
     }
 }

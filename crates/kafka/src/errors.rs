@@ -40,7 +40,9 @@ fn response_error(error: &CoreError) -> ResponseError {
         // As Kafka's ProduceRequest.validateRecords: v3+ carries magic 2 only.
         CoreError::UnsupportedMessageFormat(_) => ResponseError::InvalidRecord,
         CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        CoreError::Storage(_) => ResponseError::KafkaStorageError,
+        // Retriable for clients: librdkafka and the Java client retry the
+        // produce until the disk has room again.
+        CoreError::Storage(_) | CoreError::DiskFull => ResponseError::KafkaStorageError,
         CoreError::UnknownMemberId => ResponseError::UnknownMemberId,
         CoreError::IllegalGeneration => ResponseError::IllegalGeneration,
         CoreError::RebalanceInProgress => ResponseError::RebalanceInProgress,

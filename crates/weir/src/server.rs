@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
-use weir_core::alarm::DiskAlarm;
 use weir_core::queues::VirtualHost;
 use weir_core::Broker;
 
@@ -119,28 +118,15 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         "/".to_owned(),
         Arc::clone(&vhost),
     )]));
-    let alarm = Arc::new(DiskAlarm::new(
-        &broker.config().data_dir,
-        settings.disk_free_limit_bytes,
-    ));
-    alarm.check();
     let amqp = tokio::spawn(weir_amqp::serve(
         amqp_listener,
         Arc::clone(&vhosts),
         settings.amqp,
         stopping.clone(),
-        alarm.subscribe(),
+        broker.disk_alarm().subscribe(),
     ));
-    let http = start_http(
-        &settings.http_listen,
-        &broker,
-        &vhosts,
-        settings.disk_free_limit_bytes,
-        &stopping,
-    )
-    .await?;
-    let queue_maintenance =
-        tokio::spawn(maintain_queues(Arc::clone(&vhost), alarm, stopping.clone()));
+    let http = start_http(&settings.http_listen, &broker, &vhosts, &stopping).await?;
+    let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), stopping.clone()));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
     wait_for_stop_signal().await;
     tracing::info!("stopping");
@@ -164,7 +150,6 @@ async fn start_http(
     address: &std::net::SocketAddr,
     broker: &Arc<Broker>,
     vhosts: &Arc<weir_amqp::VirtualHosts>,
-    disk_free_limit_bytes: u64,
     stopping: &watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = TcpListener::bind(address)
@@ -173,7 +158,7 @@ async fn start_http(
     let admin = Arc::new(weir_admin::Admin::new(
         Arc::clone(broker),
         (**vhosts).clone(),
-        disk_free_limit_bytes,
+        broker.config().disk_free_limit_bytes,
     ));
     Ok(tokio::spawn(weir_admin::serve(
         listener,
@@ -205,33 +190,26 @@ fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
 }
 
 /// Queue upkeep (TTL expiry, settlement syncs, segment deletion,
-/// `x-expires`) and the disk alarm.
-async fn maintain_queues(
-    vhost: Arc<VirtualHost>,
-    alarm: Arc<DiskAlarm>,
-    mut stopping: watch::Receiver<bool>,
-) {
+/// `x-expires`).
+async fn maintain_queues(vhost: Arc<VirtualHost>, mut stopping: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(QUEUE_TICK);
-    let mut disk = tokio::time::interval(DISK_CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => vhost.maintain(weir_core::now_ms()).await,
-            _ = disk.tick() => {
-                alarm.check();
-            }
             _ = stopping.changed() => return,
         }
     }
 }
 
-/// Retention and offset expiry on their interval, `flush.ms` syncs and
-/// group timeouts, until stopped.
+/// Retention and offset expiry on their interval, `flush.ms` syncs, group
+/// timeouts and the disk alarm, until stopped.
 async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(broker.config().retention_check_interval);
     let mut flush = tokio::time::interval(FLUSH_TICK);
     let mut groups = tokio::time::interval(GROUP_TICK);
     let mut snapshots = tokio::time::interval(PRODUCER_SNAPSHOT_INTERVAL);
     let mut transactions = tokio::time::interval(TRANSACTION_TICK);
+    let mut disk = tokio::time::interval(DISK_CHECK_INTERVAL);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -249,6 +227,9 @@ async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
                 let _ = tokio::task::spawn_blocking(move || worker.snapshot_producer_states()).await;
             }
             _ = flush.tick() => broker.flush_due().await,
+            _ = disk.tick() => {
+                broker.disk_alarm().check();
+            }
             _ = stopping.changed() => return,
         }
     }

@@ -103,8 +103,6 @@ pub struct Resolved {
     pub kafka: KafkaConfig,
     /// Where the AMQP listener binds.
     pub amqp_listen: SocketAddr,
-    /// Free disk space below which publishers are blocked.
-    pub disk_free_limit_bytes: u64,
     /// Settings of the AMQP listener.
     pub amqp: AmqpConfig,
     /// Log filter.
@@ -137,6 +135,9 @@ impl ServerSettings {
                 .unwrap_or_else(|| PathBuf::from("./data")),
         );
         broker.default_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if let Some(limit) = self.disk_free_limit_bytes.or(file.disk_free_limit_bytes) {
+            broker.disk_free_limit_bytes = limit;
+        }
         broker.auto_create_topics = self
             .auto_create_topics
             .or(file.auto_create_topics)
@@ -204,10 +205,6 @@ impl ServerSettings {
             kafka,
             amqp_listen,
             amqp,
-            disk_free_limit_bytes: self
-                .disk_free_limit_bytes
-                .or(file.disk_free_limit_bytes)
-                .unwrap_or(50 << 20),
             log_level: self
                 .log_level
                 .or(file.log_level)

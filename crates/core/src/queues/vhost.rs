@@ -4,7 +4,9 @@
 //! Definitions of durable exchanges, queues and bindings are kept in
 //! `definitions.json`, rewritten atomically on every change. Durable
 //! queues' logs live under `queues/<id>/`, transient ones under
-//! `transient/<id>/`, which is emptied on every start.
+//! `transient/<id>/`, which is emptied on every start. A durable queue that
+//! cannot be opened at start-up is moved to `quarantine/queues/` beside them
+//! (crate::quarantine) and dropped from the definitions; the rest is served.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use tokio::sync::mpsc;
 use weir_log::checkpoint::write_atomically;
 use weir_log::{LogConfig, SharedLog};
 
+use crate::quarantine::quarantine;
 use crate::queues::args::{check_equivalent, QueueArguments, QueueType};
 use crate::queues::dead_letter::DeadLetter;
 use crate::queues::error::QueueError;
@@ -183,22 +186,32 @@ impl VirtualHost {
                     .exchanges
                     .insert(exchange.name.clone(), exchange);
             }
+            let mut quarantined = Vec::new();
             for stored_queue in stored.queues {
-                let parsed =
-                    QueueArguments::parse(&stored_queue.arguments, &stored_queue.name, name)?;
-                let spec = QueueSpec {
-                    name: stored_queue.name.clone(),
-                    vhost: name.to_owned(),
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete: stored_queue.auto_delete,
-                    arguments: stored_queue.arguments,
-                    parsed,
-                };
-                let queue = vhost.open_queue(spec, &stored_queue.id)?;
-                definitions
-                    .queues
-                    .insert(stored_queue.name, (queue, stored_queue.id));
+                let (queue_name, id) = (stored_queue.name.clone(), stored_queue.id.clone());
+                match vhost.open_stored_queue(stored_queue) {
+                    Ok(queue) => {
+                        definitions.queues.insert(queue_name, (queue, id));
+                    }
+                    Err(error) => {
+                        let queue_dir = dir.join("queues").join(&id);
+                        if queue_dir.exists() {
+                            quarantine(dir, "queues", &queue_dir, &error)?;
+                        } else {
+                            tracing::error!(queue = ?queue_name, %error, "cannot open a durable queue; it is dropped");
+                        }
+                        quarantined.push(queue_name);
+                    }
+                }
+            }
+            if !quarantined.is_empty() {
+                for exchange in definitions.exchanges.values_mut() {
+                    exchange.bindings.retain(|binding| {
+                        !matches!(&binding.destination, Destination::Queue(q) if quarantined.contains(q))
+                    });
+                }
+                // Without this the next start would recreate the queues empty.
+                vhost.persist(&definitions)?;
             }
         }
         tokio::spawn(route_dead_letters(Arc::downgrade(&vhost), receiver));
@@ -208,6 +221,20 @@ impl VirtualHost {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    fn open_stored_queue(&self, stored: StoredQueue) -> Result<Arc<Queue>, QueueError> {
+        let parsed = QueueArguments::parse(&stored.arguments, &stored.name, &self.name)?;
+        let spec = QueueSpec {
+            name: stored.name,
+            vhost: self.name.clone(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: stored.auto_delete,
+            arguments: stored.arguments,
+            parsed,
+        };
+        self.open_queue(spec, &stored.id)
     }
 
     fn open_queue(&self, spec: QueueSpec, id: &str) -> Result<Arc<Queue>, QueueError> {
