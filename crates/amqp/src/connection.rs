@@ -330,7 +330,22 @@ impl Connection {
             .iter()
             .map(|p| (p.queues.clone(), &p.message))
             .collect();
-        let stored = vhost.store(&routed)?;
+        let stored = match vhost.store(&routed) {
+            Ok(stored) => stored,
+            Err(error) if staged.publishes.iter().all(|p| p.sequence.is_some()) => {
+                // Nothing was stored (a full disk, say): every publisher is
+                // in confirm mode and hears it as a nack, and may retry.
+                tracing::warn!(%error, messages = staged.publishes.len(), "storing publishes failed; nacked");
+                let nacks = staged
+                    .publishes
+                    .iter()
+                    .filter_map(|p| p.sequence.map(|sequence| (p.channel, sequence, false)))
+                    .collect::<Vec<_>>();
+                self.confirms.push_back(Box::pin(async move { nacks }));
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
         let confirms: Vec<(u16, u64, bool)> = staged
             .publishes
             .iter()
