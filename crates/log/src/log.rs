@@ -325,6 +325,11 @@ impl Log {
         write_atomically_in(self.storage.as_ref(), &path, text.as_bytes())
     }
 
+    /// The file layer this log's files live on.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
     /// The directory of this log.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -496,6 +501,9 @@ impl Log {
     /// `offset`, or lower when `offset` falls inside a batch or a fenced
     /// range (the whole batch or range goes).
     ///
+    /// Also cuts whatever a failed write left past the end of the active
+    /// segment, even when `offset` is at or past the log end.
+    ///
     /// Used to heal after a failed sync (cut back to what is durable) and,
     /// in replication, by a follower cutting a diverging suffix (KIP-101).
     ///
@@ -513,6 +521,7 @@ impl Log {
             });
         }
         if offset >= end {
+            self.active_mut().cut_stray_bytes()?;
             return Ok(0);
         }
         let had_fences = self.segments.values().any(|s| !s.fenced().is_empty());

@@ -523,9 +523,11 @@ impl Segment {
                 .ok()
                 .map(|header| header.last_offset());
             self.file.set_len(position)?;
-            self.file.sync_data()?;
             self.size = position;
         }
+        // What recovery kept counts as durable from now on: after a crash
+        // of the process alone it may still sit in the page cache only.
+        self.file.sync_data()?;
         self.first_batch_timestamp = self
             .read_header_at(0)
             .ok()
@@ -575,7 +577,8 @@ impl Segment {
     /// file a chunk at a time.
     fn find_next_valid_batch(&self, from: u64) -> io::Result<Option<(u64, BatchHeader)>> {
         let mut chunk_start = from;
-        let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
+        let rest = self.size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
+        let mut chunk = vec![0u8; rest as usize];
         while chunk_start + HEADER_BYTES as u64 <= self.size {
             let length = (self.size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
             self.file.read_exact_at(&mut chunk[..length], chunk_start)?;
@@ -709,6 +712,21 @@ impl Segment {
             self.fence(range);
         }
         Ok(bytes_cut)
+    }
+
+    /// Cuts whatever a failed write may have left past the segment's end in
+    /// the `.log` file and both indexes, and syncs the `.log` file.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn cut_stray_bytes(&mut self) -> io::Result<()> {
+        if self.file.len()? != self.size {
+            self.file.set_len(self.size)?;
+        }
+        self.file.sync_data()?;
+        self.index.keep_first(self.index.len())?;
+        self.time_index.keep_first(self.time_index.len())
     }
 
     /// Makes the segment read-only in spirit: records its final max
