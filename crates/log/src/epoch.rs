@@ -9,17 +9,18 @@
 //! <epoch> <offset>    N lines, epochs and offsets increasing
 //! ```
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::checkpoint::write_atomically;
+use crate::storage::{write_atomically_in, StdStorage, Storage};
 
 const FILE_NAME: &str = "leader-epoch-checkpoint";
 
 /// Epoch → start offset entries of one partition, persisted on every change.
 #[derive(Debug)]
 pub struct LeaderEpochCache {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     entries: Vec<(i32, u64)>,
 }
@@ -33,13 +34,29 @@ impl LeaderEpochCache {
     ///
     /// I/O errors other than a missing file.
     pub fn open(dir: &Path) -> io::Result<LeaderEpochCache> {
+        LeaderEpochCache::open_in(StdStorage::shared(), dir)
+    }
+
+    /// As [`LeaderEpochCache::open`], through `storage`.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors other than a missing file.
+    pub fn open_in(storage: Arc<dyn Storage>, dir: &Path) -> io::Result<LeaderEpochCache> {
         let path = dir.join(FILE_NAME);
-        let entries = match fs::read_to_string(&path) {
-            Ok(text) => parse(&text).unwrap_or_default(),
+        let entries = match storage.read(&path) {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(parse)
+                .unwrap_or_default(),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(error) => return Err(error),
         };
-        Ok(LeaderEpochCache { path, entries })
+        Ok(LeaderEpochCache {
+            storage,
+            path,
+            entries,
+        })
     }
 
     /// Records that `epoch` starts at `start_offset`, if it is newer than the
@@ -47,7 +64,7 @@ impl LeaderEpochCache {
     ///
     /// # Errors
     ///
-    /// Any I/O error writing the checkpoint.
+    /// Any I/O error writing the checkpoint; the cache is then unchanged.
     pub fn assign(&mut self, epoch: i32, start_offset: u64) -> io::Result<()> {
         if self
             .entries
@@ -57,7 +74,12 @@ impl LeaderEpochCache {
             return Ok(());
         }
         self.entries.push((epoch, start_offset));
-        self.persist()
+        let persisted = self.persist();
+        if persisted.is_err() {
+            // A full disk must not leave an epoch that no batch carries.
+            self.entries.pop();
+        }
+        persisted
     }
 
     /// Drops epochs that start at or after `end_offset` (the log was cut there).
@@ -91,7 +113,7 @@ impl LeaderEpochCache {
         for (epoch, offset) in &self.entries {
             text.push_str(&format!("{epoch} {offset}\n"));
         }
-        write_atomically(&self.path, text.as_bytes())
+        write_atomically_in(self.storage.as_ref(), &self.path, text.as_bytes())
     }
 }
 

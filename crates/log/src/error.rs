@@ -57,9 +57,36 @@ pub enum LogError {
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,
-    /// An I/O error from the file system.
+    /// An I/O error from the file system. From a write, it means the write
+    /// could not be undone and the log must be healed before the next one
+    /// ([`crate::SharedLog`] poisons itself and heals).
     #[error("log I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A write failed (a full disk: `StorageFull`; `EIO`; a short write) and
+    /// was undone: the log is exactly as before the call and the next append
+    /// may succeed. Answer the client with a retriable storage error.
+    #[error("write failed and was rolled back: {0}")]
+    WriteRolledBack(#[source] io::Error),
+    /// The stored data at `offset` is damaged (its CRC does not match, its
+    /// header is impossible, or it lies in a range fenced at recovery). Never
+    /// served; Kafka's `CORRUPT_MESSAGE`. Reads at later offsets still work.
+    #[error("stored data at offset {offset} is corrupt (segment {segment_base_offset}, byte {position})")]
+    Corrupt {
+        /// The offset asked for.
+        offset: u64,
+        /// Base offset of the segment holding the damage.
+        segment_base_offset: u64,
+        /// Byte position of the damage in the segment's `.log` file.
+        position: u64,
+    },
+    /// The write ending at `end_offset` was cut when the log healed after a
+    /// failed sync: it was never durable and never acknowledged. The
+    /// producer must send it again.
+    #[error("writes below offset {end_offset} were cut after a failed sync and are not durable")]
+    Truncated {
+        /// The end offset the caller waited for.
+        end_offset: u64,
+    },
 }
 
 /// Result alias of the log crate.

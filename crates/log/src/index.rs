@@ -15,9 +15,10 @@
 //!
 //! Not thread-safe by itself: the owning segment serialises access.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::Path;
+
+use crate::storage::{FileHandle, StdStorage, Storage};
 
 /// Bytes of one offset index entry.
 pub const OFFSET_ENTRY_BYTES: usize = 8;
@@ -27,7 +28,7 @@ pub const TIME_ENTRY_BYTES: usize = 12;
 /// Offset → position entries of one segment, kept in memory and appended to a file.
 #[derive(Debug)]
 pub struct OffsetIndex {
-    file: File,
+    file: FileHandle,
     entries: Vec<(u32, u32)>,
 }
 
@@ -40,7 +41,16 @@ impl OffsetIndex {
     ///
     /// Any I/O error opening, reading or truncating the file.
     pub fn open(path: &Path) -> io::Result<OffsetIndex> {
-        let (file, bytes) = open_and_read(path)?;
+        OffsetIndex::open_in(&StdStorage, path)
+    }
+
+    /// As [`OffsetIndex::open`], through `storage`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error opening, reading or truncating the file.
+    pub fn open_in(storage: &dyn Storage, path: &Path) -> io::Result<OffsetIndex> {
+        let (file, bytes) = open_and_read(storage, path)?;
         let mut entries: Vec<(u32, u32)> = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_BYTES);
         for chunk in bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
             let relative = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -72,7 +82,7 @@ impl OffsetIndex {
         let mut entry = [0u8; OFFSET_ENTRY_BYTES];
         entry[..4].copy_from_slice(&relative_offset.to_be_bytes());
         entry[4..].copy_from_slice(&position.to_be_bytes());
-        self.file.write_all(&entry)?;
+        self.file.append(&[&entry])?;
         self.entries.push((relative_offset, position));
         Ok(())
     }
@@ -88,6 +98,28 @@ impl OffsetIndex {
     /// All entries, oldest first.
     pub fn entries(&self) -> &[(u32, u32)] {
         &self.entries
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops the entries of batches starting at or after byte `position`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error truncating the file.
+    pub fn truncate_from_position(&mut self, position: u64) -> io::Result<()> {
+        let keep = self
+            .entries
+            .partition_point(|&(_, pos)| u64::from(pos) < position);
+        self.keep_first(keep)
     }
 
     /// Keeps the first `count` entries and cuts the file to match.
@@ -118,7 +150,7 @@ impl OffsetIndex {
 /// Max-timestamp → offset entries of one segment.
 #[derive(Debug)]
 pub struct TimeIndex {
-    file: File,
+    file: FileHandle,
     entries: Vec<(i64, u32)>,
 }
 
@@ -130,7 +162,16 @@ impl TimeIndex {
     ///
     /// Any I/O error opening, reading or truncating the file.
     pub fn open(path: &Path) -> io::Result<TimeIndex> {
-        let (file, bytes) = open_and_read(path)?;
+        TimeIndex::open_in(&StdStorage, path)
+    }
+
+    /// As [`TimeIndex::open`], through `storage`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error opening, reading or truncating the file.
+    pub fn open_in(storage: &dyn Storage, path: &Path) -> io::Result<TimeIndex> {
+        let (file, bytes) = open_and_read(storage, path)?;
         let mut entries: Vec<(i64, u32)> = Vec::with_capacity(bytes.len() / TIME_ENTRY_BYTES);
         for chunk in bytes.chunks_exact(TIME_ENTRY_BYTES) {
             let mut timestamp = [0u8; 8];
@@ -167,7 +208,7 @@ impl TimeIndex {
         let mut entry = [0u8; TIME_ENTRY_BYTES];
         entry[..8].copy_from_slice(&max_timestamp.to_be_bytes());
         entry[8..].copy_from_slice(&relative_offset.to_be_bytes());
-        self.file.write_all(&entry)?;
+        self.file.append(&[&entry])?;
         self.entries.push((max_timestamp, relative_offset));
         Ok(())
     }
@@ -183,6 +224,31 @@ impl TimeIndex {
     /// The largest timestamp recorded, if any.
     pub fn max_timestamp(&self) -> Option<i64> {
         self.entries.last().map(|&(ts, _)| ts)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keeps the first `count` entries and cuts the file to match.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error truncating the file.
+    pub fn keep_first(&mut self, count: usize) -> io::Result<()> {
+        self.entries.truncate(count);
+        self.sync_file_length()
+    }
+
+    /// All entries, oldest first.
+    pub fn entries(&self) -> &[(i64, u32)] {
+        &self.entries
     }
 
     /// Drops entries at or after `relative_offset`.
@@ -213,14 +279,10 @@ impl TimeIndex {
     }
 }
 
-fn open_and_read(path: &Path) -> io::Result<(File, Vec<u8>)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+fn open_and_read(storage: &dyn Storage, path: &Path) -> io::Result<(FileHandle, Vec<u8>)> {
+    let file = storage.open(path)?;
+    let mut bytes = vec![0u8; file.len()? as usize];
+    file.read_exact_at(&mut bytes, 0)?;
     Ok((file, bytes))
 }
 

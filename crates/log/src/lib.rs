@@ -18,8 +18,13 @@ pub mod index;
 mod log;
 pub mod segment;
 mod shared;
+pub mod sim;
+pub mod storage;
+pub mod verify;
 
 pub use crate::config::LogConfig;
 pub use crate::error::{BatchError, LogError, Result};
 pub use crate::log::{AppendInfo, Log, ReadCursor};
-pub use crate::shared::{observe_syncs, LogOffsets, SharedLog};
+pub use crate::segment::{CorruptRange, Recovery};
+pub use crate::shared::{observe_syncs, LogOffsets, SharedLog, HEAL_RETRY_INTERVAL};
+pub use crate::storage::{FileHandle, StdStorage, Storage, StorageFile};

@@ -9,16 +9,33 @@
 //! leader-epoch-checkpoint         epoch → start offset (crate::epoch)
 //! log-end-checkpoint              "<next_offset> <active_segment_bytes>",
 //!                                 written on clean close only
+//! corrupt-ranges                  fenced damage, present only when some is known:
+//!                                 "0" (version), N, then N lines
+//!                                 "<segment_base> <position> <bytes> <first_offset> <end_offset>"
 //! ```
 //!
 //! Only the last (active) segment is written to. Sealed segments were
 //! fsync'ed when they were rolled, so recovery after a crash validates the
 //! active segment only, and only from its last valid index entry.
 //!
-//! Not thread-safe: [`crate::SharedLog`] wraps it in a lock.
+//! Damage is never silently dropped. Recovery cuts a torn tail (and logs
+//! every cut with its bytes and offsets) but fences damage that valid
+//! batches follow ([`crate::segment::CorruptRange`]). The fenced ranges are
+//! written to `corrupt-ranges` whenever they change, so they survive
+//! restarts whether or not the next open scans the segment (a clean open
+//! does not, and recovery scans only from the last index entry). Reads
+//! check every batch's CRC before returning it, which also catches damage
+//! that happened after a clean stop or in a sealed segment.
+//!
+//! A failed write is undone (file and indexes cut back) before
+//! [`Log::append`] returns, so a full disk fails the write, not the log.
+//! [`Log::truncate_to`] cuts the log back to any offset (healing after a
+//! failed sync; a follower's truncation in replication).
+//!
+//! Not thread-safe: [`crate::SharedLog`] wraps it in a lock. A
+//! [`ReadCursor`] is used outside the lock.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,13 +43,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::batch::BatchHeader;
-use crate::checkpoint::{sync_dir, write_atomically};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
-use crate::segment::{Recovery, Segment, SEGMENT_BYTES_MAX};
+use crate::segment::{AppendError, CorruptRange, ReadError, Recovery, Segment, SEGMENT_BYTES_MAX};
+use crate::storage::{remove_if_present, write_atomically_in, FileHandle, StdStorage, Storage};
 
 const LOG_END_CHECKPOINT: &str = "log-end-checkpoint";
+const CORRUPT_RANGES: &str = "corrupt-ranges";
 
 /// Offsets given to an appended set of batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,20 +64,42 @@ pub struct AppendInfo {
 /// Where to read from, captured under the log's lock and used outside it.
 #[derive(Debug, Clone)]
 pub struct ReadCursor {
-    file: Arc<std::fs::File>,
-    size: u64,
+    file: FileHandle,
+    limit: u64,
     position: u64,
+    offset: u64,
+    segment_base_offset: u64,
 }
 
 impl ReadCursor {
     /// Reads whole batches from the cursor: up to `max_bytes` but at least
-    /// one batch, none that reaches `end_offset`.
+    /// one batch, none that reaches `end_offset`. Every batch is checked
+    /// against its CRC first; a read that runs into a damaged batch returns
+    /// the good batches before it.
     ///
     /// # Errors
     ///
-    /// I/O errors, or `InvalidData` if the stored bytes are not batches.
-    pub fn read(&self, max_bytes: usize, end_offset: u64) -> io::Result<Bytes> {
-        crate::segment::read_batches(&self.file, self.size, self.position, max_bytes, end_offset)
+    /// [`LogError::Corrupt`] when the first batch is damaged; I/O errors.
+    pub fn read(&self, max_bytes: usize, end_offset: u64) -> Result<Bytes> {
+        crate::segment::read_batches(
+            self.file.as_ref(),
+            self.limit,
+            self.position,
+            max_bytes,
+            end_offset,
+        )
+        .map_err(|error| match error {
+            ReadError::Io(error) => LogError::Io(error),
+            ReadError::Corrupt => self.corrupt(),
+        })
+    }
+
+    fn corrupt(&self) -> LogError {
+        LogError::Corrupt {
+            offset: self.offset,
+            segment_base_offset: self.segment_base_offset,
+            position: self.position,
+        }
     }
 }
 
@@ -67,33 +107,57 @@ impl ReadCursor {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     config: LogConfig,
     segments: BTreeMap<u64, Segment>,
     epochs: LeaderEpochCache,
+    last_recovery: Recovery,
 }
 
 impl Log {
-    /// Opens the log in `dir` (creating it if needed). After a clean
-    /// shutdown (`clean` true and a matching `log-end-checkpoint`) nothing is
-    /// scanned; otherwise the active segment's tail is validated and a torn
-    /// or corrupt tail is cut.
+    /// Opens the log in `dir` (creating it if needed) on the real disk.
+    /// After a clean shutdown (`clean` true and a matching
+    /// `log-end-checkpoint`) nothing is scanned; otherwise the active
+    /// segment's tail is validated: a torn tail is cut, damage followed by
+    /// valid batches is fenced. Every cut and every fenced range is logged
+    /// (`tracing` error/warn) and reported by [`Log::last_recovery`] and
+    /// [`Log::corrupt_ranges`].
     ///
     /// # Errors
     ///
     /// I/O errors reading the directory or its files.
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<Log> {
-        fs::create_dir_all(dir)?;
-        let base_offsets = segment_base_offsets(dir)?;
+        Log::open_in(StdStorage::shared(), dir, config, clean)
+    }
+
+    /// As [`Log::open`], with the files of `storage` (a simulated disk in tests).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the directory or its files.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<Log> {
+        storage.create_dir_all(dir)?;
+        let base_offsets = segment_base_offsets(storage.as_ref(), dir)?;
         let mut segments = BTreeMap::new();
         for &base_offset in &base_offsets {
-            segments.insert(
+            let segment = Segment::open_in(
+                Arc::clone(&storage),
+                dir,
                 base_offset,
-                Segment::open(dir, base_offset, config.index_interval_bytes)?,
-            );
+                config.index_interval_bytes,
+            )?;
+            segments.insert(base_offset, segment);
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes)?);
-            sync_dir(dir)?;
+            let segment =
+                Segment::create_in(Arc::clone(&storage), dir, 0, config.index_interval_bytes)?;
+            segments.insert(0, segment);
+            storage.sync_dir(dir)?;
         }
         let bases: Vec<u64> = segments.keys().copied().collect();
         for pair in bases.windows(2) {
@@ -101,12 +165,16 @@ impl Log {
                 segment.set_next_offset(pair[1]);
             }
         }
+        let epochs = LeaderEpochCache::open_in(Arc::clone(&storage), dir)?;
         let mut log = Log {
             dir: dir.to_path_buf(),
+            storage,
             config,
             segments,
-            epochs: LeaderEpochCache::open(dir)?,
+            epochs,
+            last_recovery: Recovery::default(),
         };
+        log.load_corrupt_ranges();
         log.open_active_segment(clean)?;
         let end = log.log_end_offset();
         log.epochs.truncate_from(end)?;
@@ -115,17 +183,14 @@ impl Log {
 
     fn open_active_segment(&mut self, clean: bool) -> Result<()> {
         let checkpoint = if clean {
-            read_log_end_checkpoint(&self.dir)
+            read_log_end_checkpoint(self.storage.as_ref(), &self.dir)
         } else {
             None
         };
         // The checkpoint describes the log as it was closed; once the log
         // is written again it is stale. Removing it is enough without a
         // directory sync: the caller only passes `clean` after a clean stop.
-        match fs::remove_file(self.dir.join(LOG_END_CHECKPOINT)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error.into()),
-            _ => {}
-        }
+        remove_if_present(self.storage.as_ref(), &self.dir.join(LOG_END_CHECKPOINT))?;
         let active = self.active_mut();
         match checkpoint {
             Some((next_offset, size))
@@ -134,21 +199,135 @@ impl Log {
                 active.set_next_offset(next_offset);
             }
             _ => {
-                let Recovery {
-                    batches_scanned,
-                    bytes_truncated,
-                } = active.recover()?;
-                if bytes_truncated > 0 {
-                    tracing::warn!(
-                        dir = %self.dir.display(),
-                        bytes_truncated,
-                        "cut a torn or corrupt tail from the active segment"
-                    );
+                let size_found = active.size();
+                let recovery = active.recover()?;
+                self.report_recovery(&recovery);
+                if let Some((next_offset, size)) = checkpoint {
+                    self.report_checkpoint_mismatch(next_offset, size, size_found);
                 }
-                tracing::debug!(dir = %self.dir.display(), batches_scanned, "recovered active segment");
+                if !recovery.fenced.is_empty() {
+                    self.persist_corrupt_ranges()?;
+                }
+                self.last_recovery = recovery;
             }
         }
         Ok(())
+    }
+
+    /// Logs every cut and every fenced range of a recovery.
+    fn report_recovery(&self, recovery: &Recovery) {
+        let dir = self.dir.display();
+        let segment = self.active().base_offset();
+        if recovery.bytes_truncated > 0 {
+            tracing::warn!(
+                dir = %dir,
+                segment,
+                position = recovery.truncated_at_position,
+                bytes_cut = recovery.bytes_truncated,
+                from_offset = recovery.truncated_from_offset,
+                claimed_last_offset = ?recovery.truncated_claimed_last_offset,
+                "cut a torn tail (bytes with no valid batch after them) from the active segment"
+            );
+        }
+        for range in &recovery.fenced {
+            tracing::error!(
+                dir = %dir,
+                segment,
+                position = range.position,
+                bytes = range.bytes,
+                first_offset = range.first_offset,
+                end_offset = range.end_offset,
+                "corrupt bytes followed by valid batches: fenced, reads of these offsets fail"
+            );
+        }
+        tracing::debug!(dir = %dir, batches_scanned = recovery.batches_scanned, "recovered active segment");
+    }
+
+    /// A clean close recorded `(next_offset, size)`, but the active segment
+    /// does not match it: data the checkpoint vouched for may be missing.
+    fn report_checkpoint_mismatch(&self, next_offset: u64, size: u64, size_found: u64) {
+        let end = self.log_end_offset();
+        let size_kept = self.active().size();
+        if end < next_offset || size_kept < size {
+            tracing::error!(
+                dir = %self.dir.display(),
+                checkpoint_next_offset = next_offset,
+                checkpoint_bytes = size,
+                bytes_found = size_found,
+                bytes_kept = size_kept,
+                log_end_offset = end,
+                "data recorded by the clean-shutdown checkpoint is missing from the active segment"
+            );
+        } else {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                checkpoint_next_offset = next_offset,
+                checkpoint_bytes = size,
+                bytes_found = size_found,
+                log_end_offset = end,
+                "the active segment does not match the clean-shutdown checkpoint; recovered it"
+            );
+        }
+    }
+
+    /// What the last recovery on open found: cuts and fenced ranges
+    /// (empty after a clean open).
+    pub fn last_recovery(&self) -> &Recovery {
+        &self.last_recovery
+    }
+
+    /// Every fenced range of the log, oldest first (for a metric and for
+    /// operators: `weir data check` gives the details).
+    pub fn corrupt_ranges(&self) -> Vec<CorruptRange> {
+        self.segments
+            .values()
+            .flat_map(|segment| segment.fenced().iter().copied())
+            .collect()
+    }
+
+    fn load_corrupt_ranges(&mut self) {
+        let Ok(bytes) = self.storage.read(&self.dir.join(CORRUPT_RANGES)) else {
+            return;
+        };
+        let Some(ranges) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(parse_corrupt_ranges)
+        else {
+            tracing::error!(dir = %self.dir.display(), "unreadable corrupt-ranges file ignored; reads still check every CRC");
+            return;
+        };
+        for range in ranges {
+            if let Some(segment) = self.segments.get_mut(&range.segment_base_offset) {
+                segment.fence(range);
+            }
+        }
+    }
+
+    /// Writes the fenced ranges to `corrupt-ranges`, or removes the file
+    /// when there are none.
+    fn persist_corrupt_ranges(&self) -> io::Result<()> {
+        let ranges = self.corrupt_ranges();
+        let path = self.dir.join(CORRUPT_RANGES);
+        if ranges.is_empty() {
+            return remove_if_present(self.storage.as_ref(), &path);
+        }
+        let mut text = format!("0\n{}\n", ranges.len());
+        for range in &ranges {
+            text.push_str(&format!(
+                "{} {} {} {} {}\n",
+                range.segment_base_offset,
+                range.position,
+                range.bytes,
+                range.first_offset,
+                range.end_offset
+            ));
+        }
+        write_atomically_in(self.storage.as_ref(), &path, text.as_bytes())
+    }
+
+    /// The file layer this log's files live on.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
     }
 
     /// The directory of this log.
@@ -197,17 +376,23 @@ impl Log {
     /// The active segment's file and the log end offset: syncing that file
     /// makes every offset below the returned one durable (sealed segments
     /// were synced when rolled).
-    pub fn sync_target(&self) -> (Arc<std::fs::File>, u64) {
+    pub fn sync_target(&self) -> (FileHandle, u64) {
         (self.active().file(), self.log_end_offset())
     }
 
     /// Appends validated batches, giving them consecutive offsets and
     /// `leader_epoch`. Written, not yet synced: see [`crate::SharedLog`].
     ///
+    /// All or nothing: when a write fails, every batch of the call is
+    /// undone and the log ends where it ended before.
+    ///
     /// # Errors
     ///
-    /// [`LogError::BatchTooLarge`] (nothing written) or I/O errors (the
-    /// caller must stop writing: some batches may be partly written).
+    /// [`LogError::BatchTooLarge`] (nothing written);
+    /// [`LogError::WriteRolledBack`] when a write failed and was undone (the
+    /// log is usable, a later append may succeed); [`LogError::Io`] when a
+    /// roll's sync failed or undoing a write failed: the caller must stop
+    /// writing until the log is healed ([`Log::truncate_to`] the durable end).
     pub fn append(
         &mut self,
         batches: &[(BatchHeader, Bytes)],
@@ -223,20 +408,57 @@ impl Log {
             });
         }
         let base_offset = self.log_end_offset();
-        self.epochs.assign(leader_epoch, base_offset)?;
+        // Nothing is written yet: a failure here leaves the log as it was.
+        self.epochs
+            .assign(leader_epoch, base_offset)
+            .map_err(LogError::WriteRolledBack)?;
         for (header, bytes) in batches {
             let mut stamped = *header;
             stamped.base_offset = self.log_end_offset();
             stamped.partition_leader_epoch = leader_epoch;
             if self.should_roll(&stamped, bytes.len(), now_ms) {
+                // A failed roll includes a failed sync: only a heal may follow.
                 self.roll()?;
             }
-            self.active_mut().append(&stamped, bytes)?;
+            match self.active_mut().append(&stamped, bytes) {
+                Ok(()) => {}
+                Err(AppendError::RolledBack(error)) => {
+                    return Err(self.undo_append(base_offset, error));
+                }
+                Err(AppendError::Unknown { write, undo }) => {
+                    tracing::error!(dir = %self.dir.display(), %write, %undo, "write failed and could not be undone");
+                    return Err(LogError::Io(write));
+                }
+            }
         }
         Ok(AppendInfo {
             base_offset,
             last_offset: self.log_end_offset() - 1,
         })
+    }
+
+    /// Undoes the batches of a failed append call written before the one
+    /// that failed (that one is already undone).
+    fn undo_append(&mut self, base_offset: u64, error: io::Error) -> LogError {
+        if self.log_end_offset() == base_offset && self.active().base_offset() <= base_offset {
+            self.forget_epochs_from(base_offset);
+            return LogError::WriteRolledBack(error);
+        }
+        match self.truncate_to(base_offset) {
+            Ok(_) => LogError::WriteRolledBack(error),
+            Err(undo) => {
+                tracing::error!(dir = %self.dir.display(), %error, %undo, "write failed and could not be undone");
+                LogError::Io(error)
+            }
+        }
+    }
+
+    /// Drops an epoch assigned by an append that wrote nothing; on failure
+    /// the stale entry is harmless until the next open drops it.
+    fn forget_epochs_from(&mut self, offset: u64) {
+        if let Err(error) = self.epochs.truncate_from(offset) {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not drop an unused leader epoch");
+        }
     }
 
     fn should_roll(&self, header: &BatchHeader, size: usize, now_ms: i64) -> bool {
@@ -260,10 +482,73 @@ impl Log {
     pub fn roll(&mut self) -> Result<()> {
         let next_offset = self.log_end_offset();
         self.active_mut().seal()?;
-        let segment = Segment::create(&self.dir, next_offset, self.config.index_interval_bytes)?;
-        sync_dir(&self.dir)?;
+        let segment = Segment::create_in(
+            Arc::clone(&self.storage),
+            &self.dir,
+            next_offset,
+            self.config.index_interval_bytes,
+        )?;
+        self.storage.sync_dir(&self.dir)?;
         self.segments.insert(next_offset, segment);
         Ok(())
+    }
+
+    /// Cuts every batch holding an offset at or after `offset`, across
+    /// segments (segments starting at or above it are deleted, the one
+    /// holding it is cut), with their index and time-index entries, the
+    /// leader epochs starting there and fenced ranges there; syncs the cut
+    /// file and the directory. Returns the bytes cut. The new log end is
+    /// `offset`, or lower when `offset` falls inside a batch or a fenced
+    /// range (the whole batch or range goes).
+    ///
+    /// Also cuts whatever a failed write left past the end of the active
+    /// segment, even when `offset` is at or past the log end.
+    ///
+    /// Used to heal after a failed sync (cut back to what is durable) and,
+    /// in replication, by a follower cutting a diverging suffix (KIP-101).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::OffsetOutOfRange`] below the log start; I/O errors, after
+    /// which the log must not be written until a truncation succeeds.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<u64> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        if offset >= end {
+            self.active_mut().cut_stray_bytes()?;
+            return Ok(0);
+        }
+        let had_fences = self.segments.values().any(|s| !s.fenced().is_empty());
+        let mut bytes_cut = 0;
+        let mut deleted = false;
+        while self.segments.len() > 1 {
+            let Some(last) = self.segments.last_entry() else {
+                break;
+            };
+            if *last.key() < offset {
+                break;
+            }
+            bytes_cut += last.get().size();
+            last.remove().delete()?;
+            deleted = true;
+        }
+        if deleted {
+            // A deleted segment that came back after a crash would hold
+            // offsets the segment before it is about to be given again.
+            self.storage.sync_dir(&self.dir)?;
+        }
+        bytes_cut += self.active_mut().truncate_to(offset)?;
+        self.epochs.truncate_from(self.log_end_offset())?;
+        if had_fences {
+            self.persist_corrupt_ranges()?;
+        }
+        Ok(bytes_cut)
     }
 
     /// Finds the batch holding `offset`, for a read outside the lock.
@@ -272,7 +557,8 @@ impl Log {
     /// # Errors
     ///
     /// [`LogError::OffsetOutOfRange`] when `offset` is before the log start
-    /// or after the log end; I/O errors.
+    /// or after the log end; [`LogError::Corrupt`] when it lies in a fenced
+    /// range or a damaged header is in the way; I/O errors.
     pub fn cursor(&self, offset: u64) -> Result<Option<ReadCursor>> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
@@ -292,11 +578,23 @@ impl Log {
             .range(first_candidate..)
             .map(|(_, segment)| segment)
         {
-            if let Some(position) = segment.position_of(offset)? {
+            if let Some(range) = segment.fenced_range_of(offset) {
+                return Err(LogError::Corrupt {
+                    offset,
+                    segment_base_offset: range.segment_base_offset,
+                    position: range.position,
+                });
+            }
+            let position = segment
+                .position_of(offset)
+                .map_err(|error| corrupt_or_io(error, offset, segment))?;
+            if let Some(position) = position {
                 return Ok(Some(ReadCursor {
                     file: segment.file(),
-                    size: segment.size(),
+                    limit: segment.read_limit(position),
                     position,
+                    offset,
+                    segment_base_offset: segment.base_offset(),
                 }));
             }
         }
@@ -307,16 +605,18 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// I/O errors.
+    /// [`LogError::Corrupt`] when a damaged batch is in the way; I/O errors.
     pub fn batch_at_or_after_timestamp(&self, timestamp: i64) -> Result<Option<Bytes>> {
         for segment in self.segments.values() {
-            if let Some(batch) = segment.find_batch_by_timestamp(timestamp)? {
+            let found = segment
+                .find_batch_by_timestamp(timestamp)
+                .map_err(|error| corrupt_or_io(error, segment.base_offset(), segment))?;
+            if let Some(batch) = found {
                 return Ok(Some(batch));
             }
         }
         Ok(None)
     }
-
     /// Deletes sealed segments past `retention.ms` (by their newest record)
     /// or beyond `retention.bytes` (oldest first), but only segments that
     /// end at or below `deletable_below` (the high watermark: data not yet
@@ -373,6 +673,7 @@ impl Log {
     /// I/O errors deleting files.
     pub fn delete_segments_below(&mut self, offset: u64) -> Result<usize> {
         let mut deleted = 0;
+        let mut fences_deleted = false;
         while self.segments.len() > 1 {
             let Some(first) = self.segments.first_entry() else {
                 break;
@@ -380,11 +681,15 @@ impl Log {
             if first.get().next_offset() > offset {
                 break;
             }
+            fences_deleted |= !first.get().fenced().is_empty();
             first.remove().delete()?;
             deleted += 1;
         }
         if deleted > 0 {
-            sync_dir(&self.dir)?;
+            self.storage.sync_dir(&self.dir)?;
+        }
+        if fences_deleted {
+            self.persist_corrupt_ranges()?;
         }
         Ok(deleted)
     }
@@ -399,7 +704,11 @@ impl Log {
         let active = self.active_mut();
         active.seal()?;
         let contents = format!("{} {}\n", active.next_offset(), active.size());
-        write_atomically(&self.dir.join(LOG_END_CHECKPOINT), contents.as_bytes())?;
+        write_atomically_in(
+            self.storage.as_ref(),
+            &self.dir.join(LOG_END_CHECKPOINT),
+            contents.as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -420,10 +729,9 @@ impl Log {
 
 /// Base offsets of the `.log` files in `dir`, ascending. Leftover temporary
 /// files from an interrupted checkpoint write are removed.
-fn segment_base_offsets(dir: &Path) -> io::Result<Vec<u64>> {
+fn segment_base_offsets(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<u64>> {
     let mut bases = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
+    for path in storage.read_dir(dir)? {
         match path.extension().and_then(|e| e.to_str()) {
             Some("log") => {
                 if let Some(base) = path
@@ -434,7 +742,7 @@ fn segment_base_offsets(dir: &Path) -> io::Result<Vec<u64>> {
                     bases.push(base);
                 }
             }
-            Some("tmp") => fs::remove_file(&path)?,
+            Some("tmp") => remove_if_present(storage, &path)?,
             _ => {}
         }
     }
@@ -442,8 +750,44 @@ fn segment_base_offsets(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(bases)
 }
 
-fn read_log_end_checkpoint(dir: &Path) -> Option<(u64, u64)> {
-    let text = fs::read_to_string(dir.join(LOG_END_CHECKPOINT)).ok()?;
+fn read_log_end_checkpoint(storage: &dyn Storage, dir: &Path) -> Option<(u64, u64)> {
+    let bytes = storage.read(&dir.join(LOG_END_CHECKPOINT)).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
     let (next_offset, size) = text.trim().split_once(' ')?;
     Some((next_offset.parse().ok()?, size.parse().ok()?))
+}
+
+fn parse_corrupt_ranges(text: &str) -> Option<Vec<CorruptRange>> {
+    let mut lines = text.lines();
+    if lines.next()? != "0" {
+        return None;
+    }
+    let count: usize = lines.next()?.parse().ok()?;
+    let ranges = lines
+        .map(|line| {
+            let mut fields = line.split(' ').map(|field| field.parse::<u64>().ok());
+            let mut next = || fields.next().flatten();
+            Some(CorruptRange {
+                segment_base_offset: next()?,
+                position: next()?,
+                bytes: next()?,
+                first_offset: next()?,
+                end_offset: next()?,
+            })
+        })
+        .collect::<Option<Vec<CorruptRange>>>()?;
+    (ranges.len() == count).then_some(ranges)
+}
+
+/// A damaged header met while walking a segment is corruption at `offset`.
+fn corrupt_or_io(error: io::Error, offset: u64, segment: &Segment) -> LogError {
+    if error.kind() == io::ErrorKind::InvalidData || error.kind() == io::ErrorKind::UnexpectedEof {
+        LogError::Corrupt {
+            offset,
+            segment_base_offset: segment.base_offset(),
+            position: 0,
+        }
+    } else {
+        LogError::Io(error)
+    }
 }

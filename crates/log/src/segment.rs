@@ -5,14 +5,20 @@
 //! ([`crate::batch`]), each stamped with its final offsets. Positions are
 //! `u32`, so a segment never exceeds 2 GiB ([`SEGMENT_BYTES_MAX`]).
 //!
+//! Damage inside a segment takes one of two shapes. A *torn tail* (bad
+//! bytes with no valid batch after them) is what a crash during a write
+//! leaves; [`Segment::recover`] cuts it. Bad bytes *followed* by valid
+//! batches are corruption of data that may have been acknowledged: recovery
+//! keeps everything around them and *fences* them as a [`CorruptRange`];
+//! reads that reach a fenced range fail instead of returning its bytes.
+//!
 //! Concurrency: `&mut self` methods are called by the owning log under its
-//! lock. Reads go through [`Segment::file`], an `Arc<File>` read with `pread`
-//! outside the lock: bytes below `size()` never change while the segment is
-//! open.
+//! lock. Reads go through [`Segment::file`], a shared handle read with
+//! `pread` outside the lock: bytes below `size()` never change while the
+//! segment is open, except by [`Segment::truncate_to`], which the owner
+//! calls only with no reader planned past the cut (above the high watermark).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::BatchError;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage};
 
 /// Largest segment a `u32` position can address; Kafka caps `segment.bytes` the same way.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
@@ -28,12 +35,51 @@ pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// Bytes read per `pread` when scanning batch headers.
 const HEADER_PROBE_BYTES: usize = HEADER_BYTES;
 
+/// Bytes read at a time when computing a stored batch's CRC or scanning for
+/// the next valid batch after damage: memory stays bounded whatever length
+/// a damaged header claims.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Byte of the header where the CRC-covered part starts (`attributes`).
+const CRC_COVERED_FROM: usize = 21;
+
+/// A fenced range of a segment: bytes that are not valid batches although
+/// valid batches follow them. Reads of its offsets fail with
+/// [`crate::LogError::Corrupt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorruptRange {
+    /// Base offset of the segment holding the damage.
+    pub segment_base_offset: u64,
+    /// First damaged byte in the segment's `.log` file.
+    pub position: u64,
+    /// Damaged bytes.
+    pub bytes: u64,
+    /// First offset the damage covers (the end of the last good batch before it).
+    pub first_offset: u64,
+    /// Offset after the damage (the base offset of the valid batch after it).
+    /// Equal to `first_offset` when the damage held no offsets.
+    pub end_offset: u64,
+}
+
+impl CorruptRange {
+    /// Whether `offset` lies in the range.
+    pub fn holds_offset(&self, offset: u64) -> bool {
+        (self.first_offset..self.end_offset).contains(&offset)
+    }
+
+    /// Byte after the range.
+    pub fn end_position(&self) -> u64 {
+        self.position + self.bytes
+    }
+}
+
 /// A `.log` file and its two indexes.
 #[derive(Debug)]
 pub struct Segment {
     base_offset: u64,
     dir: PathBuf,
-    file: Arc<File>,
+    storage: Arc<dyn Storage>,
+    file: FileHandle,
     size: u64,
     next_offset: u64,
     max_timestamp: Option<i64>,
@@ -42,6 +88,7 @@ pub struct Segment {
     time_index: TimeIndex,
     bytes_since_index_entry: u64,
     index_interval_bytes: u64,
+    fenced: Vec<CorruptRange>,
 }
 
 /// Where recovery may start scanning: a batch known to be valid.
@@ -51,13 +98,32 @@ struct Checkpoint {
     trusted_entries: usize,
 }
 
+/// What an append may have to undo.
+struct AppendUndo {
+    size: u64,
+    next_offset: u64,
+    max_timestamp: Option<i64>,
+    first_batch_timestamp: Option<i64>,
+    bytes_since_index_entry: u64,
+    index_entries: usize,
+    time_entries: usize,
+}
+
 /// Result of scanning a segment's tail on recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Valid batches found in the scanned range.
     pub batches_scanned: u64,
-    /// Bytes cut from the end of the file (a torn or corrupt tail).
+    /// Bytes cut from the end of the file (a torn tail).
     pub bytes_truncated: u64,
+    /// Where the cut started, when bytes were cut.
+    pub truncated_at_position: u64,
+    /// The offset the cut bytes would have started at (the log end after the cut).
+    pub truncated_from_offset: u64,
+    /// The last offset the first cut batch's header claims, when its header is readable.
+    pub truncated_claimed_last_offset: Option<u64>,
+    /// Damage with valid batches after it, fenced and kept.
+    pub fenced: Vec<CorruptRange>,
 }
 
 impl Segment {
@@ -72,7 +138,21 @@ impl Segment {
     ///
     /// Any I/O error creating the files.
     pub fn create(dir: &Path, base_offset: u64, index_interval_bytes: u64) -> io::Result<Segment> {
-        let mut segment = Segment::open(dir, base_offset, index_interval_bytes)?;
+        Segment::create_in(StdStorage::shared(), dir, base_offset, index_interval_bytes)
+    }
+
+    /// As [`Segment::create`], through `storage`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error creating the files; `AlreadyExists` when the segment holds data.
+    pub fn create_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        index_interval_bytes: u64,
+    ) -> io::Result<Segment> {
+        let mut segment = Segment::open_in(storage, dir, base_offset, index_interval_bytes)?;
         if segment.size != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -91,20 +171,32 @@ impl Segment {
     ///
     /// Any I/O error opening the files.
     pub fn open(dir: &Path, base_offset: u64, index_interval_bytes: u64) -> io::Result<Segment> {
+        Segment::open_in(StdStorage::shared(), dir, base_offset, index_interval_bytes)
+    }
+
+    /// As [`Segment::open`], through `storage`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error opening the files.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        index_interval_bytes: u64,
+    ) -> io::Result<Segment> {
         let stem = Segment::file_stem(base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(dir.join(format!("{stem}.log")))?;
-        let size = file.metadata()?.len();
-        let index = OffsetIndex::open(&dir.join(format!("{stem}.index")))?;
-        let time_index = TimeIndex::open(&dir.join(format!("{stem}.timeindex")))?;
+        let file = storage.open(&dir.join(format!("{stem}.log")))?;
+        let size = file.len()?;
+        let index = OffsetIndex::open_in(storage.as_ref(), &dir.join(format!("{stem}.index")))?;
+        let time_index =
+            TimeIndex::open_in(storage.as_ref(), &dir.join(format!("{stem}.timeindex")))?;
         let max_timestamp = time_index.max_timestamp();
         let mut segment = Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            storage,
+            file,
             size,
             next_offset: base_offset,
             max_timestamp,
@@ -113,6 +205,7 @@ impl Segment {
             time_index,
             bytes_since_index_entry: 0,
             index_interval_bytes,
+            fenced: Vec::new(),
         };
         // A damaged first header is recovery's business, not a reason to fail here.
         segment.first_batch_timestamp = segment
@@ -158,14 +251,45 @@ impl Segment {
     }
 
     /// The `.log` file, for `pread` and `fdatasync` outside the owner's lock.
-    pub fn file(&self) -> Arc<File> {
+    pub fn file(&self) -> FileHandle {
         Arc::clone(&self.file)
+    }
+
+    /// The fenced ranges of this segment, by position.
+    pub fn fenced(&self) -> &[CorruptRange] {
+        &self.fenced
+    }
+
+    /// Fences a range known from an earlier run (the log's `corrupt-ranges`
+    /// file); ignored when already known or past the end of the file.
+    pub fn fence(&mut self, range: CorruptRange) {
+        if range.end_position() > self.size || self.fenced.contains(&range) {
+            return;
+        }
+        self.fenced.push(range);
+        self.fenced.sort_by_key(|range| range.position);
+    }
+
+    /// The fenced range holding `offset`, if any.
+    pub fn fenced_range_of(&self, offset: u64) -> Option<&CorruptRange> {
+        self.fenced.iter().find(|range| range.holds_offset(offset))
+    }
+
+    /// Where a read starting at `position` must stop: the end of the file
+    /// or the first fenced range after it.
+    pub fn read_limit(&self, position: u64) -> u64 {
+        self.fenced
+            .iter()
+            .map(|range| range.position)
+            .filter(|&start| start >= position)
+            .min()
+            .map_or(self.size, |start| start.min(self.size))
     }
 
     /// Whether a batch with these offsets fits the `u32` relative offsets of
     /// the indexes.
     pub fn can_hold(&self, last_offset: u64) -> bool {
-        last_offset - self.base_offset <= u64::from(u32::MAX)
+        last_offset >= self.base_offset && last_offset - self.base_offset <= u64::from(u32::MAX)
     }
 
     /// Appends a validated batch, writing `header`'s base offset and leader
@@ -173,9 +297,11 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// Any I/O error; the segment is then in an unknown state and the owner
-    /// must stop writing to it.
-    pub fn append(&mut self, header: &BatchHeader, bytes: &[u8]) -> io::Result<()> {
+    /// [`AppendError::RolledBack`]: the write failed (a full disk, an I/O
+    /// error, a short write) and the segment is exactly as before the call.
+    /// [`AppendError::Unknown`]: undoing the write failed too; the segment's
+    /// file may hold part of the batch and the owner must stop writing.
+    pub fn append(&mut self, header: &BatchHeader, bytes: &[u8]) -> Result<(), AppendError> {
         assert!(
             header.base_offset == self.next_offset,
             "offsets must follow without gaps: batch at {} after segment end {}",
@@ -190,17 +316,59 @@ impl Segment {
             self.size + bytes.len() as u64 <= SEGMENT_BYTES_MAX,
             "segment overflow"
         );
+        let undo = self.undo_point();
+        match self.write_batch(header, bytes) {
+            Ok(()) => Ok(()),
+            Err(error) => match self.undo(undo) {
+                Ok(()) => Err(AppendError::RolledBack(error)),
+                Err(undo_error) => Err(AppendError::Unknown {
+                    write: error,
+                    undo: undo_error,
+                }),
+            },
+        }
+    }
+
+    fn write_batch(&mut self, header: &BatchHeader, bytes: &[u8]) -> io::Result<()> {
         let position = self.size;
         // Index entries are written before the batch: after a crash between
         // the two, the entry points at the end of the file and recovery drops it.
         self.index_batch(header, position)?;
         let prefix =
             batch::stamped_prefix(bytes, header.base_offset, header.partition_leader_epoch);
-        write_all_vectored(&self.file, &prefix, &bytes[batch::STAMPED_PREFIX_BYTES..])?;
+        self.file
+            .append(&[&prefix, &bytes[batch::STAMPED_PREFIX_BYTES..]])?;
         if position == 0 {
             self.first_batch_timestamp = Some(header.max_timestamp);
         }
         self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn undo_point(&self) -> AppendUndo {
+        AppendUndo {
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            first_batch_timestamp: self.first_batch_timestamp,
+            bytes_since_index_entry: self.bytes_since_index_entry,
+            index_entries: self.index.len(),
+            time_entries: self.time_index.len(),
+        }
+    }
+
+    /// Puts the file, both indexes and the counters back as they were. No
+    /// sync: the cut bytes were never acknowledged, and the next write
+    /// lands over them.
+    fn undo(&mut self, undo: AppendUndo) -> io::Result<()> {
+        self.file.set_len(undo.size)?;
+        self.index.keep_first(undo.index_entries)?;
+        self.time_index.keep_first(undo.time_entries)?;
+        self.size = undo.size;
+        self.next_offset = undo.next_offset;
+        self.max_timestamp = undo.max_timestamp;
+        self.first_batch_timestamp = undo.first_batch_timestamp;
+        self.bytes_since_index_entry = undo.bytes_since_index_entry;
         Ok(())
     }
 
@@ -233,12 +401,22 @@ impl Segment {
         BatchHeader::parse(&buf).map_err(invalid_data)
     }
 
+    /// The end of the fenced range starting at `position`, or `position`.
+    fn skip_fenced(&self, position: u64) -> u64 {
+        self.fenced
+            .iter()
+            .find(|range| range.position == position)
+            .map_or(position, CorruptRange::end_position)
+    }
+
     /// Position of the batch holding `offset`, or `None` when the segment
-    /// ends before it. Starts from the offset index and walks batch headers.
+    /// ends before it. Starts from the offset index and walks batch headers,
+    /// stepping over fenced ranges.
     ///
     /// # Errors
     ///
-    /// I/O errors while reading headers.
+    /// I/O errors while reading headers; `InvalidData` when a header on the
+    /// way is damaged.
     pub fn position_of(&self, offset: u64) -> io::Result<Option<u64>> {
         if offset >= self.next_offset {
             return Ok(None);
@@ -251,6 +429,10 @@ impl Segment {
             .lookup(relative)
             .map_or(0, |(_, pos)| u64::from(pos));
         while position < self.size {
+            position = self.skip_fenced(position);
+            if position >= self.size {
+                break;
+            }
             let header = self.read_header_at(position)?;
             if header.last_offset() >= offset {
                 return Ok(Some(position));
@@ -260,11 +442,12 @@ impl Segment {
         Ok(None)
     }
 
-    /// The first batch whose max timestamp is `>= timestamp`, with its bytes.
+    /// The first batch whose max timestamp is `>= timestamp`, with its bytes,
+    /// checked against its CRC.
     ///
     /// # Errors
     ///
-    /// I/O errors while reading.
+    /// I/O errors while reading; `InvalidData` when a batch on the way is damaged.
     pub fn find_batch_by_timestamp(&self, timestamp: i64) -> io::Result<Option<Bytes>> {
         if self.max_timestamp.is_none_or(|max| max < timestamp) {
             return Ok(None);
@@ -275,10 +458,18 @@ impl Segment {
             .and_then(|relative| self.index.lookup(relative))
             .map_or(0, |(_, pos)| u64::from(pos));
         while position < self.size {
+            position = self.skip_fenced(position);
+            if position >= self.size {
+                break;
+            }
             let header = self.read_header_at(position)?;
             if header.max_timestamp >= timestamp {
+                if position + header.total_bytes() as u64 > self.size {
+                    return Err(invalid_data(BatchError::Incomplete));
+                }
                 let mut buf = BytesMut::zeroed(header.total_bytes());
                 self.file.read_exact_at(&mut buf, position)?;
+                batch::validate(&buf).map_err(invalid_data)?;
                 return Ok(Some(buf.freeze()));
             }
             position += header.total_bytes() as u64;
@@ -287,14 +478,67 @@ impl Segment {
     }
 
     /// Validates the tail of the segment, starting at the last index entry
-    /// that points at a valid batch, and cuts everything after the last
-    /// valid batch. Sets `next_offset` and `max_timestamp` from what it finds.
+    /// that points at a valid batch. Damage followed by a valid batch that
+    /// continues the offsets is fenced and kept; everything after the last
+    /// valid batch (a torn tail) is cut and synced. Sets `next_offset` and
+    /// `max_timestamp` from what it finds.
     ///
     /// # Errors
     ///
-    /// I/O errors; a corrupt tail is not an error but is truncated.
+    /// I/O errors; damage is not an error but is cut or fenced.
     pub fn recover(&mut self) -> io::Result<Recovery> {
         let checkpoint = self.last_valid_checkpoint()?;
+        self.reset_to_checkpoint(&checkpoint)?;
+        let mut recovery = Recovery::default();
+        let mut position = checkpoint.position;
+        while position < self.size {
+            if let Some(header) = self.continuing_batch_at(position)? {
+                self.index_batch(&header, position)?;
+                recovery.batches_scanned += 1;
+                position += header.total_bytes() as u64;
+                continue;
+            }
+            let Some((resume, header)) = self.find_next_valid_batch(position + 1)? else {
+                break;
+            };
+            let range = CorruptRange {
+                segment_base_offset: self.base_offset,
+                position,
+                bytes: resume - position,
+                first_offset: self.next_offset,
+                end_offset: header.base_offset,
+            };
+            self.fenced.push(range);
+            recovery.fenced.push(range);
+            // The damaged offsets stay taken: the batch after them keeps its own.
+            self.next_offset = header.base_offset;
+            position = resume;
+        }
+        recovery.truncated_from_offset = self.next_offset;
+        recovery.truncated_at_position = position;
+        recovery.bytes_truncated = self.size - position;
+        if recovery.bytes_truncated > 0 {
+            recovery.truncated_claimed_last_offset = self
+                .read_header_at(position)
+                .ok()
+                .map(|header| header.last_offset());
+            self.file.set_len(position)?;
+            self.size = position;
+        }
+        // What recovery kept counts as durable from now on: after a crash
+        // of the process alone it may still sit in the page cache only.
+        self.file.sync_data()?;
+        self.first_batch_timestamp = self
+            .read_header_at(0)
+            .ok()
+            .map(|header| header.max_timestamp);
+        Ok(recovery)
+    }
+
+    /// Forgets everything learnt after `checkpoint`: index entries, fenced
+    /// ranges, the next offset and the max timestamp, to be found again by
+    /// scanning from it.
+    fn reset_to_checkpoint(&mut self, checkpoint: &Checkpoint) -> io::Result<()> {
         // Entries after the checkpoint were never validated: drop them and
         // index the scanned batches afresh, as Kafka's recovery does.
         self.index.keep_first(checkpoint.trusted_entries)?;
@@ -307,37 +551,79 @@ impl Segment {
             checkpoint_relative + 1
         };
         self.time_index.truncate(after_checkpoint)?;
+        self.fenced
+            .retain(|range| range.position < checkpoint.position);
         self.max_timestamp = self.time_index.max_timestamp();
         self.next_offset = checkpoint.offset;
         self.bytes_since_index_entry = 0;
-        let mut position = checkpoint.position;
-        let mut batches_scanned = 0;
-        while position < self.size {
-            let Some(header) = self.valid_batch_at(position)? else {
-                break;
-            };
-            // Offsets have no gaps, and the base offset is outside the CRC.
-            if header.base_offset != self.next_offset || !self.can_hold(header.last_offset()) {
-                break;
+        Ok(())
+    }
+
+    /// The header of the batch at `position` if it is whole, passes its CRC
+    /// and continues the offsets.
+    fn continuing_batch_at(&self, position: u64) -> io::Result<Option<BatchHeader>> {
+        let Some(header) = self.valid_batch_at(position)? else {
+            return Ok(None);
+        };
+        // Offsets have no gaps, and the base offset is outside the CRC.
+        let continues =
+            header.base_offset == self.next_offset && self.can_hold(header.last_offset());
+        Ok(continues.then_some(header))
+    }
+
+    /// The first position at or after `from` where a whole batch with a
+    /// matching CRC starts whose offsets lie at or after the segment's next
+    /// offset: where valid data resumes after damage. Reads the rest of the
+    /// file a chunk at a time.
+    fn find_next_valid_batch(&self, from: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let mut chunk_start = from;
+        let rest = self.size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
+        let mut chunk = vec![0u8; rest as usize];
+        while chunk_start + HEADER_BYTES as u64 <= self.size {
+            let length = (self.size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
+            self.file.read_exact_at(&mut chunk[..length], chunk_start)?;
+            let candidates = length.saturating_sub(HEADER_BYTES - 1);
+            for at in 0..candidates {
+                if chunk[at + 16] as i8 != batch::MAGIC_V2 {
+                    continue;
+                }
+                let position = chunk_start + at as u64;
+                let Ok(header) = BatchHeader::parse(&chunk[at..at + HEADER_BYTES]) else {
+                    continue;
+                };
+                if self.plausible_resume(&header, position)
+                    && self.crc_matches(&header, position)?
+                {
+                    return Ok(Some((position, header)));
+                }
             }
-            self.index_batch(&header, position)?;
-            batches_scanned += 1;
-            position += header.total_bytes() as u64;
+            // Consecutive chunks overlap by a header, so no start is missed.
+            chunk_start += candidates.max(1) as u64;
         }
-        let bytes_truncated = self.size - position;
-        if bytes_truncated > 0 {
-            self.file.set_len(position)?;
-            self.file.sync_data()?;
-            self.size = position;
+        Ok(None)
+    }
+
+    fn plausible_resume(&self, header: &BatchHeader, position: u64) -> bool {
+        header.base_offset >= self.next_offset
+            && self.can_hold(header.last_offset())
+            && header.records_count >= 0
+            && position + header.total_bytes() as u64 <= self.size
+    }
+
+    /// Whether the stored CRC of the whole batch at `position` matches,
+    /// reading it a chunk at a time. The caller checked that it fits in the file.
+    fn crc_matches(&self, header: &BatchHeader, position: u64) -> io::Result<bool> {
+        let mut crc = 0u32;
+        let mut at = position + CRC_COVERED_FROM as u64;
+        let end = position + header.total_bytes() as u64;
+        let mut buf = vec![0u8; (end - at).min(SCAN_CHUNK_BYTES as u64) as usize];
+        while at < end {
+            let length = (end - at).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..length], at)?;
+            crc = crc32c::crc32c_append(crc, &buf[..length]);
+            at += length as u64;
         }
-        self.first_batch_timestamp = self
-            .read_header_at(0)
-            .ok()
-            .map(|header| header.max_timestamp);
-        Ok(Recovery {
-            batches_scanned,
-            bytes_truncated,
-        })
+        Ok(crc == header.crc)
     }
 
     /// The last index entry that points at a valid batch, with how many
@@ -372,7 +658,8 @@ impl Segment {
     }
 
     /// The header of the batch at `position` if the whole batch is present
-    /// and its CRC matches.
+    /// and its CRC matches. The length is checked against the file before
+    /// anything is read, so a damaged length allocates nothing.
     fn valid_batch_at(&self, position: u64) -> io::Result<Option<BatchHeader>> {
         if position + HEADER_BYTES as u64 > self.size {
             return Ok(None);
@@ -380,12 +667,66 @@ impl Segment {
         let Ok(header) = self.read_header_at(position) else {
             return Ok(None);
         };
-        if position + header.total_bytes() as u64 > self.size {
+        if position + header.total_bytes() as u64 > self.size || header.records_count < 0 {
             return Ok(None);
         }
-        let mut buf = vec![0u8; header.total_bytes()];
-        self.file.read_exact_at(&mut buf, position)?;
-        Ok(batch::validate(&buf).ok())
+        let valid = self.crc_matches(&header, position)?
+            && header.records_count as u64 <= header.offset_count();
+        Ok(valid.then_some(header))
+    }
+
+    /// Cuts every batch holding an offset at or after `offset` (and fenced
+    /// ranges from there on), with their index entries, syncs the cut, and
+    /// rescans from the last index entry before it. Returns the bytes cut.
+    /// The segment's new end is `offset`, or the base of the batch holding
+    /// it when `offset` falls inside a batch.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; the segment must then not be written.
+    pub fn truncate_to(&mut self, offset: u64) -> io::Result<u64> {
+        if offset >= self.next_offset {
+            return Ok(0);
+        }
+        let cut = match self.fenced_range_of(offset) {
+            Some(range) => range.position,
+            None => self.position_of(offset)?.unwrap_or(self.size),
+        };
+        let cut = self
+            .fenced
+            .iter()
+            .filter(|range| range.end_offset > offset)
+            .map(|range| range.position)
+            .fold(cut, u64::min);
+        let bytes_cut = self.size - cut;
+        self.index.truncate_from_position(cut)?;
+        self.file.set_len(cut)?;
+        self.file.sync_data()?;
+        self.size = cut;
+        self.fenced.retain(|range| range.end_position() <= cut);
+        let fenced = std::mem::take(&mut self.fenced);
+        // Rebuild the counters from what is left, as after a crash.
+        let recovery = self.recover()?;
+        debug_assert_eq!(recovery.bytes_truncated, 0, "the cut ends at a batch");
+        for range in fenced {
+            self.fence(range);
+        }
+        Ok(bytes_cut)
+    }
+
+    /// Cuts whatever a failed write may have left past the segment's end in
+    /// the `.log` file and both indexes, and syncs the `.log` file.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub fn cut_stray_bytes(&mut self) -> io::Result<()> {
+        if self.file.len()? != self.size {
+            self.file.set_len(self.size)?;
+        }
+        self.file.sync_data()?;
+        self.index.keep_first(self.index.len())?;
+        self.time_index.keep_first(self.time_index.len())
     }
 
     /// Makes the segment read-only in spirit: records its final max
@@ -421,10 +762,10 @@ impl Segment {
     pub fn delete(self) -> io::Result<()> {
         let stem = Segment::file_stem(self.base_offset);
         for extension in ["log", "index", "timeindex"] {
-            match fs::remove_file(self.dir.join(format!("{stem}.{extension}"))) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-                _ => {}
-            }
+            remove_if_present(
+                self.storage.as_ref(),
+                &self.dir.join(format!("{stem}.{extension}")),
+            )?;
         }
         Ok(())
     }
@@ -436,52 +777,98 @@ impl Segment {
     }
 }
 
-/// Writes `first` then `second` with as few syscalls as the kernel allows.
-fn write_all_vectored(mut file: &File, first: &[u8], second: &[u8]) -> io::Result<()> {
-    let (mut first, mut second) = (first, second);
-    while !first.is_empty() || !second.is_empty() {
-        let written = file.write_vectored(&[IoSlice::new(first), IoSlice::new(second)])?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let from_first = written.min(first.len());
-        first = &first[from_first..];
-        second = &second[written - from_first..];
+/// Why [`Segment::append`] failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The write failed and was undone: the segment is as before.
+    RolledBack(io::Error),
+    /// The write failed and undoing it failed too: the file's state is unknown.
+    Unknown {
+        /// The write's error.
+        write: io::Error,
+        /// The error undoing it.
+        undo: io::Error,
+    },
+}
+
+/// A read of stored batches that found damage instead of a batch.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The file system failed.
+    Io(io::Error),
+    /// The first batch of the read is damaged.
+    Corrupt,
+}
+
+impl From<io::Error> for ReadError {
+    fn from(error: io::Error) -> ReadError {
+        ReadError::Io(error)
     }
-    Ok(())
 }
 
 /// Reads whole batches from `file` starting at `position`, up to `max_bytes`
 /// but at least one batch, stopping before the first batch that reaches
-/// `end_offset` (exclusive upper bound of what may be read). `size` is the
-/// file length when the read was planned: bytes below it do not change.
+/// `end_offset` (exclusive upper bound of what may be read). `limit` is
+/// where the read must end (the file length when the read was planned, or a
+/// fenced range): bytes below it do not change.
+///
+/// Every batch is checked (header, CRC, offsets following each other) before
+/// it is returned: a damaged batch after good ones ends the read there, and
+/// a damaged first batch is an error, so stored damage is never served.
 pub(crate) fn read_batches(
-    file: &File,
-    size: u64,
+    file: &dyn crate::storage::StorageFile,
+    limit: u64,
     position: u64,
     max_bytes: usize,
     end_offset: u64,
-) -> io::Result<Bytes> {
-    let available = size.saturating_sub(position) as usize;
-    if available < HEADER_BYTES {
+) -> Result<Bytes, ReadError> {
+    let available = limit.saturating_sub(position) as usize;
+    if available == 0 {
         return Ok(Bytes::new());
+    }
+    if available < HEADER_BYTES {
+        return Err(ReadError::Corrupt);
     }
     let mut probe = [0u8; HEADER_BYTES];
     file.read_exact_at(&mut probe, position)?;
-    let first = BatchHeader::parse(&probe).map_err(invalid_data)?;
+    let first = BatchHeader::parse(&probe).map_err(|_| ReadError::Corrupt)?;
     if first.last_offset() >= end_offset {
         return Ok(Bytes::new());
+    }
+    if first.total_bytes() > available {
+        return Err(ReadError::Corrupt);
     }
     let want = max_bytes.max(first.total_bytes()).min(available);
     let mut buf = BytesMut::zeroed(want);
     file.read_exact_at(&mut buf, position)?;
     let mut whole = 0;
+    let mut expected_base = first.base_offset;
     while whole + HEADER_BYTES <= buf.len() {
-        let header = BatchHeader::parse(&buf[whole..]).map_err(invalid_data)?;
-        if header.last_offset() >= end_offset || whole + header.total_bytes() > buf.len() {
+        let Ok(header) = BatchHeader::parse(&buf[whole..]) else {
+            break;
+        };
+        let end = whole + header.total_bytes();
+        if header.last_offset() >= end_offset || end > buf.len() {
             break;
         }
-        whole += header.total_bytes();
+        let checked = batch::validate(&buf[whole..end]).and_then(|header| {
+            if header.base_offset == expected_base {
+                Ok(header)
+            } else {
+                Err(BatchError::Corrupt(
+                    "base offset does not follow the batch before",
+                ))
+            }
+        });
+        match checked {
+            Ok(header) => expected_base = header.last_offset() + 1,
+            Err(_) if whole == 0 => return Err(ReadError::Corrupt),
+            Err(_) => break,
+        }
+        whole = end;
+    }
+    if whole == 0 {
+        return Err(ReadError::Corrupt);
     }
     buf.truncate(whole);
     Ok(buf.freeze())

@@ -12,10 +12,28 @@
 //! with `flush.ms` it moves on write. Readers never see data above it, so a
 //! consumer never reads a message that a crash could take back.
 //!
-//! A failed write or fsync poisons the log: nothing more is accepted,
-//! because what reached the disk is no longer known.
+//! # Failures and healing
+//!
+//! A write that fails but is undone ([`LogError::WriteRolledBack`], e.g. a
+//! full disk) leaves the log as it was: the next append simply tries again.
+//!
+//! A failed `fdatasync` (or a write that could not be undone, or a failed
+//! roll) *poisons* the log: writes and syncs fail with
+//! [`LogError::Poisoned`], because the page cache may hold bytes that will
+//! never reach the disk (Linux forgets the dirty pages a failed fsync could
+//! not write). The log heals itself without a restart: the next append or
+//! sync after the poison (at most once per [`HEAL_RETRY_INTERVAL`], and only
+//! when no sync is running) cuts the log back to the *durable end* — the
+//! target of the last successful sync, below which everything is on disk
+//! — with [`Log::truncate_to`], which syncs the cut. Everything above it
+//! was never acknowledged as durable: its writers got (or will get) an
+//! error. A writer that appended before the heal and waits afterwards gets
+//! [`LogError::Truncated`] for any end offset inside a cut range, even if
+//! new data has filled those offsets since (a spurious failure is safe, a
+//! false acknowledgement is not). With `flush.ms` the high watermark may
+//! have passed the durable end; the heal lowers it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -38,15 +56,31 @@ pub fn observe_syncs(observer: fn(Duration)) {
     let _ = SYNC_OBSERVER.set(observer);
 }
 
+/// Least time between two attempts to heal a poisoned log, so a disk that
+/// keeps failing is not hammered.
+pub const HEAL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A partition log safe to use from many tasks. All methods take `&self`.
 #[derive(Debug)]
 pub struct SharedLog {
     log: Mutex<Log>,
     high_watermark: watch::Sender<u64>,
-    /// Held while syncing; holds when the last sync (by a waiter) ended.
+    /// Held while syncing or healing; holds when the last sync (by a waiter) ended.
     sync_turn: tokio::sync::Mutex<Option<Instant>>,
     poisoned: AtomicBool,
     closed: AtomicBool,
+    /// Target of the last successful sync: every offset below is on disk.
+    durable_end: AtomicU64,
+    heal: Mutex<HealState>,
+}
+
+/// What healing remembers.
+#[derive(Debug, Default)]
+struct HealState {
+    last_attempt: Option<Instant>,
+    /// `(durable_end, log_end)` of every heal that cut something: a wait
+    /// for an end offset in `durable_end + 1..=log_end` cannot be confirmed.
+    cut: Vec<(u64, u64)>,
 }
 
 /// Offsets and sizes of a log at one moment.
@@ -72,6 +106,8 @@ impl SharedLog {
             sync_turn: tokio::sync::Mutex::new(None),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            durable_end: AtomicU64::new(end),
+            heal: Mutex::new(HealState::default()),
         }
     }
 
@@ -80,8 +116,9 @@ impl SharedLog {
     ///
     /// # Errors
     ///
-    /// [`LogError::Poisoned`] or [`LogError::Closed`]; the errors of
-    /// [`Log::append`], where an I/O error poisons the log.
+    /// [`LogError::Poisoned`] (until the log heals) or [`LogError::Closed`];
+    /// the errors of [`Log::append`]: [`LogError::WriteRolledBack`] leaves
+    /// the log usable, [`LogError::Io`] poisons it.
     pub fn append(
         &self,
         batches: &[(BatchHeader, Bytes)],
@@ -89,10 +126,14 @@ impl SharedLog {
         now_ms: i64,
     ) -> Result<AppendInfo> {
         let mut log = self.log.lock();
-        self.check_writable()?;
+        // Healing must not race a sync: one running now would confirm what
+        // the heal cuts. Skip the heal rather than wait for it.
+        let turn = self.sync_turn.try_lock().ok();
+        self.check_writable(&mut log, turn.is_some())?;
+        drop(turn);
         let result = log.append(batches, leader_epoch, now_ms);
         if let Err(LogError::Io(error)) = &result {
-            tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned");
+            tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
             self.poisoned.store(true, Ordering::SeqCst);
         }
         let info = result?;
@@ -107,13 +148,17 @@ impl SharedLog {
     ///
     /// # Errors
     ///
-    /// [`LogError::Poisoned`] when a sync failed; [`LogError::Closed`].
+    /// [`LogError::Poisoned`] when a sync failed (until the log heals);
+    /// [`LogError::Truncated`] when a heal cut the offsets waited for;
+    /// [`LogError::Closed`].
     pub async fn wait_durable(&self, end_offset: u64) -> Result<()> {
         loop {
+            self.check_not_cut(end_offset)?;
             if *self.high_watermark.borrow() >= end_offset {
                 return Ok(());
             }
             let mut last_sync = self.sync_turn.lock().await;
+            self.check_not_cut(end_offset)?;
             if *self.high_watermark.borrow() >= end_offset {
                 return Ok(());
             }
@@ -131,8 +176,8 @@ impl SharedLog {
     /// redundant sync.
     async fn sync_now(&self) -> Result<()> {
         let (file, target) = {
-            let log = self.log.lock();
-            self.check_writable()?;
+            let mut log = self.log.lock();
+            self.check_writable(&mut log, true)?;
             log.sync_target()
         };
         let started = Instant::now();
@@ -142,11 +187,12 @@ impl SharedLog {
                 if let Some(observe) = SYNC_OBSERVER.get() {
                     observe(started.elapsed());
                 }
+                self.durable_end.fetch_max(target, Ordering::SeqCst);
                 self.advance_high_watermark(target);
                 Ok(())
             }
             Ok(Err(error)) => {
-                tracing::error!(%error, "fdatasync failed; log poisoned");
+                tracing::error!(%error, "fdatasync failed; log poisoned until healed");
                 self.poisoned.store(true, Ordering::SeqCst);
                 Err(LogError::Poisoned)
             }
@@ -175,14 +221,97 @@ impl SharedLog {
         });
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// Fails when closed, or when poisoned and not healed now. The caller
+    /// holds the log's lock, and `may_heal` only while holding `sync_turn`.
+    fn check_writable(&self, log: &mut Log, may_heal: bool) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(LogError::Closed);
         }
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(LogError::Poisoned);
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if may_heal && self.heal_attempt_due() && self.heal(log) {
+            return Ok(());
+        }
+        Err(LogError::Poisoned)
+    }
+
+    fn heal_attempt_due(&self) -> bool {
+        let mut heal = self.heal.lock();
+        let due = heal
+            .last_attempt
+            .is_none_or(|last| last.elapsed() >= HEAL_RETRY_INTERVAL);
+        if due {
+            heal.last_attempt = Some(Instant::now());
+        }
+        due
+    }
+
+    /// Cuts the log back to the durable end and clears the poison; false
+    /// when the cut failed (the log stays poisoned).
+    fn heal(&self, log: &mut Log) -> bool {
+        let durable = self.durable_end.load(Ordering::SeqCst);
+        let end = log.log_end_offset();
+        let size = log.size_bytes();
+        if let Err(error) = log.truncate_to(durable) {
+            tracing::error!(dir = %log.dir().display(), %error, durable_offset = durable, "healing after a failed sync failed; log stays poisoned");
+            return false;
+        }
+        let bytes_cut = size.saturating_sub(log.size_bytes());
+        let mut heal = self.heal.lock();
+        heal.last_attempt = None;
+        if end > durable {
+            heal.cut.push((durable, end));
+        }
+        drop(heal);
+        self.high_watermark.send_if_modified(|current| {
+            let lowered = *current > durable;
+            *current = (*current).min(durable);
+            lowered
+        });
+        self.poisoned.store(false, Ordering::SeqCst);
+        tracing::warn!(
+            dir = %log.dir().display(),
+            bytes_cut,
+            durable_offset = durable,
+            cut_log_end_offset = end,
+            "healed after a failed sync: cut {bytes_cut} bytes above durable offset {durable}"
+        );
+        true
+    }
+
+    /// Fails a wait for an end offset that a heal cut (see the module docs).
+    fn check_not_cut(&self, end_offset: u64) -> Result<()> {
+        let heal = self.heal.lock();
+        if heal
+            .cut
+            .iter()
+            .any(|&(durable, end)| durable < end_offset && end_offset <= end)
+        {
+            return Err(LogError::Truncated { end_offset });
         }
         Ok(())
+    }
+
+    /// Heals a poisoned log now, without waiting for the next append or
+    /// [`HEAL_RETRY_INTERVAL`]. Returns whether the log is writable.
+    pub async fn try_heal(&self) -> bool {
+        let _turn = self.sync_turn.lock().await;
+        let mut log = self.log.lock();
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return true;
+        }
+        self.heal(&mut log)
+    }
+
+    /// Whether the log refuses writes until it heals.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Offset below which every write is on disk (the last successful sync's target).
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable_end.load(Ordering::SeqCst)
     }
 
     /// Reads whole batches from `offset` up to `max_bytes` (at least one
@@ -286,7 +415,9 @@ impl SharedLog {
     /// I/O errors; they poison the log.
     pub fn roll(&self) -> Result<()> {
         let mut log = self.log.lock();
-        self.check_writable()?;
+        let turn = self.sync_turn.try_lock().ok();
+        self.check_writable(&mut log, turn.is_some())?;
+        drop(turn);
         let result = log.roll();
         if result.is_err() {
             self.poisoned.store(true, Ordering::SeqCst);
@@ -345,7 +476,7 @@ impl SharedLog {
     pub fn delete(&self) -> Result<()> {
         let log = self.log.lock();
         self.closed.store(true, Ordering::SeqCst);
-        match std::fs::remove_dir_all(log.dir()) {
+        match log.storage().remove_dir_all(log.dir()) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
             _ => Ok(()),
         }
