@@ -63,7 +63,9 @@ impl From<CoreError> for ApiError {
             CoreError::TopicAlreadyExists(_)
             | CoreError::NonEmptyGroup
             | CoreError::GroupSubscribedToTopic => StatusCode::CONFLICT,
-            CoreError::Storage(_) | CoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CoreError::Storage(_) | CoreError::Io(_) | CoreError::StoredDataCorrupt(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             CoreError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -634,14 +634,17 @@ impl Broker {
             log_end_offset: offsets.log_end_offset,
         })?;
         let last_stable_offset = partition.last_stable_offset();
-        let (records, aborted) = match isolation {
-            Isolation::ReadUncommitted => (partition.log().read(offset, max_bytes)?, Vec::new()),
-            Isolation::ReadCommitted => (
-                partition
-                    .log()
-                    .read_below(offset, max_bytes, last_stable_offset)?,
-                partition.aborted_between(offset, last_stable_offset),
-            ),
+        let end_offset = match isolation {
+            Isolation::ReadUncommitted => u64::MAX,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
+        let records = partition
+            .log()
+            .read_below(offset, max_bytes, end_offset)
+            .inspect_err(|error| partition.report_corrupt_read(error))?;
+        let aborted = match isolation {
+            Isolation::ReadUncommitted => Vec::new(),
+            Isolation::ReadCommitted => partition.aborted_between(offset, last_stable_offset),
         };
         Ok(ReadResult {
             records,

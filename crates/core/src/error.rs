@@ -128,6 +128,10 @@ pub enum CoreError {
     /// Retriable: writes resume once space returns.
     #[error("free disk space is below the broker's limit (disk alarm); retry later")]
     DiskFull,
+    /// Stored data at the offset asked for is damaged; it is never served.
+    /// Later offsets still read.
+    #[error("{0}")]
+    StoredDataCorrupt(#[source] LogError),
     /// The partition's log failed and refuses writes.
     #[error("storage error: {0}")]
     Storage(#[source] LogError),
@@ -153,6 +157,7 @@ impl From<LogError> for CoreError {
                 log_start_offset,
                 log_end_offset,
             },
+            corrupt @ LogError::Corrupt { .. } => CoreError::StoredDataCorrupt(corrupt),
             // A log closed under an append belongs to a topic just deleted.
             LogError::Closed => CoreError::UnknownTopicOrPartition,
             other => CoreError::Storage(other),

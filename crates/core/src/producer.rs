@@ -159,7 +159,19 @@ impl ProducerStates {
             ..ProducerStates::default()
         });
         while states.end_offset < offsets.log_end_offset {
-            let chunk = log.read(states.end_offset, REBUILD_CHUNK_BYTES)?;
+            let chunk = match log.read(states.end_offset, REBUILD_CHUNK_BYTES) {
+                Err(weir_log::LogError::Corrupt { offset, .. }) => {
+                    // Damaged batches cannot be replayed: their producers'
+                    // sequences are forgotten, the rest of the log is not.
+                    let Some(after) = log.offset_after_damage(offset) else {
+                        break;
+                    };
+                    tracing::warn!(dir = %dir.display(), from = offset, to = after, "skipping damaged batches while rebuilding idempotent producer state");
+                    states.end_offset = after;
+                    continue;
+                }
+                other => other?,
+            };
             if chunk.is_empty() {
                 break;
             }

@@ -36,7 +36,9 @@ fn response_error(error: &CoreError) -> ResponseError {
         CoreError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         CoreError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         CoreError::InvalidRecord(_) => ResponseError::InvalidRecord,
-        CoreError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        CoreError::CorruptMessage(_) | CoreError::StoredDataCorrupt(_) => {
+            ResponseError::CorruptMessage
+        }
         // As Kafka's ProduceRequest.validateRecords: v3+ carries magic 2 only.
         CoreError::UnsupportedMessageFormat(_) => ResponseError::InvalidRecord,
         CoreError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,

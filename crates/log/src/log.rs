@@ -194,7 +194,9 @@ impl Log {
         let active = self.active_mut();
         match checkpoint {
             Some((next_offset, size))
-                if size == active.size() && next_offset >= active.base_offset() =>
+                if size == active.size()
+                    && next_offset >= active.base_offset()
+                    && active.indexes_look_sound(next_offset) =>
             {
                 active.set_next_offset(next_offset);
             }
@@ -599,6 +601,32 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// The first offset after the damaged data that a read at `offset` ran
+    /// into ([`LogError::Corrupt`]), for readers that must go on past it
+    /// (state rebuilt from a log at start-up): the end of a fenced range,
+    /// else the end of the damaged batch when its header still reads,
+    /// else the next segment's base offset. `None` when nothing readable
+    /// follows in this log.
+    pub fn offset_after_damage(&self, offset: u64) -> Option<u64> {
+        let (&base, segment) = self.segments.range(..=offset).next_back()?;
+        if let Some(range) = segment.fenced_range_of(offset) {
+            return Some(range.end_offset);
+        }
+        let batch_end = segment
+            .position_of(offset)
+            .ok()
+            .flatten()
+            .and_then(|position| segment.read_header_at(position).ok())
+            .map(|header| header.last_offset() + 1)
+            .filter(|&end| end > offset && end <= segment.next_offset());
+        batch_end.or_else(|| {
+            self.segments
+                .range(base + 1..)
+                .next()
+                .map(|(&next_base, _)| next_base)
+        })
     }
 
     /// The first stored batch whose max timestamp is `>= timestamp`.

@@ -390,6 +390,35 @@ impl Segment {
         Ok(())
     }
 
+    /// Whether the indexes can be trusted for a segment that ends at
+    /// `next_offset` without scanning it (the check Kafka's
+    /// `OffsetIndex.sanityCheck` makes on a clean open): offset entries
+    /// strictly increasing in offset and position, inside the file and the
+    /// offsets, the last one at a batch start; time entries monotone and
+    /// inside the offsets. Damaged index files fail it and are rebuilt.
+    pub fn indexes_look_sound(&self, next_offset: u64) -> bool {
+        let relative_end = next_offset.saturating_sub(self.base_offset);
+        let offsets = self.index.entries();
+        let offsets_sound = offsets
+            .windows(2)
+            .all(|pair| pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1)
+            && offsets.iter().all(|&(relative, position)| {
+                u64::from(relative) < relative_end && u64::from(position) < self.size
+            });
+        let last_at_batch_start = offsets.last().is_none_or(|&(relative, position)| {
+            self.read_header_at(u64::from(position))
+                .is_ok_and(|header| header.base_offset == self.base_offset + u64::from(relative))
+        });
+        let times = self.time_index.entries();
+        let times_sound = times
+            .windows(2)
+            .all(|pair| pair[0].0 <= pair[1].0 && pair[0].1 <= pair[1].1)
+            && times
+                .iter()
+                .all(|&(_, relative)| u64::from(relative) < relative_end.max(1));
+        offsets_sound && last_at_batch_start && times_sound
+    }
+
     /// Reads the header of the batch starting at `position`.
     ///
     /// # Errors

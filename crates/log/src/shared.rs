@@ -367,6 +367,11 @@ impl SharedLog {
         }
     }
 
+    /// See [`Log::offset_after_damage`].
+    pub fn offset_after_damage(&self, offset: u64) -> Option<u64> {
+        self.log.lock().offset_after_damage(offset)
+    }
+
     /// Offsets and size now.
     pub fn offsets(&self) -> LogOffsets {
         let high_watermark = *self.high_watermark.borrow();

@@ -134,7 +134,23 @@ impl OffsetStore {
         let mut offset = self.log.offsets().log_start_offset;
         let mut state = self.state.lock();
         loop {
-            let chunk = self.log.read(offset, REPLAY_CHUNK_BYTES)?;
+            let chunk = match self.log.read(offset, REPLAY_CHUNK_BYTES) {
+                Err(weir_log::LogError::Corrupt { offset: at, .. }) => {
+                    // Commits in damaged batches are lost; later ones (each
+                    // group's newest) still replay over them.
+                    let Some(after) = self.log.offset_after_damage(at) else {
+                        return Ok(());
+                    };
+                    tracing::error!(
+                        from = at,
+                        to = after,
+                        "skipping damaged batches of the committed-offsets log"
+                    );
+                    offset = after;
+                    continue;
+                }
+                other => other?,
+            };
             if chunk.is_empty() {
                 return Ok(());
             }
