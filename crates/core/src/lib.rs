@@ -9,6 +9,7 @@ pub mod connections;
 mod consumer_groups;
 mod error;
 pub mod group;
+pub mod listener;
 pub mod metrics;
 mod offset_reset;
 mod producer;
