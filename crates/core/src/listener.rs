@@ -224,3 +224,72 @@ pub async fn serve_connections<Handle, Connection>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn acceptor() -> Acceptor {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Acceptor::new(listener, Protocol::Kafka)
+    }
+
+    fn out_of_descriptors() -> io::Error {
+        io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[tokio::test]
+    async fn back_off_doubles_to_the_cap_and_resets_on_success() {
+        let mut acceptor = acceptor().await;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            let before = acceptor.backoff;
+            acceptor.failed(&out_of_descriptors());
+            assert!(acceptor.retry_at.is_some());
+            waits.push(before.as_millis());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        acceptor.accepted();
+        assert_eq!(acceptor.backoff, BACKOFF_MIN);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_connection_is_retried_at_once() {
+        let mut acceptor = acceptor().await;
+        acceptor.failed(&io::Error::from_raw_os_error(libc::ECONNABORTED));
+        acceptor.failed(&io::Error::from_raw_os_error(libc::EPROTO));
+        assert_eq!(acceptor.retry_at, None);
+        assert_eq!(acceptor.backoff, BACKOFF_MIN);
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_and_reported_once_per_interval() {
+        let mut acceptor = acceptor().await;
+        let counted = acceptor.errors.get();
+        for _ in 0..5 {
+            acceptor.failed(&out_of_descriptors());
+        }
+        // Other tests count on the same process-wide series: at least ours.
+        assert!(acceptor.errors.get() >= counted + 5);
+        // The first failure was reported; four wait for the next line.
+        assert_eq!(acceptor.errors_unreported, 4);
+    }
+
+    #[tokio::test]
+    async fn accepts_after_a_cancelled_back_off() {
+        let mut acceptor = acceptor().await;
+        let address = acceptor.local_addr().unwrap();
+        acceptor.failed(&out_of_descriptors());
+        // A select! on shutdown drops the accept future mid-wait.
+        let cancelled = tokio::time::timeout(Duration::from_millis(1), acceptor.accept()).await;
+        assert!(cancelled.is_err());
+        assert!(
+            acceptor.retry_at.is_some(),
+            "the back-off outlives the cancelled future"
+        );
+        let client = tokio::spawn(TcpStream::connect(address));
+        let (_, peer) = acceptor.accept().await;
+        let client = client.await.unwrap().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    }
+}
