@@ -73,9 +73,8 @@ impl Broker {
             })
             .collect();
         for (partition, outcome) in self.commit_offsets(group, -1, "", None, commits).await? {
-            outcome.map_err(|error| {
-                tracing::warn!(group = %Escaped(group), topic = %Escaped(&partition.0), partition = partition.1, error = %Escaped(&error), "offset reset failed");
-                error
+            outcome.inspect_err(|error| {
+                tracing::warn!(group = %Escaped(group), topic = %Escaped(&partition.0), partition = partition.1, error = %Escaped(error), "offset reset failed");
             })?;
         }
         tracing::info!(group = %Escaped(group), partitions = plan.len(), "reset committed offsets");
