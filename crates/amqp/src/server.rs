@@ -59,8 +59,9 @@ pub async fn serve(
 ) {
     let limits = ServeLimits {
         connections_max: config.connections_max,
-        // Each connection closes itself on the broadcast (connection.close,
-        // CONNECTION_FORCED) and ends.
+        // Unbounded, as before: an open connection answers the broadcast
+        // with connection.close (CONNECTION_FORCED) and ends; one still in
+        // its handshake ends within the handshake timeout.
         drain_timeout: None,
     };
     let config = Arc::new(config);
