@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use weir_core::queues::QueueError;
 use weir_core::CoreError;
+use weir_core::Escaped;
 
 /// An error answered as `{"error": "<message>"}` with a status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +46,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(status = %self.status, error = %self.message, "HTTP API error");
+            tracing::error!(status = %self.status, error = %Escaped(&self.message), "HTTP API error");
         } else {
-            tracing::info!(status = %self.status, error = %self.message, "HTTP API request refused");
+            tracing::info!(status = %self.status, error = %Escaped(&self.message), "HTTP API request refused");
         }
         let body = serde_json::json!({ "error": self.message });
         (self.status, axum::Json(body)).into_response()

@@ -22,8 +22,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use weir_core::listener::Acceptor;
+use weir_core::metrics::Protocol;
 use weir_core::queues::VirtualHost;
 use weir_core::Broker;
 
@@ -73,6 +76,12 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stopping: watch
     let shutdown = async move {
         let _ = stopping.changed().await;
     };
+    // axum's own TcpListener sleeps a second after every failed accept and
+    // logs each one; the core's Acceptor backs off, counts and logs as the
+    // Kafka and AMQP listeners do. The no-op `tap_io` is there because axum
+    // provides `ConnectInfo<SocketAddr>` (the request span's peer) only for
+    // its own listener and for `TapIo` around any other.
+    let listener = HttpListener(Acceptor::new(listener, Protocol::Http)).tap_io(|_| {});
     let service = router(admin).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
@@ -81,4 +90,20 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stopping: watch
         tracing::error!(%error, "HTTP server failed");
     }
     let _ = sampler.await;
+}
+
+/// The core's accept loop as an axum listener.
+struct HttpListener(Acceptor);
+
+impl axum::serve::Listener for HttpListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    fn accept(&mut self) -> impl std::future::Future<Output = (TcpStream, SocketAddr)> + Send {
+        self.0.accept()
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
 }

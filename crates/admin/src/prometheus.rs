@@ -143,6 +143,19 @@ fn counters(out: &mut Exposition) {
         );
     }
     out.family(
+        "weir_accept_errors_total",
+        "counter",
+        "Failed accepts of client connections (out of file descriptors, memory...), by listener.",
+    );
+    for protocol in [Protocol::Kafka, Protocol::Amqp, Protocol::Http] {
+        let count = counters.accept_errors.get(&protocol).get();
+        out.sample(
+            "weir_accept_errors_total",
+            &[("listener", protocol.name())],
+            count as f64,
+        );
+    }
+    out.family(
         "weir_uptime_seconds",
         "gauge",
         "Seconds since the broker started.",

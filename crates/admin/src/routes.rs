@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use tracing::Instrument;
+use weir_core::Escaped;
 
 use crate::api::{connections, exchanges, groups, overview, queues, records, topics};
 use crate::error::ApiError;
@@ -132,7 +133,7 @@ async fn in_request_span(
         "http",
         %peer,
         method = %request.method(),
-        path = %request.uri().path()
+        path = %Escaped(request.uri().path())
     );
     next.run(request).instrument(span).await
 }

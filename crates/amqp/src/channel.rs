@@ -12,6 +12,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{basic, channel, AMQPClass};
 use bytes::{Bytes, BytesMut};
 use weir_core::queues::{ChannelHandle, Delivery, Message, MessageId, Queue, VirtualHost};
+use weir_core::Escaped;
 
 use crate::connection::{short, Connection};
 use crate::errors::*;
@@ -147,7 +148,7 @@ impl Channel {
         let all = std::mem::take(&mut self.unacked).into_values().collect();
         for (queue, ids) in group_by_queue(all) {
             if let Err(error) = queue.reject(&ids, true) {
-                tracing::error!(queue = queue.name(), %error, "requeue on channel close failed");
+                tracing::error!(queue = %Escaped(queue.name()), error = %Escaped(&error), "requeue on channel close failed");
             }
         }
         self.handle.unacked.store(0, Ordering::Relaxed);
@@ -155,7 +156,7 @@ impl Channel {
             if queue.cancel(self.handle.connection_id, self.handle.channel, &tag) {
                 if let Some(vhost) = vhost {
                     if let Err(error) = vhost.auto_delete(&queue) {
-                        tracing::error!(queue = queue.name(), %error, "auto-delete failed");
+                        tracing::error!(queue = %Escaped(queue.name()), error = %Escaped(&error), "auto-delete failed");
                     }
                 }
             }
@@ -277,7 +278,7 @@ impl Connection {
 
     /// Sends `channel.close` for a channel exception and releases the channel.
     fn close_channel(&mut self, number: u16, error: AmqpError, class_id: u16, method_id: u16) {
-        tracing::info!(connection = self.id, channel = number, code = error.code, text = %error.text, "AMQP channel error");
+        tracing::info!(connection = self.id, channel = number, code = error.code, text = %Escaped(&error.text), "AMQP channel error");
         let close = channel::Close {
             reply_code: error.code,
             reply_text: short(&error.text),

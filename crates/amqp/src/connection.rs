@@ -29,6 +29,7 @@ use weir_core::queues::{Message, MessageId, Outbound, Queue, VirtualHost, UNSENT
 // Operator HTTP API hooks (registry, metrics): kept apart for easy merging.
 use weir_core::connections::{registry, Registration};
 use weir_core::metrics::{self, Protocol};
+use weir_core::Escaped;
 
 use crate::channel::Channel;
 use crate::errors::*;
@@ -431,7 +432,7 @@ impl Connection {
     /// A connection exception: `connection.close`, then wait for `close-ok`;
     /// a channel exception: `channel.close` on that channel.
     pub(crate) fn fail(&mut self, error: AmqpError) {
-        tracing::info!(peer = %self.peer, code = error.code, text = %error.text, "AMQP connection error");
+        tracing::info!(peer = %self.peer, code = error.code, text = %Escaped(&error.text), "AMQP connection error");
         if self.phase == Phase::AwaitingStartOk || self.phase == Phase::Closing {
             self.phase = Phase::Closed;
             return;
@@ -554,7 +555,7 @@ impl Connection {
                 && (user != "guest" || self.peer.ip().is_loopback())
         });
         let Some((user, _)) = credentials.filter(|_| accepted) else {
-            tracing::info!(peer = %self.peer, %mechanism, "AMQP login refused");
+            tracing::info!(peer = %self.peer, mechanism = %Escaped(&mechanism), "AMQP login refused");
             if self.capabilities.authentication_failure_close {
                 let text = format!(
                     "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
@@ -722,7 +723,7 @@ impl Connection {
         self.release_channels();
         if let Some(vhost) = &self.vhost {
             if let Err(error) = vhost.connection_closed(self.id) {
-                tracing::error!(%error, "deleting exclusive queues failed");
+                tracing::error!(error = %Escaped(&error), "deleting exclusive queues failed");
             }
         }
     }

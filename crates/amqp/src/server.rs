@@ -1,12 +1,15 @@
 //! The AMQP listener: accepts connections (bounded by a semaphore) and runs
-//! one task per connection until shutdown is broadcast.
+//! one task per connection until shutdown is broadcast, in the core's
+//! [`serve_connections`] loop shared with Kafka.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
+use weir_core::listener::{serve_connections, Acceptor, ServeLimits};
+use weir_core::metrics::Protocol;
 use weir_core::queues::VirtualHost;
 
 use crate::connection::Connection;
@@ -54,27 +57,18 @@ pub async fn serve(
     stopping: watch::Receiver<bool>,
     alarm: watch::Receiver<bool>,
 ) {
+    let limits = ServeLimits {
+        connections_max: config.connections_max,
+        // Unbounded, as before: an open connection answers the broadcast
+        // with connection.close (CONNECTION_FORCED) and ends; one still in
+        // its handshake ends within the handshake timeout.
+        drain_timeout: None,
+    };
     let config = Arc::new(config);
-    let limit = Arc::new(Semaphore::new(config.connections_max));
     let next_id = AtomicU64::new(1);
-    let mut stop = stopping.clone();
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&limit).acquire_owned() => permit.expect("semaphore never closed"),
-            _ = stop.changed() => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(%error, "AMQP accept failed");
-                continue;
-            }
-        };
+    let acceptor = Acceptor::new(listener, Protocol::Amqp);
+    let stop = stopping.clone();
+    serve_connections(acceptor, limits, stopping, |socket, peer| {
         let _ = socket.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(
@@ -84,12 +78,7 @@ pub async fn serve(
             Arc::clone(&config),
             alarm.clone(),
         );
-        let stop = stopping.clone();
-        tasks.spawn(async move {
-            connection.run(socket, stop).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
+        connection.run(socket, stop.clone())
+    })
+    .await;
 }

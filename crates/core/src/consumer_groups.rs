@@ -9,6 +9,7 @@ use crate::error::{CoreError, Result};
 use crate::group::{
     CommittedOffset, GroupCoordinator, GroupDescription, GroupState, OffsetExpiry, TopicPartition,
 };
+use crate::logging::Escaped;
 
 /// Longest commit metadata accepted (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -90,7 +91,7 @@ impl Broker {
             results.push((commit.partition, check));
         }
         if let Err(error) = self.offsets.write(group_id, accepted).await {
-            tracing::error!(group = group_id, %error, "offset commit failed");
+            tracing::error!(group = %Escaped(group_id), %error, "offset commit failed");
             for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
                 *result = Err(CoreError::Storage(weir_log::LogError::Poisoned));
             }
@@ -252,7 +253,7 @@ impl Broker {
         }
         for (group, tombstones) in by_group {
             if let Err(error) = self.offsets.append_changes(&group, tombstones) {
-                tracing::error!(group = %group, %error, "deleting offsets failed");
+                tracing::error!(group = %Escaped(&group), %error, "deleting offsets failed");
             }
         }
     }

@@ -10,6 +10,8 @@ mod consumer_groups;
 pub mod descriptors;
 mod error;
 pub mod group;
+pub mod listener;
+pub mod logging;
 pub mod metrics;
 mod offset_reset;
 mod producer;
@@ -27,6 +29,7 @@ pub use crate::config::{
 };
 pub use crate::consumer_groups::{OffsetCommit, PartitionLag, OFFSET_METADATA_BYTES_MAX};
 pub use crate::error::{CoreError, Result};
+pub use crate::logging::Escaped;
 pub use crate::offset_reset::{PlannedReset, ResetTarget};
 pub use crate::producer::AbortedTransaction;
 pub use crate::topic::{Partition, Topic};

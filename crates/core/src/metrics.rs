@@ -234,6 +234,8 @@ pub struct Metrics {
     pub requests: Family<RequestKey, Histogram>,
     /// Client-visible errors, by protocol.
     pub errors: Family<Protocol, Counter>,
+    /// Failed `accept` calls, by listener (see [`crate::listener`]).
+    pub accept_errors: Family<Protocol, Counter>,
 }
 
 impl Metrics {
@@ -248,6 +250,7 @@ impl Metrics {
             fsync: Histogram::default(),
             requests: Family::default(),
             errors: Family::default(),
+            accept_errors: Family::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::broker::{Broker, Isolation, OffsetSpec};
 use crate::consumer_groups::OffsetCommit;
 use crate::error::{CoreError, Result};
 use crate::group::TopicPartition;
+use crate::logging::Escaped;
 
 /// Where the offsets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +73,11 @@ impl Broker {
             })
             .collect();
         for (partition, outcome) in self.commit_offsets(group, -1, "", None, commits).await? {
-            outcome.map_err(|error| {
-                tracing::warn!(group, topic = %partition.0, partition = partition.1, %error, "offset reset failed");
-                error
+            outcome.inspect_err(|error| {
+                tracing::warn!(group = %Escaped(group), topic = %Escaped(&partition.0), partition = partition.1, error = %Escaped(error), "offset reset failed");
             })?;
         }
-        tracing::info!(group, partitions = plan.len(), "reset committed offsets");
+        tracing::info!(group = %Escaped(group), partitions = plan.len(), "reset committed offsets");
         Ok(plan)
     }
 

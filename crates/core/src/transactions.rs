@@ -21,6 +21,7 @@ use crate::broker::{now_ms, Broker};
 use crate::consumer_groups::OffsetCommit;
 use crate::error::{CoreError, Result};
 use crate::group::TopicPartition;
+use crate::logging::Escaped;
 
 /// Longest transaction timeout accepted (Kafka's `transaction.max.timeout.ms`).
 pub const TRANSACTION_TIMEOUT_MAX_MS: i64 = 900_000;
@@ -82,7 +83,7 @@ impl Transactions {
             .filter_map(|(id, value)| match serde_json::from_value::<Transaction>(value) {
                 Ok(transaction) => Some((id, transaction)),
                 Err(error) => {
-                    tracing::error!(transactional_id = %id, %error, "unreadable transaction record; dropped");
+                    tracing::error!(transactional_id = %Escaped(&id), %error, "unreadable transaction record; dropped");
                     None
                 }
             })
@@ -428,7 +429,7 @@ impl Broker {
                 TransactionState::Ongoing
                     if now - transaction.started_ms > transaction.timeout_ms =>
                 {
-                    tracing::info!(transactional_id = %id, "transaction timed out; aborting it");
+                    tracing::info!(transactional_id = %Escaped(id), "transaction timed out; aborting it");
                     transaction.producer_epoch = transaction.producer_epoch.saturating_add(1);
                     transaction.state = TransactionState::PrepareAbort;
                     let mut decided = transaction.clone();
@@ -448,7 +449,7 @@ impl Broker {
                 _ => Ok(()),
             };
             if let Err(error) = result {
-                tracing::error!(transactional_id = %id, %error, "completing a transaction failed; retrying later");
+                tracing::error!(transactional_id = %Escaped(id), %error, "completing a transaction failed; retrying later");
             }
         }
     }

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use weir_core::connections::{registry, Registration};
 use weir_core::metrics::{self, Protocol};
+use weir_core::Escaped;
 
 use crate::dispatch::{self, DispatchError, Reply};
 use crate::server::Context;
@@ -71,7 +72,7 @@ pub async fn run(
     {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(CloseReason::Io(error)) => tracing::debug!(%peer, %error, "connection lost"),
-        Err(reason) => tracing::warn!(%peer, %reason, "closing connection"),
+        Err(reason) => tracing::warn!(%peer, reason = %Escaped(&reason), "closing connection"),
     }
     if let Ok(Err(error)) = writer.await {
         tracing::debug!(%peer, %error, "writing answers failed");

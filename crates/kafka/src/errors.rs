@@ -2,6 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 use weir_core::CoreError;
+use weir_core::Escaped;
 
 /// The Kafka error code for a core error. Every error a client is told of
 /// passes here once, so it is logged here, inside the connection's span.
@@ -13,9 +14,9 @@ pub fn code(error: &CoreError) -> i16 {
         | CoreError::MemberIdRequired(_)
         | CoreError::UnknownMemberId
         | CoreError::IllegalGeneration => {
-            tracing::debug!(code = answer.code(), %error, "Kafka error answered")
+            tracing::debug!(code = answer.code(), error = %Escaped(error), "Kafka error answered")
         }
-        _ => tracing::info!(code = answer.code(), %error, "Kafka error answered"),
+        _ => tracing::info!(code = answer.code(), error = %Escaped(error), "Kafka error answered"),
     }
     answer.code()
 }

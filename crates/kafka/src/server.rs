@@ -1,13 +1,15 @@
 //! Accepts Kafka connections, one task each, under a connection cap; stops
-//! by broadcast and waits for every connection to finish.
+//! by broadcast and waits for every connection to finish (the loop is the
+//! core's [`serve_connections`], shared with AMQP).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+use weir_core::listener::{serve_connections, Acceptor, ServeLimits};
+use weir_core::metrics::Protocol;
 use weir_core::Broker;
 
 use crate::connection;
@@ -59,47 +61,17 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.connections_max));
+    let limits = ServeLimits {
+        connections_max: config.connections_max,
+        drain_timeout: Some(DRAIN_TIMEOUT),
+    };
     let context = Arc::new(Context { broker, config });
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let context = Arc::clone(&context);
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    connection::run(stream, peer, context, shutdown).await;
-                    drop(permit);
-                });
-            }
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        while connections.try_join_next().is_some() {}
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
+    let acceptor = Acceptor::new(listener, Protocol::Kafka);
+    let stopping = shutdown.clone();
+    serve_connections(acceptor, limits, shutdown, |stream, peer| {
+        connection::run(stream, peer, Arc::clone(&context), stopping.clone())
     })
-    .await
-    .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; closing them");
-        connections.abort_all();
-    }
+    .await;
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use weir_core::queues::{ChannelHandle, Queue};
+use weir_core::Escaped;
 
 use crate::api::{check_name, vhost, State, HTTP_CONNECTION_ID};
 use crate::error::{ApiError, ApiResult};
@@ -167,7 +168,7 @@ pub async fn purge(
 ) -> ApiResult<Json<Value>> {
     let queue = find(&admin, &vhost_name, &name)?;
     let purged = queue.purge()?;
-    tracing::info!(vhost = %vhost_name, queue = %name, purged, "queue purged through the HTTP API");
+    tracing::info!(vhost = %Escaped(&vhost_name), queue = %Escaped(&name), purged, "queue purged through the HTTP API");
     Ok(Json(json!({ "purged": purged })))
 }
 

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{CoreError, Result};
 use crate::group::offsets::{OffsetStore, StoredGroup, StoredMember};
+use crate::logging::Escaped;
 
 /// Bounds and defaults of the group coordinator (Kafka's `group.*` configs).
 #[derive(Debug, Clone)]
@@ -591,7 +592,7 @@ impl GroupCoordinator {
         {
             Ok(end) => Some(end),
             Err(error) => {
-                tracing::error!(group = group_id, %error, "persisting group membership failed");
+                tracing::error!(group = %Escaped(group_id), %error, "persisting group membership failed");
                 None
             }
         }
@@ -797,7 +798,7 @@ impl GroupCoordinator {
             // As Kafka: assignments are handed out once the membership is durable.
             if let Some(end) = durable_at {
                 if let Err(error) = self.store.wait_durable(end).await {
-                    tracing::error!(group = group_id, %error, "group membership is not durable");
+                    tracing::error!(group = %Escaped(group_id), %error, "group membership is not durable");
                 }
             }
             for (waiter, synced) in answers {
@@ -1006,7 +1007,7 @@ impl GroupCoordinator {
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {
-                tracing::info!(group = %group_id, member = %id, "member missed its session timeout; removing it");
+                tracing::info!(group = %Escaped(group_id), member = %Escaped(id), "member missed its session timeout; removing it");
                 group.remove_member(id);
             }
             let sync_timed_out = group.state == GroupState::CompletingRebalance

@@ -18,6 +18,7 @@ use weir_log::batch::{decode_records, encode_batch, split_batches, NewRecord};
 use weir_log::{LogConfig, SharedLog};
 
 use crate::broker::now_ms;
+use crate::logging::Escaped;
 use crate::queues::args::{Overflow, QueueArguments, QueueType};
 use crate::queues::consumer::{
     ChannelHandle, Consumer, ConsumerSpec, Delivery, MessageId, StreamStart,
@@ -963,7 +964,7 @@ fn quorum_delivery(
 async fn run_dispatcher(queue: Arc<Queue>) {
     loop {
         if let Err(error) = queue.dispatch() {
-            tracing::error!(queue = %queue.spec.name, %error, "dispatch failed");
+            tracing::error!(queue = %Escaped(&queue.spec.name), %error, "dispatch failed");
         }
         if queue.is_deleted() {
             return;
