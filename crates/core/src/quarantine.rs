@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use weir_log::checkpoint::sync_dir;
 
+use crate::logging::Escaped;
+
 /// Directory under the data directory that holds quarantined entities.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
@@ -59,9 +61,9 @@ pub fn quarantine(
         sync_dir(parent)?;
     }
     tracing::error!(
-        path = %path.display(),
-        moved_to = %target.display(),
-        reason = %reason,
+        path = %Escaped(path.display()),
+        moved_to = %Escaped(target.display()),
+        reason = %Escaped(reason),
         "quarantined a {kind} entry that cannot be opened; the rest is served"
     );
     Ok(target)

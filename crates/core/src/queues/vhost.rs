@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use weir_log::checkpoint::write_atomically;
 use weir_log::{LogConfig, SharedLog};
 
+use crate::logging::Escaped;
 use crate::quarantine::quarantine;
 use crate::queues::args::{check_equivalent, QueueArguments, QueueType};
 use crate::queues::dead_letter::DeadLetter;
@@ -198,7 +199,7 @@ impl VirtualHost {
                         if queue_dir.exists() {
                             quarantine(dir, "queues", &queue_dir, &error)?;
                         } else {
-                            tracing::error!(queue = ?queue_name, %error, "cannot open a durable queue; it is dropped");
+                            tracing::error!(queue = ?queue_name, error = %Escaped(&error), "cannot open a durable queue; it is dropped");
                         }
                         quarantined.push(queue_name);
                     }
@@ -872,12 +873,12 @@ impl VirtualHost {
             match queue.maintain(now).await {
                 Ok(true) => {
                     if let Err(error) = self.remove_queue(&queue) {
-                        tracing::error!(queue = queue.name(), %error, "deleting expired queue failed");
+                        tracing::error!(queue = queue.name(), error = %Escaped(&error), "deleting expired queue failed");
                     }
                 }
                 Ok(false) => {}
                 Err(error) => {
-                    tracing::error!(queue = queue.name(), %error, "queue maintenance failed")
+                    tracing::error!(queue = queue.name(), error = %Escaped(&error), "queue maintenance failed")
                 }
             }
         }
@@ -887,7 +888,7 @@ impl VirtualHost {
     pub fn close(&self) {
         for queue in self.queues() {
             if let Err(error) = queue.close() {
-                tracing::error!(queue = queue.name(), %error, "closing queue failed");
+                tracing::error!(queue = queue.name(), error = %Escaped(&error), "closing queue failed");
             }
         }
     }
@@ -999,7 +1000,7 @@ async fn route_dead_letters(
         match result {
             // A missing dead-letter exchange drops the message, as RabbitMQ does.
             Err(QueueError::NotFound(_)) => {}
-            Err(error) => tracing::error!(%error, "dead-lettering failed"),
+            Err(error) => tracing::error!(error = %Escaped(&error), "dead-lettering failed"),
             Ok(syncs) => {
                 for (log, end) in syncs {
                     if let Err(error) = log.wait_durable(end).await {
