@@ -417,8 +417,14 @@ impl Log {
             stamped.base_offset = self.log_end_offset();
             stamped.partition_leader_epoch = leader_epoch;
             if self.should_roll(&stamped, bytes.len(), now_ms) {
-                // A failed roll includes a failed sync: only a heal may follow.
-                self.roll()?;
+                // A failed seal is a failed sync: only a heal may follow.
+                self.active_mut().seal()?;
+                if let Err(error) = self.start_segment() {
+                    return Err(match error {
+                        LogError::WriteRolledBack(error) => self.undo_append(base_offset, error),
+                        other => other,
+                    });
+                }
             }
             match self.active_mut().append(&stamped, bytes) {
                 Ok(()) => {}
@@ -478,18 +484,56 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// I/O errors sealing or creating segments.
+    /// [`LogError::Io`] when sealing (a sync) failed: the log must be
+    /// healed; [`LogError::WriteRolledBack`] when creating the new segment
+    /// failed (a full disk) and was undone: the old one stays active.
     pub fn roll(&mut self) -> Result<()> {
-        let next_offset = self.log_end_offset();
         self.active_mut().seal()?;
-        let segment = Segment::create_in(
+        self.start_segment()
+    }
+
+    /// Creates the next segment at the log end and makes it active.
+    fn start_segment(&mut self) -> Result<()> {
+        let next_offset = self.log_end_offset();
+        let created = Segment::create_in(
             Arc::clone(&self.storage),
             &self.dir,
             next_offset,
             self.config.index_interval_bytes,
-        )?;
-        self.storage.sync_dir(&self.dir)?;
-        self.segments.insert(next_offset, segment);
+        )
+        .and_then(|segment| self.storage.sync_dir(&self.dir).map(|()| segment));
+        match created {
+            Ok(segment) => {
+                self.segments.insert(next_offset, segment);
+                Ok(())
+            }
+            Err(error) => {
+                // A segment file left behind would claim offsets the
+                // active segment goes on taking.
+                match remove_segment_files(self.storage.as_ref(), &self.dir, next_offset) {
+                    Ok(()) => Err(LogError::WriteRolledBack(error)),
+                    Err(undo) => {
+                        tracing::error!(dir = %self.dir.display(), %error, %undo, "could not remove a half-created segment");
+                        Err(LogError::Io(error))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes segment files that belong to no segment of the log (left by
+    /// a roll that failed half-way), and syncs the directory if any.
+    fn remove_stray_segment_files(&self) -> io::Result<()> {
+        let mut removed = false;
+        for base in segment_base_offsets(self.storage.as_ref(), &self.dir)? {
+            if !self.segments.contains_key(&base) {
+                remove_segment_files(self.storage.as_ref(), &self.dir, base)?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.storage.sync_dir(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -520,6 +564,7 @@ impl Log {
                 log_end_offset: end,
             });
         }
+        self.remove_stray_segment_files()?;
         if offset >= end {
             self.active_mut().cut_stray_bytes()?;
             return Ok(0);
@@ -748,6 +793,14 @@ fn segment_base_offsets(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<u64
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+fn remove_segment_files(storage: &dyn Storage, dir: &Path, base_offset: u64) -> io::Result<()> {
+    let stem = Segment::file_stem(base_offset);
+    for extension in ["log", "index", "timeindex"] {
+        remove_if_present(storage, &dir.join(format!("{stem}.{extension}")))?;
+    }
+    Ok(())
 }
 
 fn read_log_end_checkpoint(storage: &dyn Storage, dir: &Path) -> Option<(u64, u64)> {

@@ -701,9 +701,11 @@ impl Segment {
         let bytes_cut = self.size - cut;
         self.index.truncate_from_position(cut)?;
         self.file.set_len(cut)?;
-        self.file.sync_data()?;
+        // Track the cut before syncing it: a failed sync leaves the file
+        // cut, and the next attempt must start from there.
         self.size = cut;
         self.fenced.retain(|range| range.end_position() <= cut);
+        self.file.sync_data()?;
         let fenced = std::mem::take(&mut self.fenced);
         // Rebuild the counters from what is left, as after a crash.
         let recovery = self.recover()?;
