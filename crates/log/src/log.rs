@@ -417,9 +417,7 @@ impl Log {
             stamped.base_offset = self.log_end_offset();
             stamped.partition_leader_epoch = leader_epoch;
             if self.should_roll(&stamped, bytes.len(), now_ms) {
-                // A failed seal is a failed sync: only a heal may follow.
-                self.active_mut().seal()?;
-                if let Err(error) = self.start_segment() {
+                if let Err(error) = self.roll() {
                     return Err(match error {
                         LogError::WriteRolledBack(error) => self.undo_append(base_offset, error),
                         other => other,
@@ -485,10 +483,17 @@ impl Log {
     /// # Errors
     ///
     /// [`LogError::Io`] when sealing (a sync) failed: the log must be
-    /// healed; [`LogError::WriteRolledBack`] when creating the new segment
-    /// failed (a full disk) and was undone: the old one stays active.
+    /// healed; [`LogError::WriteRolledBack`] when a write of the roll (the
+    /// final time-index entry, the new segment's files) failed and was
+    /// undone: the old segment stays active.
     pub fn roll(&mut self) -> Result<()> {
-        self.active_mut().seal()?;
+        match self.active_mut().record_final_timestamp() {
+            Ok(()) => {}
+            Err(AppendError::RolledBack(error)) => return Err(LogError::WriteRolledBack(error)),
+            Err(AppendError::Unknown { write, .. }) => return Err(LogError::Io(write)),
+        }
+        // A failed sync here is fatal until healed (fsyncgate).
+        self.active().sync_all()?;
         self.start_segment()
     }
 

@@ -738,11 +738,31 @@ impl Segment {
     ///
     /// The fsync error.
     pub fn seal(&mut self) -> io::Result<()> {
-        if let Some(max_timestamp) = self.max_timestamp {
-            let relative = self.relative_offset_of_last_batch();
-            self.time_index.maybe_append(max_timestamp, relative)?;
-        }
+        self.record_final_timestamp().map_err(|error| match error {
+            AppendError::RolledBack(error) | AppendError::Unknown { write: error, .. } => error,
+        })?;
         self.sync_all()
+    }
+
+    /// The first half of [`Segment::seal`]: the final time-index entry,
+    /// undone if its write fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::append`].
+    pub fn record_final_timestamp(&mut self) -> Result<(), AppendError> {
+        let Some(max_timestamp) = self.max_timestamp else {
+            return Ok(());
+        };
+        let relative = self.relative_offset_of_last_batch();
+        let entries = self.time_index.len();
+        match self.time_index.maybe_append(max_timestamp, relative) {
+            Ok(()) => Ok(()),
+            Err(error) => match self.time_index.keep_first(entries) {
+                Ok(()) => Err(AppendError::RolledBack(error)),
+                Err(undo) => Err(AppendError::Unknown { write: error, undo }),
+            },
+        }
     }
 
     /// Forces data and both indexes to disk.
