@@ -37,7 +37,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -69,6 +69,7 @@ pub struct ReadCursor {
     position: u64,
     offset: u64,
     segment_base_offset: u64,
+    dir: Arc<Path>,
 }
 
 impl ReadCursor {
@@ -95,6 +96,15 @@ impl ReadCursor {
     }
 
     fn corrupt(&self) -> LogError {
+        // Damage recovery did not scan (before its checkpoint, in a sealed
+        // segment, or after a clean stop) is first seen here.
+        tracing::error!(
+            dir = %self.dir.display(),
+            segment = self.segment_base_offset,
+            position = self.position,
+            offset = self.offset,
+            "stored batch failed its check (CRC, header or offsets); not served"
+        );
         LogError::Corrupt {
             offset: self.offset,
             segment_base_offset: self.segment_base_offset,
@@ -106,7 +116,7 @@ impl ReadCursor {
 /// A partition's segments and leader-epoch cache.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
+    dir: Arc<Path>,
     storage: Arc<dyn Storage>,
     config: LogConfig,
     segments: BTreeMap<u64, Segment>,
@@ -167,7 +177,7 @@ impl Log {
         }
         let epochs = LeaderEpochCache::open_in(Arc::clone(&storage), dir)?;
         let mut log = Log {
-            dir: dir.to_path_buf(),
+            dir: Arc::from(dir),
             storage,
             config,
             segments,
@@ -645,6 +655,7 @@ impl Log {
                     position,
                     offset,
                     segment_base_offset: segment.base_offset(),
+                    dir: Arc::clone(&self.dir),
                 }));
             }
         }
