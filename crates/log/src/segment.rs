@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::BatchError;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage};
+use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage, StorageFile};
 
 /// Largest segment a `u32` position can address; Kafka caps `segment.bytes` the same way.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
@@ -573,57 +573,17 @@ impl Segment {
 
     /// The first position at or after `from` where a whole batch with a
     /// matching CRC starts whose offsets lie at or after the segment's next
-    /// offset: where valid data resumes after damage. Reads the rest of the
-    /// file a chunk at a time.
+    /// offset: where valid data resumes after damage.
     fn find_next_valid_batch(&self, from: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let mut chunk_start = from;
-        let rest = self.size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
-        let mut chunk = vec![0u8; rest as usize];
-        while chunk_start + HEADER_BYTES as u64 <= self.size {
-            let length = (self.size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
-            self.file.read_exact_at(&mut chunk[..length], chunk_start)?;
-            let candidates = length.saturating_sub(HEADER_BYTES - 1);
-            for at in 0..candidates {
-                if chunk[at + 16] as i8 != batch::MAGIC_V2 {
-                    continue;
-                }
-                let position = chunk_start + at as u64;
-                let Ok(header) = BatchHeader::parse(&chunk[at..at + HEADER_BYTES]) else {
-                    continue;
-                };
-                if self.plausible_resume(&header, position)
-                    && self.crc_matches(&header, position)?
-                {
-                    return Ok(Some((position, header)));
-                }
-            }
-            // Consecutive chunks overlap by a header, so no start is missed.
-            chunk_start += candidates.max(1) as u64;
-        }
-        Ok(None)
+        find_valid_batch(self.file.as_ref(), from, self.size, |header, position| {
+            header.base_offset >= self.next_offset
+                && self.can_hold(header.last_offset())
+                && position + header.total_bytes() as u64 <= self.size
+        })
     }
 
-    fn plausible_resume(&self, header: &BatchHeader, position: u64) -> bool {
-        header.base_offset >= self.next_offset
-            && self.can_hold(header.last_offset())
-            && header.records_count >= 0
-            && position + header.total_bytes() as u64 <= self.size
-    }
-
-    /// Whether the stored CRC of the whole batch at `position` matches,
-    /// reading it a chunk at a time. The caller checked that it fits in the file.
     fn crc_matches(&self, header: &BatchHeader, position: u64) -> io::Result<bool> {
-        let mut crc = 0u32;
-        let mut at = position + CRC_COVERED_FROM as u64;
-        let end = position + header.total_bytes() as u64;
-        let mut buf = vec![0u8; (end - at).min(SCAN_CHUNK_BYTES as u64) as usize];
-        while at < end {
-            let length = (end - at).min(buf.len() as u64) as usize;
-            self.file.read_exact_at(&mut buf[..length], at)?;
-            crc = crc32c::crc32c_append(crc, &buf[..length]);
-            at += length as u64;
-        }
-        Ok(crc == header.crc)
+        crc_matches(self.file.as_ref(), header, position)
     }
 
     /// The last index entry that points at a valid batch, with how many
@@ -799,6 +759,63 @@ impl Segment {
     }
 }
 
+/// The first position in `from..size` where a batch starts whose header
+/// parses, that `plausible` accepts (it must check the batch fits below
+/// `size`), and whose CRC matches. Reads a chunk at a time.
+pub(crate) fn find_valid_batch(
+    file: &dyn StorageFile,
+    from: u64,
+    size: u64,
+    plausible: impl Fn(&BatchHeader, u64) -> bool,
+) -> io::Result<Option<(u64, BatchHeader)>> {
+    let mut chunk_start = from;
+    let rest = size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
+    let mut chunk = vec![0u8; rest as usize];
+    while chunk_start + HEADER_BYTES as u64 <= size {
+        let length = (size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
+        file.read_exact_at(&mut chunk[..length], chunk_start)?;
+        let candidates = length.saturating_sub(HEADER_BYTES - 1);
+        for at in 0..candidates {
+            if chunk[at + 16] as i8 != batch::MAGIC_V2 {
+                continue;
+            }
+            let position = chunk_start + at as u64;
+            let Ok(header) = BatchHeader::parse(&chunk[at..at + HEADER_BYTES]) else {
+                continue;
+            };
+            if header.records_count >= 0
+                && plausible(&header, position)
+                && crc_matches(file, &header, position)?
+            {
+                return Ok(Some((position, header)));
+            }
+        }
+        // Consecutive chunks overlap by a header, so no start is missed.
+        chunk_start += candidates.max(1) as u64;
+    }
+    Ok(None)
+}
+
+/// Whether the stored CRC of the whole batch at `position` matches,
+/// reading it a chunk at a time. The caller checked that it fits in the file.
+pub(crate) fn crc_matches(
+    file: &dyn StorageFile,
+    header: &BatchHeader,
+    position: u64,
+) -> io::Result<bool> {
+    let mut crc = 0u32;
+    let mut at = position + CRC_COVERED_FROM as u64;
+    let end = position + header.total_bytes() as u64;
+    let mut buf = vec![0u8; (end - at).min(SCAN_CHUNK_BYTES as u64) as usize];
+    while at < end {
+        let length = (end - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..length], at)?;
+        crc = crc32c::crc32c_append(crc, &buf[..length]);
+        at += length as u64;
+    }
+    Ok(crc == header.crc)
+}
+
 /// Why [`Segment::append`] failed.
 #[derive(Debug)]
 pub enum AppendError {
@@ -838,7 +855,7 @@ impl From<io::Error> for ReadError {
 /// it is returned: a damaged batch after good ones ends the read there, and
 /// a damaged first batch is an error, so stored damage is never served.
 pub(crate) fn read_batches(
-    file: &dyn crate::storage::StorageFile,
+    file: &dyn StorageFile,
     limit: u64,
     position: u64,
     max_bytes: usize,

@@ -9,7 +9,7 @@
 //!
 //! A failing schedule prints its seed; replay it alone with
 //! `WEIR_POWER_CUT_SEED=<seed> cargo test --release -p weir-log --test power_cut`.
-//! `WEIR_POWER_CUT_SCHEDULES` sets how many schedules run (default 4000).
+//! `WEIR_POWER_CUT_SCHEDULES` sets how many schedules run (default 3000).
 
 mod common;
 
@@ -18,6 +18,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use weir_log::sim::{SimStorage, EIO, ENOSPC};
+use weir_log::verify::verify_log_dir_in;
 use weir_log::{Log, LogConfig, LogError};
 
 use common::{batch, check_whole_log, config, parsed, Model, NOW_MS};
@@ -231,6 +232,12 @@ impl Schedule {
             .max(self.model.epochs.last().map_or(0, |&(e, _)| e));
         self.acked_end = end;
         check_whole_log(&log, &self.model);
+        let report = verify_log_dir_in(&self.sim, Path::new(DIR)).expect("verify");
+        assert!(
+            report.is_clean(),
+            "the recovered directory does not verify: {:?}",
+            report.problems
+        );
         self.log = Some(log);
     }
 }
@@ -258,7 +265,7 @@ fn acknowledged_batches_survive_every_power_cut() {
     let schedules: u64 = std::env::var("WEIR_POWER_CUT_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4000);
+        .unwrap_or(3000);
     let started = std::time::Instant::now();
     for seed in 0..schedules {
         if panic::catch_unwind(AssertUnwindSafe(|| run(seed))).is_err() {
