@@ -37,7 +37,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -69,6 +69,7 @@ pub struct ReadCursor {
     position: u64,
     offset: u64,
     segment_base_offset: u64,
+    dir: Arc<Path>,
 }
 
 impl ReadCursor {
@@ -95,6 +96,15 @@ impl ReadCursor {
     }
 
     fn corrupt(&self) -> LogError {
+        // Damage recovery did not scan (before its checkpoint, in a sealed
+        // segment, or after a clean stop) is first seen here.
+        tracing::error!(
+            dir = %self.dir.display(),
+            segment = self.segment_base_offset,
+            position = self.position,
+            offset = self.offset,
+            "stored batch failed its check (CRC, header or offsets); not served"
+        );
         LogError::Corrupt {
             offset: self.offset,
             segment_base_offset: self.segment_base_offset,
@@ -106,7 +116,7 @@ impl ReadCursor {
 /// A partition's segments and leader-epoch cache.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
+    dir: Arc<Path>,
     storage: Arc<dyn Storage>,
     config: LogConfig,
     segments: BTreeMap<u64, Segment>,
@@ -167,7 +177,7 @@ impl Log {
         }
         let epochs = LeaderEpochCache::open_in(Arc::clone(&storage), dir)?;
         let mut log = Log {
-            dir: dir.to_path_buf(),
+            dir: Arc::from(dir),
             storage,
             config,
             segments,
@@ -419,8 +429,12 @@ impl Log {
             stamped.base_offset = self.log_end_offset();
             stamped.partition_leader_epoch = leader_epoch;
             if self.should_roll(&stamped, bytes.len(), now_ms) {
-                // A failed roll includes a failed sync: only a heal may follow.
-                self.roll()?;
+                if let Err(error) = self.roll() {
+                    return Err(match error {
+                        LogError::WriteRolledBack(error) => self.undo_append(base_offset, error),
+                        other => other,
+                    });
+                }
             }
             match self.active_mut().append(&stamped, bytes) {
                 Ok(()) => {}
@@ -480,18 +494,63 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// I/O errors sealing or creating segments.
+    /// [`LogError::Io`] when sealing (a sync) failed: the log must be
+    /// healed; [`LogError::WriteRolledBack`] when a write of the roll (the
+    /// final time-index entry, the new segment's files) failed and was
+    /// undone: the old segment stays active.
     pub fn roll(&mut self) -> Result<()> {
+        match self.active_mut().record_final_timestamp() {
+            Ok(()) => {}
+            Err(AppendError::RolledBack(error)) => return Err(LogError::WriteRolledBack(error)),
+            Err(AppendError::Unknown { write, .. }) => return Err(LogError::Io(write)),
+        }
+        // A failed sync here is fatal until healed (fsyncgate).
+        self.active().sync_all()?;
+        self.start_segment()
+    }
+
+    /// Creates the next segment at the log end and makes it active.
+    fn start_segment(&mut self) -> Result<()> {
         let next_offset = self.log_end_offset();
-        self.active_mut().seal()?;
-        let segment = Segment::create_in(
+        let created = Segment::create_in(
             Arc::clone(&self.storage),
             &self.dir,
             next_offset,
             self.config.index_interval_bytes,
-        )?;
-        self.storage.sync_dir(&self.dir)?;
-        self.segments.insert(next_offset, segment);
+        )
+        .and_then(|segment| self.storage.sync_dir(&self.dir).map(|()| segment));
+        match created {
+            Ok(segment) => {
+                self.segments.insert(next_offset, segment);
+                Ok(())
+            }
+            Err(error) => {
+                // A segment file left behind would claim offsets the
+                // active segment goes on taking.
+                match remove_segment_files(self.storage.as_ref(), &self.dir, next_offset) {
+                    Ok(()) => Err(LogError::WriteRolledBack(error)),
+                    Err(undo) => {
+                        tracing::error!(dir = %self.dir.display(), %error, %undo, "could not remove a half-created segment");
+                        Err(LogError::Io(error))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes segment files that belong to no segment of the log (left by
+    /// a roll that failed half-way), and syncs the directory if any.
+    fn remove_stray_segment_files(&self) -> io::Result<()> {
+        let mut removed = false;
+        for base in segment_base_offsets(self.storage.as_ref(), &self.dir)? {
+            if !self.segments.contains_key(&base) {
+                remove_segment_files(self.storage.as_ref(), &self.dir, base)?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.storage.sync_dir(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -522,6 +581,7 @@ impl Log {
                 log_end_offset: end,
             });
         }
+        self.remove_stray_segment_files()?;
         if offset >= end {
             self.active_mut().cut_stray_bytes()?;
             return Ok(0);
@@ -597,6 +657,7 @@ impl Log {
                     position,
                     offset,
                     segment_base_offset: segment.base_offset(),
+                    dir: Arc::clone(&self.dir),
                 }));
             }
         }
@@ -776,6 +837,14 @@ fn segment_base_offsets(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<u64
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+fn remove_segment_files(storage: &dyn Storage, dir: &Path, base_offset: u64) -> io::Result<()> {
+    let stem = Segment::file_stem(base_offset);
+    for extension in ["log", "index", "timeindex"] {
+        remove_if_present(storage, &dir.join(format!("{stem}.{extension}")))?;
+    }
+    Ok(())
 }
 
 fn read_log_end_checkpoint(storage: &dyn Storage, dir: &Path) -> Option<(u64, u64)> {

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::BatchError;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage};
+use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage, StorageFile};
 
 /// Largest segment a `u32` position can address; Kafka caps `segment.bytes` the same way.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
@@ -602,57 +602,17 @@ impl Segment {
 
     /// The first position at or after `from` where a whole batch with a
     /// matching CRC starts whose offsets lie at or after the segment's next
-    /// offset: where valid data resumes after damage. Reads the rest of the
-    /// file a chunk at a time.
+    /// offset: where valid data resumes after damage.
     fn find_next_valid_batch(&self, from: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let mut chunk_start = from;
-        let rest = self.size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
-        let mut chunk = vec![0u8; rest as usize];
-        while chunk_start + HEADER_BYTES as u64 <= self.size {
-            let length = (self.size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
-            self.file.read_exact_at(&mut chunk[..length], chunk_start)?;
-            let candidates = length.saturating_sub(HEADER_BYTES - 1);
-            for at in 0..candidates {
-                if chunk[at + 16] as i8 != batch::MAGIC_V2 {
-                    continue;
-                }
-                let position = chunk_start + at as u64;
-                let Ok(header) = BatchHeader::parse(&chunk[at..at + HEADER_BYTES]) else {
-                    continue;
-                };
-                if self.plausible_resume(&header, position)
-                    && self.crc_matches(&header, position)?
-                {
-                    return Ok(Some((position, header)));
-                }
-            }
-            // Consecutive chunks overlap by a header, so no start is missed.
-            chunk_start += candidates.max(1) as u64;
-        }
-        Ok(None)
+        find_valid_batch(self.file.as_ref(), from, self.size, |header, position| {
+            header.base_offset >= self.next_offset
+                && self.can_hold(header.last_offset())
+                && position + header.total_bytes() as u64 <= self.size
+        })
     }
 
-    fn plausible_resume(&self, header: &BatchHeader, position: u64) -> bool {
-        header.base_offset >= self.next_offset
-            && self.can_hold(header.last_offset())
-            && header.records_count >= 0
-            && position + header.total_bytes() as u64 <= self.size
-    }
-
-    /// Whether the stored CRC of the whole batch at `position` matches,
-    /// reading it a chunk at a time. The caller checked that it fits in the file.
     fn crc_matches(&self, header: &BatchHeader, position: u64) -> io::Result<bool> {
-        let mut crc = 0u32;
-        let mut at = position + CRC_COVERED_FROM as u64;
-        let end = position + header.total_bytes() as u64;
-        let mut buf = vec![0u8; (end - at).min(SCAN_CHUNK_BYTES as u64) as usize];
-        while at < end {
-            let length = (end - at).min(buf.len() as u64) as usize;
-            self.file.read_exact_at(&mut buf[..length], at)?;
-            crc = crc32c::crc32c_append(crc, &buf[..length]);
-            at += length as u64;
-        }
-        Ok(crc == header.crc)
+        crc_matches(self.file.as_ref(), header, position)
     }
 
     /// The last index entry that points at a valid batch, with how many
@@ -730,9 +690,11 @@ impl Segment {
         let bytes_cut = self.size - cut;
         self.index.truncate_from_position(cut)?;
         self.file.set_len(cut)?;
-        self.file.sync_data()?;
+        // Track the cut before syncing it: a failed sync leaves the file
+        // cut, and the next attempt must start from there.
         self.size = cut;
         self.fenced.retain(|range| range.end_position() <= cut);
+        self.file.sync_data()?;
         let fenced = std::mem::take(&mut self.fenced);
         // Rebuild the counters from what is left, as after a crash.
         let recovery = self.recover()?;
@@ -765,11 +727,31 @@ impl Segment {
     ///
     /// The fsync error.
     pub fn seal(&mut self) -> io::Result<()> {
-        if let Some(max_timestamp) = self.max_timestamp {
-            let relative = self.relative_offset_of_last_batch();
-            self.time_index.maybe_append(max_timestamp, relative)?;
-        }
+        self.record_final_timestamp().map_err(|error| match error {
+            AppendError::RolledBack(error) | AppendError::Unknown { write: error, .. } => error,
+        })?;
         self.sync_all()
+    }
+
+    /// The first half of [`Segment::seal`]: the final time-index entry,
+    /// undone if its write fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::append`].
+    pub fn record_final_timestamp(&mut self) -> Result<(), AppendError> {
+        let Some(max_timestamp) = self.max_timestamp else {
+            return Ok(());
+        };
+        let relative = self.relative_offset_of_last_batch();
+        let entries = self.time_index.len();
+        match self.time_index.maybe_append(max_timestamp, relative) {
+            Ok(()) => Ok(()),
+            Err(error) => match self.time_index.keep_first(entries) {
+                Ok(()) => Err(AppendError::RolledBack(error)),
+                Err(undo) => Err(AppendError::Unknown { write: error, undo }),
+            },
+        }
     }
 
     /// Forces data and both indexes to disk.
@@ -804,6 +786,63 @@ impl Segment {
         // last offset is as good as its base for "records up to here".
         (self.next_offset.saturating_sub(1).max(self.base_offset) - self.base_offset) as u32
     }
+}
+
+/// The first position in `from..size` where a batch starts whose header
+/// parses, that `plausible` accepts (it must check the batch fits below
+/// `size`), and whose CRC matches. Reads a chunk at a time.
+pub(crate) fn find_valid_batch(
+    file: &dyn StorageFile,
+    from: u64,
+    size: u64,
+    plausible: impl Fn(&BatchHeader, u64) -> bool,
+) -> io::Result<Option<(u64, BatchHeader)>> {
+    let mut chunk_start = from;
+    let rest = size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
+    let mut chunk = vec![0u8; rest as usize];
+    while chunk_start + HEADER_BYTES as u64 <= size {
+        let length = (size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
+        file.read_exact_at(&mut chunk[..length], chunk_start)?;
+        let candidates = length.saturating_sub(HEADER_BYTES - 1);
+        for at in 0..candidates {
+            if chunk[at + 16] as i8 != batch::MAGIC_V2 {
+                continue;
+            }
+            let position = chunk_start + at as u64;
+            let Ok(header) = BatchHeader::parse(&chunk[at..at + HEADER_BYTES]) else {
+                continue;
+            };
+            if header.records_count >= 0
+                && plausible(&header, position)
+                && crc_matches(file, &header, position)?
+            {
+                return Ok(Some((position, header)));
+            }
+        }
+        // Consecutive chunks overlap by a header, so no start is missed.
+        chunk_start += candidates.max(1) as u64;
+    }
+    Ok(None)
+}
+
+/// Whether the stored CRC of the whole batch at `position` matches,
+/// reading it a chunk at a time. The caller checked that it fits in the file.
+pub(crate) fn crc_matches(
+    file: &dyn StorageFile,
+    header: &BatchHeader,
+    position: u64,
+) -> io::Result<bool> {
+    let mut crc = 0u32;
+    let mut at = position + CRC_COVERED_FROM as u64;
+    let end = position + header.total_bytes() as u64;
+    let mut buf = vec![0u8; (end - at).min(SCAN_CHUNK_BYTES as u64) as usize];
+    while at < end {
+        let length = (end - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..length], at)?;
+        crc = crc32c::crc32c_append(crc, &buf[..length]);
+        at += length as u64;
+    }
+    Ok(crc == header.crc)
 }
 
 /// Why [`Segment::append`] failed.
@@ -845,7 +884,7 @@ impl From<io::Error> for ReadError {
 /// it is returned: a damaged batch after good ones ends the read there, and
 /// a damaged first batch is an error, so stored damage is never served.
 pub(crate) fn read_batches(
-    file: &dyn crate::storage::StorageFile,
+    file: &dyn StorageFile,
     limit: u64,
     position: u64,
     max_bytes: usize,

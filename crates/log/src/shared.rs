@@ -81,6 +81,8 @@ struct HealState {
     /// `(durable_end, log_end)` of every heal that cut something: a wait
     /// for an end offset in `durable_end + 1..=log_end` cannot be confirmed.
     cut: Vec<(u64, u64)>,
+    /// Highest log end seen by a heal attempt since the last heal.
+    end_before_cut: u64,
 }
 
 /// Offsets and sizes of a log at one moment.
@@ -251,8 +253,21 @@ impl SharedLog {
     /// when the cut failed (the log stays poisoned).
     fn heal(&self, log: &mut Log) -> bool {
         let durable = self.durable_end.load(Ordering::SeqCst);
-        let end = log.log_end_offset();
         let size = log.size_bytes();
+        // A failed attempt may have cut part of the log already: the cut
+        // range reaches the end the log had before the first attempt.
+        let end = {
+            let mut heal = self.heal.lock();
+            heal.end_before_cut = heal.end_before_cut.max(log.log_end_offset());
+            heal.end_before_cut
+        };
+        // Readers must not reach what is about to be cut, even if the cut
+        // fails half-way (with `flush.ms` they may have been above it).
+        self.high_watermark.send_if_modified(|current| {
+            let lowered = *current > durable;
+            *current = (*current).min(durable);
+            lowered
+        });
         if let Err(error) = log.truncate_to(durable) {
             tracing::error!(dir = %log.dir().display(), %error, durable_offset = durable, "healing after a failed sync failed; log stays poisoned");
             return false;
@@ -260,15 +275,11 @@ impl SharedLog {
         let bytes_cut = size.saturating_sub(log.size_bytes());
         let mut heal = self.heal.lock();
         heal.last_attempt = None;
+        heal.end_before_cut = 0;
         if end > durable {
             heal.cut.push((durable, end));
         }
         drop(heal);
-        self.high_watermark.send_if_modified(|current| {
-            let lowered = *current > durable;
-            *current = (*current).min(durable);
-            lowered
-        });
         self.poisoned.store(false, Ordering::SeqCst);
         tracing::warn!(
             dir = %log.dir().display(),
@@ -417,14 +428,15 @@ impl SharedLog {
     ///
     /// # Errors
     ///
-    /// I/O errors; they poison the log.
+    /// As [`Log::roll`]; [`LogError::Io`] poisons the log until it heals.
     pub fn roll(&self) -> Result<()> {
         let mut log = self.log.lock();
         let turn = self.sync_turn.try_lock().ok();
         self.check_writable(&mut log, turn.is_some())?;
         drop(turn);
         let result = log.roll();
-        if result.is_err() {
+        if let Err(LogError::Io(error)) = &result {
+            tracing::error!(dir = %log.dir().display(), %error, "roll failed; log poisoned until healed");
             self.poisoned.store(true, Ordering::SeqCst);
         }
         result

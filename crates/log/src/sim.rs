@@ -387,6 +387,17 @@ impl Storage for SimStorage {
         Ok(self.handle(id, boot))
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<FileHandle> {
+        let state = self.state.lock();
+        let id = *state
+            .names
+            .get(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let boot = state.boot;
+        drop(state);
+        Ok(self.handle(id, boot))
+    }
+
     fn create(&self, path: &Path) -> io::Result<FileHandle> {
         let mut state = self.state.lock();
         if let Some(errno) = state.write_fault {

@@ -95,6 +95,13 @@ pub trait Storage: Send + Sync + Debug {
     /// I/O errors.
     fn open(&self, path: &Path) -> io::Result<FileHandle>;
 
+    /// Opens an existing file for reading only (offline checks change nothing).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when missing; I/O errors.
+    fn open_read(&self, path: &Path) -> io::Result<FileHandle>;
+
     /// Creates `path` empty, replacing any file there.
     ///
     /// # Errors
@@ -218,6 +225,10 @@ impl Storage for StdStorage {
             .create(true)
             .open(path)?;
         Ok(Arc::new(StdFile(file)))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<FileHandle> {
+        Ok(Arc::new(StdFile(File::open(path)?)))
     }
 
     fn create(&self, path: &Path) -> io::Result<FileHandle> {

@@ -9,7 +9,7 @@
 //!
 //! A failing schedule prints its seed; replay it alone with
 //! `WEIR_POWER_CUT_SEED=<seed> cargo test --release -p weir-log --test power_cut`.
-//! `WEIR_POWER_CUT_SCHEDULES` sets how many schedules run (default 2000).
+//! `WEIR_POWER_CUT_SCHEDULES` sets how many schedules run (default 3000).
 
 mod common;
 
@@ -17,8 +17,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
 use bytes::Bytes;
-use weir_log::sim::SimStorage;
-use weir_log::{Log, LogConfig};
+use weir_log::sim::{SimStorage, EIO, ENOSPC};
+use weir_log::verify::verify_log_dir_in;
+use weir_log::{Log, LogConfig, LogError};
 
 use common::{batch, check_whole_log, config, parsed, Model, NOW_MS};
 
@@ -85,8 +86,10 @@ impl Schedule {
 
     fn step(&mut self) {
         match self.rng.below(100) {
-            0..=49 => self.append(),
-            50..=69 => self.sync(),
+            0..=46 => self.append(),
+            47..=49 => self.append_on_a_full_disk(),
+            50..=66 => self.sync(),
+            67..=69 => self.failed_sync_and_heal(),
             70..=74 => self.log().roll().expect("roll"),
             75..=79 => self.retention(),
             80..=83 => self.close_cut_and_reopen(),
@@ -95,11 +98,59 @@ impl Schedule {
     }
 
     fn append(&mut self) {
+        let batches = self.random_batches();
+        let expected = self.model.append(&batches, self.epoch);
+        let epoch = self.epoch;
+        let info = self
+            .log()
+            .append(&parsed(&batches), epoch, NOW_MS)
+            .expect("append");
+        assert_eq!(
+            (info.base_offset, info.last_offset),
+            expected,
+            "offsets given"
+        );
+    }
+
+    /// An append that fails (ENOSPC after a random prefix) must leave the
+    /// log exactly as it was.
+    fn append_on_a_full_disk(&mut self) {
+        let epoch_before = self.epoch;
+        let batches = self.random_batches();
+        let epoch = self.epoch;
+        self.sim.set_write_fault(Some(ENOSPC));
+        let result = self.log().append(&parsed(&batches), epoch, NOW_MS);
+        self.sim.set_write_fault(None);
+        match result {
+            Err(LogError::WriteRolledBack(_)) => {}
+            other => panic!("a failed write was not rolled back: {other:?}"),
+        }
+        self.epoch = epoch_before;
+        check_whole_log(self.log.as_ref().expect("log is open"), &self.model);
+    }
+
+    /// A sync fails (fsyncgate: what it could not write is forgotten); the
+    /// log heals as `SharedLog` does, by cutting back to the acknowledged end.
+    fn failed_sync_and_heal(&mut self) {
+        self.sim.set_sync_fault(Some(EIO));
+        let (file, _) = self.log().sync_target();
+        assert!(file.sync_data().is_err());
+        self.sim.set_sync_fault(None);
+        let acked_end = self.acked_end;
+        self.log().truncate_to(acked_end).expect("heal");
+        self.model
+            .batches
+            .retain(|stored| stored.last_offset < acked_end);
+        self.model.epochs.retain(|&(_, start)| start < acked_end);
+        check_whole_log(self.log.as_ref().expect("log is open"), &self.model);
+    }
+
+    fn random_batches(&mut self) -> Vec<Bytes> {
         if self.rng.below(20) == 0 {
             self.epoch += 1;
         }
         let count = 1 + self.rng.below(3) as usize;
-        let batches: Vec<Bytes> = (0..count)
+        (0..count)
             .map(|_| {
                 self.seed_byte = self.seed_byte.wrapping_add(1);
                 let records = 1 + self.rng.below(4) as usize;
@@ -112,18 +163,7 @@ impl Schedule {
                     self.seed_byte,
                 )
             })
-            .collect();
-        let expected = self.model.append(&batches, self.epoch);
-        let epoch = self.epoch;
-        let info = self
-            .log()
-            .append(&parsed(&batches), epoch, NOW_MS)
-            .expect("append");
-        assert_eq!(
-            (info.base_offset, info.last_offset),
-            expected,
-            "offsets given"
-        );
+            .collect()
     }
 
     /// What `SharedLog::wait_durable` does: sync the active segment; every
@@ -192,6 +232,12 @@ impl Schedule {
             .max(self.model.epochs.last().map_or(0, |&(e, _)| e));
         self.acked_end = end;
         check_whole_log(&log, &self.model);
+        let report = verify_log_dir_in(&self.sim, Path::new(DIR)).expect("verify");
+        assert!(
+            report.is_clean(),
+            "the recovered directory does not verify: {:?}",
+            report.problems
+        );
         self.log = Some(log);
     }
 }
@@ -219,7 +265,7 @@ fn acknowledged_batches_survive_every_power_cut() {
     let schedules: u64 = std::env::var("WEIR_POWER_CUT_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(3000);
     let started = std::time::Instant::now();
     for seed in 0..schedules {
         if panic::catch_unwind(AssertUnwindSafe(|| run(seed))).is_err() {
