@@ -74,7 +74,7 @@ def test_stray_entries_in_the_topics_folder_are_quarantined(broker):
         assert any(
             "quarantined" in line and "ERROR" in line and path in line for line in log.splitlines()
         ), f"no ERROR naming {path}:\n{broker.log_tail()}"
-    assert "topic.json is missing" in log
+    assert "topic.json: missing" in log
     moved = quarantined(broker)
     assert len(moved) == 4, moved
     assert any(name.startswith("stray-file.txt.") for name in moved)

@@ -7,6 +7,7 @@ mod broker;
 mod config;
 pub mod connections;
 mod consumer_groups;
+pub mod data_check;
 pub mod descriptors;
 mod error;
 pub mod group;

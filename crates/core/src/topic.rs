@@ -245,20 +245,7 @@ impl Topic {
         defaults: &TopicDefaults,
         clean: bool,
     ) -> Result<Topic> {
-        let path = dir.join(TOPIC_FILE);
-        let text = fs::read(&path).map_err(|error| match error.kind() {
-            std::io::ErrorKind::NotFound => std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is missing", path.display()),
-            ),
-            _ => error,
-        })?;
-        let record: TopicRecord = serde_json::from_slice(&text).map_err(|error| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {error}", path.display()),
-            )
-        })?;
+        let record = read_record(&dir)?;
         let partitions = (0..record.partitions)
             .map(|index| {
                 Partition::open(&dir, index, &record.config, defaults, clean).map(Arc::new)
@@ -406,4 +393,30 @@ fn remove_dir_if_present(dir: &Path) {
         }
         _ => {}
     }
+}
+
+/// Reads `topic.json` in `dir`. A missing or unparsable file is
+/// `InvalidData` naming the path: the topic itself is bad.
+fn read_record(dir: &Path) -> std::io::Result<TopicRecord> {
+    let path = dir.join(TOPIC_FILE);
+    let invalid = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {what}", path.display()),
+        )
+    };
+    let text = fs::read(&path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => invalid("missing".to_owned()),
+        _ => error,
+    })?;
+    serde_json::from_slice(&text).map_err(|error| invalid(error.to_string()))
+}
+
+/// The partition count `topic.json` in `dir` names (for offline checks).
+///
+/// # Errors
+///
+/// As the topic's open would fail: a missing or unparsable `topic.json`.
+pub(crate) fn read_partition_count(dir: &Path) -> std::io::Result<u32> {
+    read_record(dir).map(|record| record.partitions)
 }

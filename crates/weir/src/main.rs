@@ -3,6 +3,7 @@
 //! running broker's HTTP API.
 
 mod cli;
+mod data;
 mod server;
 mod settings;
 
@@ -29,6 +30,8 @@ enum Command {
     /// Load a Kafka-protocol or AMQP broker (any, not only Weir) and report
     /// throughput, latency percentiles and the broker's CPU and memory.
     Bench(weir_bench::BenchArgs),
+    /// Offline tools for a stopped broker's data directory (`weir data check DIR`).
+    Data(data::DataArgs),
     /// The operator commands (`topic`, `group`, `queue`, `exchange`,
     /// `binding`, `connection`, `produce`, `consume`, `status`).
     #[command(flatten)]
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => weir_bench::run(args),
+        Command::Data(args) => data::run(args),
         Command::Admin(command) => cli::run(command),
     }
 }

@@ -104,13 +104,24 @@ impl ChannelHandle {
             && self.unsent.load(Ordering::Relaxed) < UNSENT_DELIVERIES_MAX
     }
 
-    /// Hands a delivery over; false when the connection is gone.
-    pub(crate) fn send(&self, delivery: Delivery) -> bool {
-        if delivery.needs_ack {
-            self.unacked.fetch_add(1, Ordering::Relaxed);
+    /// Claims room for one delivery. One that needs an ack is counted as
+    /// unacknowledged at once, against the global prefetch, in one atomic
+    /// step: queues dispatching to the channel at the same moment cannot
+    /// both take its last slot. `None` when the channel is full.
+    pub(crate) fn claim(self: &Arc<Self>, needs_ack: bool) -> Option<Claim> {
+        if needs_ack {
+            let global = self.global_prefetch.load(Ordering::Relaxed);
+            self.unacked
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |unacked| {
+                    (global == 0 || unacked < global).then_some(unacked + 1)
+                })
+                .ok()?;
         }
-        self.unsent.fetch_add(1, Ordering::Relaxed);
-        self.sink.send(Outbound::Deliver(delivery)).is_ok()
+        Some(Claim {
+            channel: Arc::clone(self),
+            needs_ack,
+            sent: false,
+        })
     }
 
     /// Tells the client its consumer was cancelled.
@@ -119,6 +130,32 @@ impl ChannelHandle {
             channel: self.channel,
             consumer_tag,
         });
+    }
+}
+
+/// Room claimed on a channel for one delivery ([`ChannelHandle::claim`]);
+/// given back when dropped without sending.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    channel: Arc<ChannelHandle>,
+    needs_ack: bool,
+    sent: bool,
+}
+
+impl Claim {
+    /// Hands the delivery over; false when the connection is gone.
+    pub(crate) fn send(mut self, delivery: Delivery) -> bool {
+        self.sent = true;
+        self.channel.unsent.fetch_add(1, Ordering::Relaxed);
+        self.channel.sink.send(Outbound::Deliver(delivery)).is_ok()
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.needs_ack && !self.sent {
+            self.channel.unacked.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -726,11 +726,18 @@ impl Queue {
             return Ok(());
         }
         while let Some(index) = self.pick_consumer(&mut state) {
+            let consumer = &state.consumers[index];
+            let needs_ack = !consumer.spec.no_ack;
+            let Some(claim) = consumer.spec.channel.claim(needs_ack) else {
+                // Another queue took the channel's last slot since the pick:
+                // look again, as other consumers may have room.
+                self.wake();
+                break;
+            };
             let Some(taken) = self.take_next(&mut state, true)? else {
                 break;
             };
             let consumer = &mut state.consumers[index];
-            let needs_ack = !consumer.spec.no_ack;
             let channel = Arc::clone(&consumer.spec.channel);
             let tag = Arc::clone(&consumer.spec.tag);
             if needs_ack {
@@ -756,7 +763,7 @@ impl Queue {
                 needs_ack,
                 message: taken.message,
             };
-            if !channel.send(delivery) && needs_ack {
+            if !claim.send(delivery) && needs_ack {
                 // The connection is gone: its channel close requeues the rest.
                 if let Some(bytes) = self.release_in_flight(&mut state, taken.id) {
                     if let Some(lane) = state.lanes[usize::from(taken.id.lane)].as_mut() {
@@ -846,6 +853,11 @@ impl Queue {
         };
         for index in 0..state.consumers.len() {
             while state.consumers[index].has_room() {
+                let needs_ack = !state.consumers[index].spec.no_ack;
+                let Some(claim) = state.consumers[index].spec.channel.claim(needs_ack) else {
+                    self.wake();
+                    break;
+                };
                 let offsets = log.offsets();
                 let offset = state.consumers[index]
                     .stream_next
@@ -868,7 +880,6 @@ impl Queue {
                     .with_header("x-stream-offset", AMQPValue::LongLongInt(id.offset as i64))?;
                 let consumer = &mut state.consumers[index];
                 consumer.stream_next = id.offset + 1;
-                let needs_ack = !consumer.spec.no_ack;
                 let channel = Arc::clone(&consumer.spec.channel);
                 let tag = Arc::clone(&consumer.spec.tag);
                 if needs_ack {
@@ -886,7 +897,7 @@ impl Queue {
                     needs_ack,
                     message,
                 };
-                if !channel.send(delivery) {
+                if !claim.send(delivery) {
                     break;
                 }
             }
