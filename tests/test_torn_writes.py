@@ -12,13 +12,16 @@ from __future__ import annotations
 import random
 import signal
 import struct
+import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
 from confluent_kafka import TopicPartition
 
 import kafka_wire
+from conftest import WEIR_BIN
 from helpers import assert_delivered, create_topic, make_admin, make_consumer, make_producer, produce_all, unique
 
 CORRUPT_MESSAGE = 2
@@ -153,6 +156,18 @@ CASES = [
 ]
 
 
+# A segment cut exactly at a batch boundary, and a missing index (rebuilt
+# on open), leave nothing that is wrong in itself to find.
+UNDETECTABLE_OFFLINE = {"truncate-to-boundary", "truncate-to-zero", "index-missing"}
+
+
+def data_check(broker):
+    """`weir data check` on the broker's (stopped) data directory."""
+    return subprocess.run(
+        [str(WEIR_BIN), "data", "check", str(broker.data_dir)], capture_output=True, text=True, timeout=60
+    )
+
+
 def produce_batches(broker, topic) -> list[StoredBatch]:
     """BATCHES acknowledged batches of RECORDS_PER_BATCH records, one Produce
     request each, so each is one stored batch."""
@@ -207,7 +222,12 @@ def test_damaged_segment(weir_broker, case, stop):
     assert [base for _, _, base in layout] == [b.base_offset for b in batches]
     for batch, (position, size, _) in zip(batches, layout):
         batch.position, batch.size = position, size
+    assert data_check(broker).returncode == 0, "weir data check finds damage in an undamaged directory"
     damage = damage_segment(case, directory, batches)
+    if case not in UNDETECTABLE_OFFLINE:
+        checked = data_check(broker)
+        assert checked.returncode == 1, f"weir data check missed {case}:\n{checked.stdout}"
+        assert str(directory) in checked.stdout
     log_before = len(broker.log_text())
 
     broker.start()
@@ -236,6 +256,9 @@ def test_damaged_segment(weir_broker, case, stop):
     assert not extra, f"records that were never acknowledged (or damaged) served at {extra[:10]}"
     if corrupt:
         assert "corrupt" in broker.log_text().lower()
+        metrics = urllib.request.urlopen(f"{broker.http_url}/metrics", timeout=10).read().decode()
+        refused = [line for line in metrics.splitlines() if line.startswith("weir_corrupt_reads_total ")]
+        assert refused and float(refused[0].split()[1]) >= len(corrupt), refused
 
     # A real client reads the records produced after the damage, in order.
     consumer = make_consumer(broker)

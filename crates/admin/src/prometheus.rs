@@ -156,6 +156,16 @@ fn counters(out: &mut Exposition) {
         );
     }
     out.family(
+        "weir_corrupt_reads_total",
+        "counter",
+        "Reads refused because stored data failed its CRC or lies in a range fenced at recovery.",
+    );
+    out.sample(
+        "weir_corrupt_reads_total",
+        &[],
+        counters.corrupt_reads.get() as f64,
+    );
+    out.family(
         "weir_uptime_seconds",
         "gauge",
         "Seconds since the broker started.",

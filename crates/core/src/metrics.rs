@@ -236,6 +236,8 @@ pub struct Metrics {
     pub errors: Family<Protocol, Counter>,
     /// Failed `accept` calls, by listener (see [`crate::listener`]).
     pub accept_errors: Family<Protocol, Counter>,
+    /// Reads refused because the stored data failed its checks.
+    pub corrupt_reads: Counter,
 }
 
 impl Metrics {
@@ -251,6 +253,7 @@ impl Metrics {
             requests: Family::default(),
             errors: Family::default(),
             accept_errors: Family::default(),
+            corrupt_reads: Counter::default(),
         }
     }
 

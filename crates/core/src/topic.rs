@@ -81,6 +81,7 @@ impl Partition {
         else {
             return;
         };
+        crate::metrics::global().corrupt_reads.add(1);
         if self
             .corrupt_reported
             .lock()
