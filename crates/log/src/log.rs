@@ -46,8 +46,10 @@ use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
-use crate::segment::{AppendError, CorruptRange, ReadError, Recovery, Segment, SEGMENT_BYTES_MAX};
+use crate::fenced::{format_corrupt_ranges, parse_corrupt_ranges};
+use crate::segment::{AppendError, CorruptRange, Recovery, Segment, SEGMENT_BYTES_MAX};
 use crate::storage::{remove_if_present, write_atomically_in, FileHandle, StdStorage, Storage};
+use crate::stored::ReadError;
 
 const LOG_END_CHECKPOINT: &str = "log-end-checkpoint";
 const CORRUPT_RANGES: &str = "corrupt-ranges";
@@ -82,7 +84,7 @@ impl ReadCursor {
     ///
     /// [`LogError::Corrupt`] when the first batch is damaged; I/O errors.
     pub fn read(&self, max_bytes: usize, end_offset: u64) -> Result<Bytes> {
-        crate::segment::read_batches(
+        crate::stored::read_batches(
             self.file.as_ref(),
             self.limit,
             self.position,
@@ -321,17 +323,7 @@ impl Log {
         if ranges.is_empty() {
             return remove_if_present(self.storage.as_ref(), &path);
         }
-        let mut text = format!("0\n{}\n", ranges.len());
-        for range in &ranges {
-            text.push_str(&format!(
-                "{} {} {} {} {}\n",
-                range.segment_base_offset,
-                range.position,
-                range.bytes,
-                range.first_offset,
-                range.end_offset
-            ));
-        }
+        let text = format_corrupt_ranges(&ranges);
         write_atomically_in(self.storage.as_ref(), &path, text.as_bytes())
     }
 
@@ -454,6 +446,7 @@ impl Log {
     /// Undoes the batches of a failed append call written before the one
     /// that failed (that one is already undone).
     fn undo_append(&mut self, base_offset: u64, error: io::Error) -> LogError {
+        tracing::warn!(dir = %self.dir.display(), %error, log_end_offset = base_offset, "write failed; undoing the append");
         if self.log_end_offset() == base_offset && self.active().base_offset() <= base_offset {
             self.forget_epochs_from(base_offset);
             return LogError::WriteRolledBack(error);
@@ -604,7 +597,15 @@ impl Log {
             self.storage.sync_dir(&self.dir)?;
         }
         bytes_cut += self.active_mut().truncate_to(offset)?;
-        self.epochs.truncate_from(self.log_end_offset())?;
+        let new_end = self.log_end_offset();
+        tracing::warn!(
+            dir = %self.dir.display(),
+            bytes_cut,
+            from_offset = new_end,
+            to_offset = end,
+            "cut the log back to offset {new_end}"
+        );
+        self.epochs.truncate_from(new_end)?;
         if had_fences {
             self.persist_corrupt_ranges()?;
         }
@@ -824,28 +825,6 @@ fn read_log_end_checkpoint(storage: &dyn Storage, dir: &Path) -> Option<(u64, u6
     let text = std::str::from_utf8(&bytes).ok()?;
     let (next_offset, size) = text.trim().split_once(' ')?;
     Some((next_offset.parse().ok()?, size.parse().ok()?))
-}
-
-fn parse_corrupt_ranges(text: &str) -> Option<Vec<CorruptRange>> {
-    let mut lines = text.lines();
-    if lines.next()? != "0" {
-        return None;
-    }
-    let count: usize = lines.next()?.parse().ok()?;
-    let ranges = lines
-        .map(|line| {
-            let mut fields = line.split(' ').map(|field| field.parse::<u64>().ok());
-            let mut next = || fields.next().flatten();
-            Some(CorruptRange {
-                segment_base_offset: next()?,
-                position: next()?,
-                bytes: next()?,
-                first_offset: next()?,
-                end_offset: next()?,
-            })
-        })
-        .collect::<Option<Vec<CorruptRange>>>()?;
-    (ranges.len() == count).then_some(ranges)
 }
 
 /// A damaged header met while walking a segment is corruption at `offset`.

@@ -68,6 +68,15 @@ pub trait StorageFile: Send + Sync + Debug {
     /// I/O errors.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file holds no byte.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Makes the file's bytes and length durable (`fdatasync`).
     ///
     /// # Errors
