@@ -128,11 +128,7 @@ impl SharedLog {
         now_ms: i64,
     ) -> Result<AppendInfo> {
         let mut log = self.log.lock();
-        // Healing must not race a sync: one running now would confirm what
-        // the heal cuts. Skip the heal rather than wait for it.
-        let turn = self.sync_turn.try_lock().ok();
-        self.check_writable(&mut log, turn.is_some())?;
-        drop(turn);
+        self.check_writable_or_heal(&mut log)?;
         let result = log.append(batches, leader_epoch, now_ms);
         if let Err(LogError::Io(error)) = &result {
             tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
@@ -238,6 +234,17 @@ impl SharedLog {
         Err(LogError::Poisoned)
     }
 
+    /// [`SharedLog::check_writable`] for a caller not holding `sync_turn`:
+    /// healing must not race a sync (one running now would confirm what the
+    /// heal cuts), so it heals only if no sync runs, rather than wait.
+    fn check_writable_or_heal(&self, log: &mut Log) -> Result<()> {
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return self.check_writable(log, false);
+        }
+        let turn = self.sync_turn.try_lock().ok();
+        self.check_writable(log, turn.is_some())
+    }
+
     fn heal_attempt_due(&self) -> bool {
         let mut heal = self.heal.lock();
         let due = heal
@@ -252,7 +259,13 @@ impl SharedLog {
     /// Cuts the log back to the durable end and clears the poison; false
     /// when the cut failed (the log stays poisoned).
     fn heal(&self, log: &mut Log) -> bool {
-        let durable = self.durable_end.load(Ordering::SeqCst);
+        // With `flush.ms`, retention may have deleted segments above the
+        // durable end (they were below the high watermark): nothing to cut there.
+        let durable = self
+            .durable_end
+            .load(Ordering::SeqCst)
+            .max(log.log_start_offset());
+        self.durable_end.fetch_max(durable, Ordering::SeqCst);
         let size = log.size_bytes();
         // A failed attempt may have cut part of the log already: the cut
         // range reaches the end the log had before the first attempt.
@@ -426,9 +439,7 @@ impl SharedLog {
     /// As [`Log::roll`]; [`LogError::Io`] poisons the log until it heals.
     pub fn roll(&self) -> Result<()> {
         let mut log = self.log.lock();
-        let turn = self.sync_turn.try_lock().ok();
-        self.check_writable(&mut log, turn.is_some())?;
-        drop(turn);
+        self.check_writable_or_heal(&mut log)?;
         let result = log.roll();
         if let Err(LogError::Io(error)) = &result {
             tracing::error!(dir = %log.dir().display(), %error, "roll failed; log poisoned until healed");
