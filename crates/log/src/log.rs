@@ -212,10 +212,11 @@ impl Log {
             }
             _ => {
                 let size_found = active.size();
-                let recovery = active.recover()?;
+                let mut recovery = active.recover()?;
                 self.report_recovery(&recovery);
                 if let Some((next_offset, size)) = checkpoint {
                     self.report_checkpoint_mismatch(next_offset, size, size_found);
+                    recovery.checkpoint_mismatch = Some((next_offset, size));
                 }
                 if !recovery.fenced.is_empty() {
                     self.persist_corrupt_ranges()?;

@@ -89,6 +89,10 @@ pub struct Recovery {
     pub truncated_claimed_last_offset: Option<u64>,
     /// Damage with valid batches after it, fenced and kept.
     pub fenced: Vec<CorruptRange>,
+    /// `(next_offset, bytes)` of a clean-shutdown checkpoint the active
+    /// segment did not match (set by [`crate::Log::open`], which then
+    /// recovered instead of trusting it).
+    pub checkpoint_mismatch: Option<(u64, u64)>,
 }
 
 impl Segment {

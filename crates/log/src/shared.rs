@@ -482,12 +482,14 @@ impl SharedLog {
     /// # Errors
     ///
     /// I/O errors; the next open then recovers instead of trusting the checkpoint.
+    /// [`LogError::Poisoned`] when the log is poisoned and a last attempt to
+    /// heal it fails.
     pub fn close(&self) -> Result<()> {
         let mut log = self.log.lock();
+        // A last heal, so the checkpoint never vouches for unsynced bytes.
+        let writable = self.check_writable_or_heal(&mut log);
         self.closed.store(true, Ordering::SeqCst);
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(LogError::Poisoned);
-        }
+        writable?;
         log.close()
     }
 

@@ -479,3 +479,24 @@ fn damage_after_a_clean_stop_is_refused_by_reads() {
         check_log_with_fences(&log, &built.model, &[last_index], layout);
     }
 }
+
+/// A clean-shutdown checkpoint that the active segment no longer matches
+/// (here: cut at a batch boundary after the clean stop) is not trusted, and
+/// the disagreement is reported.
+#[test]
+fn a_segment_shorter_than_its_clean_checkpoint_is_recovered_and_reported() {
+    for (layout, config) in layouts() {
+        let built = Built::new(config, &sample_batches(10));
+        let &(last_index, last_position, _) = built.active_batches().last().expect("a batch");
+        built.set_active_bytes(&built_bytes(&built)[..last_position as usize]);
+        let log = Log::open_in(built.sim.shared(), dir(), built.config.clone(), true)
+            .expect("clean reopen");
+        let mismatch = log.last_recovery().checkpoint_mismatch;
+        assert_eq!(
+            mismatch,
+            Some((built.model.end(), built.original[0].len() as u64)),
+            "{layout}"
+        );
+        check_whole_log(&log, &built.model_without(last_index));
+    }
+}
