@@ -25,7 +25,9 @@
 //! restarts whether or not the next open scans the segment (a clean open
 //! does not, and recovery scans only from the last index entry). Reads
 //! check every batch's CRC before returning it, which also catches damage
-//! that happened after a clean stop or in a sealed segment.
+//! recovery did not scan (before its checkpoint, in a sealed segment, after
+//! a clean stop); [`crate::SharedLog`] then fences it too
+//! ([`Log::fence_damage`]), so it is counted and persisted like the rest.
 //!
 //! A failed write is undone (file and indexes cut back) before
 //! [`Log::append`] returns, so a full disk fails the write, not the log.
@@ -331,6 +333,40 @@ impl Log {
     /// The file layer this log's files live on.
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
+    }
+
+    /// Fences the damage a read found at `position` of the segment starting
+    /// at `segment_base_offset` (damage recovery did not scan: before its
+    /// checkpoint, in a sealed segment, or after a clean stop), up to where
+    /// valid batches resume or to the end of the segment; nothing is cut.
+    /// Persists and logs the range. Returns it, or `None` when the bytes
+    /// there are valid after all (the read raced a truncation) or already fenced.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the segment or writing `corrupt-ranges`.
+    pub fn fence_damage(
+        &mut self,
+        segment_base_offset: u64,
+        position: u64,
+    ) -> Result<Option<CorruptRange>> {
+        let Some(segment) = self.segments.get_mut(&segment_base_offset) else {
+            return Ok(None);
+        };
+        let Some(range) = segment.fence_damage_at(position)? else {
+            return Ok(None);
+        };
+        tracing::error!(
+            dir = %self.dir.display(),
+            segment = range.segment_base_offset,
+            position = range.position,
+            bytes = range.bytes,
+            first_offset = range.first_offset,
+            end_offset = range.end_offset,
+            "corrupt bytes found by a read: fenced, reads of these offsets fail"
+        );
+        self.persist_corrupt_ranges()?;
+        Ok(Some(range))
     }
 
     /// The directory of this log.

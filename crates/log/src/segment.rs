@@ -604,6 +604,79 @@ impl Segment {
         Ok(valid.then_some(header))
     }
 
+    /// Fences the damage starting at `position` (see
+    /// [`crate::Log::fence_damage`]): its first offset is the end of the
+    /// valid batch before it, its end where a valid batch continuing the
+    /// offsets resumes, or the end of the segment.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the segment.
+    pub fn fence_damage_at(&mut self, position: u64) -> io::Result<Option<CorruptRange>> {
+        let inside_fence = self
+            .fenced
+            .iter()
+            .any(|range| (range.position..range.end_position()).contains(&position));
+        if position >= self.size || inside_fence {
+            return Ok(None);
+        }
+        let Some(first_offset) = self.offset_at_position(position)? else {
+            return Ok(None);
+        };
+        let valid_here = self
+            .valid_batch_at(position)?
+            .is_some_and(|header| header.base_offset == first_offset);
+        if valid_here {
+            return Ok(None);
+        }
+        let segment_end = self.next_offset;
+        let resume =
+            find_valid_batch(self.file.as_ref(), position + 1, self.size, |header, at| {
+                header.base_offset >= first_offset
+                    && header.last_offset() < segment_end
+                    && at + header.total_bytes() as u64 <= self.size
+            })?;
+        let (end_position, end_offset) = resume.map_or((self.size, segment_end), |(at, header)| {
+            (at, header.base_offset)
+        });
+        let range = CorruptRange {
+            segment_base_offset: self.base_offset,
+            position,
+            bytes: end_position - position,
+            first_offset,
+            end_offset,
+        };
+        self.fence(range);
+        Ok(Some(range))
+    }
+
+    /// The offset the batch at `position` must start at, found by walking
+    /// headers from the last index entry before it; `None` when `position`
+    /// is not where a batch starts on that walk.
+    fn offset_at_position(&self, position: u64) -> io::Result<Option<u64>> {
+        let (mut at, mut offset) = self
+            .index
+            .entries()
+            .iter()
+            .rev()
+            .find(|&&(_, entry)| u64::from(entry) <= position)
+            .map_or((0, self.base_offset), |&(relative, entry)| {
+                (u64::from(entry), self.base_offset + u64::from(relative))
+            });
+        while at < position {
+            if let Some(range) = self.fenced.iter().find(|range| range.position == at) {
+                (at, offset) = (range.end_position(), range.end_offset);
+                continue;
+            }
+            let Ok(header) = self.read_header_at(at) else {
+                return Ok(None);
+            };
+            at += header.total_bytes() as u64;
+            offset = header.last_offset() + 1;
+        }
+        Ok((at == position).then_some(offset))
+    }
+
     /// Cuts every batch holding an offset at or after `offset` (and fenced
     /// ranges from there on), with their index entries, syncs the cut, and
     /// rescans from the last index entry before it. Returns the bytes cut.

@@ -364,7 +364,7 @@ impl SharedLog {
             log.cursor(offset)?
         };
         match cursor {
-            Some(cursor) => Ok(cursor.read(max_bytes, end_offset)?),
+            Some(cursor) => self.fence_if_corrupt(cursor.read(max_bytes, end_offset)),
             None => Ok(Bytes::new()),
         }
     }
@@ -386,9 +386,27 @@ impl SharedLog {
             log.cursor(offset)?
         };
         match cursor {
-            Some(cursor) => Ok(cursor.read(max_bytes, u64::MAX)?),
+            Some(cursor) => self.fence_if_corrupt(cursor.read(max_bytes, u64::MAX)),
             None => Ok(Bytes::new()),
         }
+    }
+
+    /// Fences damage a read ran into (see [`Log::fence_damage`]), so it is
+    /// counted in [`Log::corrupt_ranges`] and later reads of other offsets
+    /// step over it. The read's error is returned either way.
+    fn fence_if_corrupt(&self, read: Result<Bytes>) -> Result<Bytes> {
+        if let Err(LogError::Corrupt {
+            segment_base_offset,
+            position,
+            ..
+        }) = &read
+        {
+            let mut log = self.log.lock();
+            if let Err(error) = log.fence_damage(*segment_base_offset, *position) {
+                tracing::error!(dir = %log.dir().display(), %error, "could not fence damage found by a read");
+            }
+        }
+        read
     }
 
     /// Offsets and size now.
