@@ -213,6 +213,7 @@ impl Log {
                 active.set_next_offset(next_offset);
             }
             _ => {
+                let fenced_before = active.fenced().to_vec();
                 let size_found = active.size();
                 let mut recovery = active.recover()?;
                 self.report_recovery(&recovery);
@@ -220,7 +221,7 @@ impl Log {
                     self.report_checkpoint_mismatch(next_offset, size, size_found);
                     recovery.checkpoint_mismatch = Some((next_offset, size));
                 }
-                if !recovery.fenced.is_empty() {
+                if self.active().fenced() != fenced_before.as_slice() {
                     self.persist_corrupt_ranges()?;
                 }
                 self.last_recovery = recovery;
