@@ -216,6 +216,10 @@ impl Log {
                 let fenced_before = active.fenced().to_vec();
                 let size_found = active.size();
                 let mut recovery = active.recover()?;
+                // What recovery kept counts as durable from now on (the
+                // high watermark starts at the log end), but after a crash
+                // of the process alone it may sit in the page cache only.
+                active.file().sync_data()?;
                 self.report_recovery(&recovery);
                 if let Some((next_offset, size)) = checkpoint {
                     self.report_checkpoint_mismatch(next_offset, size, size_found);

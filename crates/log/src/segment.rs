@@ -449,7 +449,7 @@ impl Segment {
     /// Validates the tail of the segment, starting at the last index entry
     /// that points at a valid batch. Damage followed by a valid batch that
     /// continues the offsets is fenced and kept; everything after the last
-    /// valid batch (a torn tail) is cut and synced. Sets `next_offset` and
+    /// valid batch (a torn tail) is cut, the cut synced. Sets `next_offset` and
     /// `max_timestamp` from what it finds.
     ///
     /// # Errors
@@ -493,10 +493,8 @@ impl Segment {
                 .map(|header| header.last_offset());
             self.file.set_len(position)?;
             self.size = position;
+            self.file.sync_data()?;
         }
-        // What recovery kept counts as durable from now on: after a crash
-        // of the process alone it may still sit in the page cache only.
-        self.file.sync_data()?;
         self.first_batch_timestamp = self
             .read_header_at(0)
             .ok()
