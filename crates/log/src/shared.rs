@@ -328,6 +328,11 @@ impl SharedLog {
         self.heal(&mut log)
     }
 
+    /// Every fenced range of the log (see [`Log::corrupt_ranges`]), for a metric.
+    pub fn corrupt_ranges(&self) -> Vec<crate::segment::CorruptRange> {
+        self.log.lock().corrupt_ranges()
+    }
+
     /// Whether the log refuses writes until it heals.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)
