@@ -641,7 +641,13 @@ impl Broker {
         let records = partition
             .log()
             .read_below(offset, max_bytes, end_offset)
-            .inspect_err(|error| partition.report_corrupt_read(error))?;
+            .inspect_err(|error| {
+                // The log fences and logs each damaged place once; this
+                // counts every read it refused.
+                if matches!(error, weir_log::LogError::Corrupt { .. }) {
+                    crate::metrics::global().corrupt_reads.add(1);
+                }
+            })?;
         let aborted = match isolation {
             Isolation::ReadUncommitted => Vec::new(),
             Isolation::ReadCommitted => partition.aborted_between(offset, last_stable_offset),

@@ -14,7 +14,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use uuid::Uuid;
 use weir_log::checkpoint::{sync_dir, write_atomically};
-use weir_log::{Log, LogError, LogOffsets, SharedLog};
+use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
@@ -41,9 +41,6 @@ pub struct Partition {
     producers: parking_lot::Mutex<ProducerStates>,
     /// Log end covered by the last producer snapshot written.
     snapshot_end: std::sync::atomic::AtomicU64,
-    /// Damaged places (segment, byte position) reads have run into and the
-    /// operator has been told of, so a consumer retrying is not a log flood.
-    corrupt_reported: parking_lot::Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 impl Partition {
@@ -65,37 +62,7 @@ impl Partition {
             last_flush: parking_lot::Mutex::new(Instant::now()),
             producers: parking_lot::Mutex::new(producers),
             snapshot_end: std::sync::atomic::AtomicU64::new(0),
-            corrupt_reported: parking_lot::Mutex::new(std::collections::HashSet::new()),
         })
-    }
-
-    /// Tells the operator, once per damaged place, that a read ran into
-    /// stored data that fails its checks (the reader got an error, never
-    /// the bytes).
-    pub(crate) fn report_corrupt_read(&self, error: &LogError) {
-        let LogError::Corrupt {
-            offset,
-            segment_base_offset,
-            position,
-        } = error
-        else {
-            return;
-        };
-        crate::metrics::global().corrupt_reads.add(1);
-        if self
-            .corrupt_reported
-            .lock()
-            .insert((*segment_base_offset, *position))
-        {
-            tracing::error!(
-                dir = %self.dir.display(),
-                offset,
-                segment = segment_base_offset,
-                position,
-                "a read found corrupt stored data; it is not served (CORRUPT_MESSAGE); \
-                 `weir data check` lists every damaged batch"
-            );
-        }
     }
 
     /// Partition number within its topic.

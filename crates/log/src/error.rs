@@ -50,9 +50,12 @@ pub enum LogError {
         /// Next offset to be written.
         log_end_offset: u64,
     },
-    /// An earlier write or fsync failed; the log refuses all writes since,
-    /// because it can no longer tell what is durable.
-    #[error("log is poisoned after an I/O failure and accepts no writes")]
+    /// An earlier fsync (or a write that could not be undone, or a roll)
+    /// failed: the log refuses writes and syncs until it heals by cutting
+    /// back to its durable end, which [`crate::SharedLog`] attempts at the
+    /// next append or sync (at most once per [`crate::HEAL_RETRY_INTERVAL`]).
+    /// Retriable.
+    #[error("log is poisoned after an I/O failure and accepts no writes until it heals")]
     Poisoned,
     /// The log was closed or deleted.
     #[error("log is closed")]

@@ -25,7 +25,9 @@
 //! restarts whether or not the next open scans the segment (a clean open
 //! does not, and recovery scans only from the last index entry). Reads
 //! check every batch's CRC before returning it, which also catches damage
-//! that happened after a clean stop or in a sealed segment.
+//! recovery did not scan (before its checkpoint, in a sealed segment, after
+//! a clean stop); [`crate::SharedLog`] then fences it too
+//! ([`Log::fence_damage`]), so it is counted and persisted like the rest.
 //!
 //! A failed write is undone (file and indexes cut back) before
 //! [`Log::append`] returns, so a full disk fails the write, not the log.
@@ -46,8 +48,10 @@ use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{LogError, Result};
-use crate::segment::{AppendError, CorruptRange, ReadError, Recovery, Segment, SEGMENT_BYTES_MAX};
+use crate::fenced::{format_corrupt_ranges, parse_corrupt_ranges};
+use crate::segment::{AppendError, CorruptRange, Recovery, Segment, SEGMENT_BYTES_MAX};
 use crate::storage::{remove_if_present, write_atomically_in, FileHandle, StdStorage, Storage};
+use crate::stored::ReadError;
 
 const LOG_END_CHECKPOINT: &str = "log-end-checkpoint";
 const CORRUPT_RANGES: &str = "corrupt-ranges";
@@ -82,7 +86,7 @@ impl ReadCursor {
     ///
     /// [`LogError::Corrupt`] when the first batch is damaged; I/O errors.
     pub fn read(&self, max_bytes: usize, end_offset: u64) -> Result<Bytes> {
-        crate::segment::read_batches(
+        crate::stored::read_batches(
             self.file.as_ref(),
             self.limit,
             self.position,
@@ -211,13 +215,19 @@ impl Log {
                 active.set_next_offset(next_offset);
             }
             _ => {
+                let fenced_before = active.fenced().to_vec();
                 let size_found = active.size();
-                let recovery = active.recover()?;
+                let mut recovery = active.recover()?;
+                // What recovery kept counts as durable from now on (the
+                // high watermark starts at the log end), but after a crash
+                // of the process alone it may sit in the page cache only.
+                active.file().sync_data()?;
                 self.report_recovery(&recovery);
                 if let Some((next_offset, size)) = checkpoint {
                     self.report_checkpoint_mismatch(next_offset, size, size_found);
+                    recovery.checkpoint_mismatch = Some((next_offset, size));
                 }
-                if !recovery.fenced.is_empty() {
+                if self.active().fenced() != fenced_before.as_slice() {
                     self.persist_corrupt_ranges()?;
                 }
                 self.last_recovery = recovery;
@@ -323,23 +333,47 @@ impl Log {
         if ranges.is_empty() {
             return remove_if_present(self.storage.as_ref(), &path);
         }
-        let mut text = format!("0\n{}\n", ranges.len());
-        for range in &ranges {
-            text.push_str(&format!(
-                "{} {} {} {} {}\n",
-                range.segment_base_offset,
-                range.position,
-                range.bytes,
-                range.first_offset,
-                range.end_offset
-            ));
-        }
+        let text = format_corrupt_ranges(&ranges);
         write_atomically_in(self.storage.as_ref(), &path, text.as_bytes())
     }
 
     /// The file layer this log's files live on.
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
+    }
+
+    /// Fences the damage a read found at `position` of the segment starting
+    /// at `segment_base_offset` (damage recovery did not scan: before its
+    /// checkpoint, in a sealed segment, or after a clean stop), up to where
+    /// valid batches resume or to the end of the segment; nothing is cut.
+    /// Persists and logs the range. Returns it, or `None` when the bytes
+    /// there are valid after all (the read raced a truncation) or already fenced.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the segment or writing `corrupt-ranges`.
+    pub fn fence_damage(
+        &mut self,
+        segment_base_offset: u64,
+        position: u64,
+    ) -> Result<Option<CorruptRange>> {
+        let Some(segment) = self.segments.get_mut(&segment_base_offset) else {
+            return Ok(None);
+        };
+        let Some(range) = segment.fence_damage_at(position)? else {
+            return Ok(None);
+        };
+        tracing::error!(
+            dir = %self.dir.display(),
+            segment = range.segment_base_offset,
+            position = range.position,
+            bytes = range.bytes,
+            first_offset = range.first_offset,
+            end_offset = range.end_offset,
+            "corrupt bytes found by a read: fenced, reads of these offsets fail"
+        );
+        self.persist_corrupt_ranges()?;
+        Ok(Some(range))
     }
 
     /// The directory of this log.
@@ -456,6 +490,7 @@ impl Log {
     /// Undoes the batches of a failed append call written before the one
     /// that failed (that one is already undone).
     fn undo_append(&mut self, base_offset: u64, error: io::Error) -> LogError {
+        tracing::warn!(dir = %self.dir.display(), %error, log_end_offset = base_offset, "write failed; undoing the append");
         if self.log_end_offset() == base_offset && self.active().base_offset() <= base_offset {
             self.forget_epochs_from(base_offset);
             return LogError::WriteRolledBack(error);
@@ -606,7 +641,15 @@ impl Log {
             self.storage.sync_dir(&self.dir)?;
         }
         bytes_cut += self.active_mut().truncate_to(offset)?;
-        self.epochs.truncate_from(self.log_end_offset())?;
+        let new_end = self.log_end_offset();
+        tracing::warn!(
+            dir = %self.dir.display(),
+            bytes_cut,
+            from_offset = new_end,
+            to_offset = end,
+            "cut the log back to offset {new_end}"
+        );
+        self.epochs.truncate_from(new_end)?;
         if had_fences {
             self.persist_corrupt_ranges()?;
         }
@@ -852,28 +895,6 @@ fn read_log_end_checkpoint(storage: &dyn Storage, dir: &Path) -> Option<(u64, u6
     let text = std::str::from_utf8(&bytes).ok()?;
     let (next_offset, size) = text.trim().split_once(' ')?;
     Some((next_offset.parse().ok()?, size.parse().ok()?))
-}
-
-fn parse_corrupt_ranges(text: &str) -> Option<Vec<CorruptRange>> {
-    let mut lines = text.lines();
-    if lines.next()? != "0" {
-        return None;
-    }
-    let count: usize = lines.next()?.parse().ok()?;
-    let ranges = lines
-        .map(|line| {
-            let mut fields = line.split(' ').map(|field| field.parse::<u64>().ok());
-            let mut next = || fields.next().flatten();
-            Some(CorruptRange {
-                segment_base_offset: next()?,
-                position: next()?,
-                bytes: next()?,
-                first_offset: next()?,
-                end_offset: next()?,
-            })
-        })
-        .collect::<Option<Vec<CorruptRange>>>()?;
-    (ranges.len() == count).then_some(ranges)
 }
 
 /// A damaged header met while walking a segment is corruption at `offset`.

@@ -27,51 +27,16 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::BatchError;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage, StorageFile};
+use crate::storage::{remove_if_present, FileHandle, StdStorage, Storage};
+use crate::stored::{crc_matches, find_valid_batch};
+
+pub use crate::fenced::CorruptRange;
 
 /// Largest segment a `u32` position can address; Kafka caps `segment.bytes` the same way.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 
 /// Bytes read per `pread` when scanning batch headers.
 const HEADER_PROBE_BYTES: usize = HEADER_BYTES;
-
-/// Bytes read at a time when computing a stored batch's CRC or scanning for
-/// the next valid batch after damage: memory stays bounded whatever length
-/// a damaged header claims.
-const SCAN_CHUNK_BYTES: usize = 1 << 20;
-
-/// Byte of the header where the CRC-covered part starts (`attributes`).
-const CRC_COVERED_FROM: usize = 21;
-
-/// A fenced range of a segment: bytes that are not valid batches although
-/// valid batches follow them. Reads of its offsets fail with
-/// [`crate::LogError::Corrupt`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CorruptRange {
-    /// Base offset of the segment holding the damage.
-    pub segment_base_offset: u64,
-    /// First damaged byte in the segment's `.log` file.
-    pub position: u64,
-    /// Damaged bytes.
-    pub bytes: u64,
-    /// First offset the damage covers (the end of the last good batch before it).
-    pub first_offset: u64,
-    /// Offset after the damage (the base offset of the valid batch after it).
-    /// Equal to `first_offset` when the damage held no offsets.
-    pub end_offset: u64,
-}
-
-impl CorruptRange {
-    /// Whether `offset` lies in the range.
-    pub fn holds_offset(&self, offset: u64) -> bool {
-        (self.first_offset..self.end_offset).contains(&offset)
-    }
-
-    /// Byte after the range.
-    pub fn end_position(&self) -> u64 {
-        self.position + self.bytes
-    }
-}
 
 /// A `.log` file and its two indexes.
 #[derive(Debug)]
@@ -124,6 +89,10 @@ pub struct Recovery {
     pub truncated_claimed_last_offset: Option<u64>,
     /// Damage with valid batches after it, fenced and kept.
     pub fenced: Vec<CorruptRange>,
+    /// `(next_offset, bytes)` of a clean-shutdown checkpoint the active
+    /// segment did not match (set by [`crate::Log::open`], which then
+    /// recovered instead of trusting it).
+    pub checkpoint_mismatch: Option<(u64, u64)>,
 }
 
 impl Segment {
@@ -509,7 +478,7 @@ impl Segment {
     /// Validates the tail of the segment, starting at the last index entry
     /// that points at a valid batch. Damage followed by a valid batch that
     /// continues the offsets is fenced and kept; everything after the last
-    /// valid batch (a torn tail) is cut and synced. Sets `next_offset` and
+    /// valid batch (a torn tail) is cut, the cut synced. Sets `next_offset` and
     /// `max_timestamp` from what it finds.
     ///
     /// # Errors
@@ -553,10 +522,8 @@ impl Segment {
                 .map(|header| header.last_offset());
             self.file.set_len(position)?;
             self.size = position;
+            self.file.sync_data()?;
         }
-        // What recovery kept counts as durable from now on: after a crash
-        // of the process alone it may still sit in the page cache only.
-        self.file.sync_data()?;
         self.first_batch_timestamp = self
             .read_header_at(0)
             .ok()
@@ -662,6 +629,79 @@ impl Segment {
         let valid = self.crc_matches(&header, position)?
             && header.records_count as u64 <= header.offset_count();
         Ok(valid.then_some(header))
+    }
+
+    /// Fences the damage starting at `position` (see
+    /// [`crate::Log::fence_damage`]): its first offset is the end of the
+    /// valid batch before it, its end where a valid batch continuing the
+    /// offsets resumes, or the end of the segment.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the segment.
+    pub fn fence_damage_at(&mut self, position: u64) -> io::Result<Option<CorruptRange>> {
+        let inside_fence = self
+            .fenced
+            .iter()
+            .any(|range| (range.position..range.end_position()).contains(&position));
+        if position >= self.size || inside_fence {
+            return Ok(None);
+        }
+        let Some(first_offset) = self.offset_at_position(position)? else {
+            return Ok(None);
+        };
+        let valid_here = self
+            .valid_batch_at(position)?
+            .is_some_and(|header| header.base_offset == first_offset);
+        if valid_here {
+            return Ok(None);
+        }
+        let segment_end = self.next_offset;
+        let resume =
+            find_valid_batch(self.file.as_ref(), position + 1, self.size, |header, at| {
+                header.base_offset >= first_offset
+                    && header.last_offset() < segment_end
+                    && at + header.total_bytes() as u64 <= self.size
+            })?;
+        let (end_position, end_offset) = resume.map_or((self.size, segment_end), |(at, header)| {
+            (at, header.base_offset)
+        });
+        let range = CorruptRange {
+            segment_base_offset: self.base_offset,
+            position,
+            bytes: end_position - position,
+            first_offset,
+            end_offset,
+        };
+        self.fence(range);
+        Ok(Some(range))
+    }
+
+    /// The offset the batch at `position` must start at, found by walking
+    /// headers from the last index entry before it; `None` when `position`
+    /// is not where a batch starts on that walk.
+    fn offset_at_position(&self, position: u64) -> io::Result<Option<u64>> {
+        let (mut at, mut offset) = self
+            .index
+            .entries()
+            .iter()
+            .rev()
+            .find(|&&(_, entry)| u64::from(entry) <= position)
+            .map_or((0, self.base_offset), |&(relative, entry)| {
+                (u64::from(entry), self.base_offset + u64::from(relative))
+            });
+        while at < position {
+            if let Some(range) = self.fenced.iter().find(|range| range.position == at) {
+                (at, offset) = (range.end_position(), range.end_offset);
+                continue;
+            }
+            let Ok(header) = self.read_header_at(at) else {
+                return Ok(None);
+            };
+            at += header.total_bytes() as u64;
+            offset = header.last_offset() + 1;
+        }
+        Ok((at == position).then_some(offset))
     }
 
     /// Cuts every batch holding an offset at or after `offset` (and fenced
@@ -788,63 +828,6 @@ impl Segment {
     }
 }
 
-/// The first position in `from..size` where a batch starts whose header
-/// parses, that `plausible` accepts (it must check the batch fits below
-/// `size`), and whose CRC matches. Reads a chunk at a time.
-pub(crate) fn find_valid_batch(
-    file: &dyn StorageFile,
-    from: u64,
-    size: u64,
-    plausible: impl Fn(&BatchHeader, u64) -> bool,
-) -> io::Result<Option<(u64, BatchHeader)>> {
-    let mut chunk_start = from;
-    let rest = size.saturating_sub(from).min(SCAN_CHUNK_BYTES as u64);
-    let mut chunk = vec![0u8; rest as usize];
-    while chunk_start + HEADER_BYTES as u64 <= size {
-        let length = (size - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
-        file.read_exact_at(&mut chunk[..length], chunk_start)?;
-        let candidates = length.saturating_sub(HEADER_BYTES - 1);
-        for at in 0..candidates {
-            if chunk[at + 16] as i8 != batch::MAGIC_V2 {
-                continue;
-            }
-            let position = chunk_start + at as u64;
-            let Ok(header) = BatchHeader::parse(&chunk[at..at + HEADER_BYTES]) else {
-                continue;
-            };
-            if header.records_count >= 0
-                && plausible(&header, position)
-                && crc_matches(file, &header, position)?
-            {
-                return Ok(Some((position, header)));
-            }
-        }
-        // Consecutive chunks overlap by a header, so no start is missed.
-        chunk_start += candidates.max(1) as u64;
-    }
-    Ok(None)
-}
-
-/// Whether the stored CRC of the whole batch at `position` matches,
-/// reading it a chunk at a time. The caller checked that it fits in the file.
-pub(crate) fn crc_matches(
-    file: &dyn StorageFile,
-    header: &BatchHeader,
-    position: u64,
-) -> io::Result<bool> {
-    let mut crc = 0u32;
-    let mut at = position + CRC_COVERED_FROM as u64;
-    let end = position + header.total_bytes() as u64;
-    let mut buf = vec![0u8; (end - at).min(SCAN_CHUNK_BYTES as u64) as usize];
-    while at < end {
-        let length = (end - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..length], at)?;
-        crc = crc32c::crc32c_append(crc, &buf[..length]);
-        at += length as u64;
-    }
-    Ok(crc == header.crc)
-}
-
 /// Why [`Segment::append`] failed.
 #[derive(Debug)]
 pub enum AppendError {
@@ -857,89 +840,6 @@ pub enum AppendError {
         /// The error undoing it.
         undo: io::Error,
     },
-}
-
-/// A read of stored batches that found damage instead of a batch.
-#[derive(Debug)]
-pub(crate) enum ReadError {
-    /// The file system failed.
-    Io(io::Error),
-    /// The first batch of the read is damaged.
-    Corrupt,
-}
-
-impl From<io::Error> for ReadError {
-    fn from(error: io::Error) -> ReadError {
-        ReadError::Io(error)
-    }
-}
-
-/// Reads whole batches from `file` starting at `position`, up to `max_bytes`
-/// but at least one batch, stopping before the first batch that reaches
-/// `end_offset` (exclusive upper bound of what may be read). `limit` is
-/// where the read must end (the file length when the read was planned, or a
-/// fenced range): bytes below it do not change.
-///
-/// Every batch is checked (header, CRC, offsets following each other) before
-/// it is returned: a damaged batch after good ones ends the read there, and
-/// a damaged first batch is an error, so stored damage is never served.
-pub(crate) fn read_batches(
-    file: &dyn StorageFile,
-    limit: u64,
-    position: u64,
-    max_bytes: usize,
-    end_offset: u64,
-) -> Result<Bytes, ReadError> {
-    let available = limit.saturating_sub(position) as usize;
-    if available == 0 {
-        return Ok(Bytes::new());
-    }
-    if available < HEADER_BYTES {
-        return Err(ReadError::Corrupt);
-    }
-    let mut probe = [0u8; HEADER_BYTES];
-    file.read_exact_at(&mut probe, position)?;
-    let first = BatchHeader::parse(&probe).map_err(|_| ReadError::Corrupt)?;
-    if first.last_offset() >= end_offset {
-        return Ok(Bytes::new());
-    }
-    if first.total_bytes() > available {
-        return Err(ReadError::Corrupt);
-    }
-    let want = max_bytes.max(first.total_bytes()).min(available);
-    let mut buf = BytesMut::zeroed(want);
-    file.read_exact_at(&mut buf, position)?;
-    let mut whole = 0;
-    let mut expected_base = first.base_offset;
-    while whole + HEADER_BYTES <= buf.len() {
-        let Ok(header) = BatchHeader::parse(&buf[whole..]) else {
-            break;
-        };
-        let end = whole + header.total_bytes();
-        if header.last_offset() >= end_offset || end > buf.len() {
-            break;
-        }
-        let checked = batch::validate(&buf[whole..end]).and_then(|header| {
-            if header.base_offset == expected_base {
-                Ok(header)
-            } else {
-                Err(BatchError::Corrupt(
-                    "base offset does not follow the batch before",
-                ))
-            }
-        });
-        match checked {
-            Ok(header) => expected_base = header.last_offset() + 1,
-            Err(_) if whole == 0 => return Err(ReadError::Corrupt),
-            Err(_) => break,
-        }
-        whole = end;
-    }
-    if whole == 0 {
-        return Err(ReadError::Corrupt);
-    }
-    buf.truncate(whole);
-    Ok(buf.freeze())
 }
 
 fn invalid_data(error: BatchError) -> io::Error {

@@ -128,11 +128,7 @@ impl SharedLog {
         now_ms: i64,
     ) -> Result<AppendInfo> {
         let mut log = self.log.lock();
-        // Healing must not race a sync: one running now would confirm what
-        // the heal cuts. Skip the heal rather than wait for it.
-        let turn = self.sync_turn.try_lock().ok();
-        self.check_writable(&mut log, turn.is_some())?;
-        drop(turn);
+        self.check_writable_or_heal(&mut log)?;
         let result = log.append(batches, leader_epoch, now_ms);
         if let Err(LogError::Io(error)) = &result {
             tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
@@ -238,6 +234,17 @@ impl SharedLog {
         Err(LogError::Poisoned)
     }
 
+    /// [`SharedLog::check_writable`] for a caller not holding `sync_turn`:
+    /// healing must not race a sync (one running now would confirm what the
+    /// heal cuts), so it heals only if no sync runs, rather than wait.
+    fn check_writable_or_heal(&self, log: &mut Log) -> Result<()> {
+        if !self.poisoned.load(Ordering::SeqCst) {
+            return self.check_writable(log, false);
+        }
+        let turn = self.sync_turn.try_lock().ok();
+        self.check_writable(log, turn.is_some())
+    }
+
     fn heal_attempt_due(&self) -> bool {
         let mut heal = self.heal.lock();
         let due = heal
@@ -252,7 +259,13 @@ impl SharedLog {
     /// Cuts the log back to the durable end and clears the poison; false
     /// when the cut failed (the log stays poisoned).
     fn heal(&self, log: &mut Log) -> bool {
-        let durable = self.durable_end.load(Ordering::SeqCst);
+        // With `flush.ms`, retention may have deleted segments above the
+        // durable end (they were below the high watermark): nothing to cut there.
+        let durable = self
+            .durable_end
+            .load(Ordering::SeqCst)
+            .max(log.log_start_offset());
+        self.durable_end.fetch_max(durable, Ordering::SeqCst);
         let size = log.size_bytes();
         // A failed attempt may have cut part of the log already: the cut
         // range reaches the end the log had before the first attempt.
@@ -315,6 +328,11 @@ impl SharedLog {
         self.heal(&mut log)
     }
 
+    /// Every fenced range of the log (see [`Log::corrupt_ranges`]), for a metric.
+    pub fn corrupt_ranges(&self) -> Vec<crate::segment::CorruptRange> {
+        self.log.lock().corrupt_ranges()
+    }
+
     /// Whether the log refuses writes until it heals.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)
@@ -351,7 +369,7 @@ impl SharedLog {
             log.cursor(offset)?
         };
         match cursor {
-            Some(cursor) => Ok(cursor.read(max_bytes, end_offset)?),
+            Some(cursor) => self.fence_if_corrupt(cursor.read(max_bytes, end_offset)),
             None => Ok(Bytes::new()),
         }
     }
@@ -373,7 +391,7 @@ impl SharedLog {
             log.cursor(offset)?
         };
         match cursor {
-            Some(cursor) => Ok(cursor.read(max_bytes, u64::MAX)?),
+            Some(cursor) => self.fence_if_corrupt(cursor.read(max_bytes, u64::MAX)),
             None => Ok(Bytes::new()),
         }
     }
@@ -381,6 +399,24 @@ impl SharedLog {
     /// See [`Log::offset_after_damage`].
     pub fn offset_after_damage(&self, offset: u64) -> Option<u64> {
         self.log.lock().offset_after_damage(offset)
+    }
+
+    /// Fences damage a read ran into (see [`Log::fence_damage`]), so it is
+    /// counted in [`Log::corrupt_ranges`] and later reads of other offsets
+    /// step over it. The read's error is returned either way.
+    fn fence_if_corrupt(&self, read: Result<Bytes>) -> Result<Bytes> {
+        if let Err(LogError::Corrupt {
+            segment_base_offset,
+            position,
+            ..
+        }) = &read
+        {
+            let mut log = self.log.lock();
+            if let Err(error) = log.fence_damage(*segment_base_offset, *position) {
+                tracing::error!(dir = %log.dir().display(), %error, "could not fence damage found by a read");
+            }
+        }
+        read
     }
 
     /// Offsets and size now.
@@ -431,9 +467,7 @@ impl SharedLog {
     /// As [`Log::roll`]; [`LogError::Io`] poisons the log until it heals.
     pub fn roll(&self) -> Result<()> {
         let mut log = self.log.lock();
-        let turn = self.sync_turn.try_lock().ok();
-        self.check_writable(&mut log, turn.is_some())?;
-        drop(turn);
+        self.check_writable_or_heal(&mut log)?;
         let result = log.roll();
         if let Err(LogError::Io(error)) = &result {
             tracing::error!(dir = %log.dir().display(), %error, "roll failed; log poisoned until healed");
@@ -476,12 +510,14 @@ impl SharedLog {
     /// # Errors
     ///
     /// I/O errors; the next open then recovers instead of trusting the checkpoint.
+    /// [`LogError::Poisoned`] when the log is poisoned and a last attempt to
+    /// heal it fails.
     pub fn close(&self) -> Result<()> {
         let mut log = self.log.lock();
+        // A last heal, so the checkpoint never vouches for unsynced bytes.
+        let writable = self.check_writable_or_heal(&mut log);
         self.closed.store(true, Ordering::SeqCst);
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(LogError::Poisoned);
-        }
+        writable?;
         log.close()
     }
 

@@ -68,6 +68,15 @@ pub trait StorageFile: Send + Sync + Debug {
     /// I/O errors.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file holds no byte.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Makes the file's bytes and length durable (`fdatasync`).
     ///
     /// # Errors
@@ -170,6 +179,10 @@ impl StdStorage {
     }
 }
 
+/// Parts one [`StorageFile::append`] writes with one `writev`; more are
+/// written one call each.
+const APPEND_PARTS_MAX: usize = 4;
+
 /// A `std::fs::File` opened for appending.
 #[derive(Debug)]
 struct StdFile(File);
@@ -180,24 +193,34 @@ impl StorageFile for StdFile {
     }
 
     fn append(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-        while !parts.is_empty() {
-            let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-            let mut written = (&self.0).write_vectored(&slices)?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+        if parts.len() > APPEND_PARTS_MAX {
+            return parts.iter().try_for_each(|part| self.append(&[part]));
+        }
+        // On the stack: this is the hot path of every produce.
+        let mut pending: [&[u8]; APPEND_PARTS_MAX] = [&[]; APPEND_PARTS_MAX];
+        pending[..parts.len()].copy_from_slice(parts);
+        let pending = &mut pending[..parts.len()];
+        loop {
+            let first = pending.iter().take_while(|part| part.is_empty()).count();
+            if first == pending.len() {
+                return Ok(());
             }
-            while written > 0 {
-                if written >= parts[0].len() {
-                    written -= parts[0].len();
-                    parts.remove(0);
-                } else {
-                    parts[0] = &parts[0][written..];
-                    written = 0;
-                }
+            let slices: [IoSlice<'_>; APPEND_PARTS_MAX] = std::array::from_fn(|i| {
+                IoSlice::new(pending.get(first + i).copied().unwrap_or(&[]))
+            });
+            let written = match (&self.0).write_vectored(&slices[..pending.len() - first]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => written,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            let mut left = written;
+            for part in pending[first..].iter_mut() {
+                let taken = left.min(part.len());
+                *part = &part[taken..];
+                left -= taken;
             }
         }
-        Ok(())
     }
 
     fn set_len(&self, length: u64) -> io::Result<()> {

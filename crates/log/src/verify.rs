@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{BatchHeader, HEADER_BYTES};
 use crate::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
-use crate::segment::{crc_matches, find_valid_batch, Segment};
+use crate::segment::Segment;
 use crate::storage::{StdStorage, Storage, StorageFile};
+use crate::stored::{crc_matches, find_valid_batch};
 
 /// What [`verify_log_dir`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -479,3 +479,67 @@ fn damage_after_a_clean_stop_is_refused_by_reads() {
         check_log_with_fences(&log, &built.model, &[last_index], layout);
     }
 }
+
+/// A clean-shutdown checkpoint that the active segment no longer matches
+/// (here: cut at a batch boundary after the clean stop) is not trusted, and
+/// the disagreement is reported.
+#[test]
+fn a_segment_shorter_than_its_clean_checkpoint_is_recovered_and_reported() {
+    for (layout, config) in layouts() {
+        let built = Built::new(config, &sample_batches(10));
+        let &(last_index, last_position, _) = built.active_batches().last().expect("a batch");
+        built.set_active_bytes(&built_bytes(&built)[..last_position as usize]);
+        let log = Log::open_in(built.sim.shared(), dir(), built.config.clone(), true)
+            .expect("clean reopen");
+        let mismatch = log.last_recovery().checkpoint_mismatch;
+        assert_eq!(
+            mismatch,
+            Some((built.model.end(), built.original[0].len() as u64)),
+            "{layout}"
+        );
+        check_whole_log(&log, &built.model_without(last_index));
+    }
+}
+
+/// Damage recovery did not scan is fenced by the first read that meets it:
+/// counted in `corrupt_ranges`, persisted, refused to every later read.
+#[test]
+fn a_read_that_meets_damage_fences_it() {
+    for (layout, config) in layouts().into_iter().take(2) {
+        let built = Built::new(config, &sample_batches(12));
+        let (index, position, len) = built.active_batches()[3];
+        let mut bytes = built_bytes(&built);
+        bytes[(position + len - 4) as usize] ^= 0x04;
+        built.set_active_bytes(&bytes);
+        let shared = weir_log::SharedLog::new(
+            Log::open_in(built.sim.shared(), dir(), built.config.clone(), false).expect("reopen"),
+        );
+        assert!(
+            shared.with_log(Log::corrupt_ranges).is_empty(),
+            "{layout}: not scanned"
+        );
+        let damaged = &built.model.batches[index];
+        let read = shared.read(damaged.base_offset, 1 << 20);
+        assert!(
+            matches!(read, Err(LogError::Corrupt { .. })),
+            "{layout}: {read:?}"
+        );
+        let ranges = shared.with_log(Log::corrupt_ranges);
+        assert_eq!(ranges.len(), 1, "{layout}");
+        assert_eq!(
+            (
+                ranges[0].first_offset,
+                ranges[0].end_offset,
+                ranges[0].position
+            ),
+            (damaged.base_offset, damaged.last_offset + 1, position),
+            "{layout}"
+        );
+        shared.with_log(|log| check_log_with_fences(log, &built.model, &[index], layout));
+        drop(shared);
+        let log =
+            Log::open_in(built.sim.shared(), dir(), built.config.clone(), false).expect("reopen");
+        assert_eq!(log.corrupt_ranges(), ranges, "{layout}: the fence persists");
+        check_log_with_fences(&log, &built.model, &[index], layout);
+    }
+}
