@@ -63,6 +63,7 @@ impl From<CoreError> for ApiError {
             }
             CoreError::TopicAlreadyExists(_)
             | CoreError::NonEmptyGroup
+            | CoreError::TopicInUse(_)
             | CoreError::GroupSubscribedToTopic => StatusCode::CONFLICT,
             CoreError::Storage(_) | CoreError::Io(_) | CoreError::StoredDataCorrupt(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -226,8 +226,16 @@ fn queues(out: &mut Exposition, admin: &Admin) {
         "Messages in AMQP queues, ready or delivered and unacknowledged.",
     );
     let mut consumers = Vec::new();
+    let mut lost = Vec::new();
     for (vhost_name, host) in &admin.vhosts {
         for queue in host.queues() {
+            if queue.topic().is_some() {
+                lost.push((
+                    vhost_name.clone(),
+                    queue.name().to_owned(),
+                    queue.lost_to_retention(),
+                ));
+            }
             let base = [("vhost", vhost_name.as_str()), ("queue", queue.name())];
             for (state, value) in [
                 ("ready", queue.message_count()),
@@ -247,6 +255,15 @@ fn queues(out: &mut Exposition, admin: &Admin) {
     for (vhost_name, queue, count) in consumers {
         let labels = [("vhost", vhost_name.as_str()), ("queue", queue.as_str())];
         out.sample("weir_queue_consumers", &labels, f64::from(count));
+    }
+    out.family(
+        "weir_queue_lost_to_retention_total",
+        "counter",
+        "Messages of queues over a topic that the topic's retention removed before they were settled (since the broker started).",
+    );
+    for (vhost_name, queue, count) in lost {
+        let labels = [("vhost", vhost_name.as_str()), ("queue", queue.as_str())];
+        out.sample("weir_queue_lost_to_retention_total", &labels, count as f64);
     }
 }
 

@@ -167,6 +167,7 @@ mod tests {
             "/",
             &dir.join("vhost"),
             weir_log::LogConfig::default(),
+            Arc::clone(&broker),
         )
         .expect("vhost");
         Arc::new(Admin::new(

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable};
-use weir_core::queues::args::{integer, parse_age_ms, text};
+use amq_protocol::types::FieldTable;
+use weir_core::queues::args::integer;
 use weir_core::queues::{ConsumerSpec, Message, StreamStart};
 
 use crate::channel::PendingPublish;
@@ -319,29 +319,12 @@ fn stream_start(arguments: &FieldTable) -> AmqpResult<StreamStart> {
     let Some(value) = arguments.inner().get("x-stream-offset") else {
         return Ok(StreamStart::Next);
     };
-    if let AMQPValue::Timestamp(seconds) = value {
-        return Ok(StreamStart::Timestamp(
-            (*seconds as i64).saturating_mul(1000),
-        ));
-    }
-    if let Some(offset) = integer(value) {
-        return Ok(StreamStart::Offset(offset.max(0) as u64));
-    }
-    match text(value).as_deref() {
-        Some("first") => Ok(StreamStart::First),
-        Some("last") => Ok(StreamStart::Last),
-        Some("next") => Ok(StreamStart::Next),
-        Some(interval) if parse_age_ms(interval).is_some() => {
-            let age_ms = parse_age_ms(interval).unwrap_or(0) as i64;
-            Ok(StreamStart::Timestamp(
-                weir_core::now_ms().saturating_sub(age_ms),
-            ))
-        }
-        _ => Err(AmqpError::channel(
+    weir_core::queues::args::stream_start(value, weir_core::now_ms()).ok_or_else(|| {
+        AmqpError::channel(
             PRECONDITION_FAILED,
             "PRECONDITION_FAILED - Invalid x-stream-offset value".to_string(),
-        )),
-    }
+        )
+    })
 }
 
 /// 22 URL-safe random characters for server-generated consumer tags.

@@ -12,7 +12,7 @@
 //! quarantine/        entities that could not be opened (crate::quarantine)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -160,6 +160,9 @@ pub struct Broker {
     admin: Mutex<()>,
     /// On while free disk space is below `disk_free_limit_bytes`: produces are refused.
     disk_alarm: DiskAlarm,
+    /// Per topic, the queues that read it (`x-source-topic`): such a topic
+    /// cannot be deleted under them.
+    topic_readers: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Broker {
@@ -204,6 +207,7 @@ impl Broker {
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
             disk_alarm,
+            topic_readers: Mutex::new(HashMap::new()),
         };
         broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.
@@ -383,6 +387,13 @@ impl Broker {
     /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock();
+        if let Some(readers) = self.topic_readers.lock().get(name) {
+            let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
+            return Err(CoreError::TopicInUse(format!(
+                "topic '{name}' is read by {}; delete them first",
+                readers.join(", ")
+            )));
+        }
         let topic = self
             .topics
             .write()
@@ -391,11 +402,66 @@ impl Broker {
         for partition in topic.partitions() {
             partition.log().delete()?;
         }
+        topic.mark_deleted();
         fs::remove_dir_all(topic.dir())?;
         sync_dir(&self.topics_dir)?;
         self.forget_topic_offsets(|other| other != name);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Records that `reader` (a queue, named for error messages) reads
+    /// `topic`: until [`Broker::release_topic`], the topic cannot be deleted.
+    pub fn hold_topic(&self, topic: &str, reader: &str) {
+        self.topic_readers
+            .lock()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(reader.to_owned());
+    }
+
+    /// Undoes [`Broker::hold_topic`].
+    pub fn release_topic(&self, topic: &str, reader: &str) {
+        let mut readers = self.topic_readers.lock();
+        if let Some(set) = readers.get_mut(topic) {
+            set.remove(reader);
+            if set.is_empty() {
+                readers.remove(topic);
+            }
+        }
+    }
+
+    /// Makes a topic of one partition whose log already exists: the
+    /// directory `staged` holds the partition's log as `0/`, and is renamed
+    /// into `topics/<name>` whole after its `topic.json` is written (for
+    /// stream queues stored by an older release).
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidTopic`], [`CoreError::TopicAlreadyExists`], I/O errors.
+    pub fn adopt_topic(
+        &self,
+        name: &str,
+        staged: &Path,
+        config: TopicConfig,
+    ) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        let _admin = self.admin.lock();
+        if self.topics.read().contains_key(name) {
+            return Err(CoreError::TopicAlreadyExists(name.to_string()));
+        }
+        let topic = Arc::new(Topic::adopt(
+            staged,
+            self.topics_dir.join(name),
+            name,
+            config,
+            &self.config.topic_defaults,
+        )?);
+        self.topics
+            .write()
+            .insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = name, "adopted a stream queue's log as a topic");
+        Ok(topic)
     }
 
     /// Grows a topic to `total` partitions.

@@ -34,6 +34,9 @@ pub enum CoreError {
     /// The request is well-formed but the broker's policy forbids it.
     #[error("policy violation: {0}")]
     PolicyViolation(String),
+    /// The topic is in use (a queue reads it) and cannot be deleted.
+    #[error("topic in use: {0}")]
+    TopicInUse(String),
     /// `acks=all` while fewer replicas are in sync than `min.insync.replicas`.
     #[error("not enough in-sync replicas for acks=all")]
     NotEnoughReplicas,

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 mod offset_reset;
+pub mod partitioner;
 mod producer;
 pub mod quarantine;
 pub mod queues;

@@ -35,7 +35,7 @@ struct TopicRecord {
 pub struct Partition {
     index: u32,
     dir: PathBuf,
-    log: SharedLog,
+    log: Arc<SharedLog>,
     leader_epoch: i32,
     last_flush: parking_lot::Mutex<Instant>,
     producers: parking_lot::Mutex<ProducerStates>,
@@ -52,7 +52,11 @@ impl Partition {
         clean: bool,
     ) -> Result<Partition> {
         let dir = dir.join(index.to_string());
-        let log = SharedLog::new(Log::open(&dir, config.log_config(defaults), clean)?);
+        let log = Arc::new(SharedLog::new(Log::open(
+            &dir,
+            config.log_config(defaults),
+            clean,
+        )?));
         let producers = ProducerStates::rebuild(&dir, &log)?;
         Ok(Partition {
             index,
@@ -72,6 +76,11 @@ impl Partition {
 
     /// The partition's log.
     pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
+    /// The same log, shared (queues over the topic hold it).
+    pub fn shared_log(&self) -> &Arc<SharedLog> {
         &self.log
     }
 
@@ -146,6 +155,9 @@ pub struct Topic {
     id: Uuid,
     dir: PathBuf,
     state: RwLock<TopicState>,
+    /// Set when the topic is deleted, for holders of the `Arc` (queues
+    /// over it) that must stop using it.
+    deleted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -206,6 +218,36 @@ impl Topic {
         })
     }
 
+    /// Makes `staged`, which holds one partition's log as `0/`, the topic
+    /// `name` at `dir`: `topic.json` is written into `staged`, then `staged`
+    /// is renamed to `dir`. A crash before the rename leaves `staged` as it
+    /// was plus a `topic.json` (doing it again is harmless); after it, the
+    /// topic is whole.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; `staged` is then where it was.
+    pub(crate) fn adopt(
+        staged: &Path,
+        dir: PathBuf,
+        name: &str,
+        config: TopicConfig,
+        defaults: &TopicDefaults,
+    ) -> Result<Topic> {
+        let record = TopicRecord {
+            id: Uuid::new_v4(),
+            partitions: 1,
+            config,
+        };
+        write_record(staged, &record)?;
+        fs::rename(staged, &dir)?;
+        if let Some(parent) = staged.parent() {
+            sync_dir(parent)?;
+        }
+        sync_dir(dir.parent().unwrap_or(&dir))?;
+        Topic::open(dir, name, defaults, false)
+    }
+
     /// Opens a topic from its directory.
     pub(crate) fn open(
         dir: PathBuf,
@@ -227,6 +269,7 @@ impl Topic {
                 config: record.config,
                 partitions,
             }),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -238,6 +281,16 @@ impl Topic {
     /// The topic's id (Kafka's topic id).
     pub fn id(&self) -> Uuid {
         self.id
+    }
+
+    /// Whether the topic was deleted (its logs are gone).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The topic's directory.

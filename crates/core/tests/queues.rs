@@ -26,7 +26,15 @@ fn message(exchange: &str, routing_key: &str, body: &str, persistent: bool) -> M
 }
 
 fn open(dir: &std::path::Path) -> Arc<VirtualHost> {
-    VirtualHost::open("/", dir, LogConfig::default()).expect("vhost opens")
+    let broker = weir_core::Broker::open(weir_core::BrokerConfig::new(dir.join("broker")))
+        .expect("broker opens");
+    VirtualHost::open(
+        "/",
+        &dir.join("vhost"),
+        LogConfig::default(),
+        Arc::new(broker),
+    )
+    .expect("vhost opens")
 }
 
 fn body(delivery: &weir_core::queues::Delivery) -> String {

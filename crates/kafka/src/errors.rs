@@ -31,7 +31,8 @@ fn response_error(error: &CoreError) -> ResponseError {
         CoreError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         CoreError::InvalidRequest(_) => ResponseError::InvalidRequest,
         CoreError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        CoreError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        // Kafka has no "in use" code; its policies refuse deletes this way.
+        CoreError::PolicyViolation(_) | CoreError::TopicInUse(_) => ResponseError::PolicyViolation,
         CoreError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
         CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         CoreError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,

@@ -168,7 +168,7 @@ async fn start_http(
 }
 
 /// The virtual host `/`, stored under `<data>/amqp/vhosts/default`.
-fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
+fn open_default_vhost(broker: &Arc<Broker>) -> Result<Arc<VirtualHost>, String> {
     let dir = broker
         .config()
         .data_dir
@@ -185,7 +185,7 @@ fn open_default_vhost(broker: &Broker) -> Result<Arc<VirtualHost>, String> {
         sync_spacing: Some(QUEUE_SYNC_SPACING),
         ..weir_log::LogConfig::default()
     };
-    VirtualHost::open("/", &dir, log_config)
+    VirtualHost::open("/", &dir, log_config, Arc::clone(broker))
         .map_err(|error| format!("cannot open AMQP vhost '/': {error}"))
 }
 

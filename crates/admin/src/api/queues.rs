@@ -51,6 +51,8 @@ fn queue_json(admin: &crate::Admin, vhost: &str, queue: &Queue) -> Value {
         "ready": queue.message_count(),
         "unacked": queue.unacked_count(),
         "consumers": queue.consumer_count(),
+        "source_topic": spec.parsed.source_topic,
+        "lost_to_retention": queue.lost_to_retention(),
         "dead_letter_exchange": spec.parsed.dead_letter_exchange,
         "publish_rate_per_s": rate(RateKey::QueuePublished(key.0.clone(), key.1.clone())),
         "deliver_rate_per_s": rate(RateKey::QueueDelivered(key.0, key.1)),

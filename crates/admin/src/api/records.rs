@@ -42,36 +42,6 @@ struct RecordIn {
     partition: Option<i32>,
 }
 
-/// Kafka's murmur2, as its default partitioner hashes keys.
-fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    let mut h = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M) ^ k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
 /// The partition a record goes to: given, by key hash, or round robin.
 fn choose_partition(record: &RecordIn, key: Option<&[u8]>, count: u32) -> i32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -80,7 +50,7 @@ fn choose_partition(record: &RecordIn, key: Option<&[u8]>, count: u32) -> i32 {
         return partition;
     }
     match key {
-        Some(key) => ((murmur2(key) & 0x7fff_ffff) as u32 % count) as i32,
+        Some(key) => weir_core::partitioner::partition_for_key(key, count) as i32,
         None => (NEXT.fetch_add(1, Ordering::Relaxed) % count) as i32,
     }
 }
@@ -330,23 +300,4 @@ pub async fn peek(
         }
     }
     Ok(Json(Value::Array(out)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::murmur2;
-
-    #[test]
-    fn murmur2_matches_kafka() {
-        // Values from Kafka's UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21"), -973_932_308);
-        assert_eq!(murmur2(b"foobar"), -790_332_482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1_486_304_829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58_897_971
-        );
-        assert_eq!(murmur2(b"abc"), 479_470_107);
-    }
 }

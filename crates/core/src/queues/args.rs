@@ -5,6 +5,7 @@
 use amq_protocol::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 
+use crate::queues::consumer::StreamStart;
 use crate::queues::error::QueueError;
 
 /// What a queue does when it is full (`x-overflow`).
@@ -67,6 +68,12 @@ pub struct QueueArguments {
     pub queue_type: QueueType,
     /// `x-max-age` of a stream, in ms.
     pub max_age_ms: Option<u64>,
+    /// `x-stream-max-segment-size-bytes`: a stream's segment size.
+    pub stream_segment_bytes: Option<u64>,
+    /// `x-source-topic`: the queue's messages are this topic's records.
+    pub source_topic: Option<String>,
+    /// `x-source-offset`: where a queue over a topic starts (default `next`).
+    pub source_offset: Option<StreamStart>,
 }
 
 /// Arguments RabbitMQ compares when a queue is declared again.
@@ -82,6 +89,8 @@ const COMPARED: &[&str] = &[
     "x-max-priority",
     "x-queue-type",
     "x-max-age",
+    "x-source-topic",
+    "x-source-offset",
 ];
 
 /// The integer in an AMQP value of any integer type.
@@ -209,6 +218,16 @@ impl QueueArguments {
                         }
                     }
                 }
+                "x-stream-max-segment-size-bytes" => {
+                    parsed.stream_segment_bytes = Some(non_negative()?)
+                }
+                "x-source-topic" => parsed.source_topic = Some(string()?),
+                "x-source-offset" => {
+                    parsed.source_offset =
+                        Some(stream_start(value, crate::now_ms()).ok_or_else(|| {
+                            invalid(name, "\"first, last, next, an offset, a timestamp or an interval such as 1h\"".into())
+                        })?);
+                }
                 "x-max-age" => {
                     let text = string()?;
                     parsed.max_age_ms = Some(parse_age_ms(&text).ok_or_else(|| {
@@ -218,6 +237,30 @@ impl QueueArguments {
                 _ => {}
             }
         }
+        if parsed.source_topic.is_some() {
+            let unsupported = |argument: &str| {
+                QueueError::PreconditionFailed(format!(
+                    "invalid arg '{argument}' for queue '{queue}' in vhost '{vhost}': not supported by a queue over a topic"
+                ))
+            };
+            if parsed.queue_type != QueueType::Classic {
+                return Err(unsupported("x-queue-type"));
+            }
+            for (argument, set) in [
+                ("x-max-length", parsed.max_length.is_some()),
+                ("x-max-length-bytes", parsed.max_length_bytes.is_some()),
+                ("x-max-priority", parsed.max_priority.is_some()),
+            ] {
+                if set {
+                    return Err(unsupported(argument));
+                }
+            }
+        } else if parsed.source_offset.is_some() {
+            return Err(invalid(
+                "x-source-offset",
+                "Key x-source-topic should be specified".into(),
+            ));
+        }
         if parsed.dead_letter_routing_key.is_some() && parsed.dead_letter_exchange.is_none() {
             return Err(invalid(
                 "x-dead-letter-routing-key",
@@ -225,6 +268,30 @@ impl QueueArguments {
             ));
         }
         Ok(parsed)
+    }
+}
+
+/// Where a reader starts, from an `x-stream-offset` (or `x-source-offset`)
+/// value as RabbitMQ reads it: "first", "last", "next", an offset, a
+/// timestamp, or an interval back from `now_ms` ("1h"). `None` when the
+/// value is none of these.
+pub fn stream_start(value: &AMQPValue, now_ms: i64) -> Option<StreamStart> {
+    if let AMQPValue::Timestamp(seconds) = value {
+        return Some(StreamStart::Timestamp(
+            (*seconds as i64).saturating_mul(1000),
+        ));
+    }
+    if let Some(offset) = integer(value) {
+        return Some(StreamStart::Offset(offset.max(0) as u64));
+    }
+    match text(value)?.as_str() {
+        "first" => Some(StreamStart::First),
+        "last" => Some(StreamStart::Last),
+        "next" => Some(StreamStart::Next),
+        interval => {
+            let age_ms = parse_age_ms(interval)? as i64;
+            Some(StreamStart::Timestamp(now_ms.saturating_sub(age_ms)))
+        }
     }
 }
 

@@ -18,8 +18,9 @@ pub const UNSENT_DELIVERIES_MAX: u32 = 2_000;
 /// A message's place: its lane (priority level) and offset in that lane's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId {
-    /// Lane index (the priority level; 0 for queues without priorities).
-    pub lane: u8,
+    /// Lane index: the priority level (0 for queues without priorities),
+    /// or the partition for a queue over a topic and a stream.
+    pub lane: u32,
     /// Offset in the lane's log.
     pub offset: u64,
 }
@@ -198,8 +199,20 @@ pub struct ConsumerSpec {
 pub(crate) struct Consumer {
     pub(crate) spec: ConsumerSpec,
     pub(crate) unacked: u32,
-    /// Streams: next offset to deliver.
-    pub(crate) stream_next: u64,
+    /// Streams: where the consumer reads on.
+    pub(crate) stream: StreamCursor,
+}
+
+/// A stream consumer's place in the topic: the next offset per partition,
+/// and records read ahead but not yet delivered.
+#[derive(Debug, Default)]
+pub(crate) struct StreamCursor {
+    /// Next offset to read, by partition.
+    pub(crate) next: Vec<u64>,
+    /// Partition read next (the consumer takes the partitions in turn).
+    pub(crate) turn: usize,
+    /// Records read and not yet delivered, with their partition.
+    pub(crate) read_ahead: std::collections::VecDeque<(u32, weir_log::batch::StoredRecord)>,
 }
 
 impl Consumer {

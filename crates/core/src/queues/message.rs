@@ -126,12 +126,61 @@ impl Message {
         }
     }
 
-    /// Reads a message back from its record.
+    /// The record this message is stored as in a topic (a stream queue):
+    /// as [`Message::to_record`], plus each property and each header-table
+    /// entry as a record header of its own, so that Kafka consumers can read
+    /// them (the README's "AMQP and Kafka" table): properties as
+    /// `amqp-content-type`, `amqp-correlation-id`, …; header entries under
+    /// their own names, numbers and booleans as decimal text, strings and
+    /// byte arrays as they are. Nested tables and arrays stay in
+    /// `amqp-properties` only.
+    pub fn to_topic_record(&self) -> NewRecord {
+        let mut record = self.to_record();
+        let properties = &self.properties;
+        let text = |name: &str, value: Option<String>| {
+            value.map(|value| (format!("amqp-{name}"), Some(Bytes::from(value))))
+        };
+        let short = |value: &Option<amq_protocol::types::ShortString>| {
+            value.as_ref().map(|v| v.as_str().to_owned())
+        };
+        let mapped = [
+            text("content-type", short(properties.content_type())),
+            text("content-encoding", short(properties.content_encoding())),
+            text(
+                "delivery-mode",
+                properties.delivery_mode().map(|v| v.to_string()),
+            ),
+            text("priority", properties.priority().map(|v| v.to_string())),
+            text("correlation-id", short(properties.correlation_id())),
+            text("reply-to", short(properties.reply_to())),
+            text("expiration", short(properties.expiration())),
+            text("message-id", short(properties.message_id())),
+            text("timestamp", properties.timestamp().map(|v| v.to_string())),
+            text("type", short(properties.kind())),
+            text("user-id", short(properties.user_id())),
+            text("app-id", short(properties.app_id())),
+        ];
+        record.headers.extend(mapped.into_iter().flatten());
+        if let Some(table) = properties.headers() {
+            for (name, value) in table {
+                if let Some(value) = header_text(value) {
+                    record.headers.push((name.as_str().to_owned(), Some(value)));
+                }
+            }
+        }
+        record
+    }
+
+    /// Reads a message back from its record: one stored by
+    /// [`Message::to_record`] or [`Message::to_topic_record`] exactly as
+    /// published; one a Kafka producer wrote with its key as routing key
+    /// and its headers as header-table entries (byte strings; a header
+    /// without value as void), persistent, from the default exchange.
     ///
     /// # Errors
     ///
-    /// [`QueueError::Internal`] when the record was not written by
-    /// [`Message::to_record`] (the log is corrupt or foreign).
+    /// [`QueueError::Internal`] when stored AMQP properties do not parse
+    /// (the log is corrupt).
     pub fn from_record(record: StoredRecord) -> Result<Message, QueueError> {
         let corrupt =
             |what| QueueError::Internal(format!("stored message {}: {what}", record.offset));
@@ -144,11 +193,14 @@ impl Message {
                 _ => {}
             }
         }
-        let exchange = String::from_utf8(exchange.ok_or_else(|| corrupt("no exchange"))?.to_vec())
-            .map_err(|_| corrupt("exchange is not UTF-8"))?;
-        let routing_key = String::from_utf8(record.key.clone().unwrap_or_default().to_vec())
-            .map_err(|_| corrupt("routing key is not UTF-8"))?;
-        let raw_properties = raw_properties.ok_or_else(|| corrupt("no properties"))?;
+        let routing_key =
+            String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
+        let body = record.value.clone().unwrap_or_default();
+        let Some(raw_properties) = raw_properties else {
+            return from_kafka_record(record, routing_key, body);
+        };
+        let exchange =
+            String::from_utf8_lossy(exchange.as_deref().unwrap_or_default()).into_owned();
         let properties =
             decode_properties(&raw_properties).ok_or_else(|| corrupt("bad properties"))?;
         Ok(Message {
@@ -156,7 +208,7 @@ impl Message {
             routing_key,
             raw_properties,
             properties,
-            body: record.value.clone().unwrap_or_default(),
+            body,
             timestamp_ms: record.timestamp,
         })
     }
@@ -166,6 +218,54 @@ impl Message {
     pub fn body_bytes(&self) -> u64 {
         self.body.len() as u64
     }
+}
+
+/// A message for a record a Kafka producer wrote (see [`Message::from_record`]).
+fn from_kafka_record(
+    record: StoredRecord,
+    routing_key: String,
+    body: Bytes,
+) -> Result<Message, QueueError> {
+    let mut headers = FieldTable::default();
+    for (name, value) in record.headers {
+        let value = match value {
+            Some(bytes) => AMQPValue::LongString(bytes.to_vec().into()),
+            None => AMQPValue::Void,
+        };
+        headers.insert(String::from_utf8_lossy(&name).into_owned().into(), value);
+    }
+    let mut properties = AMQPProperties::default().with_delivery_mode(PERSISTENT);
+    if !headers.inner().is_empty() {
+        properties = properties.with_headers(headers);
+    }
+    Message::with_properties(
+        String::new(),
+        routing_key,
+        properties,
+        body,
+        record.timestamp,
+    )
+}
+
+/// A header-table value as Kafka header bytes (`None` for nested tables
+/// and arrays, which have no plain text form).
+fn header_text(value: &AMQPValue) -> Option<Bytes> {
+    let text = match value {
+        AMQPValue::LongString(s) => return Some(Bytes::copy_from_slice(s.as_bytes())),
+        AMQPValue::ShortString(s) => return Some(Bytes::copy_from_slice(s.as_str().as_bytes())),
+        AMQPValue::ByteArray(b) => return Some(Bytes::copy_from_slice(b.as_slice())),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(d) => d.to_string(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        AMQPValue::DecimalValue(d) => {
+            format!("{}e-{}", d.value, d.scale)
+        }
+        AMQPValue::Void => return Some(Bytes::new()),
+        AMQPValue::FieldTable(_) | AMQPValue::FieldArray(_) => return None,
+        other => crate::queues::args::integer(other)?.to_string(),
+    };
+    Some(Bytes::from(text))
 }
 
 /// Decodes content-header property bytes; `None` when they do not parse

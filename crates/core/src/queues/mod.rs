@@ -18,6 +18,7 @@ mod lane;
 pub mod message;
 mod queue;
 pub mod settlement;
+mod topic_source;
 mod vhost;
 
 pub use consumer::{

@@ -9,24 +9,29 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
-use weir_log::batch::{decode_records, encode_batch, split_batches, NewRecord};
+use weir_log::batch::NewRecord;
 use weir_log::{LogConfig, SharedLog};
 
 use crate::broker::now_ms;
 use crate::logging::Escaped;
 use crate::queues::args::{Overflow, QueueArguments, QueueType};
 use crate::queues::consumer::{
-    ChannelHandle, Consumer, ConsumerSpec, Delivery, MessageId, StreamStart,
+    ChannelHandle, Consumer, ConsumerSpec, Delivery, MessageId, StreamCursor, StreamStart,
 };
 use crate::queues::dead_letter::{DeadLetter, DeathReason};
 use crate::queues::error::QueueError;
 use crate::queues::lane::Lane;
 use crate::queues::message::Message;
+use crate::queues::topic_source::{
+    append_records, append_to_topic, follow, read_committed, start_offset, ReadError,
+};
+use crate::topic::Topic;
 
 /// How a queue was declared.
 #[derive(Debug, Clone)]
@@ -57,28 +62,6 @@ pub struct Enqueued {
     pub syncs: Vec<(Arc<SharedLog>, u64)>,
 }
 
-/// Largest batch written for a queue (many messages share one batch and
-/// one write; a single larger message gets its own batch).
-const QUEUE_BATCH_BYTES_MAX: usize = 1 << 20;
-
-/// Appends records in batches of about [`QUEUE_BATCH_BYTES_MAX`]; returns
-/// the offset after the last.
-fn append_records(log: &SharedLog, records: &[NewRecord]) -> Result<u64, QueueError> {
-    let mut batches = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (index, record) in records.iter().enumerate() {
-        bytes += record.value.as_ref().map_or(0, |v| v.len()) + 64;
-        if bytes >= QUEUE_BATCH_BYTES_MAX || index + 1 == records.len() {
-            batches.extend(split_batches(encode_batch(&records[start..=index]))?);
-            start = index + 1;
-            bytes = 0;
-        }
-    }
-    let now = records.last().map_or(0, |record| record.timestamp);
-    Ok(log.append(&batches, 0, now)?.last_offset + 1)
-}
-
 /// A message taken from the queue, with whether it was delivered before.
 struct Taken {
     id: MessageId,
@@ -100,6 +83,8 @@ struct QueueState {
     in_flight: HashMap<MessageId, InFlight>,
     consumers: Vec<Consumer>,
     round_robin: usize,
+    /// Lane a queue over a topic takes from first next time.
+    lane_turn: usize,
     /// Ready messages (not in flight, not settled).
     ready: u64,
     /// Body bytes of ready messages (kept when `x-max-length-bytes` is set).
@@ -115,13 +100,19 @@ pub struct Queue {
     spec: QueueSpec,
     dir: PathBuf,
     log_config: LogConfig,
+    /// The topic a stream queue is, or a queue over a topic reads.
+    topic: Option<Arc<Topic>>,
+    /// Partition of the next keyless message appended to the topic.
+    round_robin: AtomicU32,
     state: Mutex<QueueState>,
     wake: Notify,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
 }
 
 impl Queue {
-    /// Opens a queue whose lanes live under `dir` and starts its dispatcher.
+    /// Opens a queue and starts its dispatcher. A classic or quorum queue
+    /// keeps its lanes under `dir`; a stream queue is `topic`; a queue over
+    /// a topic reads `topic` and keeps only its settlement state under `dir`.
     ///
     /// # Errors
     ///
@@ -130,6 +121,7 @@ impl Queue {
         spec: QueueSpec,
         dir: PathBuf,
         log_config: LogConfig,
+        topic: Option<Arc<Topic>>,
         dead_letters: mpsc::UnboundedSender<DeadLetter>,
     ) -> Result<Arc<Queue>, QueueError> {
         std::fs::create_dir_all(&dir)?;
@@ -137,36 +129,75 @@ impl Queue {
             last_used_ms: now_ms(),
             ..QueueState::default()
         };
-        let lanes = usize::from(spec.parsed.max_priority.unwrap_or(0)) + 1;
-        state.lanes.resize_with(lanes, || None);
-        for index in 0..lanes {
-            let lane_dir = dir.join(index.to_string());
-            if index == 0 || lane_dir.exists() {
-                let lane = Lane::open(&lane_dir, log_config.clone())?;
-                state.ready += if spec.parsed.queue_type == QueueType::Stream {
-                    let offsets = lane.log.offsets();
-                    offsets.log_end_offset - offsets.log_start_offset
-                } else {
-                    lane.unsettled()
-                };
-                state.lanes[index] = Some(lane);
+        if topic.is_none() {
+            let lanes = usize::from(spec.parsed.max_priority.unwrap_or(0)) + 1;
+            state.lanes.resize_with(lanes, || None);
+            for index in 0..lanes {
+                let lane_dir = dir.join(index.to_string());
+                if index == 0 || lane_dir.exists() {
+                    let lane = Lane::open(&lane_dir, log_config.clone())?;
+                    state.ready += lane.unsettled();
+                    state.lanes[index] = Some(lane);
+                }
             }
         }
         let queue = Arc::new(Queue {
             spec,
             dir,
             log_config,
+            topic,
+            round_robin: AtomicU32::new(0),
             state: Mutex::new(state),
             wake: Notify::new(),
             dead_letters,
         });
-        if queue.spec.parsed.max_length_bytes.is_some()
-            && queue.spec.parsed.queue_type != QueueType::Stream
-        {
+        if let Some(topic) = &queue.topic {
+            let fresh = std::fs::read_dir(&queue.dir)?.next().is_none();
+            let mut state = queue.state.lock();
+            if !queue.is_stream() {
+                let start = if fresh {
+                    Some(queue.spec.parsed.source_offset.unwrap_or(StreamStart::Next))
+                } else {
+                    None
+                };
+                queue.open_source_lanes(&mut state, start)?;
+            }
+            for partition in topic.partitions() {
+                follow(Arc::downgrade(&queue), &partition);
+            }
+        }
+        if queue.spec.parsed.max_length_bytes.is_some() && queue.topic.is_none() {
             queue.count_ready_bytes()?;
         }
         tokio::spawn(run_dispatcher(Arc::clone(&queue)));
         Ok(queue)
+    }
+
+    /// Opens a lane for each partition of the source topic that has none
+    /// yet (all of them at first, then those a topic grew by), starting
+    /// fresh ones at `start` (`None`: at the partition's beginning), and
+    /// recounts the ready messages.
+    fn open_source_lanes(
+        self: &Arc<Queue>,
+        state: &mut QueueState,
+        start: Option<StreamStart>,
+    ) -> Result<(), QueueError> {
+        let Some(topic) = &self.topic else {
+            return Ok(());
+        };
+        let partitions = topic.partitions();
+        for partition in partitions.iter().skip(state.lanes.len()) {
+            let dir = self.dir.join(partition.index().to_string());
+            let lane = Lane::over(Arc::clone(partition), &dir, start)?;
+            if !state.lanes.is_empty() {
+                // A partition added since the queue opened.
+                follow(Arc::downgrade(self), partition);
+            }
+            state.lanes.push(Some(lane));
+        }
+        let unsettled: u64 = state.lanes.iter().flatten().map(Lane::unsettled).sum();
+        state.ready = unsettled.saturating_sub(state.in_flight.len() as u64);
+        Ok(())
     }
 
     /// How it was declared.
@@ -188,13 +219,52 @@ impl Queue {
         self.spec.parsed.queue_type == QueueType::Stream
     }
 
+    /// Whether its topic (a stream queue's, or a source's) was deleted.
+    pub fn topic_deleted(&self) -> bool {
+        self.topic.as_ref().is_some_and(|topic| topic.is_deleted())
+    }
+
+    /// Whether it is a queue over a topic (`x-source-topic`).
+    fn reads_topic(&self) -> bool {
+        self.topic.is_some() && !self.is_stream()
+    }
+
+    /// The topic a stream queue is, or a queue over a topic reads.
+    pub fn topic(&self) -> Option<&Arc<Topic>> {
+        self.topic.as_ref()
+    }
+
+    /// Messages retention removed from the source topic before the queue
+    /// settled them (queues over a topic; 0 for others).
+    pub fn lost_to_retention(&self) -> u64 {
+        self.state
+            .lock()
+            .lanes
+            .iter()
+            .flatten()
+            .map(|lane| lane.lost)
+            .sum()
+    }
+
     /// Asks the dispatcher to look for work.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
 
-    /// Ready messages (RabbitMQ's `message_count`).
+    /// Ready messages (RabbitMQ's `message_count`); for a stream, every
+    /// message stored. A queue over a topic counts records produced to the
+    /// topic when its dispatcher wakes for them.
     pub fn message_count(&self) -> u64 {
+        if let (true, Some(topic)) = (self.is_stream(), &self.topic) {
+            return topic
+                .partitions()
+                .iter()
+                .map(|partition| {
+                    let offsets = partition.offsets();
+                    offsets.high_watermark - offsets.log_start_offset.min(offsets.high_watermark)
+                })
+                .sum();
+        }
         self.state.lock().ready
     }
 
@@ -234,6 +304,12 @@ impl Queue {
             // Deleted after routing: dropped, as an unroutable message would be.
             return Ok(enqueued);
         }
+        if let Some(topic) = &self.topic {
+            enqueued.syncs = append_to_topic(topic, &self.round_robin, messages)?;
+            drop(state);
+            self.wake();
+            return Ok(enqueued);
+        }
         let parsed = &self.spec.parsed;
         let over = |state: &QueueState, extra: u64, extra_bytes: u64| {
             parsed
@@ -243,15 +319,11 @@ impl Queue {
                     .max_length_bytes
                     .is_some_and(|max| state.ready_bytes + extra_bytes > max)
         };
-        let is_stream = self.is_stream();
         let mut lanes: Vec<(Vec<NewRecord>, bool)> = (0..state.lanes.len())
             .map(|_| (Vec::new(), false))
             .collect();
         for (index, message) in messages.iter().enumerate() {
-            if !is_stream
-                && parsed.overflow != Overflow::DropHead
-                && over(&state, 1, message.body_bytes())
-            {
+            if parsed.overflow != Overflow::DropHead && over(&state, 1, message.body_bytes()) {
                 if parsed.overflow == Overflow::RejectPublishDlx {
                     self.dead_letter((*message).clone(), DeathReason::MaxLength);
                 }
@@ -274,14 +346,12 @@ impl Queue {
                 enqueued.syncs.push((Arc::clone(&lane.log), end_offset));
             }
         }
-        if !is_stream {
-            while over(&state, 0, 0) {
-                let Some(taken) = self.take_next(&mut state, false)? else {
-                    break;
-                };
-                self.settle(&mut state, taken.id)?;
-                self.dead_letter(taken.message, DeathReason::MaxLength);
-            }
+        while over(&state, 0, 0) {
+            let Some(taken) = self.take_next(&mut state, false)? else {
+                break;
+            };
+            self.settle(&mut state, taken.id)?;
+            self.dead_letter(taken.message, DeathReason::MaxLength);
         }
         let has_consumers = !state.consumers.is_empty();
         drop(state);
@@ -311,14 +381,17 @@ impl Queue {
         if self.is_stream() {
             self.check_stream_consumer(&spec)?;
         }
-        let stream_next = match spec.stream_start {
-            Some(start) if self.is_stream() => self.stream_offset(&mut state, start)?,
-            _ => 0,
-        };
+        let mut stream = StreamCursor::default();
+        if let (true, Some(topic)) = (self.is_stream(), &self.topic) {
+            let start = spec.stream_start.unwrap_or(StreamStart::Next);
+            for partition in topic.partitions() {
+                stream.next.push(start_offset(partition.log(), start)?);
+            }
+        }
         state.consumers.push(Consumer {
             spec,
             unacked: 0,
-            stream_next,
+            stream,
         });
         state.had_consumer = true;
         state.last_used_ms = now_ms();
@@ -363,6 +436,7 @@ impl Queue {
                 self.spec.name, self.spec.vhost
             )));
         }
+        self.open_source_lanes(&mut state, None)?;
         let Some(taken) = self.take_next(&mut state, true)? else {
             return Ok(None);
         };
@@ -431,7 +505,7 @@ impl Queue {
                     self.requeue_at_back(&mut state, id)?;
                     continue;
                 }
-                if let Some(lane) = state.lanes[usize::from(id.lane)].as_mut() {
+                if let Some(lane) = state.lanes[id.lane as usize].as_mut() {
                     lane.requeue(id.offset);
                 }
                 state.ready += 1;
@@ -440,9 +514,11 @@ impl Queue {
             }
             self.settle(&mut state, id)?;
             if self.spec.parsed.dead_letter_exchange.is_some() {
-                if let Some(lane) = state.lanes[usize::from(id.lane)].as_mut() {
-                    let message = lane.read(id.offset)?;
-                    self.dead_letter(message, DeathReason::Rejected);
+                if let Some(lane) = state.lanes[id.lane as usize].as_mut() {
+                    // A message retention already took cannot be dead-lettered.
+                    if let Some(message) = lane.read(id.offset)? {
+                        self.dead_letter(message, DeathReason::Rejected);
+                    }
                 }
             }
         }
@@ -456,11 +532,12 @@ impl Queue {
     /// # Errors
     ///
     /// I/O errors writing the settlement state.
-    pub fn purge(&self) -> Result<u64, QueueError> {
+    pub fn purge(self: &Arc<Queue>) -> Result<u64, QueueError> {
         let mut state = self.state.lock();
         if self.is_stream() {
             return Ok(0);
         }
+        self.open_source_lanes(&mut state, None)?;
         let mut purged = 0;
         for lane in state.lanes.iter_mut().flatten() {
             purged += lane.take_all_ready()?;
@@ -480,20 +557,25 @@ impl Queue {
     pub async fn maintain(&self, now: i64) -> Result<bool, QueueError> {
         let logs: Vec<Arc<SharedLog>> = {
             let mut state = self.state.lock();
-            let is_stream = self.is_stream();
+            let mut lost = 0;
             for lane in state.lanes.iter_mut().flatten() {
                 lane.settlement.sync()?;
-                if is_stream {
-                    lane.log.apply_retention(now)?;
+                if lane.source.is_some() {
+                    // The topic's retention decides; the queue only notices.
+                    lost += lane.settle_removed()?;
                 } else {
                     lane.log
                         .delete_segments_below(lane.settlement.settled_below())?;
                 }
             }
+            if lost > 0 {
+                tracing::warn!(queue = %Escaped(&self.spec.name), lost, "retention removed messages of the source topic before they were settled");
+            }
             state
                 .lanes
                 .iter()
                 .flatten()
+                .filter(|lane| lane.source.is_none())
                 .map(|lane| Arc::clone(&lane.log))
                 .collect()
         };
@@ -540,7 +622,9 @@ impl Queue {
     pub fn remove_files(&self) -> Result<(), QueueError> {
         let mut state = self.state.lock();
         for lane in state.lanes.iter_mut().filter_map(Option::take) {
-            lane.log.delete()?;
+            if lane.source.is_none() {
+                lane.log.delete()?;
+            }
         }
         drop(state);
         match std::fs::remove_dir_all(&self.dir) {
@@ -558,7 +642,9 @@ impl Queue {
         let mut state = self.state.lock();
         for lane in state.lanes.iter_mut().flatten() {
             lane.settlement.sync()?;
-            lane.log.close()?;
+            if lane.source.is_none() {
+                lane.log.close()?;
+            }
         }
         Ok(())
     }
@@ -567,8 +653,10 @@ impl Queue {
     /// `x-delivery-count` raised (RabbitMQ 3.10's behaviour): the copy is
     /// appended, the original settled.
     fn requeue_at_back(&self, state: &mut QueueState, id: MessageId) -> Result<(), QueueError> {
-        let lane = self.lane(state, usize::from(id.lane))?;
-        let stored = lane.read(id.offset)?;
+        let lane = self.lane(state, id.lane as usize)?;
+        let Some(stored) = lane.read(id.offset)? else {
+            return Ok(());
+        };
         let count = delivery_count(&stored).unwrap_or(0) + 1;
         let copy = stored.with_header(DELIVERY_COUNT, AMQPValue::LongLongInt(count))?;
         append_records(&lane.log, &[copy.to_record()])?;
@@ -644,7 +732,17 @@ impl Queue {
         count_as_delivery: bool,
     ) -> Result<Option<Taken>, QueueError> {
         let now = now_ms();
-        for index in (0..state.lanes.len()).rev() {
+        let count = state.lanes.len();
+        // Priority lanes from the highest; a topic's partitions in turn.
+        let order: Vec<usize> = if self.reads_topic() {
+            state.lane_turn = (state.lane_turn + 1) % count.max(1);
+            (0..count)
+                .map(|step| (state.lane_turn + step) % count)
+                .collect()
+        } else {
+            (0..count).rev().collect()
+        };
+        for index in order {
             loop {
                 let durable = self.spec.durable;
                 let queue_ttl = self.spec.parsed.message_ttl_ms;
@@ -655,7 +753,7 @@ impl Queue {
                     break;
                 };
                 let id = MessageId {
-                    lane: index as u8,
+                    lane: index as u32,
                     offset,
                 };
                 let redelivered = offset < lane.settlement.delivered_below();
@@ -664,7 +762,11 @@ impl Queue {
                 }
                 state.ready = state.ready.saturating_sub(1);
                 state.ready_bytes = state.ready_bytes.saturating_sub(message.body_bytes());
-                let lost = durable && !message.is_persistent() && offset < lane.opened_end;
+                // A topic's records are durable whatever their properties say.
+                let lost = durable
+                    && lane.source.is_none()
+                    && !message.is_persistent()
+                    && offset < lane.opened_end;
                 let expired = is_expired(&message, queue_ttl, now);
                 if lost || expired {
                     lane.settlement.settle(offset, offset + 1)?;
@@ -687,7 +789,7 @@ impl Queue {
     }
 
     fn settle(&self, state: &mut QueueState, id: MessageId) -> Result<(), QueueError> {
-        if let Some(lane) = state.lanes[usize::from(id.lane)].as_mut() {
+        if let Some(lane) = state.lanes[id.lane as usize].as_mut() {
             lane.settlement.settle(id.offset, id.offset + 1)?;
         }
         Ok(())
@@ -718,6 +820,7 @@ impl Queue {
         if self.is_stream() {
             return self.dispatch_stream(&mut state);
         }
+        self.open_source_lanes(&mut state, None)?;
         if state.consumers.is_empty() {
             // Expire from the head even with nobody consuming, as RabbitMQ does.
             if state.ready > 0 {
@@ -766,7 +869,7 @@ impl Queue {
             if !claim.send(delivery) && needs_ack {
                 // The connection is gone: its channel close requeues the rest.
                 if let Some(bytes) = self.release_in_flight(&mut state, taken.id) {
-                    if let Some(lane) = state.lanes[usize::from(taken.id.lane)].as_mut() {
+                    if let Some(lane) = state.lanes[taken.id.lane as usize].as_mut() {
                         lane.requeue(taken.id.offset);
                     }
                     state.ready += 1;
@@ -825,61 +928,37 @@ impl Queue {
         best
     }
 
-    fn stream_offset(&self, state: &mut QueueState, start: StreamStart) -> Result<u64, QueueError> {
-        let lane = self.lane(state, 0)?;
-        let offsets = lane.log.offsets();
-        let (first, end) = (offsets.log_start_offset, offsets.log_end_offset);
-        Ok(match start {
-            StreamStart::First => first,
-            StreamStart::Last => end.saturating_sub(1).max(first),
-            StreamStart::Next => end,
-            // An offset not yet written: from there on, as RabbitMQ.
-            StreamStart::Offset(offset) => offset.max(first),
-            StreamStart::Timestamp(ms) => match lane.log.batch_at_or_after_timestamp(ms)? {
-                Some(batch) => decode_records(&batch)
-                    .map_err(|e| QueueError::Internal(e.to_string()))?
-                    .into_iter()
-                    .find(|record| record.timestamp >= ms)
-                    .map_or(end, |record| record.offset),
-                None => end,
-            },
-        })
-    }
-
-    /// Streams: each consumer reads from its own offset; acks only return credit.
+    /// Streams: each consumer reads from its own offsets; acks only return
+    /// credit.
     fn dispatch_stream(self: &Arc<Queue>, state: &mut QueueState) -> Result<(), QueueError> {
-        let Some(log) = state.lanes[0].as_ref().map(|lane| Arc::clone(&lane.log)) else {
+        let Some(topic) = self.topic.as_ref() else {
             return Ok(());
         };
+        let partitions = topic.partitions();
+        let multi_partition = partitions.len() > 1;
         for index in 0..state.consumers.len() {
             while state.consumers[index].has_room() {
-                let needs_ack = !state.consumers[index].spec.no_ack;
-                let Some(claim) = state.consumers[index].spec.channel.claim(needs_ack) else {
+                let consumer = &mut state.consumers[index];
+                let needs_ack = !consumer.spec.no_ack;
+                let Some(claim) = consumer.spec.channel.claim(needs_ack) else {
                     self.wake();
                     break;
                 };
-                let offsets = log.offsets();
-                let offset = state.consumers[index]
-                    .stream_next
-                    .max(offsets.log_start_offset);
-                if offset >= offsets.log_end_offset {
+                let Some((partition, record)) =
+                    next_stream_record(&mut consumer.stream, &partitions)?
+                else {
                     break;
-                }
-                let bytes = log.read_unsynced(offset, 1)?;
-                let record = split_batches(bytes)
-                    .map_err(|e| QueueError::Internal(e.to_string()))?
-                    .into_iter()
-                    .flat_map(|(_, batch)| decode_records(&batch).unwrap_or_default())
-                    .find(|record| record.offset >= offset);
-                let Some(record) = record else { break };
+                };
                 let id = MessageId {
-                    lane: 0,
+                    lane: partition,
                     offset: record.offset,
                 };
-                let message = Message::from_record(record)?
+                let mut message = Message::from_record(record)?
                     .with_header("x-stream-offset", AMQPValue::LongLongInt(id.offset as i64))?;
-                let consumer = &mut state.consumers[index];
-                consumer.stream_next = id.offset + 1;
+                if multi_partition {
+                    message = message
+                        .with_header("x-stream-partition", AMQPValue::LongInt(partition as i32))?;
+                }
                 let channel = Arc::clone(&consumer.spec.channel);
                 let tag = Arc::clone(&consumer.spec.tag);
                 if needs_ack {
@@ -914,6 +993,51 @@ impl Queue {
         state.ready_bytes = total;
         Ok(())
     }
+}
+
+/// Bytes a stream consumer reads ahead from one partition at a time.
+const STREAM_READ_AHEAD_BYTES: usize = 256 * 1024;
+
+/// A stream consumer's next record and its partition: from what it read
+/// ahead, else read from the partitions in turn (new partitions of a grown
+/// topic from their start; past what retention removed).
+fn next_stream_record(
+    cursor: &mut StreamCursor,
+    partitions: &[Arc<crate::topic::Partition>],
+) -> Result<Option<(u32, weir_log::batch::StoredRecord)>, QueueError> {
+    if let Some(next) = cursor.read_ahead.pop_front() {
+        return Ok(Some(next));
+    }
+    for partition in partitions.iter().skip(cursor.next.len()) {
+        cursor.next.push(partition.offsets().log_start_offset);
+    }
+    for _ in 0..partitions.len() {
+        let index = cursor.turn % partitions.len();
+        cursor.turn = cursor.turn.wrapping_add(1);
+        let read = loop {
+            match read_committed(
+                &partitions[index],
+                cursor.next[index],
+                STREAM_READ_AHEAD_BYTES,
+            ) {
+                Ok(read) => break read,
+                Err(ReadError::Removed { log_start_offset }) => {
+                    cursor.next[index] = log_start_offset;
+                }
+                Err(ReadError::Failed(error)) => return Err(error),
+            }
+        };
+        cursor.next[index] = read.next_offset;
+        cursor.read_ahead.extend(
+            read.records
+                .into_iter()
+                .map(|record| (index as u32, record)),
+        );
+        if let Some(next) = cursor.read_ahead.pop_front() {
+            return Ok(Some(next));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a message's TTL (the queue's or its own `expiration`, whichever

@@ -52,6 +52,11 @@ pub struct Settlement {
 }
 
 impl Settlement {
+    /// Whether `dir` holds settlement state (a lane opened before).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(FILE_NAME).exists()
+    }
+
     /// Opens (or creates) the state in `dir`, replaying its entries.
     ///
     /// # Errors

@@ -7,6 +7,16 @@
 //! `transient/<id>/`, which is emptied on every start. A durable queue that
 //! cannot be opened at start-up is moved to `quarantine/queues/` beside them
 //! (crate::quarantine) and dropped from the definitions; the rest is served.
+//!
+//! In the default virtual host a stream queue *is* the broker's topic of
+//! the same name: declaring one creates the topic (one partition), every
+//! topic can be used as a stream queue, and deleting the queue deletes the
+//! topic. Its definition (stored with an empty id) only keeps the declared
+//! arguments. A queue over a topic (`x-source-topic`) keeps its settlement
+//! state under `queues/<id>/<partition>/`; the topic cannot be deleted
+//! while the queue reads it. Stream queues written by releases before
+//! topics backed them (their log in `queues/<id>/0/`) become topics on the
+//! first start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +29,9 @@ use tokio::sync::mpsc;
 use weir_log::checkpoint::write_atomically;
 use weir_log::{LogConfig, SharedLog};
 
+use crate::broker::{Broker, Replication};
+use crate::config::TopicConfig;
+use crate::error::CoreError;
 use crate::logging::Escaped;
 use crate::quarantine::quarantine;
 use crate::queues::args::{check_equivalent, QueueArguments, QueueType};
@@ -128,6 +141,8 @@ pub struct VirtualHost {
     name: String,
     dir: PathBuf,
     log_config: LogConfig,
+    /// Where stream queues and the topics queues read live.
+    broker: Arc<Broker>,
     definitions: RwLock<Definitions>,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
 }
@@ -152,6 +167,7 @@ impl VirtualHost {
         name: &str,
         dir: &Path,
         log_config: LogConfig,
+        broker: Arc<Broker>,
     ) -> Result<Arc<VirtualHost>, QueueError> {
         std::fs::create_dir_all(dir.join("queues"))?;
         let transient = dir.join("transient");
@@ -172,6 +188,7 @@ impl VirtualHost {
             name: name.to_owned(),
             dir: dir.to_owned(),
             log_config,
+            broker,
             definitions: RwLock::new(Definitions::default()),
             dead_letters: sender,
         });
@@ -188,15 +205,25 @@ impl VirtualHost {
                     .insert(exchange.name.clone(), exchange);
             }
             let mut quarantined = Vec::new();
-            for stored_queue in stored.queues {
+            let mut changed = false;
+            for mut stored_queue in stored.queues {
                 let (queue_name, id) = (stored_queue.name.clone(), stored_queue.id.clone());
-                match vhost.open_stored_queue(stored_queue) {
-                    Ok(queue) => {
+                let opened = vhost
+                    .migrate_stream_queue(&mut stored_queue)
+                    .and_then(|migrated| {
+                        changed |= migrated;
+                        let id = stored_queue.id.clone();
+                        vhost
+                            .open_stored_queue(stored_queue)
+                            .map(|queue| (queue, id))
+                    });
+                match opened {
+                    Ok((queue, id)) => {
                         definitions.queues.insert(queue_name, (queue, id));
                     }
                     Err(error) => {
                         let queue_dir = dir.join("queues").join(&id);
-                        if queue_dir.exists() {
+                        if !id.is_empty() && queue_dir.exists() {
                             quarantine(dir, "queues", &queue_dir, &error)?;
                         } else {
                             tracing::error!(queue = ?queue_name, error = %Escaped(&error), "cannot open a durable queue; it is dropped");
@@ -205,12 +232,12 @@ impl VirtualHost {
                     }
                 }
             }
-            if !quarantined.is_empty() {
-                for exchange in definitions.exchanges.values_mut() {
-                    exchange.bindings.retain(|binding| {
-                        !matches!(&binding.destination, Destination::Queue(q) if quarantined.contains(q))
-                    });
-                }
+            for exchange in definitions.exchanges.values_mut() {
+                exchange.bindings.retain(|binding| {
+                    !matches!(&binding.destination, Destination::Queue(q) if quarantined.contains(q))
+                });
+            }
+            if changed || !quarantined.is_empty() {
                 // Without this the next start would recreate the queues empty.
                 vhost.persist(&definitions)?;
             }
@@ -238,24 +265,88 @@ impl VirtualHost {
         self.open_queue(spec, &stored.id)
     }
 
-    fn open_queue(&self, spec: QueueSpec, id: &str) -> Result<Arc<Queue>, QueueError> {
-        let mut config = self.log_config.clone();
-        if !spec.durable {
-            // Transient queues never sync: nothing of them survives a restart.
-            config.flush_interval = Some(std::time::Duration::from_secs(365 * 86_400));
+    /// A stream queue stored by an older release, with its own log in
+    /// `queues/<id>/0/`, becomes the topic of its name (see the module
+    /// note); true when the definition changed.
+    fn migrate_stream_queue(&self, stored: &mut StoredQueue) -> Result<bool, QueueError> {
+        let parsed = QueueArguments::parse(&stored.arguments, &stored.name, &self.name)?;
+        if parsed.queue_type != QueueType::Stream || stored.id.is_empty() {
+            return Ok(false);
         }
+        let queue_dir = self.dir.join("queues").join(&stored.id);
+        let lane_dir = queue_dir.join("0");
+        if lane_dir.exists() {
+            // Only the log moves: a stream's settlement state means nothing.
+            for entry in std::fs::read_dir(&lane_dir)? {
+                let path = entry?.path();
+                if path.file_name().is_some_and(|n| n == "settled.state") {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            let topic = self
+                .broker
+                .adopt_topic(&stored.name, &queue_dir, stream_topic_config(&parsed)?)
+                .map_err(|error| core_error(error, &stored.name))?;
+            tracing::info!(queue = %Escaped(&stored.name), topic = topic.name(), "stream queue now stored as a topic");
+        }
+        // Renamed already (a crash came before the definitions were
+        // rewritten), or moved just now.
+        stored.id = String::new();
+        Ok(true)
+    }
+
+    fn open_queue(&self, spec: QueueSpec, id: &str) -> Result<Arc<Queue>, QueueError> {
         if spec.parsed.queue_type == QueueType::Stream {
-            config.retention_ms = spec.parsed.max_age_ms;
-            config.retention_bytes = spec.parsed.max_length_bytes;
-        } else {
-            config.retention_ms = None;
-            config.retention_bytes = None;
+            let topic = self.broker.topic(&spec.name).map_err(|_| {
+                QueueError::NotFound(format!(
+                    "stream queue '{}' in vhost '{}': its topic was deleted",
+                    spec.name, self.name
+                ))
+            })?;
+            let dir = topic.dir().to_owned();
+            return Queue::open(
+                spec,
+                dir,
+                self.log_config.clone(),
+                Some(topic),
+                self.dead_letters.clone(),
+            );
         }
         let dir = self
             .dir
             .join(if spec.durable { "queues" } else { "transient" })
             .join(id);
-        Queue::open(spec, dir, config, self.dead_letters.clone())
+        if let Some(source) = spec.parsed.source_topic.clone() {
+            let topic = self.broker.topic(&source).map_err(|_| {
+                QueueError::NotFound(format!(
+                    "no topic '{source}' for queue '{}' in vhost '{}'",
+                    spec.name, self.name
+                ))
+            })?;
+            let reader = self.reader_name(&spec.name);
+            let queue = Queue::open(
+                spec,
+                dir,
+                self.log_config.clone(),
+                Some(topic),
+                self.dead_letters.clone(),
+            )?;
+            self.broker.hold_topic(&source, &reader);
+            return Ok(queue);
+        }
+        let mut config = self.log_config.clone();
+        if !spec.durable {
+            // Transient queues never sync: nothing of them survives a restart.
+            config.flush_interval = Some(std::time::Duration::from_secs(365 * 86_400));
+        }
+        config.retention_ms = None;
+        config.retention_bytes = None;
+        Queue::open(spec, dir, config, None, self.dead_letters.clone())
+    }
+
+    /// How a queue over a topic is named to the topic's deleters.
+    fn reader_name(&self, queue: &str) -> String {
+        format!("AMQP queue '{queue}' in vhost '{}'", self.name)
     }
 
     fn not_found_queue(&self, queue: &str) -> QueueError {
@@ -272,13 +363,89 @@ impl VirtualHost {
     ///
     /// 404 when missing; 405 when exclusive to another connection.
     pub fn queue(&self, name: &str, connection_id: u64) -> Result<Arc<Queue>, QueueError> {
-        let definitions = self.definitions.read();
-        let (queue, _) = definitions
-            .queues
-            .get(name)
+        let queue = self
+            .find_queue(name)?
             .ok_or_else(|| self.not_found_queue(name))?;
-        self.check_owner(queue, connection_id)?;
-        Ok(Arc::clone(queue))
+        self.check_owner(&queue, connection_id)?;
+        Ok(queue)
+    }
+
+    /// The queue `name`: a defined one, or in the default virtual host the
+    /// stream queue of the topic of that name (defined on first use).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors opening a stream queue.
+    fn find_queue(&self, name: &str) -> Result<Option<Arc<Queue>>, QueueError> {
+        if let Some((queue, _)) = self.definitions.read().queues.get(name) {
+            if !queue.topic_deleted() {
+                return Ok(Some(Arc::clone(queue)));
+            }
+        }
+        let mut definitions = self.definitions.write();
+        self.find_queue_in(&mut definitions, name)
+    }
+
+    /// [`VirtualHost::find_queue`] under the definitions' write lock: a
+    /// stream queue whose topic was deleted (by a Kafka client) goes first.
+    fn find_queue_in(
+        &self,
+        definitions: &mut Definitions,
+        name: &str,
+    ) -> Result<Option<Arc<Queue>>, QueueError> {
+        if let Some((queue, _)) = definitions.queues.get(name) {
+            if !queue.topic_deleted() {
+                return Ok(Some(Arc::clone(queue)));
+            }
+            let queue = Arc::clone(queue);
+            self.forget_queue(definitions, &queue)?;
+            queue.close_for_delete();
+        }
+        if self.name != DEFAULT_VHOST || self.broker.topic(name).is_err() {
+            return Ok(None);
+        }
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            amq_protocol::types::AMQPValue::LongString("stream".into()),
+        );
+        let spec = self.queue_spec(name.to_owned(), true, None, false, arguments)?;
+        let queue = self.open_queue(spec, "")?;
+        definitions
+            .queues
+            .insert(name.to_owned(), (Arc::clone(&queue), String::new()));
+        self.persist(definitions)?;
+        Ok(Some(queue))
+    }
+
+    /// Removes a queue from the definitions with the bindings to it.
+    fn forget_queue(&self, definitions: &mut Definitions, queue: &Queue) -> Result<(), QueueError> {
+        definitions.queues.remove(queue.name());
+        remove_bindings_to(definitions, &Destination::Queue(queue.name().to_owned()));
+        if queue.spec().durable {
+            self.persist(definitions)?;
+        }
+        Ok(())
+    }
+
+    fn queue_spec(
+        &self,
+        name: String,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Result<QueueSpec, QueueError> {
+        let parsed = QueueArguments::parse(&arguments, &name, &self.name)?;
+        Ok(QueueSpec {
+            name,
+            vhost: self.name.clone(),
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            parsed,
+        })
     }
 
     /// Every queue, by name.
@@ -458,10 +625,10 @@ impl VirtualHost {
         connection_id: u64,
     ) -> Result<DeclaredQueue, QueueError> {
         let mut definitions = self.definitions.write();
-        if let Some((queue, _)) = definitions.queues.get(name) {
-            self.check_owner(queue, connection_id)?;
+        if let Some(queue) = self.find_queue_in(&mut definitions, name)? {
+            self.check_owner(&queue, connection_id)?;
             if !passive {
-                self.check_redeclare(queue, durable, exclusive, auto_delete, &arguments)?;
+                self.check_redeclare(&queue, durable, exclusive, auto_delete, &arguments)?;
             }
             queue.touch();
             return Ok(DeclaredQueue {
@@ -510,17 +677,43 @@ impl VirtualHost {
             arguments,
             parsed,
         };
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = if spec.parsed.queue_type == QueueType::Stream {
+            self.create_stream_topic(&spec)?;
+            String::new()
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()
+        };
         let queue = self.open_queue(spec, &id)?;
+        // A stream or a queue over a topic starts with the topic's records.
+        let message_count = queue.message_count();
         definitions.queues.insert(name.clone(), (queue, id));
         if durable {
             self.persist(&definitions)?;
         }
         Ok(DeclaredQueue {
             name,
-            message_count: 0,
+            message_count,
             consumer_count: 0,
         })
+    }
+
+    /// Creates the topic a new stream queue is (one partition, retention
+    /// from `x-max-age` and `x-max-length-bytes`).
+    fn create_stream_topic(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+        if self.name != DEFAULT_VHOST {
+            return Err(QueueError::NotImplemented(format!(
+                "stream queues live in vhost '{DEFAULT_VHOST}' only (queue '{}' in vhost '{}')",
+                spec.name, self.name
+            )));
+        }
+        let config = stream_topic_config(&spec.parsed)?;
+        match self
+            .broker
+            .create_topic(&spec.name, Some(1), Replication::Default, config, false)
+        {
+            Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => Ok(()),
+            Err(error) => Err(core_error(error, &spec.name)),
+        }
     }
 
     fn check_redeclare(
@@ -566,10 +759,10 @@ impl VirtualHost {
         connection_id: u64,
     ) -> Result<u64, QueueError> {
         let queue = {
-            let definitions = self.definitions.read();
-            let Some((queue, _)) = definitions.queues.get(name) else {
+            let Some(queue) = self.find_queue(name)? else {
                 return Ok(0);
             };
+            let queue = &queue;
             self.check_owner(queue, connection_id)?;
             if if_unused && queue.consumer_count() > 0 {
                 return Err(QueueError::PreconditionFailed(format!(
@@ -594,17 +787,24 @@ impl VirtualHost {
             Some((current, _)) if Arc::ptr_eq(current, queue) => {}
             _ => return Ok(0),
         }
-        definitions.queues.remove(queue.name());
-        remove_bindings_to(
-            &mut definitions,
-            &Destination::Queue(queue.name().to_owned()),
-        );
-        if queue.spec().durable {
-            self.persist(&definitions)?;
+        let is_stream = queue.spec().parsed.queue_type == QueueType::Stream;
+        let stream_messages = if is_stream { queue.message_count() } else { 0 };
+        if is_stream {
+            match self.broker.delete_topic(queue.name()) {
+                Ok(()) | Err(CoreError::UnknownTopicOrPartition) => {}
+                Err(error) => return Err(core_error(error, queue.name())),
+            }
         }
+        self.forget_queue(&mut definitions, queue)?;
         drop(definitions);
-        let count = queue.close_for_delete();
-        queue.remove_files()?;
+        let count = queue.close_for_delete() + stream_messages;
+        if let Some(source) = &queue.spec().parsed.source_topic {
+            self.broker
+                .release_topic(source, &self.reader_name(queue.name()));
+        }
+        if !is_stream {
+            queue.remove_files()?;
+        }
         Ok(count)
     }
 
@@ -656,7 +856,7 @@ impl VirtualHost {
     ) -> Result<(), QueueError> {
         let mut definitions = self.definitions.write();
         let durable_destination =
-            self.check_binding_ends(&definitions, source, &destination, connection_id)?;
+            self.check_binding_ends(&mut definitions, source, &destination, connection_id)?;
         let binding = Binding {
             destination,
             routing_key: routing_key.to_owned(),
@@ -689,7 +889,7 @@ impl VirtualHost {
         connection_id: u64,
     ) -> Result<(), QueueError> {
         let mut definitions = self.definitions.write();
-        self.check_binding_ends(&definitions, source, &destination, connection_id)?;
+        self.check_binding_ends(&mut definitions, source, &destination, connection_id)?;
         let exchange = definitions
             .exchanges
             .get_mut(source)
@@ -713,7 +913,7 @@ impl VirtualHost {
     /// Checks both ends of a binding; returns whether the destination is durable.
     fn check_binding_ends(
         &self,
-        definitions: &Definitions,
+        definitions: &mut Definitions,
         source: &str,
         destination: &Destination,
         connection_id: u64,
@@ -722,11 +922,10 @@ impl VirtualHost {
             || QueueError::AccessRefused("operation not permitted on the default exchange".into());
         let durable = match destination {
             Destination::Queue(name) => {
-                let (queue, _) = definitions
-                    .queues
-                    .get(name)
+                let queue = self
+                    .find_queue_in(definitions, name)?
                     .ok_or_else(|| self.not_found_queue(name))?;
-                self.check_owner(queue, connection_id)?;
+                self.check_owner(&queue, connection_id)?;
                 queue.spec().durable
             }
             Destination::Exchange(name) => {
@@ -755,6 +954,21 @@ impl VirtualHost {
     ///
     /// 404 for a missing exchange; 403 for an internal one.
     pub fn route(&self, exchange: &str, message: &Message) -> Result<Vec<Arc<Queue>>, QueueError> {
+        let mut queues = self.route_defined(exchange, message)?;
+        if exchange.is_empty() && queues.is_empty() {
+            // The default exchange reaches every queue by name, topics too.
+            queues.extend(self.find_queue(&message.routing_key)?);
+        }
+        queues.retain(|queue| !queue.topic_deleted());
+        Ok(queues)
+    }
+
+    /// [`VirtualHost::route`] among the queues in the definitions.
+    fn route_defined(
+        &self,
+        exchange: &str,
+        message: &Message,
+    ) -> Result<Vec<Arc<Queue>>, QueueError> {
         let definitions = self.definitions.read();
         let start = definitions
             .exchanges
@@ -870,6 +1084,14 @@ impl VirtualHost {
     /// Periodic work for every queue; deletes queues whose `x-expires` passed.
     pub async fn maintain(&self, now: i64) {
         for queue in self.queues() {
+            if queue.topic_deleted() {
+                // Deleted by a Kafka client: the stream queue goes with it.
+                let mut definitions = self.definitions.write();
+                if let Err(error) = self.find_queue_in(&mut definitions, queue.name()) {
+                    tracing::error!(queue = queue.name(), error = %Escaped(&error), "removing the stream queue of a deleted topic failed");
+                }
+                continue;
+            }
             match queue.maintain(now).await {
                 Ok(true) => {
                     if let Err(error) = self.remove_queue(&queue) {
@@ -940,6 +1162,40 @@ impl VirtualHost {
             serde_json::to_vec_pretty(&stored).map_err(|e| QueueError::Internal(e.to_string()))?;
         write_atomically(&self.dir.join(DEFINITIONS_FILE), &bytes)?;
         Ok(())
+    }
+}
+
+/// The virtual host whose stream queues are the broker's topics.
+const DEFAULT_VHOST: &str = "/";
+
+/// The topic settings a stream queue's arguments ask for: `x-max-age` as
+/// `retention.ms`, `x-max-length-bytes` as `retention.bytes`,
+/// `x-stream-max-segment-size-bytes` as `segment.bytes`.
+fn stream_topic_config(arguments: &QueueArguments) -> Result<TopicConfig, QueueError> {
+    let mut pairs = Vec::new();
+    if let Some(age) = arguments.max_age_ms {
+        pairs.push(("retention.ms", age.to_string()));
+    }
+    if let Some(bytes) = arguments.max_length_bytes {
+        pairs.push(("retention.bytes", bytes.to_string()));
+    }
+    if let Some(bytes) = arguments.stream_segment_bytes {
+        pairs.push(("segment.bytes", bytes.to_string()));
+    }
+    TopicConfig::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .map_err(|error| QueueError::PreconditionFailed(error.to_string()))
+}
+
+/// A core error from a topic operation, in AMQP's terms.
+fn core_error(error: CoreError, queue: &str) -> QueueError {
+    match error {
+        CoreError::InvalidTopic(why) => QueueError::PreconditionFailed(format!(
+            "stream queue '{queue}' must be a valid topic name: {why}"
+        )),
+        CoreError::TopicInUse(why) | CoreError::TopicAlreadyExists(why) => {
+            QueueError::PreconditionFailed(why)
+        }
+        other => QueueError::Internal(format!("queue '{queue}': {other}")),
     }
 }
 
