@@ -84,6 +84,13 @@ pub struct AmqpArgs {
     /// Purge the queues before the run.
     #[arg(long)]
     pub purge: bool,
+    /// Declare the queues over this topic (`x-source-topic`, Weir only):
+    /// their messages are the topic's records.
+    #[arg(long)]
+    pub source_topic: Option<String>,
+    /// `x-source-offset` of queues over a topic: first, last or next.
+    #[arg(long, default_value = "first")]
+    pub source_offset: String,
 }
 
 impl AmqpArgs {
@@ -237,6 +244,16 @@ async fn declare_queues(channel: &Channel, amqp: &AmqpArgs, purge: bool) -> Resu
             AMQPValue::LongString(amqp.queue_type.as_str().into()),
         );
     }
+    if let Some(topic) = &amqp.source_topic {
+        arguments.insert(
+            "x-source-topic".into(),
+            AMQPValue::LongString(topic.as_str().into()),
+        );
+        arguments.insert(
+            "x-source-offset".into(),
+            AMQPValue::LongString(amqp.source_offset.as_str().into()),
+        );
+    }
     let options = QueueDeclareOptions {
         durable: amqp.durable,
         ..QueueDeclareOptions::default()
@@ -272,6 +289,8 @@ mod tests {
             durable: true,
             queue_type: "classic".into(),
             purge: false,
+            source_topic: None,
+            source_offset: "first".into(),
         }
     }
 

@@ -130,7 +130,9 @@ impl Lane {
     }
 
     /// Source lanes: settles what retention removed before it was settled,
-    /// and counts it in `lost`; returns how many.
+    /// and counts it in `lost`; returns how many. Messages in flight are
+    /// not counted (they were delivered; an ack still settles them, a
+    /// requeue finds them gone and counts them then).
     ///
     /// # Errors
     ///
@@ -140,16 +142,18 @@ impl Lane {
             return Ok(0);
         }
         let log_start = self.log.offsets().log_start_offset;
-        let mut lost = self.count_unsettled(0, log_start);
+        // Below the cursor every unsettled offset is in flight or requeued;
+        // from it on, unsettled means never taken.
+        let mut lost = self.count_unsettled(self.cursor, log_start);
         let requeued_lost: Vec<u64> = self.requeued.range(..log_start).copied().collect();
         for offset in requeued_lost {
             self.requeued.remove(&offset);
             lost += 1;
         }
-        if lost > 0 {
+        if self.settlement.next_unsettled(0) < log_start {
             self.settlement.settle(0, log_start)?;
-            self.lost += lost;
         }
+        self.lost += lost;
         if self.cursor < log_start {
             self.cursor = log_start;
             self.read_ahead.clear();

@@ -195,8 +195,7 @@ impl Queue {
             }
             state.lanes.push(Some(lane));
         }
-        let unsettled: u64 = state.lanes.iter().flatten().map(Lane::unsettled).sum();
-        state.ready = unsettled.saturating_sub(state.in_flight.len() as u64);
+        recount_ready(state);
         Ok(())
     }
 
@@ -567,6 +566,9 @@ impl Queue {
                     lane.log
                         .delete_segments_below(lane.settlement.settled_below())?;
                 }
+            }
+            if self.reads_topic() {
+                recount_ready(&mut state);
             }
             if lost > 0 {
                 tracing::warn!(queue = %Escaped(&self.spec.name), lost, "retention removed messages of the source topic before they were settled");
@@ -993,6 +995,13 @@ impl Queue {
         state.ready_bytes = total;
         Ok(())
     }
+}
+
+/// Sets a queue over a topic's ready count from its lanes (the topic's
+/// producers do not tell the queue what they append).
+fn recount_ready(state: &mut QueueState) {
+    let unsettled: u64 = state.lanes.iter().flatten().map(Lane::unsettled).sum();
+    state.ready = unsettled.saturating_sub(state.in_flight.len() as u64);
 }
 
 /// Bytes a stream consumer reads ahead from one partition at a time.
