@@ -5,18 +5,22 @@
 //! back to `PreparingRebalance` whenever a member joins, leaves, changes its
 //! protocols or misses its session timeout. A rebalance completes when every
 //! known member has rejoined or the longest rebalance timeout expires (the
-//! members that did not rejoin are removed); the first rebalance out of
-//! Empty waits `group.initial.rebalance.delay.ms` for more members instead,
-//! as Kafka's InitialDelayedJoin does ([`InitialJoin`]). The broker picks the protocol
-//! (assignment strategy) every member supports, by the members' votes, and
-//! relays the leader's assignment in SyncGroup: assignment stays client-side.
+//! members that did not rejoin are removed). The first rebalance out of
+//! Empty instead waits `group.initial.rebalance.delay.ms` for more members,
+//! as Kafka's InitialDelayedJoin does ([`InitialJoin`]), so that consumers
+//! starting together form one generation rather than one each. The broker
+//! picks the protocol (assignment strategy) every member supports, by the
+//! members' votes, and relays the leader's assignment in SyncGroup:
+//! assignment stays client-side.
 //!
 //! All state is in memory under one lock; waiting JoinGroup and SyncGroup
 //! calls hold a oneshot sender in their member. [`GroupCoordinator::tick`]
-//! drives the timeouts, reading the time from the node's [`Clock`]. A group's membership is persisted in the offsets
-//! log whenever a rebalance completes (and when the group empties), and
-//! restored on start with every member's session timer restarted, so a
-//! broker restart does not force consumers to rebalance.
+//! drives the timeouts, and every deadline is read from the node's
+//! [`Clock`], so unit tests drive time by hand. A group's membership is
+//! persisted in the offsets log whenever a rebalance completes (and when
+//! the group empties), and restored on start with every member's session
+//! timer restarted, so a broker restart does not force consumers to
+//! rebalance.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
