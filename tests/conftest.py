@@ -20,6 +20,10 @@ Likewise, when the binary has the HTTP API (`--http-listen`), every broker
 gets its own free port for it (`Broker.http_port`, `Broker.http_url`), so
 brokers never compete for the default 127.0.0.1:15672, and a start also
 waits for that port.
+
+Every broker runs with `group.initial.rebalance.delay.ms` 0 (as Apache
+Kafka's own test setups do), so the many groups the tests form do not each
+wait the 3 s default; a test of the delay passes its own value in `env`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ pytest.register_assert_rewrite("amqp_helpers")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIR_BIN = Path(os.environ.get("WEIR_BIN") or REPO_ROOT / "target" / "release" / "weir")
+
+# Environment every broker starts with unless the test's `env` says otherwise.
+DEFAULT_BROKER_ENV = {"WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
 
 # How long the broker may take to accept connections after exec, and to exit
 # after SIGTERM. Generous for a loaded 2-core CI machine.
@@ -167,6 +174,7 @@ class Broker:
     def _environment(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(DEFAULT_BROKER_ENV)
         env.update(self.env)
         return env
 

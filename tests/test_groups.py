@@ -7,12 +7,15 @@ kafka-python's and librdkafka's group admin calls, kcat's balanced consumer,
 and offsets of deleted topics. Every check is on what the client got:
 which partitions, which (partition, offset, value) records, how many times.
 At the end, hand-built requests check the error codes that clients retry
-silently, and the offsets log is crashed, torn and compacted.
+silently, and the offsets log is crashed, torn and compacted. Last, three
+consumers starting together form one generation thanks to the initial
+rebalance delay.
 
 A member only sees a rebalance while it is polled, so the tests "pump" all
 live members of a group in turn. Groups use a 6 s session timeout (Kafka's
 group.min.session.timeout.ms) and 500 ms heartbeats so that rebalances and
-expiries take seconds; the broker's group.initial.rebalance.delay.ms is 0.
+expiries take seconds; the broker's group.initial.rebalance.delay.ms is 0
+(conftest.py) except where a test sets it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import NewPartitions
+from confluent_kafka.admin import ConfigResource, NewPartitions, ResourceType
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KafkaPythonTopicPartition
 from kafka import errors as kafka_python_errors
@@ -1594,3 +1597,61 @@ def test_offsets_log_compaction_keeps_live_offsets_only(weir_broker, members):
     with wire.Connection(broker) as conn:
         assert offset_fetch_v5(conn, steady) == (0, {(topic, 3): (34, "after", 0)})
         assert offset_fetch_v5(conn, churn) == (0, churn_expected)
+
+
+# --- 10. the initial rebalance delay --------------------------------------------------------
+#
+# Every other test's broker runs with group.initial.rebalance.delay.ms 0
+# (conftest.py). These check what the delay is for: consumers that start
+# together form one generation instead of one each.
+
+INITIAL_DELAY_MS = 2000
+
+
+def start_together(broker, members, group: str, topic: str) -> list:
+    return [members(broker, group, [topic], **{"client.id": f"member-{i}"}) for i in range(3)]
+
+
+def heartbeat_codes(broker, group: str, generation: int, group_members) -> list:
+    """Each member's Heartbeat error code for `generation`, sent by hand
+    with its member id: 0 only in the group's current generation."""
+    with wire.Connection(broker) as conn:
+        return [heartbeat_v3(conn, group, generation, m.consumer.memberid()) for m in group_members]
+
+
+@pytest.mark.timeout(90)
+def test_three_consumers_starting_together_form_one_generation(weir_broker, members):
+    """With the delay, the first member's JoinGroup waits for the others:
+    one generation (1) with all three, each assigned once and never revoked,
+    no sooner than the delay after the consumers started."""
+    broker = weir_broker(env={"WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS": str(INITIAL_DELAY_MS)})
+    admin = make_admin(broker)
+    resource = ConfigResource(ResourceType.BROKER, str(broker_node_id(admin)))
+    configs = admin.describe_configs([resource])[resource].result(ADMIN_TIMEOUT_S)
+    assert configs["group.initial.rebalance.delay.ms"].value == str(INITIAL_DELAY_MS)
+    topic = unique("initial-delay")
+    create_topic(admin, topic, 6)
+    group = unique("together")
+    started = time.monotonic()
+    trio = start_together(broker, members, group, topic)
+    pump_until(trio, lambda: balanced(trio, 6, 2), 40, "three members with two partitions each")
+    # The broker's delay starts at the first JoinGroup, which came after `started`.
+    waited = time.monotonic() - started
+    assert waited >= INITIAL_DELAY_MS / 1000, f"assigned {waited:.2f}s after the start"
+    pump_for(trio, 1.0)
+    for member in trio:
+        assert member.rebalances == [("assign", member.partitions())], member.rebalances
+    assert heartbeat_codes(broker, group, 1, trio) == [0, 0, 0]
+
+
+@pytest.mark.timeout(90)
+def test_without_the_initial_delay_the_first_member_forms_a_generation_alone(broker, members):
+    """With the delay at 0 (the fixture's), the first JoinGroup completes a
+    generation at once with that member alone, so the three end up in a
+    later one. How many generations it takes depends on timing: not checked."""
+    topic = unique("no-initial-delay")
+    create_topic(make_admin(broker), topic, 6)
+    group = unique("one-by-one")
+    trio = start_together(broker, members, group, topic)
+    pump_until(trio, lambda: balanced(trio, 6, 2), 40, "three members with two partitions each")
+    assert heartbeat_codes(broker, group, 1, trio) == [ERROR_ILLEGAL_GENERATION] * 3

@@ -197,7 +197,11 @@ impl Broker {
         let broker = Broker {
             producer_ids: ProducerIds::open(&config.data_dir)
                 .map_err(|error| at_path(&config.data_dir.join(crate::producer::ID_FILE), error))?,
-            groups: GroupCoordinator::new(config.groups.clone(), Arc::clone(&offsets)),
+            groups: GroupCoordinator::new(
+                config.groups.clone(),
+                config.clock.clone(),
+                Arc::clone(&offsets),
+            ),
             transactions: Transactions::restore(offsets.transactions()),
             offsets,
             cluster_id: meta.cluster_id,

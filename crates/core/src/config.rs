@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use weir_log::LogConfig;
 
+use crate::clock::Clock;
 use crate::error::{CoreError, Result};
 use crate::group::GroupSettings;
 
@@ -28,7 +29,7 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Defaults of the topic-level settings.
     pub topic_defaults: TopicDefaults,
-    /// Group coordinator bounds.
+    /// Group coordinator bounds and delays.
     pub groups: GroupSettings,
     /// Offsets of a group without members expire this long after their
     /// commit (`offsets.retention.minutes`).
@@ -36,6 +37,10 @@ pub struct BrokerConfig {
     /// Below this many free bytes on the data directory's file system the
     /// disk alarm refuses produces and blocks publishers (crate::alarm).
     pub disk_free_limit_bytes: u64,
+    /// Where the core reads the time: the system's clock, or a manual one
+    /// in tests that drive time (group and transaction timeouts, offsets
+    /// retention).
+    pub clock: Clock,
 }
 
 /// Broker-wide defaults of the topic settings (Kafka's `log.*` broker configs).
@@ -134,6 +139,12 @@ impl BrokerConfig {
                 ConfigKind::Long,
                 "How often retention runs.",
             ),
+            entry(
+                "group.initial.rebalance.delay.ms",
+                self.groups.initial_rebalance_delay.as_millis().to_string(),
+                ConfigKind::Int,
+                "How long a new group waits for more members before its first rebalance.",
+            ),
         ]
     }
 
@@ -149,6 +160,7 @@ impl BrokerConfig {
             groups: GroupSettings::default(),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             disk_free_limit_bytes: 50 << 20,
+            clock: Clock::system(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::error::{CoreError, Result};
 use crate::group::{
     CommittedOffset, GroupCoordinator, GroupDescription, GroupState, OffsetExpiry, TopicPartition,
@@ -63,7 +63,7 @@ impl Broker {
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
         self.groups
             .check_commit(group_id, generation, member_id, instance_id)?;
-        let now = now_ms();
+        let now = self.config().clock.now_ms();
         let mut results = Vec::with_capacity(commits.len());
         let mut accepted = Vec::new();
         for commit in commits {
@@ -222,7 +222,7 @@ impl Broker {
     /// offsets log if it grew well past what is live.
     pub async fn expire_offsets(&self) {
         let retention_ms = self.config().offsets_retention.as_millis() as i64;
-        let cutoff = now_ms().saturating_sub(retention_ms);
+        let cutoff = self.config().clock.now_ms().saturating_sub(retention_ms);
         // Read first: the coordinator must not be locked inside the store's lock.
         let expiry = self.groups.offset_expiry();
         let expired = self

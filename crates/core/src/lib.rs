@@ -4,6 +4,7 @@
 
 pub mod alarm;
 mod broker;
+pub mod clock;
 mod config;
 pub mod connections;
 mod consumer_groups;
@@ -26,6 +27,7 @@ pub use crate::broker::{
     now_ms, summary, validate_topic_name, Acks, Appended, Broker, Isolation, OffsetSpec,
     ReadResult, Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
 };
+pub use crate::clock::Clock;
 pub use crate::config::{
     BrokerConfig, ConfigChange, ConfigEntry, ConfigKind, ConfigSource, TopicConfig, TopicDefaults,
 };

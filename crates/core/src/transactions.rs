@@ -144,8 +144,9 @@ fn producer_transaction<'a>(
     Ok(transaction)
 }
 
-/// Moves a transaction to Ongoing, for adding partitions or offsets.
-fn begin_or_continue(transaction: &mut Transaction) -> Result<()> {
+/// Moves a transaction to Ongoing, for adding partitions or offsets;
+/// a new one starts its timeout at `now_ms`.
+fn begin_or_continue(transaction: &mut Transaction, now_ms: i64) -> Result<()> {
     match transaction.state {
         TransactionState::Ongoing => Ok(()),
         TransactionState::PrepareCommit | TransactionState::PrepareAbort => {
@@ -155,7 +156,7 @@ fn begin_or_continue(transaction: &mut Transaction) -> Result<()> {
         | TransactionState::CompleteCommit
         | TransactionState::CompleteAbort => {
             transaction.state = TransactionState::Ongoing;
-            transaction.started_ms = now_ms();
+            transaction.started_ms = now_ms;
             transaction.partitions.clear();
             transaction.offsets.clear();
             Ok(())
@@ -192,7 +193,7 @@ impl Broker {
                 producer_epoch: 0,
                 timeout_ms,
                 state: TransactionState::Empty,
-                started_ms: now_ms(),
+                started_ms: self.config().clock.now_ms(),
                 partitions: BTreeSet::new(),
                 offsets: BTreeMap::new(),
             },
@@ -208,7 +209,7 @@ impl Broker {
                     producer_epoch,
                     timeout_ms,
                     state: TransactionState::Empty,
-                    started_ms: now_ms(),
+                    started_ms: self.config().clock.now_ms(),
                     partitions: BTreeSet::new(),
                     offsets: BTreeMap::new(),
                 }
@@ -261,7 +262,7 @@ impl Broker {
                 })
                 .collect());
         }
-        begin_or_continue(transaction)?;
+        begin_or_continue(transaction, self.config().clock.now_ms())?;
         transaction.partitions.extend(partitions.iter().cloned());
         let snapshot = transaction.clone();
         self.persist_transaction(transactional_id, &snapshot)
@@ -288,7 +289,7 @@ impl Broker {
             producer_id,
             producer_epoch,
         )?;
-        begin_or_continue(transaction)?;
+        begin_or_continue(transaction, self.config().clock.now_ms())?;
         transaction.offsets.entry(group_id.to_string()).or_default();
         let snapshot = transaction.clone();
         self.persist_transaction(transactional_id, &snapshot).await
@@ -423,7 +424,7 @@ impl Broker {
     /// left in a Prepare state.
     pub async fn expire_transactions(&self) {
         let mut transactions = self.transactions.by_id.lock().await;
-        let now = now_ms();
+        let now = self.config().clock.now_ms();
         for (id, transaction) in transactions.iter_mut() {
             let result = match transaction.state {
                 TransactionState::Ongoing
@@ -505,7 +506,7 @@ impl Broker {
                             offset: p.offset,
                             leader_epoch: p.leader_epoch,
                             metadata: p.metadata.clone().unwrap_or_default(),
-                            commit_timestamp_ms: now_ms(),
+                            commit_timestamp_ms: self.config().clock.now_ms(),
                         };
                         ((p.topic.clone(), p.partition), Some(committed))
                     })

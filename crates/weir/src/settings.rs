@@ -67,6 +67,9 @@ pub struct ServerSettings {
     /// Offsets of a group without members expire this long after their commit [default: 10080].
     #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub offsets_retention_minutes: Option<u64>,
+    /// How long a new group's first rebalance waits for more members, in ms; 0 rebalances at once [default: 3000].
+    #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS", value_parser = clap::value_parser!(u64).range(0..=i32::MAX as u64))]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// Connections served at once, per protocol [default: 10000].
     #[arg(long, env = "WEIR_CONNECTIONS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_max: Option<u64>,
@@ -153,6 +156,12 @@ impl ServerSettings {
                 .or(file.offsets_retention_minutes)
                 .unwrap_or(7 * 24 * 60),
         );
+        if let Some(delay_ms) = self
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+        {
+            broker.groups.initial_rebalance_delay = Duration::from_millis(delay_ms);
+        }
         broker.topic_defaults = TopicDefaults {
             segment_bytes: self
                 .log_segment_bytes

@@ -5,16 +5,22 @@
 //! back to `PreparingRebalance` whenever a member joins, leaves, changes its
 //! protocols or misses its session timeout. A rebalance completes when every
 //! known member has rejoined or the longest rebalance timeout expires (the
-//! members that did not rejoin are removed). The broker picks the protocol
-//! (assignment strategy) every member supports, by the members' votes, and
-//! relays the leader's assignment in SyncGroup: assignment stays client-side.
+//! members that did not rejoin are removed). The first rebalance out of
+//! Empty instead waits `group.initial.rebalance.delay.ms` for more members,
+//! as Kafka's InitialDelayedJoin does ([`InitialJoin`]), so that consumers
+//! starting together form one generation rather than one each. The broker
+//! picks the protocol (assignment strategy) every member supports, by the
+//! members' votes, and relays the leader's assignment in SyncGroup:
+//! assignment stays client-side.
 //!
 //! All state is in memory under one lock; waiting JoinGroup and SyncGroup
 //! calls hold a oneshot sender in their member. [`GroupCoordinator::tick`]
-//! drives the timeouts. A group's membership is persisted in the offsets
-//! log whenever a rebalance completes (and when the group empties), and
-//! restored on start with every member's session timer restarted, so a
-//! broker restart does not force consumers to rebalance.
+//! drives the timeouts, and every deadline is read from the node's
+//! [`Clock`], so unit tests drive time by hand. A group's membership is
+//! persisted in the offsets log whenever a rebalance completes (and when
+//! the group empties), and restored on start with every member's session
+//! timer restarted, so a broker restart does not force consumers to
+//! rebalance.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::error::{CoreError, Result};
 use crate::group::offsets::{OffsetStore, StoredGroup, StoredMember};
 use crate::logging::Escaped;
@@ -35,6 +42,10 @@ pub struct GroupSettings {
     pub session_timeout_min: Duration,
     /// `group.max.session.timeout.ms`.
     pub session_timeout_max: Duration,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of
+    /// a group in Empty state waits for more members, extended while they
+    /// keep joining, up to the rebalance timeout. Zero completes it at once.
+    pub initial_rebalance_delay: Duration,
 }
 
 impl Default for GroupSettings {
@@ -42,6 +53,7 @@ impl Default for GroupSettings {
         GroupSettings {
             session_timeout_min: Duration::from_millis(6_000),
             session_timeout_max: Duration::from_millis(1_800_000),
+            initial_rebalance_delay: Duration::from_millis(3_000),
         }
     }
 }
@@ -212,8 +224,25 @@ struct Group {
     /// `group.instance.id` → member id.
     static_members: HashMap<String, String>,
     deadline: Option<Instant>,
+    /// Set while the first rebalance out of Empty waits for more members.
+    initial_join: Option<InitialJoin>,
     /// When the group last became empty (ms since the epoch).
     emptied_at_ms: Option<i64>,
+}
+
+/// The join phase of a group that was Empty, as Kafka's InitialDelayedJoin:
+/// it ends only when a window of `delay` passes without a new member (the
+/// group's `deadline` is the window's end) or at `deadline_max`, never
+/// because every member has joined, since more may be on their way.
+#[derive(Debug, Clone, Copy)]
+struct InitialJoin {
+    /// Length of each window (`group.initial.rebalance.delay.ms`).
+    delay: Duration,
+    /// The phase ends by then at the latest: its start plus the rebalance
+    /// timeout, or one window if that is longer.
+    deadline_max: Instant,
+    /// Whether a new member joined in the current window.
+    member_added: bool,
 }
 
 impl Group {
@@ -228,6 +257,7 @@ impl Group {
             pending: HashSet::new(),
             static_members: HashMap::new(),
             deadline: None,
+            initial_join: None,
             emptied_at_ms: None,
         }
     }
@@ -347,7 +377,9 @@ impl Group {
         }
     }
 
-    fn prepare_rebalance(&mut self, now: Instant) {
+    /// Starts a join phase; out of Empty, one that waits `initial_delay`
+    /// for more members (none when it is zero).
+    fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
         if self.state == GroupState::CompletingRebalance {
             for member in self.members.values_mut() {
                 if let Some(waiter) = member.sync_waiter.take() {
@@ -361,8 +393,45 @@ impl Group {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or_default();
-        self.state = GroupState::PreparingRebalance;
+        self.initial_join = None;
         self.deadline = Some(now + timeout);
+        if self.state == GroupState::Empty && !initial_delay.is_zero() {
+            self.initial_join = Some(InitialJoin {
+                delay: initial_delay,
+                deadline_max: now + timeout.max(initial_delay),
+                member_added: false,
+            });
+            self.deadline = Some(now + initial_delay);
+        }
+        self.state = GroupState::PreparingRebalance;
+    }
+
+    /// Notes a member new to the group, for the initial join's windows.
+    fn note_new_member(&mut self) {
+        if let Some(initial) = self.initial_join.as_mut() {
+            initial.member_added = true;
+        }
+    }
+
+    /// Whether an initial join phase must go on waiting; when a window ends
+    /// with new members in it, another one starts (up to `deadline_max`).
+    fn initial_join_waits(&mut self, now: Instant) -> bool {
+        let Some(initial) = self.initial_join.as_mut() else {
+            return false;
+        };
+        if self.members.is_empty() {
+            // Everyone left: nobody to wait for.
+            return false;
+        }
+        if self.deadline.is_some_and(|deadline| now < deadline) {
+            return true;
+        }
+        if initial.member_added && now < initial.deadline_max {
+            initial.member_added = false;
+            self.deadline = Some((now + initial.delay).min(initial.deadline_max));
+            return true;
+        }
+        false
     }
 
     fn remove_member(&mut self, member_id: &str) {
@@ -379,14 +448,16 @@ impl Group {
         }
     }
 
-    /// Completes the join phase if every member rejoined or time is up.
-    fn maybe_complete_join(&mut self, now: Instant) {
-        if self.state != GroupState::PreparingRebalance {
+    /// Completes the join phase if every member rejoined or time is up
+    /// (for an initial join: when its windows are over).
+    fn maybe_complete_join(&mut self, now: Instant, now_ms: i64) {
+        if self.state != GroupState::PreparingRebalance || self.initial_join_waits(now) {
             return;
         }
+        let initial = self.initial_join.take().is_some();
         let everyone_joined = self.members.values().all(|m| m.join_waiter.is_some());
         let timed_out = self.deadline.is_some_and(|deadline| now >= deadline);
-        if !everyone_joined && !timed_out {
+        if !initial && !everyone_joined && !timed_out {
             return;
         }
         let absent: Vec<String> = self
@@ -406,7 +477,7 @@ impl Group {
             self.protocol_name = None;
             self.leader = None;
             self.deadline = None;
-            self.emptied_at_ms = Some(crate::now_ms());
+            self.emptied_at_ms = Some(now_ms);
             return;
         }
         self.protocol_type = self
@@ -561,14 +632,16 @@ enum JoinStep {
 #[derive(Debug)]
 pub struct GroupCoordinator {
     settings: GroupSettings,
+    clock: Clock,
     groups: Mutex<HashMap<String, Group>>,
     store: Arc<OffsetStore>,
 }
 
 impl GroupCoordinator {
-    /// A coordinator with the memberships persisted in `store`.
-    pub fn new(settings: GroupSettings, store: Arc<OffsetStore>) -> GroupCoordinator {
-        let now = Instant::now();
+    /// A coordinator with the memberships persisted in `store`, whose
+    /// timeouts run by `clock`.
+    pub fn new(settings: GroupSettings, clock: Clock, store: Arc<OffsetStore>) -> GroupCoordinator {
+        let now = clock.now();
         let groups = store
             .memberships()
             .into_iter()
@@ -576,6 +649,7 @@ impl GroupCoordinator {
             .collect();
         GroupCoordinator {
             settings,
+            clock,
             groups: Mutex::new(groups),
             store,
         }
@@ -601,7 +675,7 @@ impl GroupCoordinator {
     /// Completes a pending rebalance if it can, persisting an emptied group.
     fn complete_join(&self, group_id: &str, group: &mut Group, now: Instant) {
         let before = group.state;
-        group.maybe_complete_join(now);
+        group.maybe_complete_join(now, self.clock.now_ms());
         if group.state == GroupState::Empty && before != GroupState::Empty {
             self.persist(group_id, Some(group));
         }
@@ -637,7 +711,7 @@ impl GroupCoordinator {
         if request.protocol_type.is_empty() || request.protocols.is_empty() {
             return JoinStep::Done(Err(CoreError::InconsistentGroupProtocol));
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.groups.lock();
         let group = groups
             .entry(request.group_id.clone())
@@ -688,6 +762,9 @@ impl GroupCoordinator {
                 return JoinStep::Done(Ok(group.joined(&member_id)));
             }
         }
+        if !group.members.contains_key(&member_id) {
+            group.note_new_member();
+        }
         let (sender, receiver) = oneshot::channel();
         let member = group
             .members
@@ -711,7 +788,7 @@ impl GroupCoordinator {
             group.static_members.insert(instance.clone(), member_id);
         }
         if group.state != GroupState::PreparingRebalance {
-            group.prepare_rebalance(now);
+            group.prepare_rebalance(now, self.settings.initial_rebalance_delay);
         }
         self.complete_join(&request.group_id, group, now);
         JoinStep::Wait(receiver)
@@ -759,7 +836,7 @@ impl GroupCoordinator {
                         .members
                         .get_mut(member_id)
                         .ok_or(CoreError::UnknownMemberId)?;
-                    member.last_seen = Instant::now();
+                    member.last_seen = self.clock.now();
                     let assignment = member.assignment.clone();
                     return Ok(synced(group, assignment));
                 }
@@ -770,7 +847,7 @@ impl GroupCoordinator {
                 .members
                 .get_mut(member_id)
                 .ok_or(CoreError::UnknownMemberId)?;
-            member.last_seen = Instant::now();
+            member.last_seen = self.clock.now();
             member.sync_waiter = Some(sender);
             if group.leader.as_deref() != Some(member_id) {
                 (receiver, None)
@@ -828,7 +905,7 @@ impl GroupCoordinator {
             return Err(CoreError::IllegalGeneration);
         }
         if let Some(member) = group.members.get_mut(member_id) {
-            member.last_seen = Instant::now();
+            member.last_seen = self.clock.now();
         }
         match group.state {
             GroupState::PreparingRebalance => Err(CoreError::RebalanceInProgress),
@@ -841,7 +918,7 @@ impl GroupCoordinator {
     /// named by its instance id alone. Each member gets its own result
     /// (UNKNOWN_MEMBER_ID for all of them in an unknown group, as Kafka).
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<Result<()>> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return members
@@ -869,7 +946,7 @@ impl GroupCoordinator {
         }
         if left {
             if group.state != GroupState::PreparingRebalance {
-                group.prepare_rebalance(now);
+                group.prepare_rebalance(now, Duration::ZERO);
             }
             self.complete_join(group_id, group, now);
         }
@@ -913,7 +990,7 @@ impl GroupCoordinator {
             return Err(CoreError::RebalanceInProgress);
         }
         if let Some(member) = group.members.get_mut(member_id) {
-            member.last_seen = Instant::now();
+            member.last_seen = self.clock.now();
         }
         Ok(())
     }
@@ -995,14 +1072,18 @@ impl GroupCoordinator {
     /// Expires members that missed their session timeout and completes
     /// rebalances whose time is up. Call it every ~100 ms.
     pub fn tick(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.groups.lock();
         for (group_id, group) in groups.iter_mut() {
             let expired: Vec<String> = group
                 .members
                 .iter()
                 .filter(|(_, m)| {
-                    m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                    // As Kafka: a member parked in JoinGroup or SyncGroup
+                    // is alive; the rebalance's own deadline bounds it.
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now.duration_since(m.last_seen) > m.session_timeout
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -1026,7 +1107,7 @@ impl GroupCoordinator {
             if (!expired.is_empty() || sync_timed_out)
                 && group.state != GroupState::PreparingRebalance
             {
-                group.prepare_rebalance(now);
+                group.prepare_rebalance(now, Duration::ZERO);
             }
             self.complete_join(group_id, group, now);
         }
@@ -1106,3 +1187,7 @@ fn update_member(
     member.protocols = request.protocols.clone();
     member.last_seen = now;
 }
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;
