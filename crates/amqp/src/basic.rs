@@ -116,7 +116,7 @@ impl Connection {
             "" => self.channels[&channel].last_queue.clone(),
             name => name.to_owned(),
         };
-        let queue = vhost.queue(&name, self.id)?;
+        let queue = vhost.queue(&name, &self.principal)?;
         let tag = match consume.consumer_tag.as_str() {
             "" => format!("amq.ctag-{}", uuid_like()),
             tag => tag.to_owned(),
@@ -161,7 +161,7 @@ impl Connection {
             "" => self.channels[&channel].last_queue.clone(),
             name => name.to_owned(),
         };
-        let queue = vhost.queue(&name, self.id)?;
+        let queue = vhost.queue(&name, &self.principal)?;
         let open = self.channels.get_mut(&channel).expect("open channel");
         let Some((delivery, remaining)) = queue.get(&open.handle, get.no_ack)? else {
             self.reply(channel, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
@@ -268,7 +268,7 @@ impl Connection {
         self.has_published = true;
         let vhost = self.vhost();
         // Routing errors (a missing or internal exchange) come with the publish.
-        let queues = vhost.route(&message.exchange, &message)?;
+        let queues = vhost.route(&message.exchange, &message, &self.principal)?;
         let open = self.channels.get_mut(&channel).expect("open channel");
         if let Some(transaction) = open.transaction.as_mut() {
             transaction.publishes.push((message, mandatory));

@@ -29,7 +29,7 @@ use weir_core::queues::{Message, MessageId, Outbound, Queue, VirtualHost, UNSENT
 // Operator HTTP API hooks (registry, metrics): kept apart for easy merging.
 use weir_core::connections::{registry, Registration};
 use weir_core::metrics::{self, Protocol};
-use weir_core::Escaped;
+use weir_core::{Escaped, Principal};
 
 use crate::channel::Channel;
 use crate::errors::*;
@@ -94,6 +94,8 @@ pub struct Connection {
     pub(crate) config: Arc<AmqpConfig>,
     pub(crate) vhost: Option<Arc<VirtualHost>>,
     pub(crate) user: String,
+    /// Who the core is told makes this connection's requests.
+    pub(crate) principal: Principal,
     pub(crate) frame_bytes_max: usize,
     channel_max: u16,
     heartbeat_s: u16,
@@ -139,6 +141,7 @@ impl Connection {
             config,
             vhost: None,
             user: String::new(),
+            principal: Principal::anonymous(id),
             phase: Phase::AwaitingStartOk,
             capabilities: ClientCapabilities::default(),
             channels: HashMap::new(),
@@ -331,7 +334,7 @@ impl Connection {
             .iter()
             .map(|p| (p.queues.clone(), &p.message))
             .collect();
-        let stored = match vhost.store(&routed) {
+        let stored = match vhost.store(&routed, &self.principal) {
             Ok(stored) => stored,
             Err(error) if staged.publishes.iter().all(|p| p.sequence.is_some()) => {
                 // Nothing was stored (a full disk, say): every publisher is
@@ -566,6 +569,7 @@ impl Connection {
             }
             return Ok(());
         };
+        self.principal = Principal::user(&user, self.id);
         self.user = user;
         self.registration.set_user(&self.user);
         if let Some(AMQPValue::LongString(product)) =
@@ -722,7 +726,7 @@ impl Connection {
     fn release_everything(&mut self) {
         self.release_channels();
         if let Some(vhost) = &self.vhost {
-            if let Err(error) = vhost.connection_closed(self.id) {
+            if let Err(error) = vhost.connection_closed(&self.principal) {
                 tracing::error!(error = %Escaped(&error), "deleting exclusive queues failed");
             }
         }

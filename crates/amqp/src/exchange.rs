@@ -55,7 +55,7 @@ impl Connection {
                     destination,
                     bind.routing_key.as_str(),
                     bind.arguments,
-                    self.id,
+                    &self.principal,
                 )?;
                 (
                     exchange::AMQPMethod::BindOk(exchange::BindOk {}),
@@ -69,7 +69,7 @@ impl Connection {
                     destination,
                     unbind.routing_key.as_str(),
                     &unbind.arguments,
-                    self.id,
+                    &self.principal,
                 )?;
                 (
                     exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),

@@ -34,7 +34,7 @@ impl Connection {
                     declare.exclusive,
                     declare.auto_delete,
                     declare.arguments,
-                    self.id,
+                    &self.principal,
                 )?;
                 self.channels
                     .get_mut(&channel)
@@ -54,7 +54,7 @@ impl Connection {
                     Destination::Queue(name),
                     bind.routing_key.as_str(),
                     bind.arguments,
-                    self.id,
+                    &self.principal,
                 )?;
                 (queue::AMQPMethod::BindOk(queue::BindOk {}), bind.nowait)
             }
@@ -65,13 +65,13 @@ impl Connection {
                     Destination::Queue(name),
                     unbind.routing_key.as_str(),
                     &unbind.arguments,
-                    self.id,
+                    &self.principal,
                 )?;
                 (queue::AMQPMethod::UnbindOk(queue::UnbindOk {}), false)
             }
             queue::AMQPMethod::Purge(purge) => {
                 let name = self.queue_name(channel, purge.queue.as_str())?;
-                let count = vhost.queue(&name, self.id)?.purge()?;
+                let count = vhost.queue(&name, &self.principal)?.purge()?;
                 let ok = queue::PurgeOk {
                     message_count: count.min(u64::from(u32::MAX)) as u32,
                 };
@@ -79,8 +79,12 @@ impl Connection {
             }
             queue::AMQPMethod::Delete(delete) => {
                 let name = self.queue_name(channel, delete.queue.as_str())?;
-                let count =
-                    vhost.delete_queue(&name, delete.if_unused, delete.if_empty, self.id)?;
+                let count = vhost.delete_queue(
+                    &name,
+                    delete.if_unused,
+                    delete.if_empty,
+                    &self.principal,
+                )?;
                 let ok = queue::DeleteOk {
                     message_count: count.min(u64::from(u32::MAX)) as u32,
                 };

@@ -55,13 +55,13 @@ impl Connection {
                 let vhost = self.vhost();
                 let mut routed = Vec::with_capacity(transaction.publishes.len());
                 for (message, mandatory) in &transaction.publishes {
-                    let queues = vhost.route(&message.exchange, message)?;
+                    let queues = vhost.route(&message.exchange, message, &self.principal)?;
                     if *mandatory && queues.is_empty() {
                         self.put_return(channel, message);
                     }
                     routed.push((queues, message));
                 }
-                let syncs = vhost.store(&routed)?.syncs;
+                let syncs = vhost.store(&routed, &self.principal)?.syncs;
                 for settle in transaction.settles {
                     self.settle_now(channel, settle)?;
                 }

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 mod offset_reset;
 pub mod partitioner;
+mod principal;
 mod producer;
 pub mod quarantine;
 pub mod queues;
@@ -35,6 +36,7 @@ pub use crate::consumer_groups::{OffsetCommit, PartitionLag, OFFSET_METADATA_BYT
 pub use crate::error::{CoreError, Result};
 pub use crate::logging::Escaped;
 pub use crate::offset_reset::{PlannedReset, ResetTarget};
+pub use crate::principal::{ConnectionId, Principal, NO_CONNECTION};
 pub use crate::producer::AbortedTransaction;
 pub use crate::topic::{Partition, Topic};
 pub use crate::transactions::{TransactionState, TRANSACTION_TIMEOUT_MAX_MS};

@@ -37,6 +37,11 @@ fn open(dir: &std::path::Path) -> Arc<VirtualHost> {
     .expect("vhost opens")
 }
 
+/// The client connection the tests act as.
+fn client() -> weir_core::Principal {
+    weir_core::Principal::user("guest", 1)
+}
+
 fn body(delivery: &weir_core::queues::Delivery) -> String {
     String::from_utf8(delivery.message.body.to_vec()).expect("utf-8 body")
 }
@@ -46,14 +51,22 @@ async fn messages_go_in_order_and_a_requeued_one_returns_to_its_place() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vhost = open(dir.path());
     vhost
-        .declare_queue("q", false, true, false, false, FieldTable::default(), 1)
+        .declare_queue(
+            "q",
+            false,
+            true,
+            false,
+            false,
+            FieldTable::default(),
+            &client(),
+        )
         .expect("declare");
     for index in 0..5 {
         vhost
-            .publish(&message("", "q", &format!("m{index}"), true))
+            .publish(&message("", "q", &format!("m{index}"), true), &client())
             .expect("publish");
     }
-    let queue = vhost.queue("q", 1).expect("queue");
+    let queue = vhost.queue("q", &client()).expect("queue");
     let (sink, _deliveries) = mpsc::unbounded_channel();
     let channel = ChannelHandle::new(1, 1, sink);
     let (first, remaining) = queue.get(&channel, false).expect("get").expect("a message");
@@ -83,7 +96,7 @@ async fn a_restart_keeps_unacked_messages_and_forgets_acked_and_transient_ones()
                 false,
                 false,
                 FieldTable::default(),
-                1,
+                &client(),
             )
             .expect("declare");
         vhost
@@ -94,21 +107,24 @@ async fn a_restart_keeps_unacked_messages_and_forgets_acked_and_transient_ones()
                 false,
                 false,
                 FieldTable::default(),
-                1,
+                &client(),
             )
             .expect("declare");
         for index in 0..4 {
             vhost
-                .publish(&message("", "durable", &format!("d{index}"), true))
+                .publish(
+                    &message("", "durable", &format!("d{index}"), true),
+                    &client(),
+                )
                 .expect("publish");
         }
         vhost
-            .publish(&message("", "durable", "not-persistent", false))
+            .publish(&message("", "durable", "not-persistent", false), &client())
             .expect("publish");
         vhost
-            .publish(&message("", "transient", "t", true))
+            .publish(&message("", "transient", "t", true), &client())
             .expect("publish");
-        let queue = vhost.queue("durable", 1).expect("queue");
+        let queue = vhost.queue("durable", &client()).expect("queue");
         let (sink, _deliveries) = mpsc::unbounded_channel();
         let channel = ChannelHandle::new(1, 1, sink);
         let (acked, _) = queue.get(&channel, false).expect("get").expect("d0");
@@ -119,10 +135,12 @@ async fn a_restart_keeps_unacked_messages_and_forgets_acked_and_transient_ones()
     }
     let vhost = open(dir.path());
     assert!(
-        vhost.queue("transient", 1).is_err(),
+        vhost.queue("transient", &client()).is_err(),
         "transient queues do not survive"
     );
-    let queue = vhost.queue("durable", 1).expect("durable queue survives");
+    let queue = vhost
+        .queue("durable", &client())
+        .expect("durable queue survives");
     let (sink, _deliveries) = mpsc::unbounded_channel();
     let channel = ChannelHandle::new(2, 1, sink);
     let mut got = Vec::new();
@@ -144,9 +162,17 @@ async fn consumers_share_round_robin_within_their_prefetch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vhost = open(dir.path());
     vhost
-        .declare_queue("work", false, false, false, false, FieldTable::default(), 1)
+        .declare_queue(
+            "work",
+            false,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+            &client(),
+        )
         .expect("declare");
-    let queue = vhost.queue("work", 1).expect("queue");
+    let queue = vhost.queue("work", &client()).expect("queue");
     let (sink, mut deliveries) = mpsc::unbounded_channel();
     let channel = Arc::new(ChannelHandle::new(1, 1, sink));
     for tag in ["a", "b"] {
@@ -163,7 +189,7 @@ async fn consumers_share_round_robin_within_their_prefetch() {
     }
     for index in 0..6 {
         vhost
-            .publish(&message("", "work", &format!("m{index}"), false))
+            .publish(&message("", "work", &format!("m{index}"), false), &client())
             .expect("publish");
     }
     let mut by_consumer = std::collections::BTreeMap::<String, Vec<String>>::new();
@@ -206,7 +232,15 @@ async fn expired_messages_are_dead_lettered_with_x_death() {
         )
         .expect("dlx");
     vhost
-        .declare_queue("dead", false, false, false, false, FieldTable::default(), 1)
+        .declare_queue(
+            "dead",
+            false,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+            &client(),
+        )
         .expect("declare");
     vhost
         .bind(
@@ -214,7 +248,7 @@ async fn expired_messages_are_dead_lettered_with_x_death() {
             Destination::Queue("dead".into()),
             "",
             FieldTable::default(),
-            1,
+            &client(),
         )
         .expect("bind");
     let mut arguments = FieldTable::default();
@@ -224,14 +258,14 @@ async fn expired_messages_are_dead_lettered_with_x_death() {
         AMQPValue::LongString("dlx".into()),
     );
     vhost
-        .declare_queue("source", false, false, false, false, arguments, 1)
+        .declare_queue("source", false, false, false, false, arguments, &client())
         .expect("declare");
     vhost
-        .publish(&message("", "source", "late", false))
+        .publish(&message("", "source", "late", false), &client())
         .expect("publish");
     tokio::time::sleep(Duration::from_millis(100)).await;
     vhost.maintain(weir_core::now_ms()).await;
-    let dead = vhost.queue("dead", 1).expect("queue");
+    let dead = vhost.queue("dead", &client()).expect("queue");
     let (sink, _deliveries) = mpsc::unbounded_channel();
     let channel = ChannelHandle::new(1, 1, sink);
     let mut delivery = None;

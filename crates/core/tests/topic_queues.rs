@@ -51,6 +51,11 @@ fn arguments(entries: &[(&str, &str)]) -> FieldTable {
     table
 }
 
+/// The client connection the tests act as.
+fn client() -> weir_core::Principal {
+    weir_core::Principal::user("guest", 1)
+}
+
 fn body(delivery: &weir_core::queues::Delivery) -> String {
     String::from_utf8(delivery.message.body.to_vec()).expect("utf-8")
 }
@@ -60,7 +65,13 @@ async fn a_queue_over_a_topic_counts_what_retention_removed_unsettled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, vhost) = open(dir.path());
     broker
-        .create_topic("t", Some(1), Replication::Default, TopicConfig::default(), false)
+        .create_topic(
+            "t",
+            Some(1),
+            Replication::Default,
+            TopicConfig::default(),
+            false,
+        )
         .expect("topic");
     let values: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
@@ -73,11 +84,11 @@ async fn a_queue_over_a_topic_counts_what_retention_removed_unsettled() {
             false,
             false,
             arguments(&[("x-source-topic", "t"), ("x-source-offset", "first")]),
-            1,
+            &client(),
         )
         .expect("declare");
     assert_eq!(declared.message_count, 10);
-    let queue = vhost.queue("q", 1).expect("queue");
+    let queue = vhost.queue("q", &client()).expect("queue");
     let (sink, _deliveries) = mpsc::unbounded_channel();
     let channel = ChannelHandle::new(1, 1, sink);
     let (acked, _) = queue.get(&channel, false).expect("get").expect("m0");
@@ -105,7 +116,13 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, vhost) = open(dir.path());
     broker
-        .create_topic("orders", Some(2), Replication::Default, TopicConfig::default(), false)
+        .create_topic(
+            "orders",
+            Some(2),
+            Replication::Default,
+            TopicConfig::default(),
+            false,
+        )
         .expect("topic");
     vhost
         .declare_queue(
@@ -115,15 +132,19 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
             false,
             false,
             arguments(&[("x-source-topic", "orders")]),
-            1,
+            &client(),
         )
         .expect("declare");
     let refused = broker.delete_topic("orders").expect_err("in use");
     assert!(
-        refused.to_string().contains("AMQP queue 'workers' in vhost '/'"),
+        refused
+            .to_string()
+            .contains("AMQP queue 'workers' in vhost '/'"),
         "{refused}"
     );
-    vhost.delete_queue("workers", false, false, 1).expect("delete queue");
+    vhost
+        .delete_queue("workers", false, false, &client())
+        .expect("delete queue");
     broker.delete_topic("orders").expect("delete topic");
 }
 
@@ -139,15 +160,18 @@ async fn a_stream_queue_is_its_topic_and_goes_when_a_kafka_client_deletes_it() {
             false,
             false,
             arguments(&[("x-queue-type", "stream")]),
-            1,
+            &client(),
         )
         .expect("declare");
     let topic = broker.topic("s").expect("the stream queue is a topic");
     assert_eq!(topic.partition_count(), 1);
     produce(&broker, "s", 0, &["a", "b"]).await;
-    assert_eq!(vhost.queue("s", 1).expect("queue").message_count(), 2);
+    assert_eq!(
+        vhost.queue("s", &client()).expect("queue").message_count(),
+        2
+    );
     broker.delete_topic("s").expect("delete topic");
     vhost.maintain(weir_core::now_ms()).await;
     assert!(vhost.queues().iter().all(|queue| queue.name() != "s"));
-    assert!(vhost.queue("s", 1).is_err());
+    assert!(vhost.queue("s", &client()).is_err());
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use weir_core::queues::{Destination, ExchangeKind, Message};
 
-use crate::api::{check_name, vhost, State, HTTP_CONNECTION_ID};
+use crate::api::{check_name, http_principal, vhost, State};
 use crate::error::{ApiError, ApiResult};
 use crate::json::{decode_payload, field_table, parse_body, table_json, PropertiesIn};
 
@@ -178,7 +178,7 @@ pub async fn publish(
         bytes::Bytes::from(payload),
         weir_core::now_ms(),
     )?;
-    let stored = host.publish(&message)?;
+    let stored = host.publish(&message, &http_principal())?;
     let published = stored.published[0];
     for (log, end) in &stored.syncs {
         log.wait_durable(*end)
@@ -257,7 +257,7 @@ pub async fn create_binding(
         destination,
         &request.routing_key,
         arguments,
-        HTTP_CONNECTION_ID,
+        &http_principal(),
     )?;
     Ok(StatusCode::CREATED)
 }
@@ -279,7 +279,7 @@ pub async fn delete_binding(
         destination,
         &request.routing_key,
         &arguments,
-        HTTP_CONNECTION_ID,
+        &http_principal(),
     )?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -48,6 +48,8 @@ pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Connection id the HTTP API acts as towards the core's queue operations
-/// (AMQP connections count from 1, so it owns no exclusive queue).
-pub const HTTP_CONNECTION_ID: u64 = 0;
+/// Who the HTTP API acts as towards the core (no authentication yet; it
+/// comes on no connection, so it owns no exclusive queue).
+pub fn http_principal() -> weir_core::Principal {
+    weir_core::Principal::internal()
+}

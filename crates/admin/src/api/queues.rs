@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use weir_core::queues::{ChannelHandle, Queue};
 use weir_core::Escaped;
 
-use crate::api::{check_name, vhost, State, HTTP_CONNECTION_ID};
+use crate::api::{check_name, http_principal, vhost, State};
 use crate::error::{ApiError, ApiResult};
 use crate::json::{field_table, parse_body, payload, properties_json, table_json};
 use crate::rates::RateKey;
@@ -126,7 +126,7 @@ pub async fn declare(
         false,
         request.auto_delete.unwrap_or(false),
         arguments,
-        HTTP_CONNECTION_ID,
+        &http_principal(),
     )?;
     Ok(if existed {
         StatusCode::NO_CONTENT
@@ -146,17 +146,19 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     find(&admin, &vhost_name, &name)?;
     let host = vhost(&admin, &vhost_name)?;
-    host.delete_queue(&name, false, false, owner(&admin, &vhost_name, &name))?;
+    host.delete_queue(&name, false, false, &owner(&admin, &vhost_name, &name))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The connection an operation acts as: an exclusive queue's owner (an
 /// operator may manage any queue, as RabbitMQ's management API lets them).
-fn owner(admin: &crate::Admin, vhost_name: &str, name: &str) -> u64 {
+/// The operator acts as an exclusive queue's owner (as RabbitMQ's
+/// management API may delete one).
+fn owner(admin: &crate::Admin, vhost_name: &str, name: &str) -> weir_core::Principal {
     find(admin, vhost_name, name)
         .ok()
         .and_then(|queue| queue.spec().exclusive_owner)
-        .unwrap_or(HTTP_CONNECTION_ID)
+        .map_or_else(http_principal, weir_core::Principal::anonymous)
 }
 
 /// Drops every ready message.
@@ -193,7 +195,7 @@ pub async fn get_messages(
     }
     let queue = find(&admin, &vhost_name, &name)?;
     let (sink, _unused) = mpsc::unbounded_channel();
-    let channel = ChannelHandle::new(owner(&admin, &vhost_name, &name), 0, sink);
+    let channel = ChannelHandle::new(owner(&admin, &vhost_name, &name).connection(), 0, sink);
     let mut taken = Vec::new();
     let mut out = Vec::new();
     for _ in 0..request.count {

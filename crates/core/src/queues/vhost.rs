@@ -33,6 +33,7 @@ use crate::broker::{Broker, Replication};
 use crate::config::TopicConfig;
 use crate::error::CoreError;
 use crate::logging::Escaped;
+use crate::principal::Principal;
 use crate::quarantine::quarantine;
 use crate::queues::args::{check_equivalent, QueueArguments, QueueType};
 use crate::queues::dead_letter::DeadLetter;
@@ -362,11 +363,11 @@ impl VirtualHost {
     /// # Errors
     ///
     /// 404 when missing; 405 when exclusive to another connection.
-    pub fn queue(&self, name: &str, connection_id: u64) -> Result<Arc<Queue>, QueueError> {
+    pub fn queue(&self, name: &str, principal: &Principal) -> Result<Arc<Queue>, QueueError> {
         let queue = self
             .find_queue(name)?
             .ok_or_else(|| self.not_found_queue(name))?;
-        self.check_owner(&queue, connection_id)?;
+        self.check_owner(&queue, principal)?;
         Ok(queue)
     }
 
@@ -474,9 +475,9 @@ impl VirtualHost {
         exchanges
     }
 
-    fn check_owner(&self, queue: &Queue, connection_id: u64) -> Result<(), QueueError> {
+    fn check_owner(&self, queue: &Queue, principal: &Principal) -> Result<(), QueueError> {
         match queue.spec().exclusive_owner {
-            Some(owner) if owner != connection_id => Err(self.locked(queue)),
+            Some(owner) if owner != principal.connection() => Err(self.locked(queue)),
             _ => Ok(()),
         }
     }
@@ -622,11 +623,11 @@ impl VirtualHost {
         exclusive: bool,
         auto_delete: bool,
         arguments: FieldTable,
-        connection_id: u64,
+        principal: &Principal,
     ) -> Result<DeclaredQueue, QueueError> {
         let mut definitions = self.definitions.write();
         if let Some(queue) = self.find_queue_in(&mut definitions, name)? {
-            self.check_owner(&queue, connection_id)?;
+            self.check_owner(&queue, principal)?;
             if !passive {
                 self.check_redeclare(&queue, durable, exclusive, auto_delete, &arguments)?;
             }
@@ -672,7 +673,7 @@ impl VirtualHost {
             name: name.clone(),
             vhost: self.name.clone(),
             durable,
-            exclusive_owner: exclusive.then_some(connection_id),
+            exclusive_owner: exclusive.then_some(principal.connection()),
             auto_delete,
             arguments,
             parsed,
@@ -756,14 +757,14 @@ impl VirtualHost {
         name: &str,
         if_unused: bool,
         if_empty: bool,
-        connection_id: u64,
+        principal: &Principal,
     ) -> Result<u64, QueueError> {
         let queue = {
             let Some(queue) = self.find_queue(name)? else {
                 return Ok(0);
             };
             let queue = &queue;
-            self.check_owner(queue, connection_id)?;
+            self.check_owner(queue, principal)?;
             if if_unused && queue.consumer_count() > 0 {
                 return Err(QueueError::PreconditionFailed(format!(
                     "queue '{name}' in vhost '{}' in use",
@@ -825,13 +826,13 @@ impl VirtualHost {
     /// # Errors
     ///
     /// Storage errors.
-    pub fn connection_closed(&self, connection_id: u64) -> Result<(), QueueError> {
+    pub fn connection_closed(&self, principal: &Principal) -> Result<(), QueueError> {
         let owned: Vec<Arc<Queue>> = self
             .definitions
             .read()
             .queues
             .values()
-            .filter(|(q, _)| q.spec().exclusive_owner == Some(connection_id))
+            .filter(|(q, _)| q.spec().exclusive_owner == Some(principal.connection()))
             .map(|(q, _)| Arc::clone(q))
             .collect();
         for queue in owned {
@@ -852,11 +853,11 @@ impl VirtualHost {
         destination: Destination,
         routing_key: &str,
         arguments: FieldTable,
-        connection_id: u64,
+        principal: &Principal,
     ) -> Result<(), QueueError> {
         let mut definitions = self.definitions.write();
         let durable_destination =
-            self.check_binding_ends(&mut definitions, source, &destination, connection_id)?;
+            self.check_binding_ends(&mut definitions, source, &destination, principal)?;
         let binding = Binding {
             destination,
             routing_key: routing_key.to_owned(),
@@ -886,10 +887,10 @@ impl VirtualHost {
         destination: Destination,
         routing_key: &str,
         arguments: &FieldTable,
-        connection_id: u64,
+        principal: &Principal,
     ) -> Result<(), QueueError> {
         let mut definitions = self.definitions.write();
-        self.check_binding_ends(&mut definitions, source, &destination, connection_id)?;
+        self.check_binding_ends(&mut definitions, source, &destination, principal)?;
         let exchange = definitions
             .exchanges
             .get_mut(source)
@@ -916,7 +917,7 @@ impl VirtualHost {
         definitions: &mut Definitions,
         source: &str,
         destination: &Destination,
-        connection_id: u64,
+        principal: &Principal,
     ) -> Result<bool, QueueError> {
         let default_exchange =
             || QueueError::AccessRefused("operation not permitted on the default exchange".into());
@@ -925,7 +926,7 @@ impl VirtualHost {
                 let queue = self
                     .find_queue_in(definitions, name)?
                     .ok_or_else(|| self.not_found_queue(name))?;
-                self.check_owner(&queue, connection_id)?;
+                self.check_owner(&queue, principal)?;
                 queue.spec().durable
             }
             Destination::Exchange(name) => {
@@ -953,7 +954,12 @@ impl VirtualHost {
     /// # Errors
     ///
     /// 404 for a missing exchange; 403 for an internal one.
-    pub fn route(&self, exchange: &str, message: &Message) -> Result<Vec<Arc<Queue>>, QueueError> {
+    pub fn route(
+        &self,
+        exchange: &str,
+        message: &Message,
+        _principal: &Principal,
+    ) -> Result<Vec<Arc<Queue>>, QueueError> {
         let mut queues = self.route_defined(exchange, message)?;
         if exchange.is_empty() && queues.is_empty() {
             // The default exchange reaches every queue by name, topics too.
@@ -1034,9 +1040,9 @@ impl VirtualHost {
     /// # Errors
     ///
     /// As [`VirtualHost::route`]; storage errors.
-    pub fn publish(&self, message: &Message) -> Result<Stored, QueueError> {
-        let queues = self.route(&message.exchange, message)?;
-        self.store(&[(queues, message)])
+    pub fn publish(&self, message: &Message, principal: &Principal) -> Result<Stored, QueueError> {
+        let queues = self.route(&message.exchange, message, principal)?;
+        self.store(&[(queues, message)], principal)
     }
 
     /// Stores routed messages (each with the queues [`VirtualHost::route`]
@@ -1046,7 +1052,11 @@ impl VirtualHost {
     /// # Errors
     ///
     /// Storage errors.
-    pub fn store(&self, routed: &[(Vec<Arc<Queue>>, &Message)]) -> Result<Stored, QueueError> {
+    pub fn store(
+        &self,
+        routed: &[(Vec<Arc<Queue>>, &Message)],
+        _principal: &Principal,
+    ) -> Result<Stored, QueueError> {
         let published = routed
             .iter()
             .map(|(queues, _)| Published {
@@ -1252,7 +1262,7 @@ async fn route_dead_letters(
         let Some(vhost) = vhost.upgrade() else { return };
         let result = letter
             .into_message()
-            .and_then(|message| Ok(vhost.publish(&message)?.syncs));
+            .and_then(|message| Ok(vhost.publish(&message, &Principal::internal())?.syncs));
         match result {
             // A missing dead-letter exchange drops the message, as RabbitMQ does.
             Err(QueueError::NotFound(_)) => {}
