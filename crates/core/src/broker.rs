@@ -29,6 +29,7 @@ use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
 use crate::descriptors::DescriptorBudget;
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
+use crate::principal::Principal;
 use crate::producer::{AbortedTransaction, ProducerIds, SequenceCheck};
 use crate::quarantine::{at_path, is_entity_fault, quarantine};
 use crate::topic::{Partition, Topic};
@@ -291,7 +292,12 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`] when it does not exist and may
     /// not be created; [`CoreError::InvalidTopic`] for a bad name.
-    pub fn topic_or_create(&self, name: &str, allow_create: bool) -> Result<Arc<Topic>> {
+    pub fn topic_or_create(
+        &self,
+        name: &str,
+        allow_create: bool,
+        principal: &Principal,
+    ) -> Result<Arc<Topic>> {
         match self.topic(name) {
             Err(CoreError::UnknownTopicOrPartition)
                 if allow_create && self.config.auto_create_topics =>
@@ -302,6 +308,7 @@ impl Broker {
                     Replication::Default,
                     TopicConfig::default(),
                     false,
+                    principal,
                 ) {
                     Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => self.topic(name),
                     Err(error) => Err(error),
@@ -325,6 +332,7 @@ impl Broker {
         replication: Replication,
         config: TopicConfig,
         validate_only: bool,
+        principal: &Principal,
     ) -> Result<TopicSummary> {
         validate_topic_name(name)?;
         let partitions = match replication {
@@ -380,7 +388,13 @@ impl Broker {
         self.topics
             .write()
             .insert(name.to_string(), Arc::clone(&topic));
-        tracing::info!(topic = name, partitions, "created topic");
+        tracing::info!(
+            topic = name,
+            partitions,
+            user = principal.user_name(),
+            connection = principal.connection(),
+            "created topic"
+        );
         Ok(summary(&topic))
     }
 
@@ -389,7 +403,7 @@ impl Broker {
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
+    pub fn delete_topic(&self, name: &str, principal: &Principal) -> Result<()> {
         let _admin = self.admin.lock();
         if let Some(readers) = self.topic_readers.lock().get(name) {
             let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
@@ -410,7 +424,12 @@ impl Broker {
         fs::remove_dir_all(topic.dir())?;
         sync_dir(&self.topics_dir)?;
         self.forget_topic_offsets(|other| other != name);
-        tracing::info!(topic = name, "deleted topic");
+        tracing::info!(
+            topic = name,
+            user = principal.user_name(),
+            connection = principal.connection(),
+            "deleted topic"
+        );
         Ok(())
     }
 
@@ -480,6 +499,7 @@ impl Broker {
         total: i32,
         assignment: Option<&[Vec<i32>]>,
         validate_only: bool,
+        principal: &Principal,
     ) -> Result<()> {
         let _admin = self.admin.lock();
         let topic = self.topic(name)?;
@@ -502,7 +522,13 @@ impl Broker {
         check_descriptor_budget(u64::from(total as u32 - current))?;
         if !validate_only {
             topic.add_partitions(total as u32, &self.config.topic_defaults)?;
-            tracing::info!(topic = name, partitions = total, "added partitions");
+            tracing::info!(
+                topic = name,
+                partitions = total,
+                user = principal.user_name(),
+                connection = principal.connection(),
+                "added partitions"
+            );
         }
         Ok(())
     }
@@ -537,7 +563,11 @@ impl Broker {
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`].
-    pub fn describe_topic_config(&self, name: &str) -> Result<Vec<ConfigEntry>> {
+    pub fn describe_topic_config(
+        &self,
+        name: &str,
+        _principal: &Principal,
+    ) -> Result<Vec<ConfigEntry>> {
         Ok(self
             .topic(name)?
             .config()
@@ -554,13 +584,14 @@ impl Broker {
         name: &str,
         changes: &[(String, ConfigChange)],
         validate_only: bool,
+        principal: &Principal,
     ) -> Result<()> {
         let topic = self.topic(name)?;
         let mut config = topic.config();
         for (key, change) in changes {
             config.apply(key, change)?;
         }
-        self.install_topic_config(&topic, config, validate_only)
+        self.install_topic_config(&topic, config, validate_only, principal)
     }
 
     /// Replaces all of a topic's overrides (Kafka's legacy AlterConfigs).
@@ -573,10 +604,11 @@ impl Broker {
         name: &str,
         pairs: &[(String, String)],
         validate_only: bool,
+        principal: &Principal,
     ) -> Result<()> {
         let topic = self.topic(name)?;
         let config = TopicConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        self.install_topic_config(&topic, config, validate_only)
+        self.install_topic_config(&topic, config, validate_only, principal)
     }
 
     fn install_topic_config(
@@ -584,11 +616,19 @@ impl Broker {
         topic: &Topic,
         config: TopicConfig,
         validate_only: bool,
+        principal: &Principal,
     ) -> Result<()> {
         if validate_only {
             return Ok(());
         }
-        topic.set_config(config, &self.config.topic_defaults)
+        topic.set_config(config, &self.config.topic_defaults)?;
+        tracing::info!(
+            topic = topic.name(),
+            user = principal.user_name(),
+            connection = principal.connection(),
+            "changed topic config"
+        );
+        Ok(())
     }
 
     /// Validates and appends a producer's batches to one partition. The
@@ -606,8 +646,9 @@ impl Broker {
         partition: i32,
         records: Bytes,
         acks: Acks,
+        principal: &Principal,
     ) -> Result<Appended> {
-        let topic = self.topic_or_create(topic, true)?;
+        let topic = self.topic_or_create(topic, true, principal)?;
         let partition = topic.partition(partition)?;
         if self.disk_alarm.is_on() {
             return Err(CoreError::DiskFull);
@@ -696,6 +737,7 @@ impl Broker {
         offset: i64,
         max_bytes: usize,
         isolation: Isolation,
+        _principal: &Principal,
     ) -> Result<ReadResult> {
         let offsets = partition.offsets();
         let offset = u64::try_from(offset).map_err(|_| CoreError::OffsetOutOfRange {
@@ -743,6 +785,7 @@ impl Broker {
         partition: &Partition,
         spec: OffsetSpec,
         isolation: Isolation,
+        _principal: &Principal,
     ) -> Result<Option<(u64, i64)>> {
         let offsets = partition.offsets();
         match spec {

@@ -9,6 +9,7 @@ use crate::consumer_groups::OffsetCommit;
 use crate::error::{CoreError, Result};
 use crate::group::TopicPartition;
 use crate::logging::Escaped;
+use crate::principal::Principal;
 
 /// Where the offsets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +134,7 @@ impl Broker {
                     partition,
                     OffsetSpec::Timestamp(ms),
                     Isolation::ReadUncommitted,
+                    &Principal::internal(),
                 )?
                 .map_or(end, |(offset, _)| offset as i64),
             ResetTarget::Offset(offset) => offset.clamp(start, end),

@@ -28,6 +28,7 @@ fn broker(dir: &tempfile::TempDir) -> (Broker, Clock) {
             Replication::Default,
             TopicConfig::default(),
             false,
+            &weir_core::Principal::internal(),
         )
         .expect("create");
     (broker, clock)

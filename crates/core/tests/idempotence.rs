@@ -2,7 +2,7 @@
 //! clean or not: the producer state is rebuilt from its snapshot and the log.
 
 use bytes::Bytes;
-use weir_core::{Acks, Broker, BrokerConfig, Replication, TopicConfig};
+use weir_core::{Acks, Broker, BrokerConfig, Principal, Replication, TopicConfig};
 use weir_log::batch::{encode_batch, NewRecord};
 
 /// A one-record batch from producer `producer_id`, epoch 0, at `sequence`.
@@ -23,7 +23,9 @@ fn idempotent_batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
 }
 
 async fn append(broker: &Broker, batch: Bytes) -> (u64, u64) {
-    let appended = broker.append("t", 0, batch, Acks::All).expect("append");
+    let appended = broker
+        .append("t", 0, batch, Acks::All, &Principal::internal())
+        .expect("append");
     appended.durable().await.expect("durable");
     let end = broker
         .topic("t")
@@ -48,6 +50,7 @@ async fn a_retry_after_a_restart_is_not_appended_twice() {
                 Replication::Default,
                 TopicConfig::default(),
                 false,
+                &Principal::internal(),
             )
             .expect("create");
         assert_eq!(append(&broker, idempotent_batch(7, 0, "a")).await, (0, 1));
@@ -71,6 +74,12 @@ async fn a_retry_after_a_restart_is_not_appended_twice() {
         "retry after a clean restart"
     );
     assert!(broker
-        .append("t", 0, idempotent_batch(7, 9, "gap"), Acks::All)
+        .append(
+            "t",
+            0,
+            idempotent_batch(7, 9, "gap"),
+            Acks::All,
+            &Principal::internal(),
+        )
         .is_err());
 }

@@ -36,7 +36,13 @@ async fn produce(broker: &Broker, topic: &str, partition: i32, values: &[&str]) 
         })
         .collect();
     broker
-        .append(topic, partition, encode_batch(&records), Acks::All)
+        .append(
+            topic,
+            partition,
+            encode_batch(&records),
+            Acks::All,
+            &client(),
+        )
         .expect("append")
         .durable()
         .await
@@ -71,6 +77,7 @@ async fn a_queue_over_a_topic_counts_what_retention_removed_unsettled() {
             Replication::Default,
             TopicConfig::default(),
             false,
+            &client(),
         )
         .expect("topic");
     let values: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
@@ -122,6 +129,7 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
             Replication::Default,
             TopicConfig::default(),
             false,
+            &client(),
         )
         .expect("topic");
     vhost
@@ -135,7 +143,9 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
             &client(),
         )
         .expect("declare");
-    let refused = broker.delete_topic("orders").expect_err("in use");
+    let refused = broker
+        .delete_topic("orders", &client())
+        .expect_err("in use");
     assert!(
         refused
             .to_string()
@@ -145,7 +155,9 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
     vhost
         .delete_queue("workers", false, false, &client())
         .expect("delete queue");
-    broker.delete_topic("orders").expect("delete topic");
+    broker
+        .delete_topic("orders", &client())
+        .expect("delete topic");
 }
 
 #[tokio::test]
@@ -170,7 +182,7 @@ async fn a_stream_queue_is_its_topic_and_goes_when_a_kafka_client_deletes_it() {
         vhost.queue("s", &client()).expect("queue").message_count(),
         2
     );
-    broker.delete_topic("s").expect("delete topic");
+    broker.delete_topic("s", &client()).expect("delete topic");
     vhost.maintain(weir_core::now_ms()).await;
     assert!(vhost.queues().iter().all(|queue| queue.name() != "s"));
     assert!(vhost.queue("s", &client()).is_err());

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use weir_core::connections::{registry, Registration};
 use weir_core::metrics::{self, Protocol};
-use weir_core::Escaped;
+use weir_core::{Escaped, Principal};
 
 use crate::dispatch::{self, DispatchError, Reply};
 use crate::server::Context;
@@ -86,6 +86,8 @@ async fn read_requests(
     replies: mpsc::Sender<Reply>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CloseReason> {
+    // No SASL yet: every Kafka client is anonymous.
+    let principal = Principal::anonymous(registration.id());
     loop {
         let length = tokio::select! {
             () = registration.close_requested() => return Err(CloseReason::ClosedByOperator),
@@ -105,7 +107,7 @@ async fn read_requests(
         if let Some(client_id) = client_id(&frame) {
             registration.set_client(client_id);
         }
-        match dispatch::handle(context, client_host, frame.freeze()) {
+        match dispatch::handle(context, (client_host, &principal), frame.freeze()) {
             Ok(Some(reply)) => {
                 if replies.send(reply).await.is_err() {
                     return Ok(()); // the writer stopped: the socket is gone

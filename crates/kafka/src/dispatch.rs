@@ -9,6 +9,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use weir_core::Principal;
+
 use crate::api;
 use crate::server::Context;
 
@@ -62,6 +64,8 @@ pub struct Client {
     pub client_id: String,
     /// The peer's address.
     pub client_host: String,
+    /// Who the core is told makes the request.
+    pub principal: Principal,
 }
 
 /// The fixed part every request starts with: api key, api version, correlation id.
@@ -74,7 +78,7 @@ const REQUEST_PREFIX_BYTES: usize = 8;
 /// [`DispatchError`] when the request cannot be answered at all.
 pub fn handle(
     context: &Arc<Context>,
-    client_host: &str,
+    (client_host, principal): (&str, &Principal),
     mut frame: Bytes,
 ) -> Result<Option<Reply>, DispatchError> {
     if frame.len() < REQUEST_PREFIX_BYTES {
@@ -102,6 +106,7 @@ pub fn handle(
             .map(|id| id.to_string())
             .unwrap_or_default(),
         client_host: client_host.to_string(),
+        principal: principal.clone(),
     };
     route(context, api, &header, &client, frame)
 }
@@ -138,16 +143,16 @@ fn route(
     }
     match api {
         ApiKey::ApiVersions => call!(api_versions),
-        ApiKey::Metadata => call!(metadata),
-        ApiKey::Produce => call!(produce),
-        ApiKey::Fetch => call!(fetch),
-        ApiKey::ListOffsets => call!(list_offsets),
-        ApiKey::CreateTopics => call!(create_topics),
-        ApiKey::DeleteTopics => call!(delete_topics),
-        ApiKey::CreatePartitions => call!(create_partitions),
-        ApiKey::DescribeConfigs => call!(describe_configs),
-        ApiKey::AlterConfigs => call!(alter_configs),
-        ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs),
+        ApiKey::Metadata => call!(metadata, client),
+        ApiKey::Produce => call!(produce, client),
+        ApiKey::Fetch => call!(fetch, client),
+        ApiKey::ListOffsets => call!(list_offsets, client),
+        ApiKey::CreateTopics => call!(create_topics, client),
+        ApiKey::DeleteTopics => call!(delete_topics, client),
+        ApiKey::CreatePartitions => call!(create_partitions, client),
+        ApiKey::DescribeConfigs => call!(describe_configs, client),
+        ApiKey::AlterConfigs => call!(alter_configs, client),
+        ApiKey::IncrementalAlterConfigs => call!(incremental_alter_configs, client),
         ApiKey::DescribeCluster => call!(describe_cluster),
         ApiKey::InitProducerId => call!(init_producer_id),
         ApiKey::FindCoordinator => call!(find_coordinator),

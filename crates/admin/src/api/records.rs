@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use weir_core::{Acks, Isolation, OffsetSpec, Partition};
 use weir_log::batch::{encode_batch, split_batches, NewRecord};
 
+use crate::api::http_principal;
 use crate::api::topics::unknown;
 use crate::api::State;
 use crate::error::{ApiError, ApiResult};
@@ -115,9 +116,13 @@ pub async fn produce(
     let mut placed = vec![Value::Null; request.records.len()];
     for (partition, records) in by_partition {
         let (indexes, records): (Vec<usize>, Vec<NewRecord>) = records.into_iter().unzip();
-        let appended = admin
-            .broker
-            .append(&name, partition, encode_batch(&records), Acks::All)?;
+        let appended = admin.broker.append(
+            &name,
+            partition,
+            encode_batch(&records),
+            Acks::All,
+            &http_principal(),
+        )?;
         appended.durable().await?;
         for (position, index) in indexes.into_iter().enumerate() {
             placed[index] = json!({
@@ -204,6 +209,7 @@ fn first_offset(admin: &crate::Admin, partition: &Partition, peek: &Peek) -> Api
                 partition,
                 OffsetSpec::Timestamp(ms),
                 Isolation::ReadUncommitted,
+                &http_principal(),
             )?
             .map_or(end, |(offset, _)| offset),
     };
@@ -274,6 +280,7 @@ pub async fn peek(
             offset as i64,
             PEEK_READ_BYTES,
             Isolation::ReadUncommitted,
+            &http_principal(),
         )?;
         let batches = split_batches(read.records).map_err(weir_core::CoreError::from)?;
         if batches.is_empty() {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use weir_core::{ConfigChange, ConfigSource, Replication, Topic, TopicConfig};
 
+use crate::api::http_principal;
 use crate::api::State;
 use crate::error::{ApiError, ApiResult};
 use crate::json::parse_body;
@@ -123,7 +124,7 @@ fn describe(admin: &crate::Admin, name: &str) -> ApiResult<Value> {
         .collect();
     let configs: Vec<Value> = admin
         .broker
-        .describe_topic_config(name)?
+        .describe_topic_config(name, &http_principal())?
         .iter()
         .map(|entry| {
             json!({
@@ -184,6 +185,7 @@ pub async fn create(
         Replication::Default,
         config,
         false,
+        &http_principal(),
     )?;
     Ok((StatusCode::CREATED, Json(describe(&admin, &request.name)?)))
 }
@@ -211,7 +213,9 @@ pub async fn patch_configs(
             .map(|key| (key, ConfigChange::Delete)),
     );
     admin.broker.topic(&name).map_err(|_| unknown(&name))?;
-    admin.broker.alter_topic_config(&name, &changes, false)?;
+    admin
+        .broker
+        .alter_topic_config(&name, &changes, false, &http_principal())?;
     describe(&admin, &name).map(Json)
 }
 
@@ -229,7 +233,7 @@ pub async fn add_partitions(
     admin.broker.topic(&name).map_err(|_| unknown(&name))?;
     admin
         .broker
-        .create_partitions(&name, request.count, None, false)
+        .create_partitions(&name, request.count, None, false, &http_principal())
         .map_err(|error| match error {
             weir_core::CoreError::InvalidPartitions(message) => {
                 ApiError::bad_request(format!("field 'count': {message}"))
@@ -250,7 +254,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     admin
         .broker
-        .delete_topic(&name)
+        .delete_topic(&name, &http_principal())
         .map_err(|error| match error {
             weir_core::CoreError::UnknownTopicOrPartition => unknown(&name),
             other => other.into(),

@@ -679,7 +679,7 @@ impl VirtualHost {
             parsed,
         };
         let id = if spec.parsed.queue_type == QueueType::Stream {
-            self.create_stream_topic(&spec)?;
+            self.create_stream_topic(&spec, principal)?;
             String::new()
         } else {
             uuid::Uuid::new_v4().simple().to_string()
@@ -700,7 +700,11 @@ impl VirtualHost {
 
     /// Creates the topic a new stream queue is (one partition, retention
     /// from `x-max-age` and `x-max-length-bytes`).
-    fn create_stream_topic(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+    fn create_stream_topic(
+        &self,
+        spec: &QueueSpec,
+        principal: &Principal,
+    ) -> Result<(), QueueError> {
         if self.name != DEFAULT_VHOST {
             return Err(QueueError::NotImplemented(format!(
                 "stream queues live in vhost '{DEFAULT_VHOST}' only (queue '{}' in vhost '{}')",
@@ -708,10 +712,14 @@ impl VirtualHost {
             )));
         }
         let config = stream_topic_config(&spec.parsed)?;
-        match self
-            .broker
-            .create_topic(&spec.name, Some(1), Replication::Default, config, false)
-        {
+        match self.broker.create_topic(
+            &spec.name,
+            Some(1),
+            Replication::Default,
+            config,
+            false,
+            principal,
+        ) {
             Ok(_) | Err(CoreError::TopicAlreadyExists(_)) => Ok(()),
             Err(error) => Err(core_error(error, &spec.name)),
         }
@@ -779,10 +787,10 @@ impl VirtualHost {
             }
             Arc::clone(queue)
         };
-        self.remove_queue(&queue)
+        self.remove_queue(&queue, principal)
     }
 
-    fn remove_queue(&self, queue: &Arc<Queue>) -> Result<u64, QueueError> {
+    fn remove_queue(&self, queue: &Arc<Queue>, principal: &Principal) -> Result<u64, QueueError> {
         let mut definitions = self.definitions.write();
         match definitions.queues.get(queue.name()) {
             Some((current, _)) if Arc::ptr_eq(current, queue) => {}
@@ -791,7 +799,7 @@ impl VirtualHost {
         let is_stream = queue.spec().parsed.queue_type == QueueType::Stream;
         let stream_messages = if is_stream { queue.message_count() } else { 0 };
         if is_stream {
-            match self.broker.delete_topic(queue.name()) {
+            match self.broker.delete_topic(queue.name(), principal) {
                 Ok(()) | Err(CoreError::UnknownTopicOrPartition) => {}
                 Err(error) => return Err(core_error(error, queue.name())),
             }
@@ -816,7 +824,7 @@ impl VirtualHost {
     /// Storage errors.
     pub fn auto_delete(&self, queue: &Arc<Queue>) -> Result<(), QueueError> {
         if queue.consumer_count() == 0 {
-            self.remove_queue(queue)?;
+            self.remove_queue(queue, &Principal::internal())?;
         }
         Ok(())
     }
@@ -836,7 +844,7 @@ impl VirtualHost {
             .map(|(q, _)| Arc::clone(q))
             .collect();
         for queue in owned {
-            self.remove_queue(&queue)?;
+            self.remove_queue(&queue, principal)?;
         }
         Ok(())
     }
@@ -1104,7 +1112,7 @@ impl VirtualHost {
             }
             match queue.maintain(now).await {
                 Ok(true) => {
-                    if let Err(error) = self.remove_queue(&queue) {
+                    if let Err(error) = self.remove_queue(&queue, &Principal::internal()) {
                         tracing::error!(queue = queue.name(), error = %Escaped(&error), "deleting expired queue failed");
                     }
                 }

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use weir_core::CoreError;
 
 use crate::api::{text, RESOURCE_TOPIC};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -16,6 +16,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: AlterConfigsRequest,
     _version: i16,
+    client: &Client,
 ) -> Answer<AlterConfigsResponse> {
     let responses = request
         .resources
@@ -38,6 +39,7 @@ pub fn handle(
                         resource.resource_name.as_str(),
                         &pairs,
                         request.validate_only,
+                        &client.principal,
                     )
                 })
             } else {

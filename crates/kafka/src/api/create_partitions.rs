@@ -6,7 +6,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use crate::api::text;
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -15,6 +15,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: CreatePartitionsRequest,
     _version: i16,
+    client: &Client,
 ) -> Answer<CreatePartitionsResponse> {
     let results = request
         .topics
@@ -30,6 +31,7 @@ pub fn handle(
                 topic.count,
                 assignment.as_deref(),
                 request.validate_only,
+                &client.principal,
             );
             let response = CreatePartitionsTopicResult::default().with_name(topic.name);
             match result {

@@ -12,7 +12,7 @@ use weir_core::{CoreError, Replication, TopicConfig};
 
 use crate::api::describe_configs::source_code;
 use crate::api::text;
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -21,6 +21,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: CreateTopicsRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<CreateTopicsResponse> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for topic in &request.topics {
@@ -36,9 +37,9 @@ pub fn handle(
                     "topic '{name}' appears more than once in the request"
                 )))
             } else {
-                create(context, topic, request.validate_only)
+                create(context, topic, request.validate_only, &client.principal)
             };
-            respond(context, &name, result, version)
+            respond(context, &name, result, version, &client.principal)
         })
         .collect();
     Answer::Now(CreateTopicsResponse::default().with_topics(topics))
@@ -48,6 +49,7 @@ fn create(
     context: &Context,
     topic: CreatableTopic,
     validate_only: bool,
+    principal: &weir_core::Principal,
 ) -> Result<weir_core::TopicSummary, CoreError> {
     let mut pairs = Vec::with_capacity(topic.configs.len());
     for config in &topic.configs {
@@ -95,6 +97,7 @@ fn create(
         replication,
         config,
         validate_only,
+        principal,
     )
 }
 
@@ -103,6 +106,7 @@ fn respond(
     name: &str,
     result: Result<weir_core::TopicSummary, CoreError>,
     version: i16,
+    principal: &weir_core::Principal,
 ) -> CreatableTopicResult {
     let response = CreatableTopicResult::default().with_name(crate::api::topic_name(name));
     match result {
@@ -116,7 +120,7 @@ fn respond(
             }
             let configs = context
                 .broker
-                .describe_topic_config(name)
+                .describe_topic_config(name, principal)
                 .unwrap_or_default();
             let configs = configs
                 .into_iter()

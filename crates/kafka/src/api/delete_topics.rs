@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use weir_core::CoreError;
 
 use crate::api::{text, topic_name};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -17,6 +17,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: DeleteTopicsRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<DeleteTopicsResponse> {
     let broker = &context.broker;
     let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
@@ -38,7 +39,7 @@ pub fn handle(
             let (name, id, result) = match name {
                 Some(name) => {
                     let id = broker.topic(&name).map(|topic| topic.id()).unwrap_or(id);
-                    let result = broker.delete_topic(&name);
+                    let result = broker.delete_topic(&name, &client.principal);
                     (
                         Some(name),
                         id,
@@ -49,7 +50,7 @@ pub fn handle(
                     Ok(topic) => {
                         let name = topic.name().to_string();
                         let result = broker
-                            .delete_topic(&name)
+                            .delete_topic(&name, &client.principal)
                             .map_err(|error| (errors::code(&error), error.to_string()));
                         (Some(name), id, result)
                     }

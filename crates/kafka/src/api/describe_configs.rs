@@ -9,7 +9,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use weir_core::{ConfigEntry, ConfigKind, ConfigSource, CoreError};
 
 use crate::api::{text, RESOURCE_BROKER, RESOURCE_TOPIC};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -36,6 +36,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: DescribeConfigsRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<DescribeConfigsResponse> {
     let broker = &context.broker;
     let results = request
@@ -44,7 +45,7 @@ pub fn handle(
         .map(|resource| {
             let name = resource.resource_name.as_str().to_string();
             let entries = match resource.resource_type {
-                RESOURCE_TOPIC => broker.describe_topic_config(&name),
+                RESOURCE_TOPIC => broker.describe_topic_config(&name, &client.principal),
                 RESOURCE_BROKER if name.is_empty() || name == broker.node_id().to_string() => {
                     Ok(broker.config().entries())
                 }

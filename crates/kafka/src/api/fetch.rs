@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weir_core::{CoreError, Isolation, Partition};
 
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -42,6 +42,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: FetchRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<FetchResponse> {
     if version >= 7 && (request.session_id != 0 || request.session_epoch > 0) {
         return Answer::Now(
@@ -77,6 +78,7 @@ pub fn handle(
         max_wait: Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0))
             .min(MAX_WAIT_CAP),
         read_committed: request.isolation_level == READ_COMMITTED,
+        principal: client.principal.clone(),
     };
     let context = Arc::clone(context);
     Answer::Later(Box::pin(long_poll(context, targets, limits)))
@@ -87,6 +89,8 @@ struct Limits {
     min_bytes: usize,
     max_wait: Duration,
     read_committed: bool,
+    /// Who reads (kept for the long poll's later reads).
+    principal: weir_core::Principal,
 }
 
 async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) -> FetchResponse {
@@ -150,7 +154,7 @@ fn read_all(
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for target in targets {
         let remaining = limits.max_bytes.saturating_sub(total);
-        let data = read_one(context, target, remaining, limits.read_committed);
+        let data = read_one(context, target, remaining, limits);
         total += data.records.as_ref().map_or(0, |records| records.len());
         failed |= data.error_code != 0;
         match topics.last_mut() {
@@ -173,8 +177,9 @@ fn read_one(
     context: &Context,
     target: &Target,
     remaining: usize,
-    read_committed: bool,
+    limits: &Limits,
 ) -> PartitionData {
+    let read_committed = limits.read_committed;
     let data = PartitionData::default()
         .with_partition_index(target.index)
         .with_preferred_read_replica(BrokerId(-1))
@@ -201,10 +206,13 @@ fn read_one(
     } else {
         target.max_bytes.min(remaining)
     };
-    match context
-        .broker
-        .read(partition, target.offset, max_bytes, isolation)
-    {
+    match context.broker.read(
+        partition,
+        target.offset,
+        max_bytes,
+        isolation,
+        &limits.principal,
+    ) {
         Ok(read) => {
             let aborted = read
                 .aborted

@@ -8,7 +8,7 @@ use weir_core::{ConfigChange, CoreError};
 
 use crate::api::alter_configs::static_resource;
 use crate::api::{text, RESOURCE_TOPIC};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -20,6 +20,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: IncrementalAlterConfigsRequest,
     _version: i16,
+    client: &Client,
 ) -> Answer<IncrementalAlterConfigsResponse> {
     let responses = request
         .resources
@@ -56,6 +57,7 @@ pub fn handle(
                         resource.resource_name.as_str(),
                         &changes,
                         request.validate_only,
+                        &client.principal,
                     )
                 })
             } else {

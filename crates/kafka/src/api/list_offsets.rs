@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use weir_core::{Isolation, OffsetSpec};
 
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -21,6 +21,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: ListOffsetsRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<ListOffsetsResponse> {
     let broker = &context.broker;
     let isolation = if request.isolation_level == 1 {
@@ -62,7 +63,7 @@ pub fn handle(
                     } else {
                         response
                     };
-                    match broker.list_offset(&partition, spec, isolation) {
+                    match broker.list_offset(&partition, spec, isolation, &client.principal) {
                         Ok(Some((offset, timestamp))) => response
                             .with_offset(offset as i64)
                             .with_timestamp(timestamp),

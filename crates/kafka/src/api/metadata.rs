@@ -10,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use weir_core::{summary, validate_topic_name, CoreError, Topic};
 
 use crate::api::{text, topic_name};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -19,6 +19,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: MetadataRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<MetadataResponse> {
     let broker = &context.broker;
     // v0 asks for every topic with an empty list; later versions with null.
@@ -41,8 +42,9 @@ pub fn handle(
             .map(|wanted| match wanted.name {
                 Some(name) => {
                     let name = name.0.as_str();
-                    let found = validate_topic_name(name)
-                        .and_then(|()| broker.topic_or_create(name, allow_create));
+                    let found = validate_topic_name(name).and_then(|()| {
+                        broker.topic_or_create(name, allow_create, &client.principal)
+                    });
                     match found {
                         Ok(topic) => describe(context, &topic),
                         Err(error) => failed(name, errors::code(&error)),

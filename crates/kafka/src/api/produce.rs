@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use weir_core::{Acks, Appended, CoreError};
 
 use crate::api::{text, topic_name};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
@@ -20,6 +20,7 @@ pub fn handle(
     context: &Arc<Context>,
     request: ProduceRequest,
     version: i16,
+    client: &Client,
 ) -> Answer<ProduceResponse> {
     let acks = match request.acks {
         0 => Some(Acks::None),
@@ -42,7 +43,13 @@ pub fn handle(
                     }
                     (Some(acks), Some(records)) => {
                         let count = weir_core::metrics::count_records(&records);
-                        let appended = context.broker.append(&name, partition.index, records, acks);
+                        let appended = context.broker.append(
+                            &name,
+                            partition.index,
+                            records,
+                            acks,
+                            &client.principal,
+                        );
                         if appended.is_ok() {
                             weir_core::metrics::global().message_in(
                                 weir_core::metrics::Protocol::Kafka,
