@@ -141,9 +141,10 @@ fn check_metadata_log(data_dir: &Path, check: &mut DataCheck) -> TopicSource {
                 ));
             }
             if let Err(why) = inspection.state.check_invariants() {
-                check
-                    .problems
-                    .push(format!("{}: the metadata breaks an invariant: {why}", dir.display()));
+                check.problems.push(format!(
+                    "{}: the metadata breaks an invariant: {why}",
+                    dir.display()
+                ));
             }
             TopicSource::MetadataLog(inspection.state)
         }

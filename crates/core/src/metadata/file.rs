@@ -102,7 +102,9 @@ fn decode_header(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<u64, Metad
             "format version {version}; this Weir reads version {FORMAT_VERSION}"
         )));
     }
-    Ok(u64::from_le_bytes(header[12..20].try_into().expect("8 bytes")))
+    Ok(u64::from_le_bytes(
+        header[12..20].try_into().expect("8 bytes"),
+    ))
 }
 
 /// A record: payload length (u32 LE), CRC32C of the length's bytes and the
@@ -126,7 +128,9 @@ fn frame_at(bytes: &[u8], position: usize, limit: usize) -> Result<(&[u8], usize
     };
     let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     if length == 0 || length > limit {
-        return Err(format!("a record length of {length} bytes (1 to {limit} allowed)"));
+        return Err(format!(
+            "a record length of {length} bytes (1 to {limit} allowed)"
+        ));
     }
     let start = position + FRAME_HEADER_BYTES;
     let Some(payload) = bytes.get(start..start + length) else {
@@ -154,7 +158,10 @@ fn next_valid_frame(bytes: &[u8], from: usize, limit: usize) -> Option<usize> {
 /// any damage (a snapshot is written whole, so damage is never a torn tail)
 /// or a state that breaks an invariant.
 pub(crate) fn read_snapshot(path: &Path) -> Result<(u64, MetadataState), MetadataError> {
-    let bytes = read_bounded(path, SNAPSHOT_BYTES_MAX + FILE_HEADER_BYTES + FRAME_HEADER_BYTES)?;
+    let bytes = read_bounded(
+        path,
+        SNAPSHOT_BYTES_MAX + FILE_HEADER_BYTES + FRAME_HEADER_BYTES,
+    )?;
     let index = decode_header(&bytes, SNAPSHOT_MAGIC, path)?;
     let corrupt = |position: usize, reason: String| MetadataError::Corrupt {
         path: path.to_owned(),
@@ -171,12 +178,18 @@ pub(crate) fn read_snapshot(path: &Path) -> Result<(u64, MetadataState), Metadat
     if body.last_index != index {
         return Err(corrupt(
             FILE_HEADER_BYTES,
-            format!("snapshot of command {} in a file headed {index}", body.last_index),
+            format!(
+                "snapshot of command {} in a file headed {index}",
+                body.last_index
+            ),
         ));
     }
-    body.state
-        .check_invariants()
-        .map_err(|why| corrupt(FILE_HEADER_BYTES, format!("the state breaks an invariant: {why}")))?;
+    body.state.check_invariants().map_err(|why| {
+        corrupt(
+            FILE_HEADER_BYTES,
+            format!("the state breaks an invariant: {why}"),
+        )
+    })?;
     Ok((index, body.state))
 }
 

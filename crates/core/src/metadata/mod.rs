@@ -79,7 +79,7 @@ pub use crate::metadata::file::{
     inspect, Inspection, TornTail, COMMAND_BYTES_MAX, SNAPSHOT_BYTES_MAX,
 };
 pub use crate::metadata::state::{
-    BindingImage, ExchangeImage, MetadataState, QueueImage, TopicImage, VhostImage,
-    NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, STANDARD_EXCHANGES,
+    BindingImage, ExchangeImage, MetadataState, QueueImage, TopicImage, VhostImage, NAME_BYTES_MAX,
+    PARTITIONS_PER_TOPIC_MAX, STANDARD_EXCHANGES,
 };
 pub use crate::metadata::store::{MetadataOptions, MetadataStore, Recovery};

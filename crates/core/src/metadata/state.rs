@@ -271,7 +271,8 @@ impl MetadataState {
                 self.topic_mut(name).configs = normalized_configs(configs).expect("validated");
             }
             MetadataCommand::CreateVhost { name } => {
-                self.vhosts.insert(name.clone(), VhostImage::with_standard());
+                self.vhosts
+                    .insert(name.clone(), VhostImage::with_standard());
             }
             MetadataCommand::DeleteVhost { name } => {
                 self.vhosts.remove(name);
@@ -351,7 +352,10 @@ impl MetadataState {
         for (name, topic) in &self.topics {
             crate::broker::validate_topic_name(name).map_err(|error| error.to_string())?;
             if topic.id.is_nil() || !topic_ids.insert(topic.id) {
-                return Err(format!("topic {name}: id {} is nil or not unique", topic.id));
+                return Err(format!(
+                    "topic {name}: id {} is nil or not unique",
+                    topic.id
+                ));
             }
             check_partition_count(topic.partitions).map_err(|e| format!("topic {name}: {e}"))?;
             match normalized_configs(&topic.configs) {
@@ -382,7 +386,9 @@ impl MetadataState {
             return Err(MetadataError::TopicAlreadyExists(name.to_owned()));
         }
         if id.is_nil() {
-            return Err(MetadataError::DuplicateId("the nil id names no topic".into()));
+            return Err(MetadataError::DuplicateId(
+                "the nil id names no topic".into(),
+            ));
         }
         if let Some((other, _)) = self.topics.iter().find(|(_, topic)| topic.id == id) {
             return Err(MetadataError::DuplicateId(format!(
@@ -435,7 +441,9 @@ impl MetadataState {
             };
         }
         if queue.id.is_nil() {
-            return Err(MetadataError::DuplicateId("the nil id names no queue".into()));
+            return Err(MetadataError::DuplicateId(
+                "the nil id names no queue".into(),
+            ));
         }
         for (other_vhost, other_host) in &self.vhosts {
             if let Some((other, _)) = other_host.queues.iter().find(|(_, q)| q.id == queue.id) {
@@ -549,7 +557,10 @@ impl VhostImage {
         for (name, queue) in &self.queues {
             check_name("queue", name).map_err(|e| e.to_string())?;
             if queue.id.is_nil() || !queue_ids.insert(queue.id) {
-                return Err(format!("queue {name}: id {} is nil or not unique", queue.id));
+                return Err(format!(
+                    "queue {name}: id {} is nil or not unique",
+                    queue.id
+                ));
             }
         }
         for (name, exchange) in &self.exchanges {
@@ -631,7 +642,11 @@ fn check_name(what: &str, name: &str) -> Outcome {
 }
 
 fn check_not_standard(name: &str) -> Outcome {
-    if name.is_empty() || STANDARD_EXCHANGES.iter().any(|(standard, _)| *standard == name) {
+    if name.is_empty()
+        || STANDARD_EXCHANGES
+            .iter()
+            .any(|(standard, _)| *standard == name)
+    {
         return Err(MetadataError::NotAllowed(format!(
             "the standard exchange '{name}' can be neither declared nor deleted"
         )));
@@ -690,9 +705,8 @@ fn altered_configs(
 /// with: the metadata error names its own kind.
 fn reason(error: crate::error::CoreError) -> String {
     match error {
-        crate::error::CoreError::InvalidConfig(why) | crate::error::CoreError::InvalidTopic(why) => {
-            why
-        }
+        crate::error::CoreError::InvalidConfig(why)
+        | crate::error::CoreError::InvalidTopic(why) => why,
         other => other.to_string(),
     }
 }

@@ -77,11 +77,13 @@ impl MetadataStore {
         state: MetadataState,
         options: MetadataOptions,
     ) -> Result<MetadataStore, MetadataError> {
-        state.check_invariants().map_err(|why| MetadataError::Corrupt {
-            path: dir.to_owned(),
-            position: 0,
-            reason: format!("the initial state breaks an invariant: {why}"),
-        })?;
+        state
+            .check_invariants()
+            .map_err(|why| MetadataError::Corrupt {
+                path: dir.to_owned(),
+                position: 0,
+                reason: format!("the initial state breaks an invariant: {why}"),
+            })?;
         let staged = dir.with_extension("new");
         let io = |path: &Path| {
             let path = path.to_owned();
