@@ -46,8 +46,10 @@
 //! # Durability and recovery
 //!
 //! A command is appended and `fdatasync`ed before it is applied and before
-//! the caller is answered; a failed write or sync poisons the store (no
-//! further command is accepted until a restart, fjall's rule). Every
+//! the caller is answered. A failed write (a full disk) is cut back and the
+//! command refused; a failed sync poisons the store (no further command is
+//! accepted until a restart, fjall's rule), since what reached the disk is
+//! then unknown. Every
 //! `snapshot_interval_commands` commands (1024 by default) the state is
 //! written as a new snapshot (written aside, synced, renamed), a new empty
 //! commands file starts after it, and then the superseded snapshot and

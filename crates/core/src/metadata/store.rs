@@ -194,9 +194,10 @@ impl MetadataStore {
     ///
     /// A refusal of [`MetadataState::validate`] (nothing written);
     /// [`MetadataError::CommandTooLarge`]; [`MetadataError::Io`] when the
-    /// append or its sync failed, after which the store is poisoned
-    /// ([`MetadataError::Poisoned`]) until the broker restarts: whether the
-    /// failed command survives is then decided by recovery, as for a crash.
+    /// append failed (undone: the command is not in the log) or its sync
+    /// failed, after which the store is poisoned ([`MetadataError::Poisoned`])
+    /// until the broker restarts: whether the failed command survives is
+    /// then decided by recovery, as for a crash.
     pub fn commit(&mut self, command: MetadataCommand) -> Result<u64, MetadataError> {
         if let Some(cause) = &self.poisoned {
             return Err(MetadataError::Poisoned(cause.clone()));
@@ -225,25 +226,42 @@ impl MetadataStore {
         Ok(index)
     }
 
+    /// Appends `frame` and syncs it. A failed write (a full disk) is undone
+    /// by cutting the file back to its length before it, and the store
+    /// stays usable, as the partition logs do; a failed sync, or a write
+    /// that cannot be undone, poisons the store.
     fn append_durably(&mut self, frame: &[u8]) -> Result<(), MetadataError> {
-        let length_before = self.log.metadata().map(|m| m.len());
-        let written = self
+        let path = self.log_path.clone();
+        let length_before = self
             .log
-            .write_all(frame)
-            .and_then(|()| self.log.sync_data());
-        if let Err(error) = written {
-            // Best effort: take the record back so that, if the file
-            // survives as it is in memory, recovery sees no half command.
-            // Whether a whole record whose sync failed survives is unknown;
-            // recovery decides, as after a crash.
-            if let Ok(length) = length_before {
-                let _ = self.log.set_len(length);
+            .metadata()
+            .map_err(|error| MetadataError::io(&path, error))?
+            .len();
+        if let Err(error) = self.log.write_all(frame) {
+            let undone = self
+                .log
+                .set_len(length_before)
+                .and_then(|()| self.log.sync_data());
+            if let Err(undo_error) = undone {
+                self.poison(&format!("{error}; cutting it back failed: {undo_error}"));
             }
-            self.poisoned = Some(error.to_string());
-            tracing::error!(file = %self.log_path.display(), %error, "appending to the metadata log failed; metadata changes are refused until a restart");
-            return Err(MetadataError::io(&self.log_path, error));
+            return Err(MetadataError::io(&path, error));
+        }
+        if let Err(error) = self.log.sync_data() {
+            // Whether the record, or any of the file, survives a failed
+            // sync is unknown (the kernel may have dropped the dirty
+            // pages); recovery decides, as after a crash. Best effort: take
+            // the record back from the cache.
+            let _ = self.log.set_len(length_before);
+            self.poison(&error.to_string());
+            return Err(MetadataError::io(&path, error));
         }
         Ok(())
+    }
+
+    fn poison(&mut self, cause: &str) {
+        tracing::error!(file = %self.log_path.display(), cause, "the metadata log failed; metadata changes are refused until a restart");
+        self.poisoned = Some(cause.to_owned());
     }
 
     /// Writes a snapshot of the current state and starts a new commands
@@ -269,10 +287,7 @@ impl MetadataStore {
                 let old_snapshot = self.dir.join(snapshot_file_name(previous_snapshot));
                 self.remove_files([old_log, old_snapshot].into_iter());
             }
-            Err(error) => {
-                self.poisoned = Some(error.to_string());
-                tracing::error!(%error, "starting a new metadata commands file failed; metadata changes are refused until a restart");
-            }
+            Err(error) => self.poison(&format!("starting a new commands file failed: {error}")),
         }
     }
 
