@@ -16,8 +16,11 @@
 //!
 //! Every topic change (create, delete, grow, configure) is a metadata
 //! command: validated against the metadata state, appended to the metadata
-//! log and synced, applied, and only then carried out on the partitions'
-//! directories, so the metadata log is the one source of truth. Start-up
+//! log and synced, applied, and only then made visible on disk, so the
+//! metadata log is the one source of truth. What can be prepared out of
+//! sight is prepared before the command (a new topic's partition
+//! directories under `staging/`, new partitions' directories beyond the
+//! count), so a full disk fails the change before it is in the log. Start-up
 //! makes the directories agree with it: a topic the log names whose
 //! directory is missing (a crash after the command, before the directory)
 //! gets a new, empty one; a directory the log does not name is quarantined.
@@ -379,33 +382,31 @@ impl Broker {
                 leader_epochs: vec![0; partitions as usize],
             });
         }
-        metadata.commit(command)?;
-        let image = metadata
-            .state()
-            .topic(name)
-            .cloned()
-            .expect("a committed topic is in the state");
+        let image = crate::metadata::TopicImage {
+            id,
+            partitions,
+            configs: config.overrides().clone(),
+        };
+        let mut committed = false;
         let created = Topic::create(
             self.topics_dir.join(name),
             &self.staging_dir,
             name,
             &image,
             &self.config.topic_defaults,
+            || {
+                metadata.commit(command)?;
+                committed = true;
+                Ok(())
+            },
         );
         let topic = match created {
             Ok(topic) => Arc::new(topic),
             Err(error) => {
                 // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause.
                 tracing::error!(topic = name, partitions, %error, "creating topic failed");
-                // The command is durable but the topic is not there: take it
-                // back. Should that fail too, the store is poisoned and the
-                // next start creates the directory the log names.
-                let undo = MetadataCommand::DeleteTopic {
-                    name: name.to_string(),
-                    id,
-                };
-                if let Err(undo_error) = metadata.commit(undo) {
-                    tracing::error!(topic = name, error = %undo_error, "taking back the creation in the metadata log failed; the next start creates the topic empty");
+                if committed {
+                    self.take_back_creation(&mut metadata, name, id);
                 }
                 return Err(error);
             }
@@ -415,6 +416,23 @@ impl Broker {
             .insert(name.to_string(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "created topic");
         Ok(summary(&topic))
+    }
+
+    /// Removes from the metadata log a topic whose command is durable but
+    /// whose directory could not be installed or opened. Should that fail
+    /// too, the log names a topic this broker does not serve: the store is
+    /// poisoned so nothing is decided on that difference, and the next
+    /// start creates the directory the log names.
+    fn take_back_creation(&self, metadata: &mut MetadataStore, name: &str, id: uuid::Uuid) {
+        let undo = MetadataCommand::DeleteTopic {
+            name: name.to_string(),
+            id,
+        };
+        if let Err(error) = metadata.commit(undo) {
+            metadata.poison(&format!(
+                "the creation of topic {name} could not be taken back: {error}"
+            ));
+        }
     }
 
     /// Deletes a topic and its data.

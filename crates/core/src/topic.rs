@@ -164,19 +164,23 @@ struct TopicState {
 impl Topic {
     /// Creates the directory of the topic `image` describes at `dir` all at
     /// once: its empty partition directories are made and synced under
-    /// `staging_dir`, then renamed into place, so a crash leaves the whole
-    /// directory or none of it. The partitions' logs are opened where they
-    /// finally live.
+    /// `staging_dir`, then `commit` (the metadata log's append) runs, then
+    /// the directory is renamed into place, so a crash leaves the whole
+    /// directory or none of it, and a failure before the commit (a full
+    /// disk, most likely while making thousands of directories) leaves no
+    /// trace in the metadata log. The partitions' logs are opened where
+    /// they finally live.
     ///
     /// # Errors
     ///
-    /// I/O errors; the directory is then absent (removed).
+    /// I/O errors, or `commit`'s; the directory is then absent (removed).
     pub(crate) fn create(
         dir: PathBuf,
         staging_dir: &Path,
         name: &str,
         image: &TopicImage,
         defaults: &TopicDefaults,
+        commit: impl FnOnce() -> Result<()>,
     ) -> Result<Topic> {
         let staged = staging_dir.join(Uuid::new_v4().to_string());
         fs::create_dir_all(&staged)?;
@@ -186,6 +190,7 @@ impl Topic {
             }
             // Makes the partition directories' entries durable.
             sync_dir(&staged)?;
+            commit()?;
             // Fails if `dir` exists and is not empty: a directory left at a
             // topic's name is never overwritten.
             fs::rename(&staged, &dir)?;

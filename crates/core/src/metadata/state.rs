@@ -146,13 +146,7 @@ impl MetadataState {
                 _ => Err(MetadataError::UnknownTopic(format!("{name} (id {id})"))),
             },
             MetadataCommand::CreatePartitions { name, total } => {
-                let current = self.existing_topic(name)?.partitions;
-                if *total <= current {
-                    return Err(MetadataError::InvalidPartitions(format!(
-                        "topic currently has {current} partitions, which is higher than the requested {total}"
-                    )));
-                }
-                check_partition_count(*total)
+                self.validate_create_partitions(name, *total)
             }
             MetadataCommand::AlterTopicConfig { name, changes } => {
                 altered_configs(self.existing_topic(name)?, changes).map(drop)
@@ -161,13 +155,7 @@ impl MetadataState {
                 self.existing_topic(name)?;
                 normalized_configs(configs).map(drop)
             }
-            MetadataCommand::CreateVhost { name } => {
-                check_name("vhost", name)?;
-                if self.vhosts.contains_key(name) {
-                    return Err(MetadataError::AlreadyExists(format!("vhost '{name}'")));
-                }
-                Ok(())
-            }
+            MetadataCommand::CreateVhost { name } => self.validate_create_vhost(name),
             MetadataCommand::DeleteVhost { name } => self.existing_vhost(name).map(drop),
             MetadataCommand::DeclareExchange {
                 vhost,
@@ -207,25 +195,10 @@ impl MetadataState {
             }
             MetadataCommand::DeleteQueue { vhost, name } => {
                 let host = self.existing_vhost(vhost)?;
-                match host.queues.contains_key(name) {
-                    true => Ok(()),
-                    false => Err(MetadataError::NotFound(format!(
-                        "queue '{name}' in vhost '{vhost}'"
-                    ))),
-                }
+                existing_queue(host, vhost, name).map(drop)
             }
             MetadataCommand::Bind { vhost, binding } => self.validate_bind(vhost, binding),
-            MetadataCommand::Unbind { vhost, binding } => {
-                let host = self.existing_vhost(vhost)?;
-                let source = existing_exchange(host, vhost, &binding.source)?;
-                match source.bindings.contains(&binding_image(binding)) {
-                    true => Ok(()),
-                    false => Err(MetadataError::NotFound(format!(
-                        "binding of '{}' to {:?} with key '{}' in vhost '{vhost}'",
-                        binding.source, binding.destination, binding.routing_key
-                    ))),
-                }
-            }
+            MetadataCommand::Unbind { vhost, binding } => self.validate_unbind(vhost, binding),
         }
     }
 
@@ -243,6 +216,14 @@ impl MetadataState {
 
     fn apply_valid(&mut self, command: &MetadataCommand) {
         match command {
+            MetadataCommand::CreateVhost { .. }
+            | MetadataCommand::DeleteVhost { .. }
+            | MetadataCommand::DeclareExchange { .. }
+            | MetadataCommand::DeleteExchange { .. }
+            | MetadataCommand::DeclareQueue { .. }
+            | MetadataCommand::DeleteQueue { .. }
+            | MetadataCommand::Bind { .. }
+            | MetadataCommand::Unbind { .. } => self.apply_valid_vhost(command),
             MetadataCommand::CreateTopic {
                 name,
                 id,
@@ -269,6 +250,18 @@ impl MetadataState {
             }
             MetadataCommand::ReplaceTopicConfig { name, configs } => {
                 self.topic_mut(name).configs = normalized_configs(configs).expect("validated");
+            }
+        }
+    }
+
+    fn apply_valid_vhost(&mut self, command: &MetadataCommand) {
+        match command {
+            MetadataCommand::CreateTopic { .. }
+            | MetadataCommand::DeleteTopic { .. }
+            | MetadataCommand::CreatePartitions { .. }
+            | MetadataCommand::AlterTopicConfig { .. }
+            | MetadataCommand::ReplaceTopicConfig { .. } => {
+                unreachable!("topic commands are applied by apply_valid")
             }
             MetadataCommand::CreateVhost { name } => {
                 self.vhosts
@@ -329,16 +322,7 @@ impl MetadataState {
                     source.bindings.push(image);
                 }
             }
-            MetadataCommand::Unbind { vhost, binding } => {
-                let image = binding_image(binding);
-                let source = self.exchange_mut(vhost, &binding.source);
-                source.bindings.retain(|existing| existing != &image);
-                if source.auto_delete && source.bindings.is_empty() {
-                    let host = self.vhost_mut(vhost);
-                    host.exchanges.remove(&binding.source);
-                    host.remove_bindings_to(BindingDestination::Exchange(binding.source.clone()));
-                }
-            }
+            MetadataCommand::Unbind { vhost, binding } => self.unbind(vhost, binding),
         }
     }
 
@@ -397,6 +381,36 @@ impl MetadataState {
         }
         check_partition_count(partitions)?;
         normalized_configs(configs).map(drop)
+    }
+
+    fn validate_create_partitions(&self, name: &str, total: u32) -> Outcome {
+        let current = self.existing_topic(name)?.partitions;
+        if total <= current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, which is higher than the requested {total}"
+            )));
+        }
+        check_partition_count(total)
+    }
+
+    fn validate_create_vhost(&self, name: &str) -> Outcome {
+        check_name("vhost", name)?;
+        if self.vhosts.contains_key(name) {
+            return Err(MetadataError::AlreadyExists(format!("vhost '{name}'")));
+        }
+        Ok(())
+    }
+
+    fn validate_unbind(&self, vhost: &str, binding: &BindingSpec) -> Outcome {
+        let host = self.existing_vhost(vhost)?;
+        let source = existing_exchange(host, vhost, &binding.source)?;
+        if !source.bindings.contains(&binding_image(binding)) {
+            return Err(MetadataError::NotFound(format!(
+                "binding of '{}' to {:?} with key '{}' in vhost '{vhost}'",
+                binding.source, binding.destination, binding.routing_key
+            )));
+        }
+        Ok(())
     }
 
     fn validate_declare_exchange(
@@ -483,6 +497,18 @@ impl MetadataState {
             )));
         }
         check_arguments(&binding.arguments)
+    }
+
+    /// Removes a binding; an auto-delete source left without any goes too.
+    fn unbind(&mut self, vhost: &str, binding: &BindingSpec) {
+        let image = binding_image(binding);
+        let source = self.exchange_mut(vhost, &binding.source);
+        source.bindings.retain(|existing| existing != &image);
+        if source.auto_delete && source.bindings.is_empty() {
+            let host = self.vhost_mut(vhost);
+            host.exchanges.remove(&binding.source);
+            host.remove_bindings_to(BindingDestination::Exchange(binding.source.clone()));
+        }
     }
 
     fn existing_topic(&self, name: &str) -> Result<&TopicImage, MetadataError> {
@@ -612,6 +638,16 @@ fn existing_exchange<'a>(
     host.exchanges
         .get(name)
         .ok_or_else(|| MetadataError::NotFound(format!("exchange '{name}' in vhost '{vhost}'")))
+}
+
+fn existing_queue<'a>(
+    host: &'a VhostImage,
+    vhost: &str,
+    name: &str,
+) -> Result<&'a QueueImage, MetadataError> {
+    host.queues
+        .get(name)
+        .ok_or_else(|| MetadataError::NotFound(format!("queue '{name}' in vhost '{vhost}'")))
 }
 
 fn binding_image(binding: &BindingSpec) -> BindingImage {

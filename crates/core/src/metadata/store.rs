@@ -259,7 +259,9 @@ impl MetadataStore {
         Ok(())
     }
 
-    fn poison(&mut self, cause: &str) {
+    /// Refuses every further command until a restart: for a failure that
+    /// leaves the state and what the caller did with it disagreeing.
+    pub(crate) fn poison(&mut self, cause: &str) {
         tracing::error!(file = %self.log_path.display(), cause, "the metadata log failed; metadata changes are refused until a restart");
         self.poisoned = Some(cause.to_owned());
     }
