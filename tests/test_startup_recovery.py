@@ -56,8 +56,9 @@ def test_stray_entries_in_the_topics_folder_are_quarantined(broker):
     topics = broker.data_dir / "topics"
     (topics / "not a topic!").mkdir()
     (topics / "stray-file.txt").write_bytes(b"left here by an operator")
-    half = topics / unique("half")  # a creation killed before topic.json
+    half = topics / unique("half")  # a directory the metadata log does not name
     (half / "0").mkdir(parents=True)
+    # Once the metadata log exists, a topic.json no longer makes a topic.
     bad_json = topics / unique("badjson")
     (bad_json / "0").mkdir(parents=True)
     (bad_json / "topic.json").write_text("{ not json")
@@ -74,7 +75,7 @@ def test_stray_entries_in_the_topics_folder_are_quarantined(broker):
         assert any(
             "quarantined" in line and "ERROR" in line and path in line for line in log.splitlines()
         ), f"no ERROR naming {path}:\n{broker.log_tail()}"
-    assert "topic.json: missing" in log
+    assert "no topic of this name in the metadata log" in log
     moved = quarantined(broker)
     assert len(moved) == 4, moved
     assert any(name.startswith("stray-file.txt.") for name in moved)

@@ -7,10 +7,25 @@
 //! ```text
 //! meta.json          cluster id and node id, written once
 //! .clean-shutdown    present only between a clean stop and the next start
-//! topics/<name>/     one directory per topic (crate::topic)
-//! staging/<uuid>/    a topic being created; emptied on every start
+//! metadata/          the metadata log: which topics exist, with their ids,
+//!                    partition counts and configs (crate::metadata)
+//! topics/<name>/     one directory per topic: its partitions' logs (crate::topic)
+//! staging/<uuid>/    a topic being created or deleted; emptied on every start
 //! quarantine/        entities that could not be opened (crate::quarantine)
 //! ```
+//!
+//! Every topic change (create, delete, grow, configure) is a metadata
+//! command: validated against the metadata state, appended to the metadata
+//! log and synced, applied, and only then made visible on disk, so the
+//! metadata log is the one source of truth. What can be prepared out of
+//! sight is prepared before the command (a new topic's partition
+//! directories under `staging/`, new partitions' directories beyond the
+//! count), so a full disk fails the change before it is in the log. Start-up
+//! makes the directories agree with it: a topic the log names whose
+//! directory is missing (a crash after the command, before the directory)
+//! gets a new, empty one; a directory the log does not name is quarantined.
+//! A data directory from before the metadata log is migrated on its first
+//! start (see [`open_metadata`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -29,6 +44,7 @@ use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
 use crate::descriptors::DescriptorBudget;
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
+use crate::metadata::{MetadataCommand, MetadataOptions, MetadataState, MetadataStore};
 use crate::principal::Principal;
 use crate::producer::{AbortedTransaction, ProducerIds, SequenceCheck};
 use crate::quarantine::{at_path, is_entity_fault, quarantine};
@@ -39,6 +55,8 @@ const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const META_FILE: &str = "meta.json";
 /// Where topics are assembled before they appear under `topics/`.
 const STAGING_DIR: &str = "staging";
+/// The metadata log (crate::metadata).
+pub(crate) const METADATA_DIR: &str = "metadata";
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -157,8 +175,9 @@ pub struct Broker {
     pub(crate) groups: GroupCoordinator,
     pub(crate) offsets: Arc<OffsetStore>,
     pub(crate) transactions: Transactions,
-    /// Serialises create/delete/grow so a name check and the disk change are atomic.
-    admin: Mutex<()>,
+    /// The metadata log and state. Its lock serialises every topic change,
+    /// so a check, the command and the disk change are one step.
+    metadata: Mutex<MetadataStore>,
     /// On while free disk space is below `disk_free_limit_bytes`: produces are refused.
     disk_alarm: DiskAlarm,
     /// Per topic, the queues that read it (`x-source-topic`): such a topic
@@ -188,7 +207,8 @@ impl Broker {
         }
         let staging_dir = config.data_dir.join(STAGING_DIR);
         clear_staging(&staging_dir)?;
-        let topics = open_topics(&config, &topics_dir, clean)?;
+        let mut metadata = open_metadata(&config, &topics_dir)?;
+        let topics = open_topics(&config, &topics_dir, &mut metadata, clean)?;
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
         let offsets = Arc::new(
             OffsetStore::open(&config.data_dir, clean)
@@ -210,7 +230,7 @@ impl Broker {
             topics_dir,
             staging_dir,
             topics: RwLock::new(topics),
-            admin: Mutex::new(()),
+            metadata: Mutex::new(metadata),
             disk_alarm,
             topic_readers: Mutex::new(HashMap::new()),
         };
@@ -360,10 +380,15 @@ impl Broker {
                 )))
             }
         };
-        let _admin = self.admin.lock();
-        if self.topics.read().contains_key(name) {
-            return Err(CoreError::TopicAlreadyExists(name.to_string()));
-        }
+        let mut metadata = self.metadata.lock();
+        let id = uuid::Uuid::new_v4();
+        let command = MetadataCommand::CreateTopic {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs: config.overrides().clone(),
+        };
+        metadata.state().validate(&command)?;
         check_descriptor_budget(u64::from(partitions))?;
         if validate_only {
             return Ok(TopicSummary {
@@ -373,18 +398,35 @@ impl Broker {
                 leader_epochs: vec![0; partitions as usize],
             });
         }
+        let image = crate::metadata::TopicImage {
+            id,
+            partitions,
+            configs: config.overrides().clone(),
+        };
+        let mut committed = false;
         let created = Topic::create(
             self.topics_dir.join(name),
             &self.staging_dir,
             name,
-            partitions,
-            config,
+            &image,
             &self.config.topic_defaults,
+            || {
+                metadata.commit(command)?;
+                committed = true;
+                Ok(())
+            },
         );
-        let topic = Arc::new(created.inspect_err(|error| {
-            // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause.
-            tracing::error!(topic = name, partitions, %error, "creating topic failed");
-        })?);
+        let topic = match created {
+            Ok(topic) => Arc::new(topic),
+            Err(error) => {
+                // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause.
+                tracing::error!(topic = name, partitions, %error, "creating topic failed");
+                if committed {
+                    self.take_back_creation(&mut metadata, name, id);
+                }
+                return Err(error);
+            }
+        };
         self.topics
             .write()
             .insert(name.to_string(), Arc::clone(&topic));
@@ -398,13 +440,30 @@ impl Broker {
         Ok(summary(&topic))
     }
 
+    /// Removes from the metadata log a topic whose command is durable but
+    /// whose directory could not be installed or opened. Should that fail
+    /// too, the log names a topic this broker does not serve: the store is
+    /// poisoned so nothing is decided on that difference, and the next
+    /// start creates the directory the log names.
+    fn take_back_creation(&self, metadata: &mut MetadataStore, name: &str, id: uuid::Uuid) {
+        let undo = MetadataCommand::DeleteTopic {
+            name: name.to_string(),
+            id,
+        };
+        if let Err(error) = metadata.commit(undo) {
+            metadata.poison(&format!(
+                "the creation of topic {name} could not be taken back: {error}"
+            ));
+        }
+    }
+
     /// Deletes a topic and its data.
     ///
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
     pub fn delete_topic(&self, name: &str, principal: &Principal) -> Result<()> {
-        let _admin = self.admin.lock();
+        let mut metadata = self.metadata.lock();
         if let Some(readers) = self.topic_readers.lock().get(name) {
             let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
             return Err(CoreError::TopicInUse(format!(
@@ -412,17 +471,27 @@ impl Broker {
                 readers.join(", ")
             )));
         }
-        let topic = self
-            .topics
-            .write()
-            .remove(name)
-            .ok_or(CoreError::UnknownTopicOrPartition)?;
+        let topic = self.topic(name)?;
+        metadata.commit(MetadataCommand::DeleteTopic {
+            name: name.to_string(),
+            id: topic.id(),
+        })?;
+        self.topics.write().remove(name);
+        topic.mark_deleted();
+        // One rename takes the directory out of `topics/`; staging is
+        // emptied on every start, so a crash from here on leaves nothing
+        // the metadata log does not name.
+        let doomed = self
+            .staging_dir
+            .join(format!("deleted-{}", uuid::Uuid::new_v4().simple()));
+        fs::rename(topic.dir(), &doomed).map_err(|error| at_path(topic.dir(), error))?;
+        sync_dir(&self.topics_dir)?;
         for partition in topic.partitions() {
+            // Closes the log; its directory has moved, so nothing is
+            // found to remove here.
             partition.log().delete()?;
         }
-        topic.mark_deleted();
-        fs::remove_dir_all(topic.dir())?;
-        sync_dir(&self.topics_dir)?;
+        fs::remove_dir_all(&doomed).map_err(|error| at_path(&doomed, error))?;
         self.forget_topic_offsets(|other| other != name);
         tracing::info!(
             topic = name,
@@ -435,12 +504,20 @@ impl Broker {
 
     /// Records that `reader` (a queue, named for error messages) reads
     /// `topic`: until [`Broker::release_topic`], the topic cannot be deleted.
-    pub fn hold_topic(&self, topic: &str, reader: &str) {
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`] when there is no such topic.
+    pub fn hold_topic(&self, topic: &str, reader: &str) -> Result<Arc<Topic>> {
+        // Under the metadata lock, so a deletion cannot slip in between.
+        let _metadata = self.metadata.lock();
+        let found = self.topic(topic)?;
         self.topic_readers
             .lock()
             .entry(topic.to_owned())
             .or_default()
             .insert(reader.to_owned());
+        Ok(found)
     }
 
     /// Undoes [`Broker::hold_topic`].
@@ -454,10 +531,13 @@ impl Broker {
         }
     }
 
-    /// Makes a topic of one partition whose log already exists: the
-    /// directory `staged` holds the partition's log as `0/`, and is renamed
-    /// into `topics/<name>` whole after its `topic.json` is written (for
-    /// stream queues stored by an older release).
+    /// Makes a topic of one partition whose log already exists (a stream
+    /// queue stored by an older release): the directory `staged` holds the
+    /// partition's log as `0/`. An adoption marker is written into it, it is
+    /// renamed into `topics/<name>` whole, then the topic's command is
+    /// committed and the marker removed. A crash after the rename is
+    /// finished by the next start ([`open_topics`] commits what a marked
+    /// directory describes); before it, `staged` is where it was.
     ///
     /// # Errors
     ///
@@ -469,16 +549,34 @@ impl Broker {
         config: TopicConfig,
     ) -> Result<Arc<Topic>> {
         validate_topic_name(name)?;
-        let _admin = self.admin.lock();
-        if self.topics.read().contains_key(name) {
-            return Err(CoreError::TopicAlreadyExists(name.to_string()));
+        let mut metadata = self.metadata.lock();
+        let image = crate::metadata::TopicImage {
+            id: uuid::Uuid::new_v4(),
+            partitions: 1,
+            configs: config.overrides().clone(),
+        };
+        let command = MetadataCommand::CreateTopic {
+            name: name.to_string(),
+            id: image.id,
+            partitions: image.partitions,
+            configs: image.configs.clone(),
+        };
+        metadata.state().validate(&command)?;
+        let dir = self.topics_dir.join(name);
+        crate::topic::write_adoption(staged, &image)?;
+        fs::rename(staged, &dir).map_err(|error| at_path(staged, error))?;
+        if let Some(parent) = staged.parent() {
+            sync_dir(parent)?;
         }
-        let topic = Arc::new(Topic::adopt(
-            staged,
-            self.topics_dir.join(name),
+        sync_dir(&self.topics_dir)?;
+        metadata.commit(command)?;
+        crate::topic::remove_adoption(&dir).map_err(|error| at_path(&dir, error))?;
+        let topic = Arc::new(Topic::open(
+            dir,
             name,
-            config,
+            &image,
             &self.config.topic_defaults,
+            false,
         )?);
         self.topics
             .write()
@@ -501,7 +599,7 @@ impl Broker {
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
-        let _admin = self.admin.lock();
+        let mut metadata = self.metadata.lock();
         let topic = self.topic(name)?;
         let current = topic.partition_count();
         if let Some(assignment) = assignment {
@@ -519,9 +617,19 @@ impl Broker {
                 "topic currently has {current} partitions, which is higher than the requested {total}"
             )));
         }
+        let command = MetadataCommand::CreatePartitions {
+            name: name.to_string(),
+            total: total as u32,
+        };
+        metadata.state().validate(&command)?;
         check_descriptor_budget(u64::from(total as u32 - current))?;
         if !validate_only {
-            topic.add_partitions(total as u32, &self.config.topic_defaults)?;
+            // The new partitions' directories are made first and the command
+            // committed after them: a failure before the commit removes them
+            // again, and after it they are there.
+            topic.add_partitions(total as u32, &self.config.topic_defaults, || {
+                metadata.commit(command).map(drop).map_err(CoreError::from)
+            })?;
             tracing::info!(
                 topic = name,
                 partitions = total,
@@ -586,12 +694,20 @@ impl Broker {
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
-        let topic = self.topic(name)?;
-        let mut config = topic.config();
-        for (key, change) in changes {
-            config.apply(key, change)?;
-        }
-        self.install_topic_config(&topic, config, validate_only, principal)
+        let command = MetadataCommand::AlterTopicConfig {
+            name: name.to_string(),
+            changes: changes
+                .iter()
+                .map(|(key, change)| crate::metadata::ConfigUpdate {
+                    name: key.clone(),
+                    value: match change {
+                        ConfigChange::Set(value) => Some(value.clone()),
+                        ConfigChange::Delete => None,
+                    },
+                })
+                .collect(),
+        };
+        self.change_topic_config(name, command, validate_only, principal)
     }
 
     /// Replaces all of a topic's overrides (Kafka's legacy AlterConfigs).
@@ -606,24 +722,35 @@ impl Broker {
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
-        let topic = self.topic(name)?;
-        let config = TopicConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        self.install_topic_config(&topic, config, validate_only, principal)
+        let command = MetadataCommand::ReplaceTopicConfig {
+            name: name.to_string(),
+            configs: pairs.iter().cloned().collect(),
+        };
+        self.change_topic_config(name, command, validate_only, principal)
     }
 
-    fn install_topic_config(
+    /// Validates, commits and installs a change of a topic's overrides.
+    fn change_topic_config(
         &self,
-        topic: &Topic,
-        config: TopicConfig,
+        name: &str,
+        command: MetadataCommand,
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
+        let mut metadata = self.metadata.lock();
+        let topic = self.topic(name)?;
+        metadata.state().validate(&command)?;
         if validate_only {
             return Ok(());
         }
-        topic.set_config(config, &self.config.topic_defaults)?;
+        metadata.commit(command)?;
+        let image = metadata
+            .state()
+            .topic(name)
+            .expect("a configured topic is in the state");
+        topic.set_config(image.config(), &self.config.topic_defaults);
         tracing::info!(
-            topic = topic.name(),
+            topic = name,
             user = principal.user_name(),
             connection = principal.connection(),
             "changed topic config"
@@ -934,37 +1061,62 @@ fn first_record_at_or_after(batch: Bytes, timestamp: i64) -> Option<(u64, i64)> 
     }
 }
 
-/// Opens every topic under `topics_dir`; an entry that is not a topic, or
-/// whose own files are bad, is quarantined instead.
+/// Opens the metadata log, or creates it from the topic directories of a
+/// data directory that predates it.
+///
+/// Migration, when `metadata/` does not exist: every directory under
+/// `topics/` with a readable `topic.json` becomes a topic of the first
+/// snapshot (id, partition count and overrides as `topic.json` says); an
+/// entry that is not a topic, or whose `topic.json` is missing, unreadable
+/// or invalid, is quarantined as before. The snapshot is written into
+/// `metadata.new/` and renamed to `metadata/` once durable, so a crash
+/// before that repeats the migration and a crash after it finds the log.
+/// The `topic.json` files are removed afterwards by [`open_topics`] (on
+/// every start, so an interrupted removal is finished): the metadata log
+/// is the only description of a topic from then on, and a stale copy could
+/// only mislead.
 ///
 /// # Errors
 ///
-/// Errors of the machine (descriptors, memory, permissions), naming the path.
-fn open_topics(
-    config: &BrokerConfig,
-    topics_dir: &Path,
-    clean: bool,
-) -> Result<HashMap<String, Arc<Topic>>> {
-    let mut topics = HashMap::new();
+/// A metadata log that cannot be read or is corrupt (naming the file);
+/// errors of the machine.
+fn open_metadata(config: &BrokerConfig, topics_dir: &Path) -> Result<MetadataStore> {
+    let dir = config.data_dir.join(METADATA_DIR);
+    let options = MetadataOptions::default();
+    if dir.exists() {
+        let (store, recovery) = MetadataStore::open(&dir, options)?;
+        tracing::info!(
+            topics = store.state().topics().len(),
+            last_index = store.last_index(),
+            replayed = recovery.replayed,
+            "metadata log opened"
+        );
+        return Ok(store);
+    }
+    let mut state = MetadataState::new();
     for entry in fs::read_dir(topics_dir).map_err(|error| at_path(topics_dir, error))? {
         let path = entry.map_err(|error| at_path(topics_dir, error))?.path();
         let name = path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let opened = match validate_topic_name(&name) {
-            Ok(()) if path.is_dir() => {
-                Topic::open(path.clone(), &name, &config.topic_defaults, clean)
-            }
-            _ => Err(CoreError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a topic directory (a topic is a directory named as Kafka allows)",
-            ))),
+        let described = match validate_topic_name(&name) {
+            Ok(()) if path.is_dir() => crate::topic::read_legacy_record(&path)
+                .map_err(CoreError::Io)
+                .and_then(|image| {
+                    state
+                        .apply(&MetadataCommand::CreateTopic {
+                            name: name.clone(),
+                            id: image.id,
+                            partitions: image.partitions,
+                            configs: image.configs,
+                        })
+                        .map_err(CoreError::from)
+                }),
+            _ => Err(not_a_topic_directory()),
         };
-        match opened {
-            Ok(topic) => {
-                topics.insert(name, Arc::new(topic));
-            }
+        match described {
+            Ok(()) => {}
             Err(error) if core_error_is_entity_fault(&error) => {
                 quarantine(&config.data_dir, "topics", &path, &error)
                     .map_err(|moving| at_path(&path, moving))?;
@@ -972,7 +1124,128 @@ fn open_topics(
             Err(error) => return Err(CoreError::Io(at_path(&path, error))),
         }
     }
+    let topics = state.topics().len();
+    let store = MetadataStore::create(&dir, state, options)?;
+    tracing::info!(
+        topics,
+        dir = %dir.display(),
+        "created the metadata log from the topic directories (their topic.json files are no longer used)"
+    );
+    Ok(store)
+}
+
+fn not_a_topic_directory() -> CoreError {
+    CoreError::Io(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "not a topic directory (a topic is a directory named as Kafka allows)",
+    ))
+}
+
+/// Opens every topic the metadata log names, making `topics_dir` agree
+/// with it: a topic whose directory is missing (its creation was
+/// interrupted after the command was durable) gets a new, empty one; an
+/// entry the log does not name is quarantined; a topic whose files cannot
+/// be opened is deleted from the metadata log and then quarantined (in
+/// that order: a crash between the two leaves a directory the log does
+/// not name, quarantined by the next start, never a topic recreated empty
+/// over data that was moved aside).
+///
+/// # Errors
+///
+/// Errors of the machine (descriptors, memory, permissions), naming the
+/// path; a metadata log that refuses the deletion.
+fn open_topics(
+    config: &BrokerConfig,
+    topics_dir: &Path,
+    metadata: &mut MetadataStore,
+    clean: bool,
+) -> Result<HashMap<String, Arc<Topic>>> {
+    for entry in fs::read_dir(topics_dir).map_err(|error| at_path(topics_dir, error))? {
+        let path = entry.map_err(|error| at_path(topics_dir, error))?.path();
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if metadata.state().topic(&name).is_none() && path.is_dir() {
+            if let Some(image) = adopted(&name, &path, metadata)? {
+                tracing::info!(topic = %name, id = %image.id, "finished adopting a moved log as a topic");
+                continue;
+            }
+        }
+        let reason = match metadata.state().topic(&name) {
+            Some(_) if path.is_dir() => continue,
+            Some(_) => not_a_topic_directory(),
+            None if validate_topic_name(&name).is_err() || !path.is_dir() => {
+                not_a_topic_directory()
+            }
+            None => CoreError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no topic of this name in the metadata log (a stray directory, or a topic whose deletion was interrupted)",
+            )),
+        };
+        quarantine(&config.data_dir, "topics", &path, &reason)
+            .map_err(|moving| at_path(&path, moving))?;
+    }
+    let mut topics = HashMap::new();
+    let images: Vec<_> = metadata
+        .state()
+        .topics()
+        .iter()
+        .map(|(name, image)| (name.clone(), image.clone()))
+        .collect();
+    for (name, image) in images {
+        let path = topics_dir.join(&name);
+        if !path.exists() {
+            tracing::warn!(topic = %name, "the metadata log names a topic without a directory (a creation interrupted by a crash); creating it empty");
+        }
+        let opened = fs::create_dir_all(&path)
+            .map_err(CoreError::Io)
+            .and_then(|()| {
+                crate::topic::remove_legacy_record(&path).map_err(CoreError::Io)?;
+                crate::topic::remove_adoption(&path).map_err(CoreError::Io)?;
+                Topic::open(path.clone(), &name, &image, &config.topic_defaults, clean)
+            });
+        match opened {
+            Ok(topic) => {
+                topics.insert(name, Arc::new(topic));
+            }
+            Err(error) if core_error_is_entity_fault(&error) => {
+                metadata.commit(MetadataCommand::DeleteTopic {
+                    name: name.clone(),
+                    id: image.id,
+                })?;
+                quarantine(&config.data_dir, "topics", &path, &error)
+                    .map_err(|moving| at_path(&path, moving))?;
+            }
+            Err(error) => return Err(CoreError::Io(at_path(&path, error))),
+        }
+    }
     Ok(topics)
+}
+
+/// Commits the topic an adoption marker in `path` describes (see
+/// [`Broker::adopt_topic`]); `None` when there is no marker, or the log
+/// refuses the topic (the directory is then quarantined as a stray).
+fn adopted(
+    name: &str,
+    path: &Path,
+    metadata: &mut MetadataStore,
+) -> Result<Option<crate::metadata::TopicImage>> {
+    let Some(image) = crate::topic::read_adoption(path).map_err(|error| at_path(path, error))?
+    else {
+        return Ok(None);
+    };
+    let command = MetadataCommand::CreateTopic {
+        name: name.to_string(),
+        id: image.id,
+        partitions: image.partitions,
+        configs: image.configs.clone(),
+    };
+    if metadata.state().validate(&command).is_err() {
+        return Ok(None);
+    }
+    metadata.commit(command)?;
+    Ok(Some(image))
 }
 
 /// Whether an error opening a topic is the topic's own fault.

@@ -363,6 +363,16 @@ impl TopicConfig {
         Ok(config)
     }
 
+    /// Overrides that were validated before (by the metadata state).
+    pub(crate) fn from_validated(overrides: BTreeMap<String, String>) -> TopicConfig {
+        TopicConfig { overrides }
+    }
+
+    /// The overrides, by name.
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
     /// Applies one change after validating it.
     ///
     /// # Errors

@@ -1,8 +1,9 @@
 //! `weir data check`: verifies a stopped data directory offline, changing
 //! nothing — every log's batches, CRCs, offsets and indexes
-//! ([`weir_log::verify`]) and the metadata that names them (topics and
-//! their partitions, the committed-offsets log, AMQP definitions and queue
-//! logs), as Kafka's `kafka-dump-log --deep-iteration` does for one file.
+//! ([`weir_log::verify`]) and the metadata that names them (the metadata
+//! log — snapshot, commands, torn tail — and the topics and partitions it
+//! names, the committed-offsets log, AMQP definitions and queue logs), as
+//! Kafka's `kafka-dump-log --deep-iteration` does for one file.
 
 use std::fs;
 use std::io;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use weir_log::verify::{verify_log_dir, VerifyReport};
 
+use crate::metadata::MetadataState;
 use crate::quarantine::QUARANTINE_DIR;
 
 /// What [`check_data_dir`] found.
@@ -47,7 +49,8 @@ pub fn check_data_dir(data_dir: &Path) -> io::Result<DataCheck> {
     }
     let mut check = DataCheck::default();
     check_meta(data_dir, &mut check);
-    check_topics(&data_dir.join("topics"), &mut check);
+    let topics = check_metadata_log(data_dir, &mut check);
+    check_topics(&data_dir.join("topics"), &topics, &mut check);
     check_log(&data_dir.join("__consumer_offsets"), &mut check);
     let vhosts = data_dir.join("amqp").join("vhosts");
     for vhost in sorted_entries(&vhosts, &mut check) {
@@ -55,7 +58,7 @@ pub fn check_data_dir(data_dir: &Path) -> io::Result<DataCheck> {
     }
     note_leftovers(
         &data_dir.join("staging"),
-        "interrupted topic creations (removed on the next start)",
+        "interrupted topic creations or deletions (removed on the next start)",
         &mut check,
     );
     note_leftovers(
@@ -90,7 +93,120 @@ fn check_meta(data_dir: &Path, check: &mut DataCheck) {
     }
 }
 
-fn check_topics(topics: &Path, check: &mut DataCheck) {
+/// Where the topics' descriptions come from.
+enum TopicSource {
+    /// The metadata log, read as the next start would.
+    MetadataLog(MetadataState),
+    /// No metadata log yet: each topic's `topic.json`, which the next start
+    /// migrates into one.
+    Legacy,
+    /// The metadata log is unreadable: partition directories are checked
+    /// as found.
+    Unknown,
+}
+
+/// Reads the metadata log as a start-up would, without cutting or
+/// removing anything, and reports what the start would do.
+fn check_metadata_log(data_dir: &Path, check: &mut DataCheck) -> TopicSource {
+    let dir = data_dir.join(crate::broker::METADATA_DIR);
+    let staged = dir.with_extension("new");
+    if staged.exists() {
+        check.notes.push(format!(
+            "{}: an interrupted creation of the metadata log (redone on the next start)",
+            staged.display()
+        ));
+    }
+    if !dir.exists() {
+        check.notes.push(format!(
+            "{}: missing; the next start builds the metadata log from each topic's topic.json",
+            dir.display()
+        ));
+        return TopicSource::Legacy;
+    }
+    match crate::metadata::inspect(&dir) {
+        Ok(inspection) => {
+            if let Some(torn) = &inspection.torn_tail {
+                check.notes.push(format!(
+                    "{}: torn tail of {} bytes at byte {} ({}): a command a crash interrupted, never acknowledged; the next start cuts it",
+                    torn.path.display(),
+                    torn.bytes,
+                    torn.position,
+                    torn.reason
+                ));
+            }
+            for stale in &inspection.stale {
+                check.notes.push(format!(
+                    "{}: superseded by a newer snapshot (removed on the next start)",
+                    stale.display()
+                ));
+            }
+            if let Err(why) = inspection.state.check_invariants() {
+                check.problems.push(format!(
+                    "{}: the metadata breaks an invariant: {why}",
+                    dir.display()
+                ));
+            }
+            TopicSource::MetadataLog(inspection.state)
+        }
+        Err(error) => {
+            check.problems.push(format!(
+                "{error} (the broker does not start on a metadata log it cannot read)"
+            ));
+            TopicSource::Unknown
+        }
+    }
+}
+
+/// The partition count of the topic at `topic` by `source`; `None` (with
+/// a problem recorded) when the start would quarantine it.
+fn described_partitions(
+    topic: &Path,
+    name: &str,
+    source: &TopicSource,
+    check: &mut DataCheck,
+) -> Option<u32> {
+    match source {
+        TopicSource::MetadataLog(state) => match state.topic(name) {
+            Some(image) => Some(image.partitions),
+            None => {
+                check.problems.push(format!(
+                    "{}: no topic of this name in the metadata log (the broker quarantines it on start)",
+                    topic.display()
+                ));
+                None
+            }
+        },
+        TopicSource::Legacy => match crate::topic::read_legacy_record(topic) {
+            Ok(image) => Some(image.partitions),
+            Err(error) => {
+                check.problems.push(format!(
+                    "{error} (the broker quarantines the topic on start)"
+                ));
+                None
+            }
+        },
+        TopicSource::Unknown => {
+            let found = sorted_entries(topic, check)
+                .iter()
+                .filter_map(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
+                .map(|index| index + 1)
+                .max();
+            Some(found.unwrap_or(0))
+        }
+    }
+}
+
+fn check_topics(topics: &Path, source: &TopicSource, check: &mut DataCheck) {
+    if let TopicSource::MetadataLog(state) = source {
+        for name in state.topics().keys() {
+            if !topics.join(name).is_dir() {
+                check.notes.push(format!(
+                    "{}: named by the metadata log but missing (a creation interrupted by a crash); the next start creates it empty",
+                    topics.join(name).display()
+                ));
+            }
+        }
+    }
     for topic in sorted_entries(topics, check) {
         let name = topic
             .file_name()
@@ -103,14 +219,8 @@ fn check_topics(topics: &Path, check: &mut DataCheck) {
             ));
             continue;
         }
-        let partitions = match crate::topic::read_partition_count(&topic) {
-            Ok(partitions) => partitions,
-            Err(error) => {
-                check.problems.push(format!(
-                    "{error} (the broker quarantines the topic on start)"
-                ));
-                continue;
-            }
+        let Some(partitions) = described_partitions(&topic, &name, source, check) else {
+            continue;
         };
         for index in 0..partitions {
             let partition = topic.join(index.to_string());
@@ -131,7 +241,7 @@ fn check_topics(topics: &Path, check: &mut DataCheck) {
                 .is_some_and(|index| index >= partitions);
             if is_partition {
                 check.notes.push(format!(
-                    "{}: not in topic.json (an interrupted CreatePartitions; replaced by the next one)",
+                    "{}: beyond the topic's partition count (an interrupted CreatePartitions; replaced by the next one)",
                     extra.display()
                 ));
             }

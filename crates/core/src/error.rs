@@ -3,6 +3,8 @@
 
 use weir_log::{BatchError, LogError};
 
+use crate::metadata::MetadataError;
+
 /// What went wrong with a core operation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -164,6 +166,21 @@ impl From<LogError> for CoreError {
             // A log closed under an append belongs to a topic just deleted.
             LogError::Closed => CoreError::UnknownTopicOrPartition,
             other => CoreError::Storage(other),
+        }
+    }
+}
+
+impl From<MetadataError> for CoreError {
+    fn from(error: MetadataError) -> CoreError {
+        match error {
+            MetadataError::InvalidTopic(why) => CoreError::InvalidTopic(why),
+            MetadataError::TopicAlreadyExists(name) => CoreError::TopicAlreadyExists(name),
+            MetadataError::UnknownTopic(_) => CoreError::UnknownTopicOrPartition,
+            MetadataError::InvalidPartitions(why) => CoreError::InvalidPartitions(why),
+            MetadataError::InvalidConfig(why) => CoreError::InvalidConfig(why),
+            refusal if refusal.is_refusal() => CoreError::InvalidRequest(refusal.to_string()),
+            // The log failed or is damaged: the broker's own metadata.
+            failure => CoreError::Io(std::io::Error::other(failure)),
         }
     }
 }

@@ -14,6 +14,7 @@ mod error;
 pub mod group;
 pub mod listener;
 pub mod logging;
+pub mod metadata;
 pub mod metrics;
 mod offset_reset;
 pub mod partitioner;

@@ -1,10 +1,15 @@
 //! Topics and their partitions.
 //!
-//! On disk a topic is `topics/<name>/` holding `topic.json` (id, partition
-//! count, config overrides) and one directory per partition, `0/`, `1/`, …,
-//! each a [`weir_log::Log`]. `topic.json` is replaced atomically, after the
-//! partition directories it names exist. A new topic is assembled under the
-//! broker's staging directory and renamed into `topics/` whole.
+//! On disk a topic is `topics/<name>/` holding one directory per
+//! partition, `0/`, `1/`, …, each a [`weir_log::Log`]. What the topic is
+//! (id, partition count, config overrides) is metadata: it lives in the
+//! metadata log ([`crate::metadata`]), and the topic is opened from its
+//! [`TopicImage`]. A new topic is assembled under the broker's staging
+//! directory and renamed into `topics/` whole.
+//!
+//! Before the metadata log, each topic directory held a `topic.json` with
+//! its id, count and overrides; the broker reads those once, to build the
+//! metadata log's first snapshot, and then removes them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,18 +18,20 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use uuid::Uuid;
-use weir_log::checkpoint::{sync_dir, write_atomically};
+use weir_log::checkpoint::sync_dir;
 use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
+use crate::metadata::TopicImage;
 use crate::producer::{AbortedTransaction, ProducerStates};
 
-const TOPIC_FILE: &str = "topic.json";
+/// The file that described a topic before the metadata log.
+pub(crate) const LEGACY_TOPIC_FILE: &str = "topic.json";
 
-/// What `topic.json` holds.
+/// What `topic.json` held.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct TopicRecord {
+struct LegacyTopicRecord {
     id: Uuid,
     partitions: u32,
     config: TopicConfig,
@@ -167,36 +174,35 @@ struct TopicState {
 }
 
 impl Topic {
-    /// Creates the topic at `dir` all at once: its `topic.json` and empty
-    /// partition directories are written and synced under `staging_dir`,
-    /// then renamed into place, so a crash leaves the whole topic or none
-    /// of it. The partitions' logs are opened where they finally live.
+    /// Creates the directory of the topic `image` describes at `dir` all at
+    /// once: its empty partition directories are made and synced under
+    /// `staging_dir`, then `commit` (the metadata log's append) runs, then
+    /// the directory is renamed into place, so a crash leaves the whole
+    /// directory or none of it, and a failure before the commit (a full
+    /// disk, most likely while making thousands of directories) leaves no
+    /// trace in the metadata log. The partitions' logs are opened where
+    /// they finally live.
     ///
     /// # Errors
     ///
-    /// I/O errors; the topic is then absent (its directory removed).
+    /// I/O errors, or `commit`'s; the directory is then absent (removed).
     pub(crate) fn create(
         dir: PathBuf,
         staging_dir: &Path,
         name: &str,
-        partitions: u32,
-        config: TopicConfig,
+        image: &TopicImage,
         defaults: &TopicDefaults,
+        commit: impl FnOnce() -> Result<()>,
     ) -> Result<Topic> {
         let staged = staging_dir.join(Uuid::new_v4().to_string());
         fs::create_dir_all(&staged)?;
-        let record = TopicRecord {
-            id: Uuid::new_v4(),
-            partitions,
-            config,
-        };
         let staged_ok = (|| -> Result<()> {
-            for index in 0..partitions {
+            for index in 0..image.partitions {
                 fs::create_dir(staged.join(index.to_string()))?;
             }
-            // Syncs the staged directory too, making the partition
-            // directories' entries durable with it.
-            write_record(&staged, &record)?;
+            // Makes the partition directories' entries durable.
+            sync_dir(&staged)?;
+            commit()?;
             // Fails if `dir` exists and is not empty: a directory left at a
             // topic's name is never overwritten.
             fs::rename(&staged, &dir)?;
@@ -208,7 +214,7 @@ impl Topic {
             remove_dir_if_present(&staged);
             return Err(error);
         }
-        Topic::open(dir.clone(), name, defaults, false).inspect_err(|_| {
+        Topic::open(dir.clone(), name, image, defaults, false).inspect_err(|_| {
             // Opened partitions are closed on drop; whatever was created
             // goes, so the failed creation leaves no topic behind.
             remove_dir_if_present(&dir);
@@ -218,57 +224,23 @@ impl Topic {
         })
     }
 
-    /// Makes `staged`, which holds one partition's log as `0/`, the topic
-    /// `name` at `dir`: `topic.json` is written into `staged`, then `staged`
-    /// is renamed to `dir`. A crash before the rename leaves `staged` as it
-    /// was plus a `topic.json` (doing it again is harmless); after it, the
-    /// topic is whole.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors; `staged` is then where it was.
-    pub(crate) fn adopt(
-        staged: &Path,
-        dir: PathBuf,
-        name: &str,
-        config: TopicConfig,
-        defaults: &TopicDefaults,
-    ) -> Result<Topic> {
-        let record = TopicRecord {
-            id: Uuid::new_v4(),
-            partitions: 1,
-            config,
-        };
-        write_record(staged, &record)?;
-        fs::rename(staged, &dir)?;
-        if let Some(parent) = staged.parent() {
-            sync_dir(parent)?;
-        }
-        sync_dir(dir.parent().unwrap_or(&dir))?;
-        Topic::open(dir, name, defaults, false)
-    }
-
-    /// Opens a topic from its directory.
+    /// Opens the topic `image` describes from its directory `dir`.
     pub(crate) fn open(
         dir: PathBuf,
         name: &str,
+        image: &TopicImage,
         defaults: &TopicDefaults,
         clean: bool,
     ) -> Result<Topic> {
-        let record = read_record(&dir)?;
-        let partitions = (0..record.partitions)
-            .map(|index| {
-                Partition::open(&dir, index, &record.config, defaults, clean).map(Arc::new)
-            })
+        let config = image.config();
+        let partitions = (0..image.partitions)
+            .map(|index| Partition::open(&dir, index, &config, defaults, clean).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         Ok(Topic {
             name: name.to_string(),
-            id: record.id,
+            id: image.id,
             dir,
-            state: RwLock::new(TopicState {
-                config: record.config,
-                partitions,
-            }),
+            state: RwLock::new(TopicState { config, partitions }),
             deleted: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -328,10 +300,16 @@ impl Topic {
     }
 
     /// Grows the topic to `total` partitions. The new partitions are
-    /// opened first and `topic.json` is rewritten after them: a crash or an
+    /// opened first and `commit` (the metadata log's append) runs after
+    /// them; only when it succeeds do they join the topic. A crash or an
     /// error in between leaves the old count, and the directories of
     /// partitions it does not name are removed before they are made again.
-    pub(crate) fn add_partitions(&self, total: u32, defaults: &TopicDefaults) -> Result<()> {
+    pub(crate) fn add_partitions(
+        &self,
+        total: u32,
+        defaults: &TopicDefaults,
+        commit: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let mut state = self.state.write();
         let current = state.partitions.len() as u32;
         let mut added = Vec::with_capacity(total.saturating_sub(current) as usize);
@@ -341,12 +319,10 @@ impl Topic {
                 let partition = Partition::open(&self.dir, index, &state.config, defaults, false)?;
                 added.push(Arc::new(partition));
             }
-            let record = TopicRecord {
-                id: self.id,
-                partitions: total,
-                config: state.config.clone(),
-            };
-            write_record(&self.dir, &record)
+            // The new directories' entries are durable before the count
+            // that names them.
+            sync_dir(&self.dir)?;
+            commit()
         })();
         if let Err(error) = opened {
             drop(added);
@@ -359,28 +335,15 @@ impl Topic {
         Ok(())
     }
 
-    /// Replaces the overrides and applies them to every partition's log.
-    pub(crate) fn set_config(&self, config: TopicConfig, defaults: &TopicDefaults) -> Result<()> {
+    /// Replaces the overrides (already durable in the metadata log) and
+    /// applies them to every partition's log.
+    pub(crate) fn set_config(&self, config: TopicConfig, defaults: &TopicDefaults) {
         let mut state = self.state.write();
         let log_config = config.log_config(defaults);
-        let previous = std::mem::replace(&mut state.config, config);
-        if let Err(error) = self.persist(&state) {
-            state.config = previous;
-            return Err(error);
-        }
+        state.config = config;
         for partition in &state.partitions {
             partition.log.set_config(log_config.clone());
         }
-        Ok(())
-    }
-
-    fn persist(&self, state: &TopicState) -> Result<()> {
-        let record = TopicRecord {
-            id: self.id,
-            partitions: state.partitions.len() as u32,
-            config: state.config.clone(),
-        };
-        write_record(&self.dir, &record)
     }
 
     /// Closes every partition's log for a clean shutdown; false if any
@@ -398,13 +361,6 @@ impl Topic {
     }
 }
 
-/// Writes `topic.json` into `dir` atomically (file and directory synced).
-fn write_record(dir: &Path, record: &TopicRecord) -> Result<()> {
-    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    write_atomically(&dir.join(TOPIC_FILE), &json)?;
-    Ok(())
-}
-
 /// Removes a directory tree that holds nothing acknowledged (a failed or
 /// interrupted creation); a failure only leaves litter, so it is logged.
 fn remove_dir_if_present(dir: &Path) {
@@ -416,10 +372,11 @@ fn remove_dir_if_present(dir: &Path) {
     }
 }
 
-/// Reads `topic.json` in `dir`. A missing or unparsable file is
+/// Reads the `topic.json` a topic directory held before the metadata log,
+/// as the image the metadata log keeps. A missing or unparsable file is
 /// `InvalidData` naming the path: the topic itself is bad.
-fn read_record(dir: &Path) -> std::io::Result<TopicRecord> {
-    let path = dir.join(TOPIC_FILE);
+pub(crate) fn read_legacy_record(dir: &Path) -> std::io::Result<TopicImage> {
+    let path = dir.join(LEGACY_TOPIC_FILE);
     let invalid = |what: String| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -430,14 +387,69 @@ fn read_record(dir: &Path) -> std::io::Result<TopicRecord> {
         std::io::ErrorKind::NotFound => invalid("missing".to_owned()),
         _ => error,
     })?;
-    serde_json::from_slice(&text).map_err(|error| invalid(error.to_string()))
+    let record: LegacyTopicRecord =
+        serde_json::from_slice(&text).map_err(|error| invalid(error.to_string()))?;
+    Ok(TopicImage {
+        id: record.id,
+        partitions: record.partitions,
+        configs: record.config.overrides().clone(),
+    })
 }
 
-/// The partition count `topic.json` in `dir` names (for offline checks).
+/// Removes the `topic.json` of a topic the metadata log describes: a copy
+/// that is no longer kept up to date would only mislead.
 ///
 /// # Errors
 ///
-/// As the topic's open would fail: a missing or unparsable `topic.json`.
-pub(crate) fn read_partition_count(dir: &Path) -> std::io::Result<u32> {
-    read_record(dir).map(|record| record.partitions)
+/// The removal's error; a missing file is no error.
+pub(crate) fn remove_legacy_record(dir: &Path) -> std::io::Result<bool> {
+    match fs::remove_file(dir.join(LEGACY_TOPIC_FILE)) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// The file that marks a directory moved into `topics/` to become a topic
+/// (a stream queue's log stored by an older release): its [`TopicImage`],
+/// committed to the metadata log when the broker next opens if the move
+/// was not yet, removed once it is.
+pub(crate) const ADOPTION_FILE: &str = "adopting.json";
+
+/// Writes the adoption marker into `dir` (synced).
+pub(crate) fn write_adoption(dir: &Path, image: &TopicImage) -> Result<()> {
+    let json = serde_json::to_vec_pretty(image).map_err(std::io::Error::other)?;
+    weir_log::checkpoint::write_atomically(&dir.join(ADOPTION_FILE), &json)?;
+    Ok(())
+}
+
+/// The adoption marker in `dir`, if there is one.
+///
+/// # Errors
+///
+/// Reading errors; an unparsable marker is `InvalidData` naming it.
+pub(crate) fn read_adoption(dir: &Path) -> std::io::Result<Option<TopicImage>> {
+    let path = dir.join(ADOPTION_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {error}", path.display()),
+            )
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes the adoption marker of a topic the metadata log names.
+///
+/// # Errors
+///
+/// The removal's error; a missing file is no error.
+pub(crate) fn remove_adoption(dir: &Path) -> std::io::Result<()> {
+    match fs::remove_file(dir.join(ADOPTION_FILE)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
 }

@@ -187,3 +187,45 @@ async fn a_stream_queue_is_its_topic_and_goes_when_a_kafka_client_deletes_it() {
     assert!(vhost.queues().iter().all(|queue| queue.name() != "s"));
     assert!(vhost.queue("s", &client()).is_err());
 }
+
+#[tokio::test]
+async fn a_log_moved_into_topics_before_its_command_was_committed_becomes_the_topic() {
+    let old = tempfile::tempdir().expect("tempdir");
+    {
+        let broker = Broker::open(BrokerConfig::new(old.path())).expect("broker opens");
+        broker
+            .create_topic(
+                "src",
+                Some(1),
+                Replication::Default,
+                TopicConfig::default(),
+                false,
+                &client(),
+            )
+            .expect("topic");
+        produce(&broker, "src", 0, &["a", "b"]).await;
+        broker.shutdown().expect("shutdown");
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    drop(Broker::open(BrokerConfig::new(data.path())).expect("a metadata log exists"));
+    // What Broker::adopt_topic leaves when the process dies between the
+    // rename into topics/ and the commit: the log and the marker.
+    let moved = data.path().join("topics").join("s");
+    std::fs::create_dir_all(&moved).expect("dir");
+    std::fs::rename(old.path().join("topics/src/0"), moved.join("0")).expect("move log");
+    let id = "6f1b1d3e-8c53-4a5e-9a38-0d2b1c1f7e42";
+    std::fs::write(
+        moved.join("adopting.json"),
+        format!(r#"{{"id":"{id}","partitions":1,"configs":{{}}}}"#),
+    )
+    .expect("marker");
+
+    let broker = Broker::open(BrokerConfig::new(data.path())).expect("broker reopens");
+    let topic = broker.topic("s").expect("adopted");
+    assert_eq!(topic.id().to_string(), id);
+    assert_eq!(topic.partition(0).expect("p0").offsets().high_watermark, 2);
+    assert!(!moved.join("adopting.json").exists());
+    drop(broker);
+    let broker = Broker::open(BrokerConfig::new(data.path())).expect("opens again");
+    assert_eq!(broker.topic("s").expect("still there").id().to_string(), id);
+}

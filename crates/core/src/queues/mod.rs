@@ -16,6 +16,7 @@ pub mod error;
 pub mod exchange;
 mod lane;
 pub mod message;
+pub mod neutral;
 mod queue;
 pub mod settlement;
 mod topic_source;

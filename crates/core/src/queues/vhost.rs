@@ -318,22 +318,21 @@ impl VirtualHost {
             .join(if spec.durable { "queues" } else { "transient" })
             .join(id);
         if let Some(source) = spec.parsed.source_topic.clone() {
-            let topic = self.broker.topic(&source).map_err(|_| {
+            let reader = self.reader_name(&spec.name);
+            let topic = self.broker.hold_topic(&source, &reader).map_err(|_| {
                 QueueError::NotFound(format!(
                     "no topic '{source}' for queue '{}' in vhost '{}'",
                     spec.name, self.name
                 ))
             })?;
-            let reader = self.reader_name(&spec.name);
-            let queue = Queue::open(
+            return Queue::open(
                 spec,
                 dir,
                 self.log_config.clone(),
                 Some(topic),
                 self.dead_letters.clone(),
-            )?;
-            self.broker.hold_topic(&source, &reader);
-            return Ok(queue);
+            )
+            .inspect_err(|_| self.broker.release_topic(&source, &reader));
         }
         let mut config = self.log_config.clone();
         if !spec.durable {
