@@ -23,7 +23,12 @@ fn idempotent_batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
 }
 
 async fn append(broker: &Broker, batch: Bytes) -> (u64, u64) {
-    let appended = broker.append("t", 0, batch, Acks::All).expect("append");
+    let appended = broker
+        .append("t", 0, batch, Acks::All)
+        .expect("append")
+        .written()
+        .await
+        .expect("written");
     appended.durable().await.expect("durable");
     let end = broker
         .topic("t")
@@ -70,7 +75,11 @@ async fn a_retry_after_a_restart_is_not_appended_twice() {
         (2, 3),
         "retry after a clean restart"
     );
+    // The sequence is checked in write order, when the write runs.
     assert!(broker
         .append("t", 0, idempotent_batch(7, 9, "gap"), Acks::All)
+        .expect("queued")
+        .written()
+        .await
         .is_err());
 }

@@ -38,6 +38,9 @@ async fn produce(broker: &Broker, topic: &str, partition: i32, values: &[&str]) 
     broker
         .append(topic, partition, encode_batch(&records), Acks::All)
         .expect("append")
+        .written()
+        .await
+        .expect("written")
         .durable()
         .await
         .expect("durable");

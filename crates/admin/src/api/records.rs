@@ -117,7 +117,9 @@ pub async fn produce(
         let (indexes, records): (Vec<usize>, Vec<NewRecord>) = records.into_iter().unzip();
         let appended = admin
             .broker
-            .append(&name, partition, encode_batch(&records), Acks::All)?;
+            .append(&name, partition, encode_batch(&records), Acks::All)?
+            .written()
+            .await?;
         appended.durable().await?;
         for (position, index) in indexes.into_iter().enumerate() {
             placed[index] = json!({
