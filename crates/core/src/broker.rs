@@ -125,6 +125,76 @@ impl Appended {
     }
 }
 
+/// An append queued behind earlier writes to its partition.
+#[derive(Debug)]
+#[must_use = "the write happens either way; await it to learn its offsets"]
+pub struct PendingAppend {
+    written: tokio::sync::oneshot::Receiver<Result<Appended>>,
+}
+
+impl PendingAppend {
+    /// Waits until the batch is written (not yet durable).
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::OutOfOrderSequence`], [`CoreError::InvalidProducerEpoch`],
+    /// [`CoreError::InvalidTxnState`] (idempotence and transactions, checked
+    /// in write order), [`CoreError::MessageTooLarge`], storage errors.
+    pub async fn written(self) -> Result<Appended> {
+        self.written.await.unwrap_or_else(|_| {
+            Err(CoreError::Storage(weir_log::LogError::Io(
+                io::Error::other(crate::write_queue::JobPanicked),
+            )))
+        })
+    }
+}
+
+/// Writes one validated batch to a partition's log, checking the
+/// producer's sequence in write order; runs on the partition's write queue.
+fn write_batch(
+    partition: &Arc<Partition>,
+    batches: &[(BatchHeader, Bytes)],
+    in_transaction: bool,
+    acks: Acks,
+) -> Result<Appended> {
+    let header = batches[0].0;
+    let (base_offset, last_offset) = if header.producer_id >= 0 {
+        let mut producers = partition.producers();
+        let check = producers.check(&header)?;
+        // After the epoch check, so a fenced producer hears it is fenced;
+        // a retried batch gets its offsets even if its transaction has
+        // ended since.
+        if check == SequenceCheck::Append && header.is_transactional() && !in_transaction {
+            return Err(CoreError::InvalidTxnState);
+        }
+        match check {
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => (base_offset, last_offset),
+            SequenceCheck::Append => {
+                let info = partition
+                    .log()
+                    .append(batches, partition.leader_epoch(), now_ms())?;
+                producers.record(&header, info.base_offset);
+                (info.base_offset, info.last_offset)
+            }
+        }
+    } else {
+        let info = partition
+            .log()
+            .append(batches, partition.leader_epoch(), now_ms())?;
+        (info.base_offset, info.last_offset)
+    };
+    Ok(Appended {
+        base_offset,
+        log_start_offset: partition.log().offsets().log_start_offset,
+        end_offset: last_offset + 1,
+        partition: Arc::clone(partition),
+        acks,
+    })
+}
+
 /// Records read from a partition, with the offsets a consumer needs.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -758,15 +828,18 @@ impl Broker {
         Ok(())
     }
 
-    /// Validates and appends a producer's batches to one partition. The
-    /// write happens before this returns, so appends keep the caller's order;
-    /// await [`Appended::durable`] before acknowledging.
+    /// Validates a producer's batches for one partition and queues their
+    /// write. The write runs off the async threads (it may roll a segment,
+    /// which fsyncs), after every write to the partition queued before it,
+    /// so appends keep the caller's order; await [`PendingAppend::written`],
+    /// then [`Appended::durable`] before acknowledging.
     ///
     /// # Errors
     ///
     /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::CorruptMessage`],
     /// [`CoreError::UnsupportedMessageFormat`], [`CoreError::MessageTooLarge`],
-    /// [`CoreError::PolicyViolation`] (min.insync.replicas), storage errors.
+    /// [`CoreError::PolicyViolation`] (min.insync.replicas); the write's own
+    /// errors come from [`PendingAppend::written`].
     pub fn append(
         &self,
         topic: &str,
@@ -774,7 +847,7 @@ impl Broker {
         records: Bytes,
         acks: Acks,
         principal: &Principal,
-    ) -> Result<Appended> {
+    ) -> Result<PendingAppend> {
         let topic = self.topic_or_create(topic, true, principal)?;
         let partition = topic.partition(partition)?;
         if self.disk_alarm.is_on() {
@@ -797,59 +870,30 @@ impl Broker {
                 batches.len()
             )));
         };
-        let header = *header;
-        let (base_offset, last_offset) = if header.producer_id >= 0 {
-            let mut producers = partition.producers();
-            let check = producers.check(&header)?;
-            // After the epoch check, so a fenced producer hears it is
-            // fenced; a retried batch gets its offsets even if its
-            // transaction has ended since.
-            if check == SequenceCheck::Append
-                && header.is_transactional()
-                && !self.transactions.allows(
-                    header.producer_id,
-                    &(topic.name().to_string(), partition.index() as i32),
-                )
-            {
-                return Err(CoreError::InvalidTxnState);
+        let in_transaction = header.producer_id >= 0
+            && header.is_transactional()
+            && self.transactions.allows(
+                header.producer_id,
+                &(topic.name().to_string(), partition.index() as i32),
+            );
+        // An acks=0 write is made durable in the background, on this runtime.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let writer = Arc::clone(&partition);
+        let written = partition.submit_write(move || {
+            let appended = write_batch(&writer, &batches, in_transaction, acks)?;
+            if let (Acks::None, Some(runtime)) = (acks, runtime) {
+                // Nobody waits for this write, yet readers only see durable
+                // data: make it durable in the background.
+                let end_offset = appended.end_offset;
+                runtime.spawn(async move {
+                    if let Err(error) = writer.log().wait_durable(end_offset).await {
+                        tracing::error!(%error, "sync after an acks=0 append failed");
+                    }
+                });
             }
-            match check {
-                SequenceCheck::Duplicate {
-                    base_offset,
-                    last_offset,
-                } => (base_offset, last_offset),
-                SequenceCheck::Append => {
-                    let info =
-                        partition
-                            .log()
-                            .append(&batches, partition.leader_epoch(), now_ms())?;
-                    producers.record(&header, info.base_offset);
-                    (info.base_offset, info.last_offset)
-                }
-            }
-        } else {
-            let info = partition
-                .log()
-                .append(&batches, partition.leader_epoch(), now_ms())?;
-            (info.base_offset, info.last_offset)
-        };
-        if acks == Acks::None {
-            // Nobody waits for this write, yet readers only see durable data:
-            // make it durable in the background.
-            let partition = Arc::clone(&partition);
-            tokio::spawn(async move {
-                if let Err(error) = partition.log().wait_durable(last_offset + 1).await {
-                    tracing::error!(%error, "sync after an acks=0 append failed");
-                }
-            });
-        }
-        Ok(Appended {
-            base_offset,
-            log_start_offset: partition.log().offsets().log_start_offset,
-            end_offset: last_offset + 1,
-            partition,
-            acks,
-        })
+            Ok(appended)
+        });
+        Ok(PendingAppend { written })
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` (but at least

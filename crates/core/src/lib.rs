@@ -24,10 +24,11 @@ pub mod quarantine;
 pub mod queues;
 mod topic;
 mod transactions;
+mod write_queue;
 
 pub use crate::broker::{
     now_ms, summary, validate_topic_name, Acks, Appended, Broker, Isolation, OffsetSpec,
-    ReadResult, Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
+    PendingAppend, ReadResult, Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
 };
 pub use crate::clock::Clock;
 pub use crate::config::{

@@ -25,6 +25,7 @@ use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
 use crate::metadata::TopicImage;
 use crate::producer::{AbortedTransaction, ProducerStates};
+use crate::write_queue::WriteQueue;
 
 /// The file that described a topic before the metadata log.
 pub(crate) const LEGACY_TOPIC_FILE: &str = "topic.json";
@@ -48,6 +49,8 @@ pub struct Partition {
     producers: parking_lot::Mutex<ProducerStates>,
     /// Log end covered by the last producer snapshot written.
     snapshot_end: std::sync::atomic::AtomicU64,
+    /// Appends, run in order off the async threads.
+    writes: Arc<WriteQueue>,
 }
 
 impl Partition {
@@ -73,7 +76,17 @@ impl Partition {
             last_flush: parking_lot::Mutex::new(Instant::now()),
             producers: parking_lot::Mutex::new(producers),
             snapshot_end: std::sync::atomic::AtomicU64::new(0),
+            writes: Arc::new(WriteQueue::default()),
         })
+    }
+
+    /// Runs `job` (a write to this partition's log) on the blocking pool
+    /// after every write submitted before it; see [`crate::write_queue`].
+    pub(crate) fn submit_write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> tokio::sync::oneshot::Receiver<T> {
+        self.writes.submit(job)
     }
 
     /// Partition number within its topic.
@@ -140,7 +153,7 @@ impl Partition {
 
     /// Syncs the log if its `flush.ms` interval has passed.
     pub(crate) async fn flush_if_due(&self) -> Result<()> {
-        let Some(interval) = self.log.config().flush_interval else {
+        let Some(interval) = self.log.flush_interval() else {
             return Ok(());
         };
         {

@@ -14,6 +14,7 @@
 //! few and short (one or two fsyncs each).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -541,14 +542,23 @@ impl Broker {
         let marker =
             weir_log::batch::encode_marker(producer_id, producer_epoch, commit, 0, now_ms());
         let batches = weir_log::batch::split_batches(marker)?;
-        let end = {
-            let mut producers = partition.producers();
-            let info = partition
-                .log()
-                .append(&batches, partition.leader_epoch(), now_ms())?;
-            producers.record_marker(&batches[0].0, info.base_offset, commit);
-            info.last_offset + 1
-        };
+        // Queued behind the partition's other writes, off the async threads.
+        let writer = Arc::clone(&partition);
+        let end = partition
+            .submit_write(move || -> Result<u64> {
+                let mut producers = writer.producers();
+                let info = writer
+                    .log()
+                    .append(&batches, writer.leader_epoch(), now_ms())?;
+                producers.record_marker(&batches[0].0, info.base_offset, commit);
+                Ok(info.last_offset + 1)
+            })
+            .await
+            .map_err(|_| {
+                CoreError::Storage(weir_log::LogError::Io(std::io::Error::other(
+                    crate::write_queue::JobPanicked,
+                )))
+            })??;
         partition.log().wait_durable(end).await?;
         Ok(())
     }

@@ -25,7 +25,10 @@ fn idempotent_batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
 async fn append(broker: &Broker, batch: Bytes) -> (u64, u64) {
     let appended = broker
         .append("t", 0, batch, Acks::All, &Principal::internal())
-        .expect("append");
+        .expect("append")
+        .written()
+        .await
+        .expect("written");
     appended.durable().await.expect("durable");
     let end = broker
         .topic("t")
@@ -73,13 +76,17 @@ async fn a_retry_after_a_restart_is_not_appended_twice() {
         (2, 3),
         "retry after a clean restart"
     );
+    // The sequence is checked in write order, when the write runs.
     assert!(broker
         .append(
             "t",
             0,
             idempotent_batch(7, 9, "gap"),
             Acks::All,
-            &Principal::internal(),
+            &Principal::internal()
         )
+        .expect("queued")
+        .written()
+        .await
         .is_err());
 }

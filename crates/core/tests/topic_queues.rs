@@ -44,6 +44,9 @@ async fn produce(broker: &Broker, topic: &str, partition: i32, values: &[&str]) 
             &client(),
         )
         .expect("append")
+        .written()
+        .await
+        .expect("written")
         .durable()
         .await
         .expect("durable");

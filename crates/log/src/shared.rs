@@ -7,6 +7,14 @@
 //! queued waiter whose offset it covered returns without syncing again.
 //! Many producers therefore share one fsync.
 //!
+//! A sync never waits for the log's lock: what to sync (the active
+//! segment's file and the log end it covers) is published under the lock
+//! by every operation that changes it, and read from a small lock of its
+//! own. An append that rolls a segment, or a retention pass deleting
+//! files, holds the log's lock through its own fsyncs; a waiter on an async
+//! thread must not be held up behind them, and the `fdatasync` itself runs
+//! on the blocking pool.
+//!
 //! The *high watermark* is the end of what is durable as configured: with
 //! the default (sync before acknowledging) it only moves after an fsync;
 //! with `flush.ms` it moves on write. Readers never see data above it, so a
@@ -45,6 +53,7 @@ use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::log::{AppendInfo, Log};
+use crate::storage::FileHandle;
 
 /// Told how long each `fdatasync` took (the metrics histogram); set once
 /// per process by whoever keeps metrics, so this crate depends on nobody.
@@ -72,6 +81,31 @@ pub struct SharedLog {
     /// Target of the last successful sync: every offset below is on disk.
     durable_end: AtomicU64,
     heal: Mutex<HealState>,
+    /// What a sync covers now, published under the log's lock.
+    sync_target: Mutex<SyncTarget>,
+}
+
+/// What syncing makes durable, as of the last change to the log: the
+/// active segment's file (sealed segments were synced when rolled), the
+/// log end, and the settings that time syncs.
+#[derive(Debug, Clone)]
+struct SyncTarget {
+    file: FileHandle,
+    end_offset: u64,
+    spacing: Option<Duration>,
+    flush_interval: Option<Duration>,
+}
+
+impl SyncTarget {
+    fn of(log: &Log) -> SyncTarget {
+        let (file, end_offset) = log.sync_target();
+        SyncTarget {
+            file,
+            end_offset,
+            spacing: log.config().sync_spacing,
+            flush_interval: log.config().flush_interval,
+        }
+    }
 }
 
 /// What healing remembers.
@@ -102,7 +136,9 @@ impl SharedLog {
     /// Wraps an opened log; everything recovered on open counts as durable.
     pub fn new(log: Log) -> SharedLog {
         let end = log.log_end_offset();
+        let sync_target = Mutex::new(SyncTarget::of(&log));
         SharedLog {
+            sync_target,
             log: Mutex::new(log),
             high_watermark: watch::Sender::new(end),
             sync_turn: tokio::sync::Mutex::new(None),
@@ -130,6 +166,7 @@ impl SharedLog {
         let mut log = self.log.lock();
         self.check_writable_or_heal(&mut log)?;
         let result = log.append(batches, leader_epoch, now_ms);
+        self.publish(&log);
         if let Err(LogError::Io(error)) = &result {
             tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
             self.poisoned.store(true, Ordering::SeqCst);
@@ -160,7 +197,7 @@ impl SharedLog {
             if *self.high_watermark.borrow() >= end_offset {
                 return Ok(());
             }
-            let spacing = self.log.lock().config().sync_spacing;
+            let spacing = self.sync_target.lock().spacing;
             if let (Some(spacing), Some(last)) = (spacing, *last_sync) {
                 tokio::time::sleep_until((last + spacing).into()).await;
             }
@@ -173,11 +210,18 @@ impl SharedLog {
     /// written when the sync started. Callers hold `sync_turn`, or accept a
     /// redundant sync.
     async fn sync_now(&self) -> Result<()> {
-        let (file, target) = {
+        if self.poisoned.load(Ordering::SeqCst) {
+            // Rare (after a failed sync): the heal cuts the log under its lock.
             let mut log = self.log.lock();
             self.check_writable(&mut log, true)?;
-            log.sync_target()
-        };
+        } else if self.closed.load(Ordering::SeqCst) {
+            return Err(LogError::Closed);
+        }
+        let SyncTarget {
+            file,
+            end_offset: target,
+            ..
+        } = self.sync_target.lock().clone();
         let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match outcome {
@@ -206,6 +250,12 @@ impl SharedLog {
     pub async fn flush(&self) -> Result<()> {
         let _last_sync = self.sync_turn.lock().await;
         self.sync_now().await
+    }
+
+    /// Publishes what a sync covers; called with the log's lock held after
+    /// every change to the active segment or the log end.
+    fn publish(&self, log: &Log) {
+        *self.sync_target.lock() = SyncTarget::of(log);
     }
 
     fn advance_high_watermark(&self, offset: u64) {
@@ -282,9 +332,11 @@ impl SharedLog {
             lowered
         });
         if let Err(error) = log.truncate_to(durable) {
+            self.publish(log);
             tracing::error!(dir = %log.dir().display(), %error, durable_offset = durable, "healing after a failed sync failed; log stays poisoned");
             return false;
         }
+        self.publish(log);
         let bytes_cut = size.saturating_sub(log.size_bytes());
         let mut heal = self.heal.lock();
         heal.last_attempt = None;
@@ -457,7 +509,10 @@ impl SharedLog {
     /// I/O errors deleting segments.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let high_watermark = *self.high_watermark.borrow();
-        self.log.lock().apply_retention(now_ms, high_watermark)
+        let mut log = self.log.lock();
+        let result = log.apply_retention(now_ms, high_watermark);
+        self.publish(&log);
+        result
     }
 
     /// Seals the active segment and starts a new one (see [`Log::roll`]).
@@ -469,6 +524,7 @@ impl SharedLog {
         let mut log = self.log.lock();
         self.check_writable_or_heal(&mut log)?;
         let result = log.roll();
+        self.publish(&log);
         if let Err(LogError::Io(error)) = &result {
             tracing::error!(dir = %log.dir().display(), %error, "roll failed; log poisoned until healed");
             self.poisoned.store(true, Ordering::SeqCst);
@@ -494,10 +550,18 @@ impl SharedLog {
         self.log.lock().config().clone()
     }
 
+    /// The `flush.ms` interval, read without waiting for the log's lock
+    /// (which a roll or a retention pass may hold through fsyncs).
+    pub fn flush_interval(&self) -> Option<Duration> {
+        self.sync_target.lock().flush_interval
+    }
+
     /// Replaces the settings; they apply from the next append, sync or
     /// retention pass.
     pub fn set_config(&self, config: LogConfig) {
-        self.log.lock().set_config(config);
+        let mut log = self.log.lock();
+        log.set_config(config);
+        self.publish(&log);
     }
 
     /// Runs `f` with the log locked (tests and tools).

@@ -287,3 +287,41 @@ async fn sync_spacing_delays_the_next_sync_and_unsynced_reads_see_writes() {
     );
     assert_eq!(split(&shared.read(1, 1 << 20).expect("read")).len(), 1);
 }
+
+/// A sync never waits for the log's lock, which an append rolling a
+/// segment or a retention pass holds through fsyncs of its own: a waiter
+/// on an async thread must not be held up behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_does_not_wait_for_the_log_lock() {
+    const HELD: std::time::Duration = std::time::Duration::from_secs(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = Arc::new(SharedLog::new(
+        Log::open(dir.path(), config(1 << 20, 64), false).expect("open"),
+    ));
+    let info = shared
+        .append(&parsed(&[batch(3, 10, NOW_MS, 1)]), 0, NOW_MS)
+        .expect("append");
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let holder = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            shared.with_log(|_| {
+                locked.send(()).expect("send");
+                std::thread::sleep(HELD);
+            })
+        })
+    };
+    is_locked.recv().expect("locked");
+    let started = std::time::Instant::now();
+    shared
+        .wait_durable(info.last_offset + 1)
+        .await
+        .expect("wait_durable");
+    assert!(
+        started.elapsed() < HELD / 2,
+        "the sync waited {:?} for the log's lock",
+        started.elapsed()
+    );
+    assert_eq!(shared.offsets().high_watermark, 3);
+    holder.join().expect("holder");
+}

@@ -116,13 +116,17 @@ pub async fn produce(
     let mut placed = vec![Value::Null; request.records.len()];
     for (partition, records) in by_partition {
         let (indexes, records): (Vec<usize>, Vec<NewRecord>) = records.into_iter().unzip();
-        let appended = admin.broker.append(
-            &name,
-            partition,
-            encode_batch(&records),
-            Acks::All,
-            &http_principal(),
-        )?;
+        let appended = admin
+            .broker
+            .append(
+                &name,
+                partition,
+                encode_batch(&records),
+                Acks::All,
+                &http_principal(),
+            )?
+            .written()
+            .await?;
         appended.durable().await?;
         for (position, index) in indexes.into_iter().enumerate() {
             placed[index] = json!({

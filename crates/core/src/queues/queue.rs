@@ -546,41 +546,51 @@ impl Queue {
         Ok(purged)
     }
 
+    /// The file half of [`Queue::maintain`]: syncs settlement state,
+    /// notices or deletes settled segments; returns the queue's own logs,
+    /// to be synced next.
+    fn settle_and_trim(&self) -> Result<Vec<Arc<SharedLog>>, QueueError> {
+        let mut state = self.state.lock();
+        let mut lost = 0;
+        for lane in state.lanes.iter_mut().flatten() {
+            lane.settlement.sync()?;
+            if lane.source.is_some() {
+                // The topic's retention decides; the queue only notices.
+                lost += lane.settle_removed()?;
+            } else {
+                lane.log
+                    .delete_segments_below(lane.settlement.settled_below())?;
+            }
+        }
+        if self.reads_topic() {
+            recount_ready(&mut state);
+        }
+        if lost > 0 {
+            tracing::warn!(queue = %Escaped(&self.spec.name), lost, "retention removed messages of the source topic before they were settled");
+        }
+        Ok(state
+            .lanes
+            .iter()
+            .flatten()
+            .filter(|lane| lane.source.is_none())
+            .map(|lane| Arc::clone(&lane.log))
+            .collect())
+    }
+
     /// Periodic work: syncs settlement state and transient writes, applies
     /// stream retention and deletes fully settled segments; returns true
-    /// when `x-expires` says the queue should go.
+    /// when `x-expires` says the queue should go. The file work runs on the
+    /// blocking pool: a settlement fsync or a segment deletion must not
+    /// stall an async thread.
     ///
     /// # Errors
     ///
     /// Storage errors.
-    pub async fn maintain(&self, now: i64) -> Result<bool, QueueError> {
-        let logs: Vec<Arc<SharedLog>> = {
-            let mut state = self.state.lock();
-            let mut lost = 0;
-            for lane in state.lanes.iter_mut().flatten() {
-                lane.settlement.sync()?;
-                if lane.source.is_some() {
-                    // The topic's retention decides; the queue only notices.
-                    lost += lane.settle_removed()?;
-                } else {
-                    lane.log
-                        .delete_segments_below(lane.settlement.settled_below())?;
-                }
-            }
-            if self.reads_topic() {
-                recount_ready(&mut state);
-            }
-            if lost > 0 {
-                tracing::warn!(queue = %Escaped(&self.spec.name), lost, "retention removed messages of the source topic before they were settled");
-            }
-            state
-                .lanes
-                .iter()
-                .flatten()
-                .filter(|lane| lane.source.is_none())
-                .map(|lane| Arc::clone(&lane.log))
-                .collect()
-        };
+    pub async fn maintain(self: &Arc<Self>, now: i64) -> Result<bool, QueueError> {
+        let queue = Arc::clone(self);
+        let logs = tokio::task::spawn_blocking(move || queue.settle_and_trim())
+            .await
+            .map_err(|error| QueueError::Internal(error.to_string()))??;
         for log in logs {
             let offsets = log.offsets();
             if offsets.high_watermark < offsets.log_end_offset {

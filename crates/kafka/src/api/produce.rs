@@ -1,4 +1,9 @@
 //! Produce: append batches, answer once they are durable as `acks` asks.
+//!
+//! Each partition's batch is queued for writing while the request is read
+//! (so a connection's requests are written in order); the write itself
+//! runs off the async threads, and the answer waits for it and then for
+//! durability.
 
 use std::sync::Arc;
 
@@ -7,15 +12,15 @@ use futures::StreamExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use weir_core::{Acks, Appended, CoreError};
+use weir_core::{Acks, CoreError, PendingAppend};
 
 use crate::api::{text, topic_name};
 use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
 
-/// Appends every partition's batches now (keeping the connection's order)
-/// and answers when all are durable.
+/// Queues every partition's batches now (keeping the connection's order)
+/// and answers when all are written and durable.
 pub fn handle(
     context: &Arc<Context>,
     request: ProduceRequest,
@@ -43,21 +48,15 @@ pub fn handle(
                     }
                     (Some(acks), Some(records)) => {
                         let count = weir_core::metrics::count_records(&records);
-                        let appended = context.broker.append(
-                            &name,
-                            partition.index,
-                            records,
-                            acks,
-                            &client.principal,
-                        );
-                        if appended.is_ok() {
-                            weir_core::metrics::global().message_in(
-                                weir_core::metrics::Protocol::Kafka,
-                                &name,
+                        context
+                            .broker
+                            .append(&name, partition.index, records, acks, &client.principal)
+                            .map(|pending| Queued {
+                                pending,
+                                topic: name.clone(),
                                 count,
-                            );
-                        }
-                        appended.map_err(|error| Failure::from(&error))
+                            })
+                            .map_err(|error| Failure::from(&error))
                     }
                 };
                 (partition.index, outcome)
@@ -66,6 +65,18 @@ pub fn handle(
         appends.push((name, partitions));
     }
     if acks == Some(Acks::None) {
+        // No answer, but the records are counted once written.
+        let outcomes: Vec<PartitionOutcome> = appends
+            .into_iter()
+            .flat_map(|(_, partitions)| partitions)
+            .collect();
+        tokio::spawn(async move {
+            for (_, outcome) in outcomes {
+                if let Ok(queued) = outcome {
+                    let _ = queued.written().await;
+                }
+            }
+        });
         return Answer::Nothing;
     }
     Answer::Later(Box::pin(async move {
@@ -98,25 +109,48 @@ pub fn handle(
     }))
 }
 
-/// Waits until one partition's append is durable; its base offset and log
-/// start offset, or why not.
+/// Waits until one partition's append is written and durable; its base
+/// offset and log start offset, or why not.
 async fn wait_durable((index, outcome): PartitionOutcome) -> (i32, Result<(u64, u64), Failure>) {
     let result = match outcome {
-        Ok(appended) => appended
-            .durable()
-            .await
-            .map(|()| (appended.base_offset, appended.log_start_offset))
-            .map_err(|error| Failure::from(&error)),
+        Ok(queued) => match queued.written().await {
+            Ok(appended) => appended
+                .durable()
+                .await
+                .map(|()| (appended.base_offset, appended.log_start_offset))
+                .map_err(|error| Failure::from(&error)),
+            Err(error) => Err(Failure::from(&error)),
+        },
         Err(failure) => Err(failure),
     };
     (index, result)
 }
 
+/// A partition's batch queued for writing, and what to count once written.
+struct Queued {
+    pending: PendingAppend,
+    topic: String,
+    count: u64,
+}
+
+impl Queued {
+    /// Waits for the write and counts its records.
+    async fn written(self) -> weir_core::Result<weir_core::Appended> {
+        let appended = self.pending.written().await?;
+        weir_core::metrics::global().message_in(
+            weir_core::metrics::Protocol::Kafka,
+            &self.topic,
+            self.count,
+        );
+        Ok(appended)
+    }
+}
+
 /// Partition logs waited for at once by one produce request.
 const SYNCS_IN_PARALLEL_MAX: usize = 64;
 
-/// A partition index and what its append came to.
-type PartitionOutcome = (i32, Result<Appended, Failure>);
+/// A partition index and its queued append, or why it was refused.
+type PartitionOutcome = (i32, Result<Queued, Failure>);
 
 /// A partition's error code and the message that explains it.
 struct Failure {
