@@ -118,9 +118,11 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length as usize
     }
 
-    /// Offset of the last record in the batch.
+    /// Offset of the last record in the batch (saturating: a damaged
+    /// header may name any base offset, and is refused by its CRC later).
     pub fn last_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(u64::from(self.last_offset_delta))
     }
 
     /// Number of offsets the batch takes.
