@@ -26,9 +26,11 @@ use weir_log::checkpoint::{sync_dir, write_atomically};
 
 use crate::alarm::DiskAlarm;
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
+use crate::connections::Connections;
 use crate::descriptors::DescriptorBudget;
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
+use crate::metrics::Metrics;
 use crate::producer::{AbortedTransaction, ProducerIds, SequenceCheck};
 use crate::quarantine::{at_path, is_entity_fault, quarantine};
 use crate::topic::{Partition, Topic};
@@ -163,6 +165,10 @@ pub struct Broker {
     /// Per topic, the queues that read it (`x-source-topic`): such a topic
     /// cannot be deleted under them.
     topic_readers: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// This node's counters and histograms; its logs report their syncs here.
+    metrics: Arc<Metrics>,
+    /// This node's live client connections.
+    connections: Arc<Connections>,
 }
 
 impl Broker {
@@ -187,10 +193,11 @@ impl Broker {
         }
         let staging_dir = config.data_dir.join(STAGING_DIR);
         clear_staging(&staging_dir)?;
-        let topics = open_topics(&config, &topics_dir, clean)?;
+        let metrics = Arc::new(Metrics::new());
+        let topics = open_topics(&config, &topics_dir, clean, &metrics)?;
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
         let offsets = Arc::new(
-            OffsetStore::open(&config.data_dir, clean)
+            OffsetStore::open(&config.data_dir, clean, &metrics)
                 .map_err(|error| at_path(&config.data_dir.join("__consumer_offsets"), error))?,
         );
         let disk_alarm = DiskAlarm::new(&config.data_dir, config.disk_free_limit_bytes);
@@ -212,6 +219,8 @@ impl Broker {
             admin: Mutex::new(()),
             disk_alarm,
             topic_readers: Mutex::new(HashMap::new()),
+            metrics,
+            connections: Arc::default(),
         };
         broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.
@@ -229,6 +238,16 @@ impl Broker {
     /// with [`CoreError::DiskFull`] and AMQP publishers are blocked.
     pub fn disk_alarm(&self) -> &DiskAlarm {
         &self.disk_alarm
+    }
+
+    /// This node's metrics, shared with its front-ends and HTTP API.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// This node's registry of client connections.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 
     /// This cluster's id.
@@ -372,6 +391,7 @@ impl Broker {
             partitions,
             config,
             &self.config.topic_defaults,
+            &self.metrics,
         );
         let topic = Arc::new(created.inspect_err(|error| {
             // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause.
@@ -460,6 +480,7 @@ impl Broker {
             name,
             config,
             &self.config.topic_defaults,
+            &self.metrics,
         )?);
         self.topics
             .write()
@@ -501,7 +522,7 @@ impl Broker {
         }
         check_descriptor_budget(u64::from(total as u32 - current))?;
         if !validate_only {
-            topic.add_partitions(total as u32, &self.config.topic_defaults)?;
+            topic.add_partitions(total as u32, &self.config.topic_defaults, &self.metrics)?;
             tracing::info!(topic = name, partitions = total, "added partitions");
         }
         Ok(())
@@ -715,7 +736,7 @@ impl Broker {
                 // The log fences and logs each damaged place once; this
                 // counts every read it refused.
                 if matches!(error, weir_log::LogError::Corrupt { .. }) {
-                    crate::metrics::global().corrupt_reads.add(1);
+                    self.metrics.corrupt_read();
                 }
             })?;
         let aborted = match isolation {
@@ -901,6 +922,7 @@ fn open_topics(
     config: &BrokerConfig,
     topics_dir: &Path,
     clean: bool,
+    metrics: &Arc<Metrics>,
 ) -> Result<HashMap<String, Arc<Topic>>> {
     let mut topics = HashMap::new();
     for entry in fs::read_dir(topics_dir).map_err(|error| at_path(topics_dir, error))? {
@@ -911,7 +933,7 @@ fn open_topics(
             .unwrap_or_default();
         let opened = match validate_topic_name(&name) {
             Ok(()) if path.is_dir() => {
-                Topic::open(path.clone(), &name, &config.topic_defaults, clean)
+                Topic::open(path.clone(), &name, &config.topic_defaults, clean, metrics)
             }
             _ => Err(CoreError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -18,6 +18,7 @@ use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
+use crate::metrics::Metrics;
 use crate::producer::{AbortedTransaction, ProducerStates};
 
 const TOPIC_FILE: &str = "topic.json";
@@ -50,13 +51,13 @@ impl Partition {
         config: &TopicConfig,
         defaults: &TopicDefaults,
         clean: bool,
+        metrics: &Arc<Metrics>,
     ) -> Result<Partition> {
         let dir = dir.join(index.to_string());
-        let log = Arc::new(SharedLog::new(Log::open(
-            &dir,
-            config.log_config(defaults),
-            clean,
-        )?));
+        let log = Arc::new(
+            SharedLog::new(Log::open(&dir, config.log_config(defaults), clean)?)
+                .observing_syncs(Arc::clone(metrics)),
+        );
         let producers = ProducerStates::rebuild(&dir, &log)?;
         Ok(Partition {
             index,
@@ -182,6 +183,7 @@ impl Topic {
         partitions: u32,
         config: TopicConfig,
         defaults: &TopicDefaults,
+        metrics: &Arc<Metrics>,
     ) -> Result<Topic> {
         let staged = staging_dir.join(Uuid::new_v4().to_string());
         fs::create_dir_all(&staged)?;
@@ -208,7 +210,7 @@ impl Topic {
             remove_dir_if_present(&staged);
             return Err(error);
         }
-        Topic::open(dir.clone(), name, defaults, false).inspect_err(|_| {
+        Topic::open(dir.clone(), name, defaults, false, metrics).inspect_err(|_| {
             // Opened partitions are closed on drop; whatever was created
             // goes, so the failed creation leaves no topic behind.
             remove_dir_if_present(&dir);
@@ -233,6 +235,7 @@ impl Topic {
         name: &str,
         config: TopicConfig,
         defaults: &TopicDefaults,
+        metrics: &Arc<Metrics>,
     ) -> Result<Topic> {
         let record = TopicRecord {
             id: Uuid::new_v4(),
@@ -245,7 +248,7 @@ impl Topic {
             sync_dir(parent)?;
         }
         sync_dir(dir.parent().unwrap_or(&dir))?;
-        Topic::open(dir, name, defaults, false)
+        Topic::open(dir, name, defaults, false, metrics)
     }
 
     /// Opens a topic from its directory.
@@ -254,11 +257,12 @@ impl Topic {
         name: &str,
         defaults: &TopicDefaults,
         clean: bool,
+        metrics: &Arc<Metrics>,
     ) -> Result<Topic> {
         let record = read_record(&dir)?;
         let partitions = (0..record.partitions)
             .map(|index| {
-                Partition::open(&dir, index, &record.config, defaults, clean).map(Arc::new)
+                Partition::open(&dir, index, &record.config, defaults, clean, metrics).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Topic {
@@ -331,14 +335,20 @@ impl Topic {
     /// opened first and `topic.json` is rewritten after them: a crash or an
     /// error in between leaves the old count, and the directories of
     /// partitions it does not name are removed before they are made again.
-    pub(crate) fn add_partitions(&self, total: u32, defaults: &TopicDefaults) -> Result<()> {
+    pub(crate) fn add_partitions(
+        &self,
+        total: u32,
+        defaults: &TopicDefaults,
+        metrics: &Arc<Metrics>,
+    ) -> Result<()> {
         let mut state = self.state.write();
         let current = state.partitions.len() as u32;
         let mut added = Vec::with_capacity(total.saturating_sub(current) as usize);
         let opened = (|| -> Result<()> {
             for index in current..total {
                 remove_dir_if_present(&self.dir.join(index.to_string()));
-                let partition = Partition::open(&self.dir, index, &state.config, defaults, false)?;
+                let partition =
+                    Partition::open(&self.dir, index, &state.config, defaults, false, metrics)?;
                 added.push(Arc::new(partition));
             }
             let record = TopicRecord {

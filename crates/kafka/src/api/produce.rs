@@ -44,7 +44,7 @@ pub fn handle(
                         let count = weir_core::metrics::count_records(&records);
                         let appended = context.broker.append(&name, partition.index, records, acks);
                         if appended.is_ok() {
-                            weir_core::metrics::global().message_in(
+                            context.broker.metrics().message_in(
                                 weir_core::metrics::Protocol::Kafka,
                                 &name,
                                 count,
