@@ -60,13 +60,7 @@ async fn a_queue_over_a_topic_counts_what_retention_removed_unsettled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, vhost) = open(dir.path());
     broker
-        .create_topic(
-            "t",
-            Some(1),
-            Replication::Default,
-            TopicConfig::default(),
-            false,
-        )
+        .create_topic("t", Some(1), Replication::Default, TopicConfig::default(), false)
         .expect("topic");
     let values: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
@@ -111,13 +105,7 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, vhost) = open(dir.path());
     broker
-        .create_topic(
-            "orders",
-            Some(2),
-            Replication::Default,
-            TopicConfig::default(),
-            false,
-        )
+        .create_topic("orders", Some(2), Replication::Default, TopicConfig::default(), false)
         .expect("topic");
     vhost
         .declare_queue(
@@ -132,14 +120,10 @@ async fn a_topic_read_by_a_queue_cannot_be_deleted_until_the_queue_goes() {
         .expect("declare");
     let refused = broker.delete_topic("orders").expect_err("in use");
     assert!(
-        refused
-            .to_string()
-            .contains("AMQP queue 'workers' in vhost '/'"),
+        refused.to_string().contains("AMQP queue 'workers' in vhost '/'"),
         "{refused}"
     );
-    vhost
-        .delete_queue("workers", false, false, 1)
-        .expect("delete queue");
+    vhost.delete_queue("workers", false, false, 1).expect("delete queue");
     broker.delete_topic("orders").expect("delete topic");
 }
 
