@@ -81,7 +81,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stopping: watch
     // Kafka and AMQP listeners do. The no-op `tap_io` is there because axum
     // provides `ConnectInfo<SocketAddr>` (the request span's peer) only for
     // its own listener and for `TapIo` around any other.
-    let listener = HttpListener(Acceptor::new(listener, Protocol::Http)).tap_io(|_| {});
+    let acceptor = Acceptor::new(listener, Protocol::Http, admin.broker.metrics());
+    let listener = HttpListener(acceptor).tap_io(|_| {});
     let service = router(admin).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use weir_core::metrics::{self, Metrics, Protocol, Rates};
+use weir_core::metrics::{Metrics, Protocol, Rates};
 
 use crate::Admin;
 
@@ -47,7 +47,7 @@ impl Sampler {
     }
 
     fn sample(&self, admin: &Admin, now: Instant) {
-        let counters = metrics::global();
+        let counters = admin.broker.metrics();
         for (vhost_name, vhost) in &admin.vhosts {
             for queue in vhost.queues() {
                 let queue_counters = counters.queue(vhost_name, queue.name());

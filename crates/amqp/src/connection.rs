@@ -27,8 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use weir_core::queues::{Message, MessageId, Outbound, Queue, VirtualHost, UNSENT_DELIVERIES_MAX};
 // Operator HTTP API hooks (registry, metrics): kept apart for easy merging.
-use weir_core::connections::{registry, Registration};
-use weir_core::metrics::{self, Protocol};
+use weir_core::connections::Registration;
+use weir_core::metrics::{Metrics, Protocol};
 use weir_core::{Escaped, Principal};
 
 use crate::channel::Channel;
@@ -118,16 +118,21 @@ pub struct Connection {
     sent_blocked: bool,
     /// Its entry in the registry the HTTP API lists and closes.
     registration: Registration,
+    /// The node's metrics.
+    metrics: Arc<Metrics>,
 }
 
 impl Connection {
-    /// A connection from `peer`, not yet past the protocol header.
+    /// A connection from `peer`, not yet past the protocol header, counted
+    /// in the node's `metrics` and listed through its `registration`.
     pub fn new(
         id: u64,
         peer: SocketAddr,
         vhosts: Arc<VirtualHosts>,
         config: Arc<AmqpConfig>,
         alarm: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+        registration: Registration,
     ) -> Connection {
         let (outbound_sender, outbound) = mpsc::unbounded_channel();
         Connection {
@@ -153,7 +158,8 @@ impl Connection {
             alarm,
             has_published: false,
             sent_blocked: false,
-            registration: registry().register(Protocol::Amqp, peer),
+            registration,
+            metrics,
         }
     }
 
@@ -182,7 +188,8 @@ impl Connection {
                 if writer.write_all(&self.out).await.is_err() {
                     break;
                 }
-                metrics::global().bytes_sent(Protocol::Amqp, self.out.len() as u64);
+                self.metrics
+                    .bytes_sent(Protocol::Amqp, self.out.len() as u64);
                 self.out.clear();
             }
             self.registration.set_channels(self.channels.len());
@@ -200,7 +207,7 @@ impl Connection {
                         Ok(0) | Err(_) => break,
                         Ok(bytes) => {
                             last_read = Instant::now();
-                            metrics::global().bytes_received(Protocol::Amqp, bytes as u64);
+                            self.metrics.bytes_received(Protocol::Amqp, bytes as u64);
                         }
                     }
                     if let Err(error) = self.handle_bytes(&mut buffer).await {
@@ -404,7 +411,7 @@ impl Connection {
                     self.channel_method(frame.channel, method).await
                 };
                 let api = crate::method_names::method_name(ids.0, ids.1);
-                metrics::global().request(Protocol::Amqp, api, started.elapsed());
+                self.metrics.request(Protocol::Amqp, api, started.elapsed());
                 result.map_err(|error| error.during(ids))
             }
             _ if self.phase == Phase::Closing => Ok(()),

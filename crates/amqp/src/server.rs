@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use weir_core::connections::Connections;
 use weir_core::listener::{serve_connections, Acceptor, ServeLimits};
-use weir_core::metrics::Protocol;
+use weir_core::metrics::{Metrics, Protocol};
 use weir_core::queues::VirtualHost;
 
 use crate::connection::Connection;
@@ -50,12 +51,16 @@ impl Default for AmqpConfig {
 /// Serves AMQP connections on `listener` until `stopping` turns true, then waits
 /// for every connection task to finish.
 /// While `alarm` is true, connections that publish are blocked.
+/// Connections are counted in the node's `metrics` and listed in its
+/// `connections`.
 pub async fn serve(
     listener: TcpListener,
     vhosts: Arc<VirtualHosts>,
     config: AmqpConfig,
     stopping: watch::Receiver<bool>,
     alarm: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    connections: Arc<Connections>,
 ) {
     let limits = ServeLimits {
         connections_max: config.connections_max,
@@ -66,7 +71,7 @@ pub async fn serve(
     };
     let config = Arc::new(config);
     let next_id = AtomicU64::new(1);
-    let acceptor = Acceptor::new(listener, Protocol::Amqp);
+    let acceptor = Acceptor::new(listener, Protocol::Amqp, &metrics);
     let stop = stopping.clone();
     serve_connections(acceptor, limits, stopping, |socket, peer| {
         let _ = socket.set_nodelay(true);
@@ -77,6 +82,8 @@ pub async fn serve(
             Arc::clone(&vhosts),
             Arc::clone(&config),
             alarm.clone(),
+            Arc::clone(&metrics),
+            connections.register(Protocol::Amqp, peer),
         );
         connection.run(socket, stop.clone())
     })

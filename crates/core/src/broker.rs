@@ -41,10 +41,12 @@ use weir_log::checkpoint::{sync_dir, write_atomically};
 
 use crate::alarm::DiskAlarm;
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
+use crate::connections::Connections;
 use crate::descriptors::DescriptorBudget;
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
 use crate::metadata::{MetadataCommand, MetadataOptions, MetadataState, MetadataStore};
+use crate::metrics::Metrics;
 use crate::principal::Principal;
 use crate::producer::{AbortedTransaction, ProducerIds, SequenceCheck};
 use crate::quarantine::{at_path, is_entity_fault, quarantine};
@@ -250,6 +252,10 @@ pub struct Broker {
     metadata: Mutex<MetadataStore>,
     /// On while free disk space is below `disk_free_limit_bytes`: produces are refused.
     disk_alarm: DiskAlarm,
+    /// This node's counters and histograms; its logs report their syncs here.
+    metrics: Arc<Metrics>,
+    /// This node's live client connections.
+    connections: Arc<Connections>,
     /// Per topic, the queues that read it (`x-source-topic`): such a topic
     /// cannot be deleted under them.
     topic_readers: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -278,10 +284,11 @@ impl Broker {
         let staging_dir = config.data_dir.join(STAGING_DIR);
         clear_staging(&staging_dir)?;
         let mut metadata = open_metadata(&config, &topics_dir)?;
-        let topics = open_topics(&config, &topics_dir, &mut metadata, clean)?;
+        let metrics = Arc::new(Metrics::new());
+        let topics = open_topics(&config, &topics_dir, &mut metadata, clean, &metrics)?;
         tracing::info!(topics = topics.len(), clean, data_dir = %config.data_dir.display(), "broker core opened");
         let offsets = Arc::new(
-            OffsetStore::open(&config.data_dir, clean)
+            OffsetStore::open(&config.data_dir, clean, &metrics)
                 .map_err(|error| at_path(&config.data_dir.join("__consumer_offsets"), error))?,
         );
         let disk_alarm = DiskAlarm::new(&config.data_dir, config.disk_free_limit_bytes);
@@ -302,6 +309,8 @@ impl Broker {
             topics: RwLock::new(topics),
             metadata: Mutex::new(metadata),
             disk_alarm,
+            metrics,
+            connections: Arc::default(),
             topic_readers: Mutex::new(HashMap::new()),
         };
         broker.disk_alarm.check();
@@ -313,6 +322,16 @@ impl Broker {
     /// The settings the broker runs with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// This node's metrics, shared with its front-ends and HTTP API.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// This node's registry of client connections.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 
     /// The disk alarm: the owner measures free space with
@@ -480,6 +499,7 @@ impl Broker {
             name,
             &image,
             &self.config.topic_defaults,
+            &self.metrics,
             || {
                 metadata.commit(command)?;
                 committed = true;
@@ -647,6 +667,7 @@ impl Broker {
             &image,
             &self.config.topic_defaults,
             false,
+            &self.metrics,
         )?);
         self.topics
             .write()
@@ -697,9 +718,12 @@ impl Broker {
             // The new partitions' directories are made first and the command
             // committed after them: a failure before the commit removes them
             // again, and after it they are there.
-            topic.add_partitions(total as u32, &self.config.topic_defaults, || {
-                metadata.commit(command).map(drop).map_err(CoreError::from)
-            })?;
+            topic.add_partitions(
+                total as u32,
+                &self.config.topic_defaults,
+                &self.metrics,
+                || metadata.commit(command).map(drop).map_err(CoreError::from),
+            )?;
             tracing::info!(
                 topic = name,
                 partitions = total,
@@ -928,7 +952,7 @@ impl Broker {
                 // The log fences and logs each damaged place once; this
                 // counts every read it refused.
                 if matches!(error, weir_log::LogError::Corrupt { .. }) {
-                    crate::metrics::global().corrupt_reads.add(1);
+                    self.metrics.corrupt_read();
                 }
             })?;
         let aborted = match isolation {
@@ -1203,6 +1227,7 @@ fn open_topics(
     topics_dir: &Path,
     metadata: &mut MetadataStore,
     clean: bool,
+    metrics: &Arc<Metrics>,
 ) -> Result<HashMap<String, Arc<Topic>>> {
     for entry in fs::read_dir(topics_dir).map_err(|error| at_path(topics_dir, error))? {
         let path = entry.map_err(|error| at_path(topics_dir, error))?.path();
@@ -1247,7 +1272,14 @@ fn open_topics(
             .and_then(|()| {
                 crate::topic::remove_legacy_record(&path).map_err(CoreError::Io)?;
                 crate::topic::remove_adoption(&path).map_err(CoreError::Io)?;
-                Topic::open(path.clone(), &name, &image, &config.topic_defaults, clean)
+                Topic::open(
+                    path.clone(),
+                    &name,
+                    &image,
+                    &config.topic_defaults,
+                    clean,
+                    metrics,
+                )
             });
         match opened {
             Ok(topic) => {

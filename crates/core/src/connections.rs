@@ -1,5 +1,6 @@
 //! The registry of live client connections, for the HTTP API's listing and
-//! its close action.
+//! its close action. Each node owns one ([`Broker::connections`](crate::Broker::connections)),
+//! never a process global, so several nodes can run in one process.
 //!
 //! A front-end registers each connection when it accepts it and keeps the
 //! returned [`Registration`] for the connection's life; dropping it removes
@@ -10,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -21,7 +22,7 @@ use crate::metrics::Protocol;
 /// A connection as the HTTP API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    /// Registry id (unique in this process, never reused).
+    /// Registry id (unique in this node, never reused).
     pub id: u64,
     /// Protocol spoken.
     pub protocol: Protocol,
@@ -74,12 +75,12 @@ pub struct Connections {
 #[derive(Debug)]
 pub struct Registration {
     entry: Arc<Entry>,
-    registry: &'static Connections,
+    registry: Arc<Connections>,
 }
 
 impl Connections {
     /// Adds a connection just accepted.
-    pub fn register(&'static self, protocol: Protocol, peer: SocketAddr) -> Registration {
+    pub fn register(self: &Arc<Self>, protocol: Protocol, peer: SocketAddr) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(Entry {
             id,
@@ -93,7 +94,7 @@ impl Connections {
         self.live.write().insert(id, Arc::clone(&entry));
         Registration {
             entry,
-            registry: self,
+            registry: Arc::clone(self),
         }
     }
 
@@ -170,12 +171,6 @@ impl Drop for Registration {
     }
 }
 
-/// The process's registry.
-pub fn registry() -> &'static Connections {
-    static REGISTRY: OnceLock<Connections> = OnceLock::new();
-    REGISTRY.get_or_init(Connections::default)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,17 +178,18 @@ mod tests {
     #[tokio::test]
     async fn registers_closes_and_forgets() {
         let peer: SocketAddr = "127.0.0.1:4000".parse().expect("address");
-        let registration = registry().register(Protocol::Amqp, peer);
+        let registry = Arc::new(Connections::default());
+        let registration = registry.register(Protocol::Amqp, peer);
         registration.set_user("guest");
         registration.set_channels(2);
         let id = registration.id();
-        let info = registry().get(id).expect("registered");
+        let info = registry.get(id).expect("registered");
         assert_eq!((info.user.as_str(), info.channels), ("guest", 2));
-        assert!(registry().close(id));
+        assert!(registry.close(id));
         // The permit was kept although nobody was waiting.
         registration.close_requested().await;
         drop(registration);
-        assert!(registry().get(id).is_none());
-        assert!(!registry().close(id));
+        assert!(registry.get(id).is_none());
+        assert!(!registry.close(id));
     }
 }

@@ -23,7 +23,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::metrics::{self, Counter, Protocol};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::{Metrics, Protocol};
 
 /// First wait after a failed accept.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -39,7 +41,7 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Acceptor {
     listener: TcpListener,
     protocol: Protocol,
-    errors: Arc<Counter>,
+    errors: Counter,
     /// Wait after the next failure.
     backoff: Duration,
     /// Set while backing off; kept here rather than in the accept future so
@@ -53,12 +55,12 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Accepts on `listener` for `protocol`'s clients (the `listener` label
-    /// of the metric and the log lines).
-    pub fn new(listener: TcpListener, protocol: Protocol) -> Acceptor {
+    /// of the node's metric and of the log lines).
+    pub fn new(listener: TcpListener, protocol: Protocol, metrics: &Metrics) -> Acceptor {
         Acceptor {
             listener,
             protocol,
-            errors: metrics::global().accept_errors.get(&protocol),
+            errors: metrics.accept_errors(protocol),
             backoff: BACKOFF_MIN,
             retry_at: None,
             errors_unreported: 0,
@@ -106,7 +108,7 @@ impl Acceptor {
     }
 
     fn failed(&mut self, error: &io::Error) {
-        self.errors.add(1);
+        self.errors.inc();
         self.errors_unreported += 1;
         let backoff = if concerns_one_connection(error) {
             // The queued connection that failed is gone, so the next accept
@@ -231,7 +233,7 @@ mod tests {
 
     async fn acceptor() -> Acceptor {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Acceptor::new(listener, Protocol::Kafka)
+        Acceptor::new(listener, Protocol::Kafka, &Metrics::new())
     }
 
     fn out_of_descriptors() -> io::Error {
@@ -264,13 +266,14 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_counted_and_reported_once_per_interval() {
-        let mut acceptor = acceptor().await;
-        let counted = acceptor.errors.get();
+        let metrics = Metrics::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut acceptor = Acceptor::new(listener, Protocol::Kafka, &metrics);
         for _ in 0..5 {
             acceptor.failed(&out_of_descriptors());
         }
-        // Other tests count on the same process-wide series: at least ours.
-        assert!(acceptor.errors.get() >= counted + 5);
+        // The node's own series, so exactly ours.
+        assert_eq!(metrics.accept_errors(Protocol::Kafka).get(), 5);
         // The first failure was reported; four wait for the next line.
         assert_eq!(acceptor.errors_unreported, 4);
     }

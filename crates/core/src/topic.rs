@@ -24,6 +24,7 @@ use weir_log::{Log, LogOffsets, SharedLog};
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
 use crate::metadata::TopicImage;
+use crate::metrics::Metrics;
 use crate::producer::{AbortedTransaction, ProducerStates};
 use crate::write_queue::WriteQueue;
 
@@ -60,13 +61,13 @@ impl Partition {
         config: &TopicConfig,
         defaults: &TopicDefaults,
         clean: bool,
+        metrics: &Arc<Metrics>,
     ) -> Result<Partition> {
         let dir = dir.join(index.to_string());
-        let log = Arc::new(SharedLog::new(Log::open(
-            &dir,
-            config.log_config(defaults),
-            clean,
-        )?));
+        let log = Arc::new(
+            SharedLog::new(Log::open(&dir, config.log_config(defaults), clean)?)
+                .observing_syncs(Arc::clone(metrics)),
+        );
         let producers = ProducerStates::rebuild(&dir, &log)?;
         Ok(Partition {
             index,
@@ -205,6 +206,7 @@ impl Topic {
         name: &str,
         image: &TopicImage,
         defaults: &TopicDefaults,
+        metrics: &Arc<Metrics>,
         commit: impl FnOnce() -> Result<()>,
     ) -> Result<Topic> {
         let staged = staging_dir.join(Uuid::new_v4().to_string());
@@ -227,7 +229,7 @@ impl Topic {
             remove_dir_if_present(&staged);
             return Err(error);
         }
-        Topic::open(dir.clone(), name, image, defaults, false).inspect_err(|_| {
+        Topic::open(dir.clone(), name, image, defaults, false, metrics).inspect_err(|_| {
             // Opened partitions are closed on drop; whatever was created
             // goes, so the failed creation leaves no topic behind.
             remove_dir_if_present(&dir);
@@ -244,10 +246,13 @@ impl Topic {
         image: &TopicImage,
         defaults: &TopicDefaults,
         clean: bool,
+        metrics: &Arc<Metrics>,
     ) -> Result<Topic> {
         let config = image.config();
         let partitions = (0..image.partitions)
-            .map(|index| Partition::open(&dir, index, &config, defaults, clean).map(Arc::new))
+            .map(|index| {
+                Partition::open(&dir, index, &config, defaults, clean, metrics).map(Arc::new)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Topic {
             name: name.to_string(),
@@ -321,6 +326,7 @@ impl Topic {
         &self,
         total: u32,
         defaults: &TopicDefaults,
+        metrics: &Arc<Metrics>,
         commit: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         let mut state = self.state.write();
@@ -329,7 +335,8 @@ impl Topic {
         let opened = (|| -> Result<()> {
             for index in current..total {
                 remove_dir_if_present(&self.dir.join(index.to_string()));
-                let partition = Partition::open(&self.dir, index, &state.config, defaults, false)?;
+                let partition =
+                    Partition::open(&self.dir, index, &state.config, defaults, false, metrics)?;
                 added.push(Arc::new(partition));
             }
             // The new directories' entries are durable before the count

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use weir_core::connections::{registry, Registration};
-use weir_core::metrics::{self, Protocol};
+use weir_core::connections::Registration;
+use weir_core::metrics::{Metrics, Protocol};
 use weir_core::{Escaped, Principal};
 
 use crate::dispatch::{self, DispatchError, Reply};
@@ -56,10 +56,11 @@ pub async fn run(
     }
     let (reader, writer) = stream.into_split();
     let (replies, queued) = mpsc::channel(context.config.requests_in_flight_max);
-    let registration = registry().register(Protocol::Kafka, peer);
+    let registration = context.broker.connections().register(Protocol::Kafka, peer);
     // Everything logged for this connection (errors answered included) names it.
     let span = tracing::info_span!("kafka", %peer, connection = registration.id());
-    let writer = tokio::spawn(write_replies(writer, queued).instrument(span.clone()));
+    let metrics = Arc::clone(context.broker.metrics());
+    let writer = tokio::spawn(write_replies(writer, queued, metrics).instrument(span.clone()));
     match read_requests(
         reader,
         &context,
@@ -103,7 +104,10 @@ async fn read_requests(
             .filter(|&length| length <= context.config.request_bytes_max)
             .ok_or(CloseReason::FrameTooLarge(i64::from(length)))?;
         let frame = read_frame(&mut reader, length).await?;
-        metrics::global().bytes_received(Protocol::Kafka, length as u64 + 4);
+        context
+            .broker
+            .metrics()
+            .bytes_received(Protocol::Kafka, length as u64 + 4);
         if let Some(client_id) = client_id(&frame) {
             registration.set_client(client_id);
         }
@@ -144,6 +148,7 @@ fn client_id(frame: &[u8]) -> Option<&str> {
 async fn write_replies(
     writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Reply>,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     let mut writer = BufWriter::with_capacity(READ_CHUNK_BYTES, writer);
     while let Some(reply) = queued.recv().await {
@@ -152,7 +157,7 @@ async fn write_replies(
             break;
         };
         writer.write_all(&bytes).await?;
-        metrics::global().bytes_sent(Protocol::Kafka, bytes.len() as u64);
+        metrics.bytes_sent(Protocol::Kafka, bytes.len() as u64);
         if queued.is_empty() {
             writer.flush().await?;
         }

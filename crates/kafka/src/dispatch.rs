@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use weir_core::metrics::{Metrics, Protocol};
 
 use weir_core::Principal;
 
@@ -125,7 +126,7 @@ fn route(
         ($module:ident) => {{
             let request = decode(api, version, body)?;
             Ok(finish(
-                (api, started),
+                (api, started, Arc::clone(context.broker.metrics())),
                 version,
                 correlation_id,
                 api::$module::handle(context, request, version),
@@ -134,7 +135,7 @@ fn route(
         ($module:ident, client) => {{
             let request = decode(api, version, body)?;
             Ok(finish(
-                (api, started),
+                (api, started, Arc::clone(context.broker.metrics())),
                 version,
                 correlation_id,
                 api::$module::handle(context, request, version, client),
@@ -202,35 +203,31 @@ fn malformed(api: ApiKey, version: i16, error: impl std::fmt::Display) -> Dispat
 }
 
 fn finish<R: Encodable + Send + 'static>(
-    (api, started): (ApiKey, Instant),
+    (api, started, metrics): (ApiKey, Instant, Arc<Metrics>),
     version: i16,
     correlation_id: i32,
     answer: Answer<R>,
 ) -> Option<Reply> {
     match answer {
         Answer::Now(response) => {
-            observe(api, started);
+            observe(&metrics, api, started);
             Some(ready(encode(api, version, correlation_id, &response)))
         }
         Answer::Later(future) => Some(Box::pin(async move {
             let response = future.await;
-            observe(api, started);
+            observe(&metrics, api, started);
             encode(api, version, correlation_id, &response)
         })),
         Answer::Nothing => {
-            observe(api, started);
+            observe(&metrics, api, started);
             None
         }
     }
 }
 
 /// Records a request's duration (decoded to answered) for `/metrics`.
-fn observe(api: ApiKey, started: Instant) {
-    weir_core::metrics::global().request(
-        weir_core::metrics::Protocol::Kafka,
-        api_name(api),
-        started.elapsed(),
-    );
+fn observe(metrics: &Metrics, api: ApiKey, started: Instant) {
+    metrics.request(Protocol::Kafka, api_name(api), started.elapsed());
 }
 
 /// The API's name as Kafka's own metrics spell it (`request="Produce"`).

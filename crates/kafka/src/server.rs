@@ -67,8 +67,8 @@ pub async fn serve(
         connections_max: config.connections_max,
         drain_timeout: Some(DRAIN_TIMEOUT),
     };
+    let acceptor = Acceptor::new(listener, Protocol::Kafka, broker.metrics());
     let context = Arc::new(Context { broker, config });
-    let acceptor = Acceptor::new(listener, Protocol::Kafka);
     let stopping = shutdown.clone();
     serve_connections(acceptor, limits, shutdown, |stream, peer| {
         connection::run(stream, peer, Arc::clone(&context), stopping.clone())

@@ -41,5 +41,5 @@ pub use crate::config::LogConfig;
 pub use crate::error::{BatchError, LogError, Result};
 pub use crate::log::{AppendInfo, Log, ReadCursor};
 pub use crate::segment::{CorruptRange, Recovery};
-pub use crate::shared::{observe_syncs, LogOffsets, SharedLog, HEAL_RETRY_INTERVAL};
+pub use crate::shared::{LogOffsets, SharedLog, SyncObserver, HEAL_RETRY_INTERVAL};
 pub use crate::storage::{FileHandle, StdStorage, Storage, StorageFile};

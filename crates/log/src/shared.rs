@@ -42,7 +42,7 @@
 //! have passed the durable end; the heal lowers it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -55,14 +55,17 @@ use crate::error::{LogError, Result};
 use crate::log::{AppendInfo, Log};
 use crate::storage::FileHandle;
 
-/// Told how long each `fdatasync` took (the metrics histogram); set once
-/// per process by whoever keeps metrics, so this crate depends on nobody.
-static SYNC_OBSERVER: OnceLock<fn(Duration)> = OnceLock::new();
-
-/// Installs the function told the duration of every successful sync; only
-/// the first call has an effect.
-pub fn observe_syncs(observer: fn(Duration)) {
-    let _ = SYNC_OBSERVER.set(observer);
+/// Told how long each successful `fdatasync` of a log took: the metrics
+/// of the node that owns the log, given by whoever creates the
+/// [`SharedLog`] (see [`SharedLog::observing_syncs`]), so this crate
+/// depends on nobody and two nodes in one process count apart.
+///
+/// To ensure correctness: [`synced`](SyncObserver::synced) must be cheap
+/// and must not block or fail; it runs on the syncing task before the
+/// waiters are released.
+pub trait SyncObserver: Send + Sync + std::fmt::Debug {
+    /// One sync succeeded after `duration`.
+    fn synced(&self, duration: Duration);
 }
 
 /// Least time between two attempts to heal a poisoned log, so a disk that
@@ -81,6 +84,8 @@ pub struct SharedLog {
     /// Target of the last successful sync: every offset below is on disk.
     durable_end: AtomicU64,
     heal: Mutex<HealState>,
+    /// Told the duration of every successful sync.
+    sync_observer: Option<Arc<dyn SyncObserver>>,
     /// What a sync covers now, published under the log's lock.
     sync_target: Mutex<SyncTarget>,
 }
@@ -146,7 +151,14 @@ impl SharedLog {
             closed: AtomicBool::new(false),
             durable_end: AtomicU64::new(end),
             heal: Mutex::new(HealState::default()),
+            sync_observer: None,
         }
+    }
+
+    /// The same log, telling `observer` how long each successful sync took.
+    pub fn observing_syncs<O: SyncObserver + 'static>(mut self, observer: Arc<O>) -> SharedLog {
+        self.sync_observer = Some(observer);
+        self
     }
 
     /// Appends batches (see [`Log::append`]) without waiting for durability.
@@ -226,8 +238,8 @@ impl SharedLog {
         let outcome = tokio::task::spawn_blocking(move || file.sync_data()).await;
         match outcome {
             Ok(Ok(())) => {
-                if let Some(observe) = SYNC_OBSERVER.get() {
-                    observe(started.elapsed());
+                if let Some(observer) = &self.sync_observer {
+                    observer.synced(started.elapsed());
                 }
                 self.durable_end.fetch_max(target, Ordering::SeqCst);
                 self.advance_high_watermark(target);

@@ -325,3 +325,36 @@ async fn a_sync_does_not_wait_for_the_log_lock() {
     assert_eq!(shared.offsets().high_watermark, 3);
     holder.join().expect("holder");
 }
+
+/// Counts the syncs it is told about.
+#[derive(Debug, Default)]
+struct SyncCount(std::sync::atomic::AtomicU64);
+
+impl weir_log::SyncObserver for SyncCount {
+    fn synced(&self, _duration: std::time::Duration) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn each_log_reports_its_syncs_to_its_own_observer() {
+    let (one_dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (one_count, other_count) = (
+        Arc::new(SyncCount::default()),
+        Arc::new(SyncCount::default()),
+    );
+    let open = |dir: &std::path::Path, count: &Arc<SyncCount>| {
+        SharedLog::new(Log::open(dir, config(1 << 20, 64), false).expect("open"))
+            .observing_syncs(Arc::clone(count))
+    };
+    let one = open(one_dir.path(), &one_count);
+    let _other = open(other_dir.path(), &other_count);
+    let info = one
+        .append(&parsed(&[batch(1, 10, NOW_MS, 1)]), 0, NOW_MS)
+        .expect("append");
+    one.wait_durable(info.last_offset + 1)
+        .await
+        .expect("durable");
+    assert_eq!(one_count.0.load(Ordering::Relaxed), 1);
+    assert_eq!(other_count.0.load(Ordering::Relaxed), 0);
+}

@@ -93,7 +93,6 @@ fn raise_open_file_limit() {
 
 async fn serve(settings: Resolved) -> Result<(), String> {
     raise_open_file_limit();
-    weir_core::metrics::install();
     let broker = Arc::new(
         Broker::open(settings.broker)
             .map_err(|error| format!("cannot open the data directory: {error}"))?,
@@ -124,6 +123,8 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         settings.amqp,
         stopping.clone(),
         broker.disk_alarm().subscribe(),
+        Arc::clone(broker.metrics()),
+        Arc::clone(broker.connections()),
     ));
     let http = start_http(&settings.http_listen, &broker, &vhosts, &stopping).await?;
     let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), stopping.clone()));

@@ -4,8 +4,9 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use weir_core::connections::{registry, ConnectionInfo};
+use weir_core::connections::ConnectionInfo;
 
+use crate::api::State;
 use crate::error::{ApiError, ApiResult};
 
 fn connection_json(info: &ConnectionInfo) -> Value {
@@ -21,9 +22,10 @@ fn connection_json(info: &ConnectionInfo) -> Value {
 }
 
 /// Every live connection.
-pub async fn list() -> Json<Value> {
+pub async fn list(axum::extract::State(admin): State) -> Json<Value> {
+    let connections = admin.broker.connections().list();
     Json(Value::Array(
-        registry().list().iter().map(connection_json).collect(),
+        connections.iter().map(connection_json).collect(),
     ))
 }
 
@@ -32,11 +34,14 @@ pub async fn list() -> Json<Value> {
 /// # Errors
 ///
 /// 400 for an id that is not a number, 404 for an unknown one.
-pub async fn close(Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn close(
+    axum::extract::State(admin): State,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("connection id '{id}' is not a number")))?;
-    if registry().close(id) {
+    if admin.broker.connections().close(id) {
         tracing::info!(connection = id, "connection closed through the HTTP API");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -26,7 +26,8 @@ struct Fixture {
 
 fn fixture(initial_delay_ms: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(OffsetStore::open(dir.path(), false).expect("offsets store"));
+    let store =
+        Arc::new(OffsetStore::open(dir.path(), false, &Arc::default()).expect("offsets store"));
     let clock = Clock::manual();
     let settings = GroupSettings {
         initial_rebalance_delay: Duration::from_millis(initial_delay_ms),

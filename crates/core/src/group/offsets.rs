@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -22,6 +23,7 @@ use weir_log::batch::{self, NewRecord};
 use weir_log::{Log, LogConfig, SharedLog};
 
 use crate::error::{CoreError, Result};
+use crate::metrics::Metrics;
 
 /// Directory of the offsets log inside the data directory.
 const OFFSETS_DIR: &str = "__consumer_offsets";
@@ -113,7 +115,7 @@ impl OffsetStore {
     /// # Errors
     ///
     /// I/O errors, or a record that is not an offset commit.
-    pub fn open(data_dir: &Path, clean: bool) -> Result<OffsetStore> {
+    pub fn open(data_dir: &Path, clean: bool, metrics: &Arc<Metrics>) -> Result<OffsetStore> {
         let config = LogConfig {
             segment_bytes: 64 << 20,
             retention_ms: None,
@@ -121,7 +123,8 @@ impl OffsetStore {
             max_message_bytes: 64 << 20,
             ..LogConfig::default()
         };
-        let log = SharedLog::new(Log::open(&data_dir.join(OFFSETS_DIR), config, clean)?);
+        let log = SharedLog::new(Log::open(&data_dir.join(OFFSETS_DIR), config, clean)?)
+            .observing_syncs(Arc::clone(metrics));
         let store = OffsetStore {
             log,
             state: Mutex::new(State::default()),
@@ -479,7 +482,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = ("t".to_string(), 0);
         {
-            let store = OffsetStore::open(dir.path(), false).expect("open");
+            let store = OffsetStore::open(dir.path(), false, &Arc::default()).expect("open");
             store
                 .write("g", vec![(key.clone(), committed(5))])
                 .await
@@ -497,11 +500,13 @@ mod tests {
                 .await
                 .expect("delete");
         }
-        let store = OffsetStore::open(dir.path(), false).expect("reopen after a crash");
+        let store =
+            OffsetStore::open(dir.path(), false, &Arc::default()).expect("reopen after a crash");
         assert_eq!(store.group("g").get(&key).map(|c| c.offset), Some(9));
         assert!(store.group("h").is_empty());
         store.close().expect("close");
-        let store = OffsetStore::open(dir.path(), true).expect("reopen after a clean close");
+        let store = OffsetStore::open(dir.path(), true, &Arc::default())
+            .expect("reopen after a clean close");
         assert_eq!(store.group_names(), vec!["g".to_string()]);
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use weir_log::batch::{decode_records, split_batches, StoredRecord};
 use weir_log::{Log, LogConfig, SharedLog};
 
+use crate::metrics::Metrics;
 use crate::queues::consumer::StreamStart;
 use crate::queues::error::QueueError;
 use crate::queues::message::Message;
@@ -53,7 +54,11 @@ impl Lane {
     /// # Errors
     ///
     /// Storage errors of the log or the settlement state.
-    pub(crate) fn open(dir: &Path, config: LogConfig) -> Result<Lane, QueueError> {
+    pub(crate) fn open(
+        dir: &Path,
+        config: LogConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Lane, QueueError> {
         std::fs::create_dir_all(dir)?;
         let log = Log::open(dir, config, false)?;
         let end = log.log_end_offset();
@@ -64,7 +69,7 @@ impl Lane {
         settlement.clamp(end)?;
         let cursor = settlement.next_unsettled(start);
         Ok(Lane {
-            log: Arc::new(SharedLog::new(log)),
+            log: Arc::new(SharedLog::new(log).observing_syncs(Arc::clone(metrics))),
             source: None,
             lost: 0,
             settlement,

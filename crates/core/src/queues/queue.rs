@@ -20,6 +20,7 @@ use weir_log::{LogConfig, SharedLog};
 
 use crate::broker::now_ms;
 use crate::logging::Escaped;
+use crate::metrics::Metrics;
 use crate::queues::args::{Overflow, QueueArguments, QueueType};
 use crate::queues::consumer::{
     ChannelHandle, Consumer, ConsumerSpec, Delivery, MessageId, StreamCursor, StreamStart,
@@ -107,6 +108,8 @@ pub struct Queue {
     state: Mutex<QueueState>,
     wake: Notify,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
+    /// The node's metrics: deliveries are counted, lane logs report syncs.
+    metrics: Arc<Metrics>,
 }
 
 impl Queue {
@@ -123,6 +126,7 @@ impl Queue {
         log_config: LogConfig,
         topic: Option<Arc<Topic>>,
         dead_letters: mpsc::UnboundedSender<DeadLetter>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Queue>, QueueError> {
         std::fs::create_dir_all(&dir)?;
         let mut state = QueueState {
@@ -135,7 +139,7 @@ impl Queue {
             for index in 0..lanes {
                 let lane_dir = dir.join(index.to_string());
                 if index == 0 || lane_dir.exists() {
-                    let lane = Lane::open(&lane_dir, log_config.clone())?;
+                    let lane = Lane::open(&lane_dir, log_config.clone(), &metrics)?;
                     state.ready += lane.unsettled();
                     state.lanes[index] = Some(lane);
                 }
@@ -150,6 +154,7 @@ impl Queue {
             state: Mutex::new(state),
             wake: Notify::new(),
             dead_letters,
+            metrics,
         });
         if let Some(topic) = &queue.topic {
             let fresh = std::fs::read_dir(&queue.dir)?.next().is_none();
@@ -453,7 +458,8 @@ impl Queue {
             );
         }
         let remaining = state.ready;
-        crate::metrics::count_delivery(&self.spec.vhost, &self.spec.name);
+        self.metrics
+            .count_delivery(&self.spec.vhost, &self.spec.name);
         let delivery = Delivery {
             channel: channel.channel,
             consumer_tag: Arc::from(""),
@@ -716,6 +722,7 @@ impl Queue {
             state.lanes[index] = Some(Lane::open(
                 &self.dir.join(index.to_string()),
                 self.log_config.clone(),
+                &self.metrics,
             )?);
         }
         Ok(state.lanes[index].as_mut().expect("opened above"))
@@ -868,7 +875,8 @@ impl Queue {
             } else {
                 self.settle(&mut state, taken.id)?;
             }
-            crate::metrics::count_delivery(&self.spec.vhost, &self.spec.name);
+            self.metrics
+                .count_delivery(&self.spec.vhost, &self.spec.name);
             let delivery = Delivery {
                 channel: channel.channel,
                 consumer_tag: tag,
@@ -978,7 +986,8 @@ impl Queue {
                     let holder = Some((channel.connection_id, channel.channel, Arc::clone(&tag)));
                     state.in_flight.insert(id, InFlight { holder, bytes: 0 });
                 }
-                crate::metrics::count_delivery(&self.spec.vhost, &self.spec.name);
+                self.metrics
+                    .count_delivery(&self.spec.vhost, &self.spec.name);
                 let delivery = Delivery {
                     channel: channel.channel,
                     consumer_tag: tag,

@@ -311,6 +311,7 @@ impl VirtualHost {
                 self.log_config.clone(),
                 Some(topic),
                 self.dead_letters.clone(),
+                Arc::clone(self.broker.metrics()),
             );
         }
         let dir = self
@@ -331,6 +332,7 @@ impl VirtualHost {
                 self.log_config.clone(),
                 Some(topic),
                 self.dead_letters.clone(),
+                Arc::clone(self.broker.metrics()),
             )
             .inspect_err(|_| self.broker.release_topic(&source, &reader));
         }
@@ -341,7 +343,14 @@ impl VirtualHost {
         }
         config.retention_ms = None;
         config.retention_bytes = None;
-        Queue::open(spec, dir, config, None, self.dead_letters.clone())
+        Queue::open(
+            spec,
+            dir,
+            config,
+            None,
+            self.dead_letters.clone(),
+            Arc::clone(self.broker.metrics()),
+        )
     }
 
     /// How a queue over a topic is named to the topic's deleters.
@@ -1075,7 +1084,9 @@ impl VirtualHost {
             published,
             syncs: Vec::new(),
         };
-        crate::metrics::count_published(routed.iter().map(|(_, message)| *message));
+        self.broker
+            .metrics()
+            .count_published(routed.iter().map(|(_, message)| *message));
         let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
         for (index, (queues, _)) in routed.iter().enumerate() {
             for queue in queues {
@@ -1088,7 +1099,9 @@ impl VirtualHost {
         for (queue, indexes) in by_queue {
             let messages: Vec<&Message> = indexes.iter().map(|&index| routed[index].1).collect();
             let enqueued = queue.enqueue_many(&messages)?;
-            crate::metrics::count_stored(&self.name, queue.name(), &enqueued.accepted);
+            self.broker
+                .metrics()
+                .count_stored(&self.name, queue.name(), &enqueued.accepted);
             for (&index, accepted) in indexes.iter().zip(enqueued.accepted) {
                 stored.published[index].rejected |= !accepted;
             }

@@ -107,7 +107,7 @@ async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) 
         let (response, bytes, failed) = read_all(&context, &targets, &limits);
         if bytes >= limits.min_bytes || failed || watchers.is_empty() || Instant::now() >= deadline
         {
-            count_fetched(&response);
+            count_fetched(context.broker.metrics(), &response);
             return response;
         }
         let changed = select_all(
@@ -123,8 +123,7 @@ async fn long_poll(context: Arc<Context>, targets: Vec<Target>, limits: Limits) 
 }
 
 /// Counts the records a fetch answers with, per topic, for `/metrics`.
-fn count_fetched(response: &FetchResponse) {
-    let metrics = weir_core::metrics::global();
+fn count_fetched(metrics: &weir_core::metrics::Metrics, response: &FetchResponse) {
     for topic in &response.responses {
         let records: u64 = topic
             .partitions

@@ -55,6 +55,7 @@ pub fn handle(
                                 pending,
                                 topic: name.clone(),
                                 count,
+                                metrics: std::sync::Arc::clone(context.broker.metrics()),
                             })
                             .map_err(|error| Failure::from(&error))
                     }
@@ -131,17 +132,15 @@ struct Queued {
     pending: PendingAppend,
     topic: String,
     count: u64,
+    metrics: std::sync::Arc<weir_core::metrics::Metrics>,
 }
 
 impl Queued {
     /// Waits for the write and counts its records.
     async fn written(self) -> weir_core::Result<weir_core::Appended> {
         let appended = self.pending.written().await?;
-        weir_core::metrics::global().message_in(
-            weir_core::metrics::Protocol::Kafka,
-            &self.topic,
-            self.count,
-        );
+        self.metrics
+            .message_in(weir_core::metrics::Protocol::Kafka, &self.topic, self.count);
         Ok(appended)
     }
 }
