@@ -253,16 +253,13 @@ impl VirtualHost {
     }
 
     fn open_stored_queue(&self, stored: StoredQueue) -> Result<Arc<Queue>, QueueError> {
-        let parsed = QueueArguments::parse(&stored.arguments, &stored.name, &self.name)?;
-        let spec = QueueSpec {
-            name: stored.name,
-            vhost: self.name.clone(),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: stored.auto_delete,
-            arguments: stored.arguments,
-            parsed,
-        };
+        let spec = self.queue_spec(
+            stored.name,
+            true,
+            None,
+            stored.auto_delete,
+            stored.arguments,
+        )?;
         self.open_queue(spec, &stored.id)
     }
 
@@ -296,29 +293,25 @@ impl VirtualHost {
         Ok(true)
     }
 
+    /// Opens a queue: a stream queue over its topic, a queue over a topic
+    /// holding that topic, any other over its own logs under `id`.
     fn open_queue(&self, spec: QueueSpec, id: &str) -> Result<Arc<Queue>, QueueError> {
-        if spec.parsed.queue_type == QueueType::Stream {
+        let mut config = self.log_config.clone();
+        let mut dir = self
+            .dir
+            .join(if spec.durable { "queues" } else { "transient" })
+            .join(id);
+        let mut held = None;
+        let topic = if spec.parsed.queue_type == QueueType::Stream {
             let topic = self.broker.topic(&spec.name).map_err(|_| {
                 QueueError::NotFound(format!(
                     "stream queue '{}' in vhost '{}': its topic was deleted",
                     spec.name, self.name
                 ))
             })?;
-            let dir = topic.dir().to_owned();
-            return Queue::open(
-                spec,
-                dir,
-                self.log_config.clone(),
-                Some(topic),
-                self.dead_letters.clone(),
-                Arc::clone(self.broker.metrics()),
-            );
-        }
-        let dir = self
-            .dir
-            .join(if spec.durable { "queues" } else { "transient" })
-            .join(id);
-        if let Some(source) = spec.parsed.source_topic.clone() {
+            dir = topic.dir().to_owned();
+            Some(topic)
+        } else if let Some(source) = spec.parsed.source_topic.clone() {
             let reader = self.reader_name(&spec.name);
             let topic = self.broker.hold_topic(&source, &reader).map_err(|_| {
                 QueueError::NotFound(format!(
@@ -326,31 +319,30 @@ impl VirtualHost {
                     spec.name, self.name
                 ))
             })?;
-            return Queue::open(
-                spec,
-                dir,
-                self.log_config.clone(),
-                Some(topic),
-                self.dead_letters.clone(),
-                Arc::clone(self.broker.metrics()),
-            )
-            .inspect_err(|_| self.broker.release_topic(&source, &reader));
-        }
-        let mut config = self.log_config.clone();
-        if !spec.durable {
-            // Transient queues never sync: nothing of them survives a restart.
-            config.flush_interval = Some(std::time::Duration::from_secs(365 * 86_400));
-        }
-        config.retention_ms = None;
-        config.retention_bytes = None;
+            held = Some((source, reader));
+            Some(topic)
+        } else {
+            if !spec.durable {
+                // Transient queues never sync: nothing of them survives a restart.
+                config.flush_interval = Some(std::time::Duration::from_secs(365 * 86_400));
+            }
+            config.retention_ms = None;
+            config.retention_bytes = None;
+            None
+        };
         Queue::open(
             spec,
             dir,
             config,
-            None,
+            topic,
             self.dead_letters.clone(),
             Arc::clone(self.broker.metrics()),
         )
+        .inspect_err(|_| {
+            if let Some((source, reader)) = &held {
+                self.broker.release_topic(source, reader);
+            }
+        })
     }
 
     /// How a queue over a topic is named to the topic's deleters.
@@ -659,8 +651,14 @@ impl VirtualHost {
         } else {
             name.to_owned()
         };
-        let parsed = QueueArguments::parse(&arguments, &name, &self.name)?;
-        if parsed.queue_type != QueueType::Classic {
+        let spec = self.queue_spec(
+            name.clone(),
+            durable,
+            exclusive.then_some(principal.connection()),
+            auto_delete,
+            arguments,
+        )?;
+        if spec.parsed.queue_type != QueueType::Classic {
             let invalid = |property: &str| {
                 QueueError::PreconditionFailed(format!(
                     "invalid property '{property}' for queue '{name}' in vhost '{}'",
@@ -677,15 +675,6 @@ impl VirtualHost {
                 return Err(invalid("auto-delete"));
             }
         }
-        let spec = QueueSpec {
-            name: name.clone(),
-            vhost: self.name.clone(),
-            durable,
-            exclusive_owner: exclusive.then_some(principal.connection()),
-            auto_delete,
-            arguments,
-            parsed,
-        };
         let id = if spec.parsed.queue_type == QueueType::Stream {
             self.create_stream_topic(&spec, principal)?;
             String::new()
