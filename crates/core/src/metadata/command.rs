@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::metadata::nodes::NodeRegistration;
+
 /// One change to the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -126,6 +128,31 @@ pub enum MetadataCommand {
         /// The binding.
         binding: BindingSpec,
     },
+    /// Names the cluster, once: the first controller leader proposes it,
+    /// and a node whose data directory knows another id refuses to start.
+    InitializeCluster {
+        /// The cluster's id.
+        id: Uuid,
+    },
+    /// A node starts (a new incarnation) with its endpoints; it is unfenced.
+    RegisterNode {
+        /// What the node says about itself.
+        node: NodeRegistration,
+    },
+    /// A node missed its heartbeats for the session timeout.
+    FenceNode {
+        /// The node.
+        id: u64,
+        /// The incarnation the controller last heard from.
+        incarnation: Uuid,
+    },
+    /// A fenced node heartbeats again.
+    UnfenceNode {
+        /// The node.
+        id: u64,
+        /// Its current incarnation.
+        incarnation: Uuid,
+    },
 }
 
 impl MetadataCommand {
@@ -145,6 +172,10 @@ impl MetadataCommand {
             MetadataCommand::DeleteQueue { .. } => "delete_queue",
             MetadataCommand::Bind { .. } => "bind",
             MetadataCommand::Unbind { .. } => "unbind",
+            MetadataCommand::InitializeCluster { .. } => "initialize_cluster",
+            MetadataCommand::RegisterNode { .. } => "register_node",
+            MetadataCommand::FenceNode { .. } => "fence_node",
+            MetadataCommand::UnfenceNode { .. } => "unfence_node",
         }
     }
 }

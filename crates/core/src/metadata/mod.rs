@@ -1,10 +1,12 @@
 //! Metadata as commands: every change to the broker's metadata (topics and
-//! their configs, partitions, virtual hosts, exchanges, queues, bindings;
-//! later users, ACLs, brokers, leaders and ISR) is one [`MetadataCommand`],
+//! their configs, partitions, virtual hosts, exchanges, queues, bindings,
+//! the nodes of a cluster; later users, ACLs, leaders and ISR) is one
+//! [`MetadataCommand`],
 //! validated against the current [`MetadataState`] and applied by a
 //! deterministic state machine that reads neither the clock nor the disk.
 //! On one node the commands go to the metadata log below ([`MetadataStore`]);
-//! in a cluster the controller quorum will replicate the same commands.
+//! in a cluster the controller quorum (`weir-cluster`, on openraft)
+//! replicates the same commands.
 //!
 //! Topics are wired through it (crate::broker); the AMQP definitions still
 //! live in each vhost's `definitions.json` and have only their commands and
@@ -69,6 +71,7 @@
 mod command;
 mod error;
 mod file;
+mod nodes;
 mod state;
 mod store;
 
@@ -80,6 +83,7 @@ pub use crate::metadata::error::MetadataError;
 pub use crate::metadata::file::{
     inspect, Inspection, TornTail, COMMAND_BYTES_MAX, SNAPSHOT_BYTES_MAX,
 };
+pub use crate::metadata::nodes::{NodeImage, NodeRegistration, NODE_ID_MAX};
 pub use crate::metadata::state::{
     BindingImage, ExchangeImage, MetadataState, QueueImage, TopicImage, VhostImage, NAME_BYTES_MAX,
     PARTITIONS_PER_TOPIC_MAX, STANDARD_EXCHANGES,

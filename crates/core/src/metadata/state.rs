@@ -17,6 +17,7 @@ use crate::metadata::command::{
     Arguments, BindingDestination, BindingSpec, ConfigUpdate, ExchangeType, MetadataCommand,
 };
 use crate::metadata::error::MetadataError;
+use crate::metadata::nodes::{self, NodeImage};
 
 /// Most partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 1_000_000;
@@ -38,6 +39,12 @@ pub const STANDARD_EXCHANGES: &[(&str, ExchangeType)] = &[
 pub struct MetadataState {
     topics: BTreeMap<String, TopicImage>,
     vhosts: BTreeMap<String, VhostImage>,
+    /// Set in a cluster only; absent from single-node files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<Uuid>,
+    /// The registered nodes of a cluster; absent from single-node files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    nodes: BTreeMap<u64, NodeImage>,
 }
 
 /// A topic as metadata knows it.
@@ -127,6 +134,16 @@ impl MetadataState {
         &self.vhosts
     }
 
+    /// The cluster's id, once the first controller leader named it.
+    pub fn cluster_id(&self) -> Option<Uuid> {
+        self.cluster_id
+    }
+
+    /// Registered nodes by id.
+    pub fn nodes(&self) -> &BTreeMap<u64, NodeImage> {
+        &self.nodes
+    }
+
     /// Whether `command` applies to this image.
     ///
     /// # Errors
@@ -199,6 +216,19 @@ impl MetadataState {
             }
             MetadataCommand::Bind { vhost, binding } => self.validate_bind(vhost, binding),
             MetadataCommand::Unbind { vhost, binding } => self.validate_unbind(vhost, binding),
+            MetadataCommand::InitializeCluster { id } => match self.cluster_id {
+                Some(named) => Err(MetadataError::AlreadyExists(format!(
+                    "the cluster is named {named} already, not {id}"
+                ))),
+                None => Ok(()),
+            },
+            MetadataCommand::RegisterNode { node } => nodes::validate_register(&self.nodes, node),
+            MetadataCommand::FenceNode { id, incarnation } => {
+                nodes::validate_fencing(&self.nodes, *id, *incarnation, true)
+            }
+            MetadataCommand::UnfenceNode { id, incarnation } => {
+                nodes::validate_fencing(&self.nodes, *id, *incarnation, false)
+            }
         }
     }
 
@@ -224,6 +254,14 @@ impl MetadataState {
             | MetadataCommand::DeleteQueue { .. }
             | MetadataCommand::Bind { .. }
             | MetadataCommand::Unbind { .. } => self.apply_valid_vhost(command),
+            MetadataCommand::InitializeCluster { id } => self.cluster_id = Some(*id),
+            MetadataCommand::RegisterNode { node } => nodes::apply_register(&mut self.nodes, node),
+            MetadataCommand::FenceNode { id, .. } => {
+                nodes::apply_fencing(&mut self.nodes, *id, true)
+            }
+            MetadataCommand::UnfenceNode { id, .. } => {
+                nodes::apply_fencing(&mut self.nodes, *id, false)
+            }
             MetadataCommand::CreateTopic {
                 name,
                 id,
@@ -260,8 +298,12 @@ impl MetadataState {
             | MetadataCommand::DeleteTopic { .. }
             | MetadataCommand::CreatePartitions { .. }
             | MetadataCommand::AlterTopicConfig { .. }
-            | MetadataCommand::ReplaceTopicConfig { .. } => {
-                unreachable!("topic commands are applied by apply_valid")
+            | MetadataCommand::ReplaceTopicConfig { .. }
+            | MetadataCommand::InitializeCluster { .. }
+            | MetadataCommand::RegisterNode { .. }
+            | MetadataCommand::FenceNode { .. }
+            | MetadataCommand::UnfenceNode { .. } => {
+                unreachable!("only vhost commands are applied here")
             }
             MetadataCommand::CreateVhost { name } => {
                 self.vhosts

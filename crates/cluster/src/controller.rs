@@ -1,0 +1,617 @@
+//! One node's controller: its openraft instance, the listener other
+//! controllers call, proposing commands (forwarded to the leader), and node
+//! liveness — every node heartbeats the leader; the leader fences a node
+//! silent for the session timeout and unfences it when it is heard again.
+//!
+//! Liveness is the leader's memory, not metadata: a new leader starts by
+//! giving every node a full session timeout before it may be fenced, so a
+//! controller failover alone fences nobody.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use weir_core::metadata::{MetadataCommand, MetadataState, NodeRegistration};
+use weir_log::checkpoint::write_atomically;
+
+use crate::config::ClusterConfig;
+use crate::error::ClusterError;
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachine;
+use crate::transport::{self, HeartbeatReply, Network, Peer, Reply, Request};
+use crate::{CommandOutcome, NodeId, TypeConfig};
+
+/// How long a proposal may wait for a leader before it fails.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call to a peer may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Records which node a data directory belongs to.
+const IDENTITY_FILE: &str = "node.json";
+
+/// Where clients reach this node, as registered in the metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// Kafka `host:port`.
+    pub kafka: Option<String>,
+    /// AMQP `host:port`.
+    pub amqp: Option<String>,
+    /// HTTP `host:port`.
+    pub http: Option<String>,
+}
+
+/// A node's controller. Dropping it stops its tasks; call
+/// [`Controller::shutdown`] first to stop raft cleanly.
+pub struct Controller {
+    config: ClusterConfig,
+    incarnation: Uuid,
+    raft: Raft<TypeConfig>,
+    state: StateMachine,
+    /// Connections to the other controllers, for proposals and heartbeats.
+    peers: tokio::sync::Mutex<BTreeMap<NodeId, Peer>>,
+    /// While leader: when each node was last heard, and as which incarnation.
+    liveness: Mutex<Liveness>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Liveness {
+    /// The term in which this node led when the map was last reset.
+    term: Option<u64>,
+    heard: HashMap<NodeId, (Uuid, Instant)>,
+}
+
+/// What `weir cluster status` and `/api/cluster` show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub node_id: NodeId,
+    /// The cluster's id, once named.
+    pub cluster_id: Option<Uuid>,
+    /// The controller leader, if there is one now.
+    pub controller_leader: Option<NodeId>,
+    /// The raft term this node is in.
+    pub term: u64,
+    /// The last metadata command applied on this node.
+    pub applied_index: u64,
+    /// The controller voters: id and address.
+    pub voters: Vec<Voter>,
+    /// The registered nodes.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One controller voter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Voter {
+    /// Node id.
+    pub id: NodeId,
+    /// Controller address.
+    pub address: String,
+}
+
+/// One registered node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Kafka endpoint.
+    pub kafka: Option<String>,
+    /// AMQP endpoint.
+    pub amqp: Option<String>,
+    /// HTTP endpoint.
+    pub http: Option<String>,
+    /// Missed its heartbeats.
+    pub fenced: bool,
+}
+
+impl Controller {
+    /// Opens the controller's files, joins the quorum and starts
+    /// listening, registering and heartbeating. On the first start of a
+    /// cluster every voter initializes the same membership (openraft
+    /// allows that); a node restarted on its data directory just rejoins.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::ForeignDataDir`] when the directory belongs to
+    /// another node id or another voter list; [`ClusterError::Io`] when the
+    /// listener cannot bind; storage errors of the raft log and snapshot.
+    pub async fn start(
+        config: ClusterConfig,
+        endpoints: Endpoints,
+    ) -> Result<Arc<Controller>, ClusterError> {
+        check_identity(&config)?;
+        let log = LogStore::open(&config.dir)?;
+        let state = StateMachine::open(&config.dir)?;
+        let raft_config = openraft::Config {
+            cluster_name: "weir".into(),
+            heartbeat_interval: millis(config.election_timeout_min) / 3,
+            election_timeout_min: millis(config.election_timeout_min),
+            election_timeout_max: millis(config.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(1024),
+            max_in_snapshot_log_to_keep: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| ClusterError::Config(error.to_string()))?;
+        let network = Network {
+            from: config.node_id,
+            voters: config.voters_text(),
+        };
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log,
+            state.clone(),
+        )
+        .await
+        .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        let listener = TcpListener::bind(config.controller_listen)
+            .await
+            .map_err(|error| ClusterError::io(config.controller_listen.to_string(), error))?;
+        let controller = Arc::new(Controller {
+            config,
+            incarnation: Uuid::new_v4(),
+            raft,
+            state,
+            peers: tokio::sync::Mutex::new(BTreeMap::new()),
+            liveness: Mutex::new(Liveness::default()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        controller.spawn_tasks(listener, endpoints);
+        controller.initialize().await?;
+        tracing::info!(
+            node = controller.config.node_id,
+            address = %controller.config.controller_listen,
+            voters = %controller.config.voters_text(),
+            "controller started"
+        );
+        Ok(controller)
+    }
+
+    fn spawn_tasks(self: &Arc<Controller>, listener: TcpListener, endpoints: Endpoints) {
+        let weak = Arc::downgrade(self);
+        let handler: transport::Handler = Arc::new(move |request| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(controller) => controller.handle(request).await,
+                    None => Reply::Propose(Err("the controller is shutting down".into())),
+                }
+            })
+        });
+        let server = tokio::spawn(transport::serve(
+            listener,
+            self.config.voters_text(),
+            handler,
+        ));
+        let heartbeats = tokio::spawn(heartbeat_loop(Arc::downgrade(self), endpoints));
+        let fencing = tokio::spawn(leader_loop(Arc::downgrade(self)));
+        self.tasks.lock().extend([server, heartbeats, fencing]);
+    }
+
+    async fn initialize(&self) -> Result<(), ClusterError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .config
+            .voters
+            .iter()
+            .map(|(id, address)| (*id, BasicNode::new(address.to_string())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                Ok(())
+            }
+            Err(error) => Err(ClusterError::Raft(error.to_string())),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Reads the metadata as applied on this node.
+    pub fn read<T>(&self, read: impl FnOnce(&MetadataState) -> T) -> T {
+        self.state.read(read)
+    }
+
+    /// The controller leader now, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(self.config.node_id)
+    }
+
+    /// What this node knows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let (leader, term) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.current_term)
+        };
+        let (cluster_id, nodes) = self.state.read(|state| {
+            let nodes = state
+                .nodes()
+                .iter()
+                .map(|(id, node)| NodeStatus {
+                    id: *id,
+                    kafka: node.kafka.clone(),
+                    amqp: node.amqp.clone(),
+                    http: node.http.clone(),
+                    fenced: node.fenced,
+                })
+                .collect();
+            (state.cluster_id(), nodes)
+        });
+        ClusterStatus {
+            node_id: self.config.node_id,
+            cluster_id,
+            controller_leader: leader,
+            term,
+            applied_index: self.state.applied_index(),
+            voters: self
+                .config
+                .voters
+                .iter()
+                .map(|(id, address)| Voter {
+                    id: *id,
+                    address: address.to_string(),
+                })
+                .collect(),
+            nodes,
+        }
+    }
+
+    /// Commits `command` through the controller leader (forwarding it when
+    /// this node is not the leader) and returns once it is applied here
+    /// too, so the caller reads its own write.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Refused`] when the metadata state refused it (nothing
+    /// changed); [`ClusterError::Unavailable`] when no leader committed it
+    /// within the proposal timeout — it may still commit later.
+    pub async fn propose(&self, command: MetadataCommand) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + PROPOSE_TIMEOUT;
+        let outcome = loop {
+            let attempt = match self.raft.client_write(command.clone()).await {
+                Ok(response) => Ok(response.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    match forward.leader_id {
+                        Some(leader) => self.forward(leader, &command).await,
+                        None => Err("no controller leader".to_string()),
+                    }
+                }
+                Err(error) => return Err(ClusterError::Raft(error.to_string())),
+            };
+            match attempt {
+                Ok(outcome) => break outcome,
+                Err(why) if Instant::now() >= deadline => {
+                    return Err(ClusterError::Unavailable(why))
+                }
+                Err(why) => {
+                    tracing::debug!(command = command.kind(), %why, "proposal not committed yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let applied = self.state.wait_applied(outcome.index);
+        if tokio::time::timeout_at(deadline.into(), applied)
+            .await
+            .is_err()
+        {
+            return Err(ClusterError::Unavailable(format!(
+                "command {} committed but not yet applied on this node",
+                outcome.index
+            )));
+        }
+        match outcome.refusal {
+            Some(refusal) => Err(ClusterError::Refused(refusal)),
+            None => Ok(()),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        command: &MetadataCommand,
+    ) -> Result<CommandOutcome, String> {
+        match self
+            .call(leader, &Request::Propose(command.clone()))
+            .await?
+        {
+            Reply::Propose(outcome) => outcome,
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    async fn call(&self, target: NodeId, request: &Request) -> Result<Reply, String> {
+        let address = *self
+            .config
+            .voters
+            .get(&target)
+            .ok_or_else(|| format!("node {target} is not a controller voter"))?;
+        let mut peers = self.peers.lock().await;
+        let peer = peers
+            .entry(target)
+            .or_insert_with(|| Peer::new(self.config.node_id, self.config.voters_text(), address));
+        peer.call(request, CALL_TIMEOUT)
+            .await
+            .map_err(|error| format!("node {target} at {address}: {error}"))
+    }
+
+    async fn handle(&self, request: Request) -> Reply {
+        match request {
+            Request::Hello { .. } => Reply::Hello(Err("already connected".into())),
+            Request::Vote(vote) => Reply::Vote(self.raft.vote(vote).await),
+            Request::AppendEntries(append) => {
+                Reply::AppendEntries(self.raft.append_entries(append).await)
+            }
+            Request::InstallSnapshot(chunk) => {
+                Reply::InstallSnapshot(self.raft.install_snapshot(chunk).await)
+            }
+            Request::Propose(command) => {
+                Reply::Propose(match self.raft.client_write(command).await {
+                    Ok(response) => Ok(response.data),
+                    Err(error) => Err(error.to_string()),
+                })
+            }
+            Request::Heartbeat { id, incarnation } => {
+                Reply::Heartbeat(self.heard_from(id, incarnation))
+            }
+        }
+    }
+
+    /// The leader's side of a heartbeat.
+    fn heard_from(&self, id: NodeId, incarnation: Uuid) -> HeartbeatReply {
+        if !self.is_leader() {
+            return HeartbeatReply::NotLeader;
+        }
+        let registered = self.state.read(|state| {
+            state
+                .nodes()
+                .get(&id)
+                .filter(|node| node.incarnation == incarnation)
+                .map(|node| node.fenced)
+        });
+        let Some(fenced) = registered else {
+            return HeartbeatReply::Register;
+        };
+        self.liveness
+            .lock()
+            .heard
+            .insert(id, (incarnation, Instant::now()));
+        if fenced {
+            tracing::info!(node = id, "node heard again: unfencing it");
+            self.propose_in_background(MetadataCommand::UnfenceNode { id, incarnation });
+        }
+        HeartbeatReply::Alive
+    }
+
+    fn propose_in_background(&self, command: MetadataCommand) {
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            let kind = command.kind();
+            match raft.client_write(command).await {
+                Ok(response) => {
+                    if let Some(refusal) = response.data.refusal {
+                        tracing::debug!(command = kind, %refusal, "refused");
+                    }
+                }
+                Err(error) => tracing::debug!(command = kind, %error, "not committed"),
+            }
+        });
+    }
+
+    /// Stops raft and the controller's tasks.
+    pub async fn shutdown(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// Which node and voter list a controller directory belongs to.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Identity {
+    node_id: NodeId,
+    voters: String,
+}
+
+/// Refuses a data directory made by another node id or for another voter
+/// list (changing the voters is a membership change, not a restart flag).
+fn check_identity(config: &ClusterConfig) -> Result<(), ClusterError> {
+    let path = config.dir.join(IDENTITY_FILE);
+    let ours = Identity {
+        node_id: config.node_id,
+        voters: config.voters_text(),
+    };
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let theirs: Identity =
+                serde_json::from_slice(&bytes).map_err(|error| ClusterError::Corrupt {
+                    path: path.clone(),
+                    position: 0,
+                    reason: error.to_string(),
+                })?;
+            if theirs.node_id != ours.node_id {
+                return Err(foreign(
+                    &path,
+                    format!(
+                        "this data directory belongs to node {}, not node {}",
+                        theirs.node_id, ours.node_id
+                    ),
+                ));
+            }
+            if theirs.voters != ours.voters {
+                return Err(foreign(
+                    &path,
+                    format!(
+                        "this data directory was made for the controller voters {}, not {}",
+                        theirs.voters, ours.voters
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&config.dir)
+                .map_err(|error| ClusterError::io(&config.dir, error))?;
+            let bytes = serde_json::to_vec_pretty(&ours).expect("serializable");
+            write_atomically(&path, &bytes).map_err(|error| ClusterError::io(&path, error))
+        }
+        Err(error) => Err(ClusterError::io(path, error)),
+    }
+}
+
+fn foreign(path: &Path, reason: String) -> ClusterError {
+    ClusterError::ForeignDataDir {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Registers this node, then heartbeats the leader; registers again when
+/// the leader does not know this incarnation.
+async fn heartbeat_loop(controller: std::sync::Weak<Controller>, endpoints: Endpoints) {
+    let mut registered = false;
+    loop {
+        let Some(this) = controller.upgrade() else {
+            return;
+        };
+        let interval = this.config.heartbeat_interval;
+        if !registered {
+            let node = NodeRegistration {
+                id: this.config.node_id,
+                incarnation: this.incarnation,
+                kafka: endpoints.kafka.clone(),
+                amqp: endpoints.amqp.clone(),
+                http: endpoints.http.clone(),
+            };
+            match this.propose(MetadataCommand::RegisterNode { node }).await {
+                Ok(()) => {
+                    registered = true;
+                    tracing::info!(node = this.config.node_id, "registered with the controller");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "registering with the controller failed; retrying")
+                }
+            }
+        } else if let Some(leader) = this.leader() {
+            let reply = if leader == this.config.node_id {
+                Some(this.heard_from(leader, this.incarnation))
+            } else {
+                let request = Request::Heartbeat {
+                    id: this.config.node_id,
+                    incarnation: this.incarnation,
+                };
+                match this.call(leader, &request).await {
+                    Ok(Reply::Heartbeat(reply)) => Some(reply),
+                    Ok(_) | Err(_) => None,
+                }
+            };
+            if reply == Some(HeartbeatReply::Register) {
+                registered = false;
+            }
+        }
+        drop(this);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// While this node leads: names the cluster once, and fences nodes that
+/// have not been heard for the session timeout.
+async fn leader_loop(controller: std::sync::Weak<Controller>) {
+    let mut naming_proposed = false;
+    loop {
+        let Some(this) = controller.upgrade() else {
+            return;
+        };
+        let tick = this.config.heartbeat_interval / 2;
+        if this.is_leader() {
+            if !naming_proposed && this.read(|state| state.cluster_id().is_none()) {
+                naming_proposed = true;
+                this.propose_in_background(MetadataCommand::InitializeCluster {
+                    id: Uuid::new_v4(),
+                });
+            }
+            for (id, incarnation) in this.overdue_nodes() {
+                tracing::warn!(node = id, "node missed its heartbeats: fencing it");
+                this.propose_in_background(MetadataCommand::FenceNode { id, incarnation });
+            }
+        }
+        drop(this);
+        tokio::time::sleep(tick).await;
+    }
+}
+
+impl Controller {
+    /// Unfenced nodes not heard (as their registered incarnation) for the
+    /// session timeout. A leader new in its term first gives every node a
+    /// full timeout.
+    fn overdue_nodes(&self) -> Vec<(NodeId, Uuid)> {
+        let term = self.raft.metrics().borrow().current_term;
+        let now = Instant::now();
+        let mut liveness = self.liveness.lock();
+        if liveness.term != Some(term) {
+            liveness.term = Some(term);
+            liveness.heard.clear();
+        }
+        let nodes: Vec<(NodeId, Uuid)> = self.state.read(|state| {
+            state
+                .nodes()
+                .iter()
+                .filter(|(_, node)| !node.fenced)
+                .map(|(id, node)| (*id, node.incarnation))
+                .collect()
+        });
+        let timeout = self.config.session_timeout;
+        nodes
+            .into_iter()
+            .filter(|(id, incarnation)| {
+                let heard = liveness.heard.entry(*id).or_insert((*incarnation, now));
+                if heard.0 != *incarnation {
+                    // Registered anew since last heard: a fresh start.
+                    *heard = (*incarnation, now);
+                }
+                now.duration_since(heard.1) > timeout
+            })
+            .collect()
+    }
+}
