@@ -43,6 +43,8 @@ pub struct Admin {
     pub data_dir: PathBuf,
     /// Free disk space below which publishers are blocked.
     pub disk_free_limit_bytes: u64,
+    /// The controller, when this node is part of a cluster.
+    pub cluster: Option<Arc<weir_cluster::Controller>>,
     /// Rates measured from periodic samples.
     pub(crate) rates: rates::Sampler,
 }
@@ -60,8 +62,15 @@ impl Admin {
             vhosts,
             data_dir,
             disk_free_limit_bytes,
+            cluster: None,
             rates: rates::Sampler::default(),
         }
+    }
+
+    /// The same API on a node of a cluster, also answering `/api/cluster`.
+    pub fn with_cluster(mut self, controller: Arc<weir_cluster::Controller>) -> Admin {
+        self.cluster = Some(controller);
+        self
     }
 }
 

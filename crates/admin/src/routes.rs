@@ -9,7 +9,7 @@ use axum::Router;
 use tracing::Instrument;
 use weir_core::Escaped;
 
-use crate::api::{connections, exchanges, groups, overview, queues, records, topics};
+use crate::api::{cluster, connections, exchanges, groups, overview, queues, records, topics};
 use crate::error::ApiError;
 use crate::{console, openapi, prometheus, Admin};
 
@@ -99,6 +99,7 @@ pub(crate) fn table() -> Vec<Route> {
                 .delete(exchanges::delete_binding),
         ),
         ("/api/connections", &["get"], get(connections::list)),
+        ("/api/cluster", &["get"], get(cluster::get)),
         (
             "/api/connections/{id}",
             &["delete"],

@@ -435,6 +435,16 @@ impl Controller {
     }
 }
 
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Controller")
+            .field("node_id", &self.config.node_id)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         for task in self.tasks.get_mut().drain(..) {
@@ -455,8 +465,13 @@ struct Identity {
 }
 
 /// Refuses a data directory made by another node id or for another voter
-/// list (changing the voters is a membership change, not a restart flag).
-fn check_identity(config: &ClusterConfig) -> Result<(), ClusterError> {
+/// list (changing the voters is a membership change, not a restart flag);
+/// records the identity in a new one. [`Controller::start`] calls it too.
+///
+/// # Errors
+///
+/// [`ClusterError::ForeignDataDir`]; I/O errors.
+pub fn check_identity(config: &ClusterConfig) -> Result<(), ClusterError> {
     let path = config.dir.join(IDENTITY_FILE);
     let ours = Identity {
         node_id: config.node_id,
@@ -555,15 +570,28 @@ async fn heartbeat_loop(controller: std::sync::Weak<Controller>, endpoints: Endp
     }
 }
 
-/// While this node leads: names the cluster once, and fences nodes that
-/// have not been heard for the session timeout.
+/// Logs leader changes; while this node leads, names the cluster once and
+/// fences nodes that have not been heard for the session timeout.
 async fn leader_loop(controller: std::sync::Weak<Controller>) {
     let mut naming_proposed = false;
+    let mut known_leader = None;
     loop {
         let Some(this) = controller.upgrade() else {
             return;
         };
         let tick = this.config.heartbeat_interval / 2;
+        let (leader, term) = {
+            let metrics = this.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.current_term)
+        };
+        if leader != known_leader {
+            match leader {
+                Some(leader) => tracing::info!(leader, term, "controller leader elected"),
+                None => tracing::warn!(term, "no controller leader"),
+            }
+            known_leader = leader;
+        }
         if this.is_leader() {
             if !naming_proposed && this.read(|state| state.cluster_id().is_none()) {
                 naming_proposed = true;

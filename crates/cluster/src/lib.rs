@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use weir_core::metadata::MetadataCommand;
 
 pub use crate::config::{parse_voters, ClusterConfig};
-pub use crate::controller::{ClusterStatus, Controller, Endpoints};
+pub use crate::controller::{check_identity, ClusterStatus, Controller, Endpoints};
 pub use crate::error::ClusterError;
 
 /// Node ids: Kafka's broker ids, as raft node ids.

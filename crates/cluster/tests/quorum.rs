@@ -142,8 +142,7 @@ async fn a_directory_of_another_node_or_voter_list_is_refused() {
     std::fs::rename(root.path().join("n1"), root.path().join("n2")).unwrap();
     let error = Controller::start(config(2, &voters, root.path()), Endpoints::default())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         error.to_string().contains("belongs to node 1, not node 2"),
         "{error}"
@@ -153,8 +152,7 @@ async fn a_directory_of_another_node_or_voter_list_is_refused() {
     other.insert(4, free_address());
     let error = Controller::start(config(1, &other, root.path()), Endpoints::default())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         error.to_string().contains("made for the controller voters"),
         "{error}"

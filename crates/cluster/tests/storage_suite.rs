@@ -103,6 +103,8 @@ async fn a_torn_tail_is_cut_and_damage_before_valid_entries_is_refused() {
     let mut damaged = whole.clone();
     damaged[12] ^= 0xff;
     std::fs::write(&path, &damaged).unwrap();
-    let error = LogStore::open(dir.path()).err().expect("damage is refused");
+    let Err(error) = LogStore::open(dir.path()) else {
+        panic!("damage is refused");
+    };
     assert!(error.to_string().contains("corrupt at byte 0"), "{error}");
 }

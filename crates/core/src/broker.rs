@@ -42,6 +42,7 @@ use weir_log::checkpoint::{sync_dir, write_atomically};
 use crate::alarm::DiskAlarm;
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
 use crate::connections::Connections;
+use crate::data_lock::DataDirLock;
 use crate::descriptors::DescriptorBudget;
 use crate::error::{CoreError, Result};
 use crate::group::{GroupCoordinator, OffsetStore};
@@ -259,6 +260,8 @@ pub struct Broker {
     /// Per topic, the queues that read it (`x-source-topic`): such a topic
     /// cannot be deleted under them.
     topic_readers: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Held while open: no second process may use this data directory.
+    _data_lock: DataDirLock,
 }
 
 impl Broker {
@@ -271,6 +274,7 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Broker> {
         let topics_dir = config.data_dir.join("topics");
         fs::create_dir_all(&topics_dir).map_err(|error| at_path(&topics_dir, error))?;
+        let data_lock = DataDirLock::acquire(&config.data_dir)?;
         let meta = load_or_create_meta(&config.data_dir, config.node_id)?;
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
         let clean = marker.exists();
@@ -312,6 +316,7 @@ impl Broker {
             metrics,
             connections: Arc::default(),
             topic_readers: Mutex::new(HashMap::new()),
+            _data_lock: data_lock,
         };
         broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.

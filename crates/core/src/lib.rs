@@ -9,6 +9,7 @@ mod config;
 pub mod connections;
 mod consumer_groups;
 pub mod data_check;
+mod data_lock;
 pub mod descriptors;
 mod error;
 pub mod group;

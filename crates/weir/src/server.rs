@@ -35,7 +35,8 @@ const PRODUCER_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs the broker until a stop signal; returns the process exit code.
 pub fn run(settings: Resolved) -> ExitCode {
-    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .unwrap_or_else(|_| EnvFilter::new(crate::settings::DEFAULT_LOG_LEVEL));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -93,10 +94,26 @@ fn raise_open_file_limit() {
 
 async fn serve(settings: Resolved) -> Result<(), String> {
     raise_open_file_limit();
+    if let Some(cluster) = &settings.cluster {
+        // Before the broker touches anything in a data directory of
+        // another node or cluster.
+        weir_cluster::check_identity(cluster)
+            .map_err(|error| format!("cannot join the controller quorum: {error}"))?;
+    }
     let broker = Arc::new(
         Broker::open(settings.broker)
             .map_err(|error| format!("cannot open the data directory: {error}"))?,
     );
+    let endpoints = weir_cluster::Endpoints {
+        kafka: Some(format!(
+            "{}:{}",
+            settings.kafka.advertised_host,
+            settings.kafka_listen.port()
+        )),
+        amqp: Some(settings.amqp_listen.to_string()),
+        http: Some(settings.http_listen.to_string()),
+    };
+    let controller = join_cluster(settings.cluster, endpoints).await?;
     let listener = TcpListener::bind(settings.kafka_listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", settings.kafka_listen))?;
@@ -126,7 +143,14 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         Arc::clone(broker.metrics()),
         Arc::clone(broker.connections()),
     ));
-    let http = start_http(&settings.http_listen, &broker, &vhosts, &stopping).await?;
+    let http = start_http(
+        &settings.http_listen,
+        &broker,
+        &vhosts,
+        controller.clone(),
+        &stopping,
+    )
+    .await?;
     let queue_maintenance = tokio::spawn(maintain_queues(Arc::clone(&vhost), stopping.clone()));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stopping));
     wait_for_stop_signal().await;
@@ -137,6 +161,9 @@ async fn serve(settings: Resolved) -> Result<(), String> {
     let _ = http.await;
     let _ = maintenance.await;
     let _ = queue_maintenance.await;
+    if let Some(controller) = controller {
+        controller.shutdown().await;
+    }
     tokio::task::spawn_blocking(move || vhost.close())
         .await
         .map_err(|error| format!("shutdown task failed: {error}"))?;
@@ -146,21 +173,40 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         .map_err(|error| format!("unclean shutdown: {error}"))
 }
 
+/// Starts this node's controller when it is part of a cluster.
+async fn join_cluster(
+    cluster: Option<weir_cluster::ClusterConfig>,
+    endpoints: weir_cluster::Endpoints,
+) -> Result<Option<Arc<weir_cluster::Controller>>, String> {
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    weir_cluster::Controller::start(cluster, endpoints)
+        .await
+        .map(Some)
+        .map_err(|error| format!("cannot join the controller quorum: {error}"))
+}
+
 /// Binds the HTTP API and console and serves them until `stopping`.
 async fn start_http(
     address: &std::net::SocketAddr,
     broker: &Arc<Broker>,
     vhosts: &Arc<weir_amqp::VirtualHosts>,
+    controller: Option<Arc<weir_cluster::Controller>>,
     stopping: &watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = TcpListener::bind(address)
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
-    let admin = Arc::new(weir_admin::Admin::new(
+    let admin = weir_admin::Admin::new(
         Arc::clone(broker),
         (**vhosts).clone(),
         broker.config().disk_free_limit_bytes,
-    ));
+    );
+    let admin = Arc::new(match controller {
+        Some(controller) => admin.with_cluster(controller),
+        None => admin,
+    });
     Ok(tokio::spawn(weir_admin::serve(
         listener,
         admin,

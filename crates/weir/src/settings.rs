@@ -8,8 +8,15 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 use weir_amqp::AmqpConfig;
+use weir_cluster::{parse_voters, ClusterConfig};
 use weir_core::{BrokerConfig, TopicDefaults};
 use weir_kafka::KafkaConfig;
+
+/// The log filter unless one is given. openraft logs every failed RPC to
+/// a dead peer at WARN and ERROR, twice a second, for as long as it is
+/// down; the controller logs what an operator needs (leader changes,
+/// fenced and unfenced nodes) itself.
+pub const DEFAULT_LOG_LEVEL: &str = "info,openraft=off";
 
 /// Settings of `weir server`, each a flag, a `WEIR_*` variable and a TOML key.
 #[derive(Debug, Default, Args, Deserialize)]
@@ -73,7 +80,7 @@ pub struct ServerSettings {
     /// Connections served at once, per protocol [default: 10000].
     #[arg(long, env = "WEIR_CONNECTIONS_MAX", value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_max: Option<u64>,
-    /// Log filter, e.g. `info` or `weir_kafka=debug` [default: info].
+    /// Log filter, e.g. `info` or `weir_kafka=debug` [default: info,openraft=off].
     #[arg(long, env = "WEIR_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Address of the HTTP API, console and /metrics [default: 127.0.0.1:15672].
@@ -82,6 +89,16 @@ pub struct ServerSettings {
     /// Log format: `human` or `json` (one object per line) [default: human].
     #[arg(long, env = "WEIR_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// This node's id in a cluster (Kafka's broker id); with the two
+    /// controller settings below it makes the node part of a cluster.
+    #[arg(long, env = "WEIR_NODE_ID", value_parser = clap::value_parser!(u64).range(0..=i32::MAX as u64))]
+    pub node_id: Option<u64>,
+    /// Where this node listens for the other controllers, e.g. 127.0.0.1:9093.
+    #[arg(long, env = "WEIR_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<SocketAddr>,
+    /// Every controller voter as ID@HOST:PORT, comma-separated; the same on every node.
+    #[arg(long, env = "WEIR_CONTROLLER_QUORUM_VOTERS")]
+    pub controller_quorum_voters: Option<String>,
 }
 
 /// How log lines are written.
@@ -114,6 +131,8 @@ pub struct Resolved {
     pub http_listen: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// The controller quorum, when this node is part of a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl ServerSettings {
@@ -208,7 +227,15 @@ impl ServerSettings {
         if let Some(connections) = self.connections_max.or(file.connections_max) {
             amqp.connections_max = connections as usize;
         }
+        let cluster = resolve_cluster(
+            self.node_id.or(file.node_id),
+            self.controller_listen.or(file.controller_listen),
+            self.controller_quorum_voters
+                .or(file.controller_quorum_voters),
+            &broker.data_dir,
+        )?;
         Ok(Resolved {
+            cluster,
             broker,
             kafka_listen,
             kafka,
@@ -217,13 +244,36 @@ impl ServerSettings {
             log_level: self
                 .log_level
                 .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
+                .unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
             http_listen: self
                 .http_listen
                 .or(file.http_listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 15672))),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         })
+    }
+}
+
+/// The cluster settings come all three or not at all.
+fn resolve_cluster(
+    node_id: Option<u64>,
+    controller_listen: Option<SocketAddr>,
+    voters: Option<String>,
+    data_dir: &Path,
+) -> Result<Option<ClusterConfig>, String> {
+    match (node_id, controller_listen, voters) {
+        (None, None, None) => Ok(None),
+        (Some(node_id), Some(listen), Some(voters)) => {
+            let voters = parse_voters(&voters).map_err(|error| error.to_string())?;
+            ClusterConfig::new(node_id, listen, voters, data_dir.join("controller"))
+                .map(Some)
+                .map_err(|error| error.to_string())
+        }
+        _ => Err(
+            "a cluster node needs all of --node-id, --controller-listen and \
+                  --controller-quorum-voters (or none of them, to run alone)"
+                .into(),
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Handlers of the JSON API, one file per kind of thing.
 
+pub mod cluster;
 pub mod connections;
 pub mod exchanges;
 pub mod groups;

@@ -8,6 +8,7 @@
 
 mod amqp;
 mod client;
+mod cluster;
 mod consume;
 mod error;
 mod exchange;
@@ -55,6 +56,9 @@ pub enum AdminCommand {
     /// The broker's version, uptime, connections, counts and traffic.
     #[command(after_help = status::EXAMPLES)]
     Status(status::StatusArgs),
+    /// The cluster: controller leader, nodes, fenced nodes.
+    #[command(after_help = cluster::EXAMPLES)]
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs one operator command, prints its error if any, and returns the exit
@@ -70,6 +74,7 @@ pub fn run(command: AdminCommand) -> ExitCode {
         AdminCommand::Produce(args) => produce::run(args),
         AdminCommand::Consume(args) => consume::run(args),
         AdminCommand::Status(args) => status::run(args),
+        AdminCommand::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,190 @@
+"""Three real `weir` processes on loopback form a controller quorum.
+
+What is checked here is the first part of the cluster (issue 12): the
+controller quorum on openraft, node registration, heartbeats and fencing,
+`weir cluster status` and `/api/cluster`, and the start-up checks that
+refuse an inconsistent node. Partition replication is not there yet; the
+fault tests in network namespaces come with it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from conftest import WEIR_BIN, Broker, free_port
+from http_helpers import Http
+
+CONVERGE_S = 20.0
+
+
+def cluster_args(node_id: int, ports: dict[int, int], voters: str | None = None) -> list[str]:
+    voters = voters or ",".join(f"{i}@127.0.0.1:{port}" for i, port in sorted(ports.items()))
+    return [
+        "--node-id", str(node_id),
+        "--controller-listen", f"127.0.0.1:{ports[node_id]}",
+        "--controller-quorum-voters", voters,
+    ]
+
+
+def start_cluster(weir_broker, size: int = 3) -> dict[int, Broker]:
+    ports = {node_id: free_port() for node_id in range(1, size + 1)}
+    nodes = {
+        node_id: weir_broker(args=cluster_args(node_id, ports), start=False)
+        for node_id in ports
+    }
+    for node in nodes.values():
+        node.start()
+    return nodes
+
+
+def status(node: Broker) -> dict:
+    return Http(node.http_url).ok("GET", "/api/cluster")
+
+
+def wait_until(what: str, check, timeout: float = CONVERGE_S):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except OSError as error:  # a node still starting
+            last = error
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting until {what}; last: {last!r}")
+
+
+def agreed(nodes: dict[int, Broker], expect) -> dict | None:
+    """The status of every node when they all agree on the leader and the
+    cluster id and `expect(status)` holds on each; else None."""
+    statuses = [status(node) for node in nodes.values()]
+    first = statuses[0]
+    same = all(
+        s["controller_leader"] == first["controller_leader"] and s["cluster_id"] == first["cluster_id"]
+        for s in statuses
+    )
+    if same and first["controller_leader"] is not None and all(expect(s) for s in statuses):
+        return first
+    return None
+
+
+def node_states(status: dict) -> dict[int, str]:
+    return {node["id"]: "fenced" if node["fenced"] else "active" for node in status["nodes"]}
+
+
+def test_three_nodes_elect_a_leader_fence_a_dead_one_and_take_it_back(weir_broker):
+    nodes = start_cluster(weir_broker)
+    all_active = {1: "active", 2: "active", 3: "active"}
+    first = wait_until(
+        "all three registered under one leader",
+        lambda: agreed(nodes, lambda s: node_states(s) == all_active and s["cluster_id"]),
+    )
+    leader = first["controller_leader"]
+    assert {v["id"] for v in first["voters"]} == {1, 2, 3}
+    for node_status in first["nodes"]:
+        node = nodes[node_status["id"]]
+        assert node_status["kafka"] == node.bootstrap
+        assert node_status["amqp"] == f"127.0.0.1:{node.amqp_port}"
+        assert node_status["http"] == f"127.0.0.1:{node.http_port}"
+
+    cli = subprocess.run(
+        [str(WEIR_BIN), "cluster", "status", "--api", nodes[1].http_url],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"controller leader: node {leader} (term " in cli.stdout
+    assert f"cluster:           {first['cluster_id']}" in cli.stdout
+    rows = {line.split()[0]: line.split() for line in cli.stdout.splitlines() if line[:1].isdigit()}
+    assert sorted(rows) == ["1", "2", "3"], cli.stdout
+    assert rows[str(leader)][1:3] == ["active", "leader"], cli.stdout
+
+    # kill -9 of the controller leader: the other two elect another and fence it.
+    nodes[leader].kill()
+    survivors = {i: node for i, node in nodes.items() if i != leader}
+    after = wait_until(
+        "a new leader fenced the dead one",
+        lambda: agreed(
+            survivors,
+            lambda s: s["controller_leader"] != leader and node_states(s)[leader] == "fenced",
+        ),
+    )
+    assert after["cluster_id"] == first["cluster_id"]
+    assert after["term"] > first["term"]
+
+    # It comes back on its data directory: registered anew, unfenced, same cluster.
+    nodes[leader].start()
+    back = wait_until(
+        "the restarted node is active again everywhere",
+        lambda: agreed(nodes, lambda s: node_states(s) == all_active),
+    )
+    assert back["cluster_id"] == first["cluster_id"]
+    assert status(nodes[leader])["applied_index"] >= after["applied_index"]
+
+
+def test_a_node_without_cluster_flags_has_no_cluster_api(broker):
+    answer = Http(broker.http_url).get("/api/cluster")
+    assert answer.status == 404, answer
+    assert "--controller-quorum-voters" in answer.json()["error"]
+
+
+def refused(args: list[str], workdir, expect: str) -> None:
+    node = Broker(workdir, args=args)
+    with pytest.raises(Exception) as failure:
+        node.start(timeout=15)
+    log = node.log_text()
+    node.teardown()
+    assert expect in log, f"{failure.value}\n{log[-3000:]}"
+
+
+def test_inconsistent_cluster_settings_refuse_to_start(tmp_path):
+    ports = {1: free_port(), 2: free_port(), 3: free_port()}
+    voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in ports.items())
+    refused(["--node-id", "1"], tmp_path / "alone", "needs all of --node-id")
+    refused(cluster_args(4, {**ports, 4: free_port()}, voters), tmp_path / "stranger",
+            "does not include this node's id 4")
+    refused(cluster_args(1, ports, f"{voters},1@127.0.0.1:{free_port()}"), tmp_path / "twice",
+            "node id 1 is listed twice")
+    refused(cluster_args(1, ports, voters.replace(f":{ports[1]}", f":{free_port()}")),
+            tmp_path / "elsewhere", "but --controller-listen is")
+
+
+def test_a_data_directory_is_refused_to_another_node_and_to_a_second_process(weir_broker, tmp_path):
+    ports = {1: free_port(), 2: free_port(), 3: free_port()}
+    first = weir_broker(args=cluster_args(1, ports))
+    # The same directory, a second process: refused while the first runs.
+    twin = Broker(first.workdir, args=cluster_args(1, ports))
+    twin.log_path = tmp_path / "twin.log"
+    with pytest.raises(Exception):
+        twin.start(timeout=15)
+    twin.teardown()
+    assert "in use by another weir process" in twin.log_text(), twin.log_text()[-3000:]
+    first.stop()
+    # The directory of node 1, started as node 2: refused.
+    impostor = Broker(first.workdir, args=cluster_args(2, ports))
+    impostor.log_path = tmp_path / "impostor.log"
+    with pytest.raises(Exception):
+        impostor.start(timeout=15)
+    impostor.teardown()
+    assert "this data directory belongs to node 1, not node 2" in impostor.log_text()
+
+
+def test_nodes_with_different_voter_lists_never_talk(weir_broker):
+    ports = {1: free_port(), 2: free_port(), 3: free_port(), 4: free_port()}
+    three = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in (1, 2, 3))
+    four = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in (1, 2, 3, 4))
+    one = weir_broker(args=cluster_args(1, ports, three))
+    two = weir_broker(args=cluster_args(2, ports, four))
+    wait_until(
+        "both logged the refused handshake",
+        lambda: all(
+            "every node must be started with the same --controller-quorum-voters" in node.log_text()
+            for node in (one, two)
+        ),
+    )
+    # Two of three voters are up, but they never formed a quorum.
+    assert status(one)["controller_leader"] is None
+    assert status(two)["controller_leader"] is None
