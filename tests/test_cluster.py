@@ -188,3 +188,91 @@ def test_nodes_with_different_voter_lists_never_talk(weir_broker):
     # Two of three voters are up, but they never formed a quorum.
     assert status(one)["controller_leader"] is None
     assert status(two)["controller_leader"] is None
+
+
+def test_topics_are_cluster_metadata_and_clients_follow_the_leaders(weir_broker):
+    """A topic created through one node exists on all three; its partitions
+    lead on different nodes; librdkafka produces through one node and reads
+    through another, each record from its partition's leader; a node that
+    does not lead a partition refuses it with NOT_LEADER_OR_FOLLOWER."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    import kafka_wire
+
+    nodes = start_cluster(weir_broker)
+    all_active = {1: "active", 2: "active", 3: "active"}
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
+
+    admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+    admin.create_topics([NewTopic("spread", num_partitions=6, replication_factor=1)])["spread"].result(30)
+    refused = admin.create_topics([NewTopic("triple", num_partitions=1, replication_factor=3)])["triple"]
+    with pytest.raises(KafkaException) as failure:
+        refused.result(30)
+    assert failure.value.args[0].code() == 38, failure.value  # INVALID_REPLICATION_FACTOR
+    assert "not replicated yet" in failure.value.args[0].str()
+
+    # Every node applies the command (the proposer before it answered).
+    for node in nodes.values():
+        wait_until(
+            f"node {node.bootstrap} has the topic",
+            lambda node=node: [
+                t["partitions"] for t in Http(node.http_url).ok("GET", "/api/topics") if t["name"] == "spread"
+            ] == [6],
+        )
+
+    described = AdminClient({"bootstrap.servers": nodes[3].bootstrap}).list_topics("spread", timeout=30)
+    assert sorted(b.id for b in described.brokers.values()) == [1, 2, 3]
+    leaders = {p.id: p.leader for p in described.topics["spread"].partitions.values()}
+    assert sorted(leaders) == list(range(6))
+    assert sorted(set(leaders.values())) == [1, 2, 3], leaders
+
+    producer = Producer({"bootstrap.servers": nodes[2].bootstrap, "acks": "all",
+                         "enable.idempotence": True})
+    acked: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(6)}
+    errors = []
+
+    def delivered(error, message):
+        if error is not None:
+            errors.append(error)
+        else:
+            acked[message.partition()].append((message.offset(), message.value()))
+
+    for i in range(600):
+        producer.produce("spread", key=f"k{i % 37}".encode(), value=f"v{i}".encode(),
+                         on_delivery=delivered)
+    assert producer.flush(60) == 0
+    assert errors == []
+    assert sum(len(records) for records in acked.values()) == 600
+
+    consumer = Consumer({"bootstrap.servers": nodes[3].bootstrap, "group.id": "cluster-readers",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition("spread", p, 0) for p in range(6)])
+    read: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(6)}
+    deadline = time.monotonic() + 60
+    while sum(len(records) for records in read.values()) < 600 and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is not None and message.error() is None:
+            read[message.partition()].append((message.offset(), message.value()))
+    consumer.close()
+    assert read == acked
+
+    # A node that does not lead partition 0 refuses it; its leader takes it.
+    leader = leaders[0]
+    other = next(node_id for node_id in nodes if node_id != leader)
+    batch = kafka_wire.record_batch([(b"k", b"raw", ())], base_timestamp=int(time.time() * 1000))
+    with kafka_wire.Connection(nodes[other]) as conn:
+        assert kafka_wire.produce_v3(conn, "spread", 0, batch)[0] == 6  # NOT_LEADER_OR_FOLLOWER
+        metadata = kafka_wire.metadata_v4(conn, ["spread"], False)
+        assert metadata["topics"]["spread"]["partitions"][0]["leader"] == leader
+    with kafka_wire.Connection(nodes[leader]) as conn:
+        assert kafka_wire.produce_v3(conn, "spread", 0, batch) == (0, len(acked[0]))
+
+    # Deleting through any node deletes it everywhere.
+    deleter = AdminClient({"bootstrap.servers": nodes[other].bootstrap})
+    deleter.delete_topics(["spread"])["spread"].result(30)
+    for node in nodes.values():
+        wait_until(
+            f"topic gone from node {node.bootstrap}",
+            lambda node=node: "spread" not in {t["name"] for t in Http(node.http_url).ok("GET", "/api/topics")},
+        )

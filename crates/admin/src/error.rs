@@ -69,6 +69,8 @@ impl From<CoreError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             CoreError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            CoreError::ClusterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CoreError::NotLeaderOrFollower => StatusCode::MISDIRECTED_REQUEST,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, error.to_string())

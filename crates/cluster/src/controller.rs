@@ -7,7 +7,7 @@
 //! giving every node a full session timeout before it may be fenced, so a
 //! controller failover alone fences nobody.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -16,18 +16,19 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use weir_core::metadata::{MetadataCommand, MetadataState, NodeRegistration};
+use weir_core::{Broker, ClusterView, CoreError, MetadataQuorum};
 use weir_log::checkpoint::write_atomically;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::log_store::LogStore;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{AppliedHook, StateMachine};
 use crate::transport::{self, HeartbeatReply, Network, Peer, Reply, Request};
 use crate::{CommandOutcome, NodeId, TypeConfig};
 
@@ -60,6 +61,9 @@ pub struct Controller {
     peers: tokio::sync::Mutex<BTreeMap<NodeId, Peer>>,
     /// While leader: when each node was last heard, and as which incarnation.
     liveness: Mutex<Liveness>,
+    /// The metadata as last applied here, with the controller leader, for
+    /// the broker core to read on every request.
+    view: RwLock<Arc<ClusterView>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -124,9 +128,14 @@ impl Controller {
     /// [`ClusterError::ForeignDataDir`] when the directory belongs to
     /// another node id or another voter list; [`ClusterError::Io`] when the
     /// listener cannot bind; storage errors of the raft log and snapshot.
+    /// With a `broker`, every applied batch of commands is reconciled
+    /// into it ([`Broker::reconcile`]) before the proposers of those
+    /// commands are answered; call [`Broker::join_cluster`] with the
+    /// returned controller before serving clients.
     pub async fn start(
         config: ClusterConfig,
         endpoints: Endpoints,
+        broker: Option<Arc<Broker>>,
     ) -> Result<Arc<Controller>, ClusterError> {
         check_identity(&config)?;
         let log = LogStore::open(&config.dir)?;
@@ -165,8 +174,10 @@ impl Controller {
             state,
             peers: tokio::sync::Mutex::new(BTreeMap::new()),
             liveness: Mutex::new(Liveness::default()),
+            view: RwLock::new(Arc::new(ClusterView::default())),
             tasks: Mutex::new(Vec::new()),
         });
+        controller.state.set_hook(applied_hook(&controller, broker));
         controller.spawn_tasks(listener, endpoints);
         controller.initialize().await?;
         tracing::info!(
@@ -453,6 +464,43 @@ impl Drop for Controller {
     }
 }
 
+/// Refreshes the controller's view and reconciles the broker after each
+/// applied batch.
+fn applied_hook(controller: &Arc<Controller>, broker: Option<Arc<Broker>>) -> AppliedHook {
+    let controller = Arc::downgrade(controller);
+    Arc::new(move |state: &MetadataState, deleted: &BTreeSet<Uuid>| {
+        if let Some(controller) = controller.upgrade() {
+            let view = ClusterView::new(state.clone(), controller.leader());
+            *controller.view.write() = Arc::new(view);
+        }
+        if let Some(broker) = &broker {
+            if let Err(error) = broker.reconcile(state, deleted) {
+                tracing::error!(%error, "could not bring this node's topics in line with the cluster's metadata; retrying after the next change");
+            }
+        }
+    })
+}
+
+impl MetadataQuorum for Controller {
+    fn commit(&self, command: MetadataCommand) -> Result<(), CoreError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            CoreError::ClusterUnavailable("no async runtime to reach the controller".into())
+        })?;
+        // Metadata changes are rare and wait on the network: this thread
+        // stops being an async worker while it waits.
+        tokio::task::block_in_place(|| handle.block_on(self.propose(command))).map_err(|error| {
+            match error {
+                ClusterError::Refused(why) => CoreError::InvalidRequest(why),
+                other => CoreError::ClusterUnavailable(other.to_string()),
+            }
+        })
+    }
+
+    fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.read())
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     duration.as_millis().try_into().unwrap_or(u64::MAX)
 }
@@ -586,6 +634,13 @@ async fn leader_loop(controller: std::sync::Weak<Controller>) {
             (metrics.current_leader, metrics.current_term)
         };
         if leader != known_leader {
+            let mut view = this.view.write();
+            let refreshed = ClusterView {
+                controller: leader,
+                ..view.as_ref().clone()
+            };
+            *view = Arc::new(refreshed);
+            drop(view);
             match leader {
                 Some(leader) => tracing::info!(leader, term, "controller leader elected"),
                 None => tracing::warn!(term, "no controller leader"),

@@ -9,10 +9,11 @@
 //! refuses when applied (a race between two proposers) changes nothing on
 //! any node and answers its proposer with the refusal.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -22,6 +23,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use uuid::Uuid;
 use weir_core::metadata::{MetadataCommand, MetadataState};
 use weir_log::checkpoint::write_atomically;
 
@@ -30,10 +32,16 @@ use crate::{CommandOutcome, NodeId, TypeConfig};
 
 const SNAPSHOT_FILE: &str = "snapshot";
 
+/// Called after each batch of commands is applied (off the async threads,
+/// before anyone waiting for those commands is woken) with the state and
+/// the ids of the topics the batch deleted.
+pub type AppliedHook = Arc<dyn Fn(&MetadataState, &BTreeSet<Uuid>) + Send + Sync>;
+
 /// The metadata state machine; clones share one state.
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<Machine>>,
+    hook: Arc<OnceLock<AppliedHook>>,
     /// The index of the last applied entry, for whoever waits on it.
     applied: watch::Sender<u64>,
     snapshot_path: PathBuf,
@@ -94,9 +102,32 @@ impl StateMachine {
         let (applied, _) = watch::channel(machine.last_applied.map_or(0, |id| id.index));
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(machine)),
+            hook: Arc::new(OnceLock::new()),
             applied,
             snapshot_path,
         })
+    }
+
+    /// Sets the hook called after every applied batch, and calls it once
+    /// now with the state as it is.
+    ///
+    /// # Panics
+    ///
+    /// When a hook is set already.
+    pub fn set_hook(&self, hook: AppliedHook) {
+        let state = self.read(MetadataState::clone);
+        assert!(self.hook.set(Arc::clone(&hook)).is_ok(), "one hook");
+        hook(&state, &BTreeSet::new());
+    }
+
+    /// Runs the hook, if any, on the blocking pool and waits for it.
+    async fn run_hook(&self, state: MetadataState, deleted: BTreeSet<Uuid>) {
+        let Some(hook) = self.hook.get().cloned() else {
+            return;
+        };
+        if let Err(error) = tokio::task::spawn_blocking(move || hook(&state, &deleted)).await {
+            tracing::error!(%error, "the applied-commands hook failed");
+        }
     }
 
     /// Reads the current state.
@@ -130,11 +161,21 @@ impl StateMachine {
     }
 }
 
-fn apply_entry(machine: &mut Machine, entry: Entry<TypeConfig>) -> CommandOutcome {
+fn apply_entry(
+    machine: &mut Machine,
+    entry: Entry<TypeConfig>,
+    deleted: &mut BTreeSet<Uuid>,
+) -> CommandOutcome {
     machine.last_applied = Some(entry.log_id);
     let refusal = match entry.payload {
         EntryPayload::Blank => None,
-        EntryPayload::Normal(command) => apply_command(&mut machine.state, &command),
+        EntryPayload::Normal(command) => {
+            let refusal = apply_command(&mut machine.state, &command);
+            if let (None, MetadataCommand::DeleteTopic { id, .. }) = (&refusal, &command) {
+                deleted.insert(*id);
+            }
+            refusal
+        }
         EntryPayload::Membership(membership) => {
             machine.membership = StoredMembership::new(Some(entry.log_id), membership);
             None
@@ -201,14 +242,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (outcomes, last) = {
+        let mut deleted = BTreeSet::new();
+        let (outcomes, last, state) = {
             let mut machine = self.inner.lock();
             let outcomes: Vec<_> = entries
                 .into_iter()
-                .map(|entry| apply_entry(&mut machine, entry))
+                .map(|entry| apply_entry(&mut machine, entry, &mut deleted))
                 .collect();
-            (outcomes, machine.last_applied)
+            let state = self.hook.get().map(|_| machine.state.clone());
+            (outcomes, machine.last_applied, state)
         };
+        if let Some(state) = state {
+            self.run_hook(state, deleted).await;
+        }
         if let Some(last) = last {
             self.applied.send_replace(last.index);
         }
@@ -249,8 +295,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             machine.state = file.state.clone();
             machine.last_applied = meta.last_log_id;
             machine.membership = meta.last_membership.clone();
-            machine.snapshot = Some(file);
+            machine.snapshot = Some(file.clone());
         }
+        self.run_hook(file.state, BTreeSet::new()).await;
         self.applied
             .send_replace(meta.last_log_id.map_or(0, |id| id.index));
         Ok(())

@@ -34,7 +34,7 @@ async fn start(id: u64, voters: &BTreeMap<u64, SocketAddr>, root: &Path) -> Arc<
         kafka: Some(format!("127.0.0.1:{}", 9000 + id)),
         ..Endpoints::default()
     };
-    Controller::start(config(id, voters, root), endpoints)
+    Controller::start(config(id, voters, root), endpoints, None)
         .await
         .expect("controller starts")
 }
@@ -140,7 +140,7 @@ async fn a_directory_of_another_node_or_voter_list_is_refused() {
     node.shutdown().await;
     drop(node);
     std::fs::rename(root.path().join("n1"), root.path().join("n2")).unwrap();
-    let error = Controller::start(config(2, &voters, root.path()), Endpoints::default())
+    let error = Controller::start(config(2, &voters, root.path()), Endpoints::default(), None)
         .await
         .expect_err("refused");
     assert!(
@@ -150,7 +150,7 @@ async fn a_directory_of_another_node_or_voter_list_is_refused() {
     std::fs::rename(root.path().join("n2"), root.path().join("n1")).unwrap();
     let mut other: BTreeMap<u64, SocketAddr> = voters.clone();
     other.insert(4, free_address());
-    let error = Controller::start(config(1, &other, root.path()), Endpoints::default())
+    let error = Controller::start(config(1, &other, root.path()), Endpoints::default(), None)
         .await
         .expect_err("refused");
     assert!(

@@ -54,6 +54,10 @@ use crate::quarantine::{at_path, is_entity_fault, quarantine};
 use crate::topic::{Partition, Topic};
 use crate::transactions::Transactions;
 
+mod cluster;
+
+pub use self::cluster::{ClusterView, KafkaNode, MetadataQuorum};
+
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const META_FILE: &str = "meta.json";
 /// Where topics are assembled before they appear under `topics/`.
@@ -262,6 +266,8 @@ pub struct Broker {
     topic_readers: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Held while open: no second process may use this data directory.
     _data_lock: DataDirLock,
+    /// The controller quorum, once this broker joined a cluster.
+    cluster: std::sync::OnceLock<Arc<dyn MetadataQuorum>>,
 }
 
 impl Broker {
@@ -317,6 +323,7 @@ impl Broker {
             connections: Arc::default(),
             topic_readers: Mutex::new(HashMap::new()),
             _data_lock: data_lock,
+            cluster: std::sync::OnceLock::new(),
         };
         broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.
@@ -449,10 +456,10 @@ impl Broker {
         principal: &Principal,
     ) -> Result<TopicSummary> {
         validate_topic_name(name)?;
-        let partitions = match replication {
+        let partitions = match &replication {
             Replication::Default => partitions,
             Replication::Factor(factor) => {
-                self.check_replication_factor(factor)?;
+                self.check_replication_factor(*factor)?;
                 partitions
             }
             Replication::Assignment(assignment) => {
@@ -461,7 +468,7 @@ impl Broker {
                         "give either a partition count or a replica assignment, not both".into(),
                     ));
                 }
-                self.check_assignment(&assignment)?;
+                self.check_assignment(assignment)?;
                 Some(assignment.len() as i32)
             }
         };
@@ -474,16 +481,46 @@ impl Broker {
                 )))
             }
         };
+        check_descriptor_budget(u64::from(partitions))?;
+        let created = match self.quorum() {
+            Some(quorum) => self.create_topic_in_cluster(
+                quorum,
+                name,
+                partitions,
+                replication,
+                config,
+                validate_only,
+            )?,
+            None => self.create_local_topic(name, partitions, config, validate_only)?,
+        };
+        if !validate_only {
+            tracing::info!(
+                topic = name,
+                partitions,
+                user = principal.user_name(),
+                connection = principal.connection(),
+                "created topic"
+            );
+        }
+        Ok(created)
+    }
+
+    /// `create_topic` on a single node.
+    fn create_local_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<TopicSummary> {
         let mut metadata = self.metadata.lock();
-        let id = uuid::Uuid::new_v4();
-        let command = MetadataCommand::CreateTopic {
-            name: name.to_string(),
-            id,
+        let image = crate::metadata::TopicImage {
+            id: uuid::Uuid::new_v4(),
             partitions,
             configs: config.overrides().clone(),
+            replicas: Vec::new(),
         };
-        metadata.state().validate(&command)?;
-        check_descriptor_budget(u64::from(partitions))?;
+        metadata.state().validate(&creation(name, &image))?;
         if validate_only {
             return Ok(TopicSummary {
                 name: name.to_string(),
@@ -492,21 +529,29 @@ impl Broker {
                 leader_epochs: vec![0; partitions as usize],
             });
         }
-        let image = crate::metadata::TopicImage {
-            id,
-            partitions,
-            configs: config.overrides().clone(),
-        };
+        let topic = self.install_topic(&mut metadata, name, &image)?;
+        Ok(summary(&topic))
+    }
+
+    /// Creates the topic `image` describes on this node: its directories
+    /// (assembled aside), its command in the local metadata log, and its
+    /// place in the registry.
+    fn install_topic(
+        &self,
+        metadata: &mut MetadataStore,
+        name: &str,
+        image: &crate::metadata::TopicImage,
+    ) -> Result<Arc<Topic>> {
         let mut committed = false;
         let created = Topic::create(
             self.topics_dir.join(name),
             &self.staging_dir,
             name,
-            &image,
+            image,
             &self.config.topic_defaults,
             &self.metrics,
             || {
-                metadata.commit(command)?;
+                metadata.commit(creation(name, image))?;
                 committed = true;
                 Ok(())
             },
@@ -515,9 +560,9 @@ impl Broker {
             Ok(topic) => Arc::new(topic),
             Err(error) => {
                 // Clients see only KAFKA_STORAGE_ERROR; the operator needs the cause.
-                tracing::error!(topic = name, partitions, %error, "creating topic failed");
+                tracing::error!(topic = name, partitions = image.partitions, %error, "creating topic failed");
                 if committed {
-                    self.take_back_creation(&mut metadata, name, id);
+                    self.take_back_creation(metadata, name, image.id);
                 }
                 return Err(error);
             }
@@ -525,14 +570,7 @@ impl Broker {
         self.topics
             .write()
             .insert(name.to_string(), Arc::clone(&topic));
-        tracing::info!(
-            topic = name,
-            partitions,
-            user = principal.user_name(),
-            connection = principal.connection(),
-            "created topic"
-        );
-        Ok(summary(&topic))
+        Ok(topic)
     }
 
     /// Removes from the metadata log a topic whose command is durable but
@@ -558,14 +596,70 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
     pub fn delete_topic(&self, name: &str, principal: &Principal) -> Result<()> {
-        let mut metadata = self.metadata.lock();
-        if let Some(readers) = self.topic_readers.lock().get(name) {
-            let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
-            return Err(CoreError::TopicInUse(format!(
-                "topic '{name}' is read by {}; delete them first",
-                readers.join(", ")
-            )));
+        if let Some(quorum) = self.quorum() {
+            self.check_unread(name)?;
+            let id = self.topic(name)?.id();
+            quorum.commit(MetadataCommand::DeleteTopic {
+                name: name.to_string(),
+                id,
+            })?;
+        } else {
+            let mut metadata = self.metadata.lock();
+            self.check_unread(name)?;
+            self.uninstall_topic(&mut metadata, name)?;
         }
+        tracing::info!(
+            topic = name,
+            user = principal.user_name(),
+            connection = principal.connection(),
+            "deleted topic"
+        );
+        Ok(())
+    }
+
+    /// Refuses to delete a topic a queue reads.
+    fn check_unread(&self, name: &str) -> Result<()> {
+        match self.topic_readers.lock().get(name) {
+            Some(readers) => {
+                let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
+                Err(CoreError::TopicInUse(format!(
+                    "topic '{name}' is read by {}; delete them first",
+                    readers.join(", ")
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a topic of this node: its command in the local metadata log,
+    /// then its directory and logs.
+    fn delete_local_topic(&self, name: &str) -> Result<()> {
+        let mut metadata = self.metadata.lock();
+        self.uninstall_topic(&mut metadata, name)
+    }
+
+    /// Takes a topic the cluster does not know off this node without
+    /// deleting its data: out of the local metadata log, its directory
+    /// moved to `quarantine/topics/`.
+    fn set_aside_stray_topic(&self, name: &str) -> Result<()> {
+        let mut metadata = self.metadata.lock();
+        let topic = self.topic(name)?;
+        metadata.commit(MetadataCommand::DeleteTopic {
+            name: name.to_string(),
+            id: topic.id(),
+        })?;
+        self.topics.write().remove(name);
+        topic.mark_deleted();
+        quarantine(
+            &self.config.data_dir,
+            "topics",
+            topic.dir(),
+            &"the cluster's metadata has no such topic",
+        )?;
+        Ok(())
+    }
+
+    fn uninstall_topic(&self, metadata: &mut MetadataStore, name: &str) -> Result<()> {
         let topic = self.topic(name)?;
         metadata.commit(MetadataCommand::DeleteTopic {
             name: name.to_string(),
@@ -588,12 +682,6 @@ impl Broker {
         }
         fs::remove_dir_all(&doomed).map_err(|error| at_path(&doomed, error))?;
         self.forget_topic_offsets(|other| other != name);
-        tracing::info!(
-            topic = name,
-            user = principal.user_name(),
-            connection = principal.connection(),
-            "deleted topic"
-        );
         Ok(())
     }
 
@@ -649,13 +737,9 @@ impl Broker {
             id: uuid::Uuid::new_v4(),
             partitions: 1,
             configs: config.overrides().clone(),
+            replicas: Vec::new(),
         };
-        let command = MetadataCommand::CreateTopic {
-            name: name.to_string(),
-            id: image.id,
-            partitions: image.partitions,
-            configs: image.configs.clone(),
-        };
+        let command = creation(name, &image);
         metadata.state().validate(&command)?;
         let dir = self.topics_dir.join(name);
         crate::topic::write_adoption(staged, &image)?;
@@ -695,7 +779,6 @@ impl Broker {
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
-        let mut metadata = self.metadata.lock();
         let topic = self.topic(name)?;
         let current = topic.partition_count();
         if let Some(assignment) = assignment {
@@ -713,22 +796,33 @@ impl Broker {
                 "topic currently has {current} partitions, which is higher than the requested {total}"
             )));
         }
-        let command = MetadataCommand::CreatePartitions {
-            name: name.to_string(),
-            total: total as u32,
-        };
-        metadata.state().validate(&command)?;
-        check_descriptor_budget(u64::from(total as u32 - current))?;
+        let total = total as u32;
+        check_descriptor_budget(u64::from(total - current))?;
+        if let Some(quorum) = self.quorum() {
+            let replicas = match assignment {
+                Some(assignment) => assignment
+                    .iter()
+                    .map(|replicas| replicas.iter().map(|id| *id as u64).collect())
+                    .collect(),
+                None => self.spread_replicas(name, current, total - current)?,
+            };
+            let command = MetadataCommand::CreatePartitions {
+                name: name.to_string(),
+                total,
+                replicas,
+            };
+            quorum.view().state.validate(&command)?;
+            if !validate_only {
+                quorum.commit(command)?;
+            }
+        } else {
+            let mut metadata = self.metadata.lock();
+            metadata.state().validate(&growth(name, total))?;
+            if !validate_only {
+                self.grow_locked(&mut metadata, &topic, total)?;
+            }
+        }
         if !validate_only {
-            // The new partitions' directories are made first and the command
-            // committed after them: a failure before the commit removes them
-            // again, and after it they are there.
-            topic.add_partitions(
-                total as u32,
-                &self.config.topic_defaults,
-                &self.metrics,
-                || metadata.commit(command).map(drop).map_err(CoreError::from),
-            )?;
             tracing::info!(
                 topic = name,
                 partitions = total,
@@ -740,29 +834,59 @@ impl Broker {
         Ok(())
     }
 
+    /// Grows a topic of this node to `total` partitions.
+    fn grow_local_topic(&self, topic: &Topic, total: u32) -> Result<()> {
+        let mut metadata = self.metadata.lock();
+        self.grow_locked(&mut metadata, topic, total)
+    }
+
+    fn grow_locked(&self, metadata: &mut MetadataStore, topic: &Topic, total: u32) -> Result<()> {
+        // The new partitions' directories are made first and the command
+        // committed after them: a failure before the commit removes them
+        // again, and after it they are there.
+        topic.add_partitions(total, &self.config.topic_defaults, &self.metrics, || {
+            metadata
+                .commit(growth(topic.name(), total))
+                .map(drop)
+                .map_err(CoreError::from)
+        })
+    }
+
     fn check_replication_factor(&self, factor: i16) -> Result<()> {
+        let live = self.live_nodes().len();
         match factor {
             -1 | 1 => Ok(()),
             n if n < 1 => Err(CoreError::InvalidReplicationFactor(
                 "replication factor must be larger than 0, or -1 to use the default".into(),
             )),
+            n if n as usize > live => Err(CoreError::InvalidReplicationFactor(format!(
+                "replication factor: {n} larger than available brokers: {live}"
+            ))),
             n => Err(CoreError::InvalidReplicationFactor(format!(
-                "replication factor: {n} larger than available brokers: 1"
+                "replication factor {n}: partition data is not replicated yet, so it must be 1"
             ))),
         }
     }
 
     fn check_assignment(&self, assignment: &[Vec<i32>]) -> Result<()> {
-        let node = self.config.node_id;
-        match assignment
-            .iter()
-            .find(|replicas| replicas.as_slice() != [node])
-        {
-            Some(replicas) => Err(CoreError::InvalidReplicaAssignment(format!(
-                "replicas {replicas:?}: the only broker is {node}"
-            ))),
-            None => Ok(()),
+        let live = self.live_nodes();
+        for replicas in assignment {
+            match replicas.as_slice() {
+                [node] if live.contains(node) => {}
+                [node] => {
+                    return Err(CoreError::InvalidReplicaAssignment(format!(
+                        "replica {node} is not a live broker (live: {live:?})"
+                    )))
+                }
+                _ => {
+                    return Err(CoreError::InvalidReplicaAssignment(format!(
+                        "replicas {replicas:?}: partition data is not replicated yet, \
+                         so each partition has exactly one replica"
+                    )))
+                }
+            }
         }
+        Ok(())
     }
 
     /// Every setting of a topic with its effective value.
@@ -836,24 +960,49 @@ impl Broker {
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
-        let mut metadata = self.metadata.lock();
-        let topic = self.topic(name)?;
-        metadata.state().validate(&command)?;
-        if validate_only {
-            return Ok(());
+        self.topic(name)?;
+        if let Some(quorum) = self.quorum() {
+            quorum.view().state.validate(&command)?;
+            if !validate_only {
+                quorum.commit(command)?;
+            }
+        } else {
+            let mut metadata = self.metadata.lock();
+            metadata.state().validate(&command)?;
+            if !validate_only {
+                self.configure_locked(&mut metadata, name, command)?;
+            }
         }
+        if !validate_only {
+            tracing::info!(
+                topic = name,
+                user = principal.user_name(),
+                connection = principal.connection(),
+                "changed topic config"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies a config command to a topic of this node.
+    fn configure_local_topic(&self, name: &str, command: MetadataCommand) -> Result<()> {
+        let mut metadata = self.metadata.lock();
+        self.configure_locked(&mut metadata, name, command)
+    }
+
+    fn configure_locked(
+        &self,
+        metadata: &mut MetadataStore,
+        name: &str,
+        command: MetadataCommand,
+    ) -> Result<()> {
+        let topic = self.topic(name)?;
         metadata.commit(command)?;
         let image = metadata
             .state()
             .topic(name)
             .expect("a configured topic is in the state");
         topic.set_config(image.config(), &self.config.topic_defaults);
-        tracing::info!(
-            topic = name,
-            user = principal.user_name(),
-            connection = principal.connection(),
-            "changed topic config"
-        );
         Ok(())
     }
 
@@ -878,7 +1027,7 @@ impl Broker {
         principal: &Principal,
     ) -> Result<PendingAppend> {
         let topic = self.topic_or_create(topic, true, principal)?;
-        let partition = topic.partition(partition)?;
+        let partition = self.served_partition(&topic, partition)?;
         if self.disk_alarm.is_on() {
             return Err(CoreError::DiskFull);
         }
@@ -1183,6 +1332,7 @@ fn open_metadata(config: &BrokerConfig, topics_dir: &Path) -> Result<MetadataSto
                             id: image.id,
                             partitions: image.partitions,
                             configs: image.configs,
+                            replicas: Vec::new(),
                         })
                         .map_err(CoreError::from)
                 }),
@@ -1316,12 +1466,7 @@ fn adopted(
     else {
         return Ok(None);
     };
-    let command = MetadataCommand::CreateTopic {
-        name: name.to_string(),
-        id: image.id,
-        partitions: image.partitions,
-        configs: image.configs.clone(),
-    };
+    let command = creation(name, &image);
     if metadata.state().validate(&command).is_err() {
         return Ok(None);
     }
@@ -1361,6 +1506,26 @@ fn check_descriptor_budget(partitions: u64) -> Result<()> {
     match DescriptorBudget::now().and_then(|budget| budget.refusal(partitions)) {
         Some(refusal) => Err(CoreError::PolicyViolation(refusal)),
         None => Ok(()),
+    }
+}
+
+/// The command that creates the topic `image` describes.
+fn creation(name: &str, image: &crate::metadata::TopicImage) -> MetadataCommand {
+    MetadataCommand::CreateTopic {
+        name: name.to_string(),
+        id: image.id,
+        partitions: image.partitions,
+        configs: image.configs.clone(),
+        replicas: image.replicas.clone(),
+    }
+}
+
+/// The command that grows a topic of this node to `total` partitions.
+fn growth(name: &str, total: u32) -> MetadataCommand {
+    MetadataCommand::CreatePartitions {
+        name: name.to_string(),
+        total,
+        replicas: Vec::new(),
     }
 }
 

@@ -39,6 +39,12 @@ pub enum CoreError {
     /// The topic is in use (a queue reads it) and cannot be deleted.
     #[error("topic in use: {0}")]
     TopicInUse(String),
+    /// This node does not lead the partition; the metadata names the node that does.
+    #[error("this node is not the leader of the partition")]
+    NotLeaderOrFollower,
+    /// The controller quorum has no leader or did not commit in time.
+    #[error("the cluster's controller is unavailable: {0}")]
+    ClusterUnavailable(String),
     /// `acks=all` while fewer replicas are in sync than `min.insync.replicas`.
     #[error("not enough in-sync replicas for acks=all")]
     NotEnoughReplicas,

@@ -28,8 +28,9 @@ mod transactions;
 mod write_queue;
 
 pub use crate::broker::{
-    now_ms, summary, validate_topic_name, Acks, Appended, Broker, Isolation, OffsetSpec,
-    PendingAppend, ReadResult, Replication, TopicSummary, TOPIC_NAME_BYTES_MAX,
+    now_ms, summary, validate_topic_name, Acks, Appended, Broker, ClusterView, Isolation,
+    KafkaNode, MetadataQuorum, OffsetSpec, PendingAppend, ReadResult, Replication, TopicSummary,
+    TOPIC_NAME_BYTES_MAX,
 };
 pub use crate::clock::Clock;
 pub use crate::config::{

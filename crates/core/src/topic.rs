@@ -413,6 +413,7 @@ pub(crate) fn read_legacy_record(dir: &Path) -> std::io::Result<TopicImage> {
         id: record.id,
         partitions: record.partitions,
         configs: record.config.overrides().clone(),
+        replicas: Vec::new(),
     })
 }
 

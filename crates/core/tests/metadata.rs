@@ -157,11 +157,11 @@ fn common_binding() -> impl Strategy<Value = BindingSpec> {
 fn command() -> impl Strategy<Value = MetadataCommand> {
     prop_oneof![
         4 => (topic_name(), id(), 0u32..5, configs()).prop_map(|(name, id, partitions, configs)| {
-            MetadataCommand::CreateTopic { name, id, partitions, configs }
+            MetadataCommand::CreateTopic { name, id, partitions, configs, replicas: Vec::new() }
         }),
         2 => (topic_name(), id()).prop_map(|(name, id)| MetadataCommand::DeleteTopic { name, id }),
         3 => (topic_name(), 0u32..8)
-            .prop_map(|(name, total)| MetadataCommand::CreatePartitions { name, total }),
+            .prop_map(|(name, total)| MetadataCommand::CreatePartitions { name, total, replicas: Vec::new() }),
         2 => (topic_name(), config_updates())
             .prop_map(|(name, changes)| MetadataCommand::AlterTopicConfig { name, changes }),
         1 => (topic_name(), configs())
@@ -327,6 +327,7 @@ fn create_topic(name: &str, n: u128) -> MetadataCommand {
         id: Uuid::from_u128(n),
         partitions: 1,
         configs: BTreeMap::new(),
+        replicas: Vec::new(),
     }
 }
 
@@ -403,6 +404,7 @@ fn a_torn_tail_at_every_byte_recovers_the_commands_before_it() {
         MetadataCommand::CreatePartitions {
             name: "a".into(),
             total: 3,
+            replicas: Vec::new(),
         },
         MetadataCommand::CreateVhost { name: "/".into() },
         MetadataCommand::DeclareQueue {
@@ -625,7 +627,8 @@ fn refused_commands_write_nothing() {
     assert!(matches!(
         store.commit(MetadataCommand::CreatePartitions {
             name: "a".into(),
-            total: 1
+            total: 1,
+            replicas: Vec::new(),
         }),
         Err(MetadataError::InvalidPartitions(_))
     ));
@@ -785,6 +788,7 @@ fn topic_configs_are_stored_normalized_and_validated() {
             configs: [("retention.ms".to_owned(), " 1000 ".to_owned())]
                 .into_iter()
                 .collect(),
+            replicas: Vec::new(),
         })
         .expect("create");
     assert_eq!(state.topic("t").expect("t").configs["retention.ms"], "1000");

@@ -34,6 +34,10 @@ fn response_error(error: &CoreError) -> ResponseError {
         // Kafka has no "in use" code; its policies refuse deletes this way.
         CoreError::PolicyViolation(_) | CoreError::TopicInUse(_) => ResponseError::PolicyViolation,
         CoreError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        // Clients refresh their metadata and go to the leader it names.
+        CoreError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+        // What Kafka answers when its controller does not commit in time.
+        CoreError::ClusterUnavailable(_) => ResponseError::RequestTimedOut,
         CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         CoreError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         CoreError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,

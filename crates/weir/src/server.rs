@@ -113,7 +113,7 @@ async fn serve(settings: Resolved) -> Result<(), String> {
         amqp: Some(settings.amqp_listen.to_string()),
         http: Some(settings.http_listen.to_string()),
     };
-    let controller = join_cluster(settings.cluster, endpoints).await?;
+    let controller = join_cluster(settings.cluster, endpoints, &broker).await?;
     let listener = TcpListener::bind(settings.kafka_listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", settings.kafka_listen))?;
@@ -177,14 +177,16 @@ async fn serve(settings: Resolved) -> Result<(), String> {
 async fn join_cluster(
     cluster: Option<weir_cluster::ClusterConfig>,
     endpoints: weir_cluster::Endpoints,
+    broker: &Arc<Broker>,
 ) -> Result<Option<Arc<weir_cluster::Controller>>, String> {
     let Some(cluster) = cluster else {
         return Ok(None);
     };
-    weir_cluster::Controller::start(cluster, endpoints)
+    let controller = weir_cluster::Controller::start(cluster, endpoints, Some(Arc::clone(broker)))
         .await
-        .map(Some)
-        .map_err(|error| format!("cannot join the controller quorum: {error}"))
+        .map_err(|error| format!("cannot join the controller quorum: {error}"))?;
+    broker.join_cluster(Arc::clone(&controller) as Arc<dyn weir_core::MetadataQuorum>);
+    Ok(Some(controller))
 }
 
 /// Binds the HTTP API and console and serves them until `stopping`.

@@ -234,6 +234,10 @@ impl ServerSettings {
                 .or(file.controller_quorum_voters),
             &broker.data_dir,
         )?;
+        if let Some(cluster) = &cluster {
+            // Kafka's broker id is the node id (checked to fit an i32).
+            broker.node_id = cluster.node_id as i32;
+        }
         Ok(Resolved {
             cluster,
             broker,

@@ -33,6 +33,10 @@ pub enum MetadataCommand {
         partitions: u32,
         /// Overrides of the broker's topic defaults (`retention.ms`, …).
         configs: BTreeMap<String, String>,
+        /// In a cluster, each partition's replicas (node ids, the leader
+        /// first); empty on a single node.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<u64>>,
     },
     /// Removes a topic; the id guards against deleting a namesake created since.
     DeleteTopic {
@@ -47,6 +51,10 @@ pub enum MetadataCommand {
         name: String,
         /// The new partition count, larger than the current one.
         total: u32,
+        /// In a cluster, the replicas of each new partition; empty on a
+        /// single node.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<u64>>,
     },
     /// Changes some overrides of a topic, in order, all or nothing.
     AlterTopicConfig {

@@ -56,6 +56,10 @@ pub struct TopicImage {
     pub partitions: u32,
     /// Overrides of the broker defaults, validated and normalized.
     pub configs: BTreeMap<String, String>,
+    /// In a cluster, each partition's replicas (node ids, the leader
+    /// first); empty on a single node, where this node holds them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u64>>,
 }
 
 impl TopicImage {
@@ -157,13 +161,24 @@ impl MetadataState {
                 id,
                 partitions,
                 configs,
-            } => self.validate_create_topic(name, *id, *partitions, configs),
+                replicas,
+            } => {
+                self.validate_create_topic(name, *id, *partitions, configs)?;
+                self.validate_replicas(name, *partitions as usize, replicas, !replicas.is_empty())
+            }
             MetadataCommand::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(topic) if topic.id == *id => Ok(()),
                 _ => Err(MetadataError::UnknownTopic(format!("{name} (id {id})"))),
             },
-            MetadataCommand::CreatePartitions { name, total } => {
-                self.validate_create_partitions(name, *total)
+            MetadataCommand::CreatePartitions {
+                name,
+                total,
+                replicas,
+            } => {
+                self.validate_create_partitions(name, *total)?;
+                let topic = self.existing_topic(name)?;
+                let added = (*total - topic.partitions) as usize;
+                self.validate_replicas(name, added, replicas, !topic.replicas.is_empty())
             }
             MetadataCommand::AlterTopicConfig { name, changes } => {
                 altered_configs(self.existing_topic(name)?, changes).map(drop)
@@ -267,20 +282,28 @@ impl MetadataState {
                 id,
                 partitions,
                 configs,
+                replicas,
             } => {
                 let configs = normalized_configs(configs).expect("validated");
                 let topic = TopicImage {
                     id: *id,
                     partitions: *partitions,
                     configs,
+                    replicas: replicas.clone(),
                 };
                 self.topics.insert(name.clone(), topic);
             }
             MetadataCommand::DeleteTopic { name, .. } => {
                 self.topics.remove(name);
             }
-            MetadataCommand::CreatePartitions { name, total } => {
-                self.topic_mut(name).partitions = *total;
+            MetadataCommand::CreatePartitions {
+                name,
+                total,
+                replicas,
+            } => {
+                let topic = self.topic_mut(name);
+                topic.partitions = *total;
+                topic.replicas.extend(replicas.iter().cloned());
             }
             MetadataCommand::AlterTopicConfig { name, changes } => {
                 let topic = self.topic_mut(name);
@@ -384,6 +407,13 @@ impl MetadataState {
                 ));
             }
             check_partition_count(topic.partitions).map_err(|e| format!("topic {name}: {e}"))?;
+            if !topic.replicas.is_empty() && topic.replicas.len() != topic.partitions as usize {
+                return Err(format!(
+                    "topic {name}: {} replica lists for {} partitions",
+                    topic.replicas.len(),
+                    topic.partitions
+                ));
+            }
             match normalized_configs(&topic.configs) {
                 Ok(normal) if normal == topic.configs => {}
                 Ok(_) => return Err(format!("topic {name}: configs are not normalized")),
@@ -433,6 +463,41 @@ impl MetadataState {
             )));
         }
         check_partition_count(total)
+    }
+
+    /// A cluster topic (`clustered`) names the replicas of each of its
+    /// `count` new partitions: distinct registered nodes, at least one; a
+    /// single-node topic names none.
+    fn validate_replicas(
+        &self,
+        name: &str,
+        count: usize,
+        replicas: &[Vec<u64>],
+        clustered: bool,
+    ) -> Outcome {
+        if !clustered {
+            return Ok(());
+        }
+        if replicas.len() != count {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic {name}: {} replica lists for {count} partitions",
+                replicas.len()
+            )));
+        }
+        for list in replicas {
+            let distinct: BTreeSet<&u64> = list.iter().collect();
+            if list.is_empty() || distinct.len() != list.len() {
+                return Err(MetadataError::InvalidPartitions(format!(
+                    "topic {name}: replicas {list:?} are empty or repeat a node"
+                )));
+            }
+            if let Some(unknown) = list.iter().find(|id| !self.nodes.contains_key(id)) {
+                return Err(MetadataError::InvalidPartitions(format!(
+                    "topic {name}: replica {unknown} is not a registered node"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn validate_create_vhost(&self, name: &str) -> Outcome {

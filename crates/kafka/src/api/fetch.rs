@@ -64,7 +64,7 @@ pub fn handle(
                 partition: found
                     .as_ref()
                     .map_err(|_| CoreError::UnknownTopicOrPartition)
-                    .and_then(|t| t.partition(partition.partition)),
+                    .and_then(|t| broker.served_partition(t, partition.partition)),
             })
         })
         .collect();

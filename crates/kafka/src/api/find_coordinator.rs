@@ -1,42 +1,63 @@
-//! FindCoordinator: this broker coordinates every group (and would every
-//! transaction) — it is the whole cluster.
+//! FindCoordinator: the node that coordinates a group or a transactional
+//! id — this broker on a single node; in a cluster the same live node,
+//! picked by the key's hash, whichever node is asked.
 
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 
-use crate::api::text;
+use crate::api::{kafka_nodes, text};
 use crate::dispatch::Answer;
 use crate::server::Context;
 
-/// Names this broker, for one key (v0–v3) or many (v4).
+/// Names the coordinator for one key (v0–v3) or many (v4).
 pub fn handle(
     context: &Arc<Context>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> Answer<FindCoordinatorResponse> {
-    let node = BrokerId(context.broker.node_id());
-    let host = text(context.config.advertised_host.clone());
-    let port = i32::from(context.config.advertised_port);
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (error, node, host, port) = coordinator(context, key.as_str());
                 Coordinator::default()
                     .with_key(key)
+                    .with_error_code(error)
                     .with_node_id(node)
-                    .with_host(host.clone())
+                    .with_host(host)
                     .with_port(port)
             })
             .collect();
         return Answer::Now(FindCoordinatorResponse::default().with_coordinators(coordinators));
     }
+    let (error, node, host, port) = coordinator(context, request.key.as_str());
     Answer::Now(
         FindCoordinatorResponse::default()
+            .with_error_code(error)
             .with_node_id(node)
             .with_host(host)
             .with_port(port),
     )
+}
+
+/// Error code, node id, host and port of the coordinator of `key`.
+fn coordinator(context: &Context, key: &str) -> (i16, BrokerId, StrBytes, i32) {
+    let chosen = context
+        .broker
+        .coordinator_node(key)
+        .and_then(|id| kafka_nodes(context).into_iter().find(|node| node.id == id));
+    match chosen {
+        Some(node) => (0, BrokerId(node.id), text(node.host), node.port),
+        None => (
+            ResponseError::CoordinatorNotAvailable.code(),
+            BrokerId(-1),
+            text(""),
+            -1,
+        ),
+    }
 }

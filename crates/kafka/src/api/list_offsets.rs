@@ -52,7 +52,7 @@ pub fn handle(
                     let partition = match found
                         .as_ref()
                         .map_err(|_| weir_core::CoreError::UnknownTopicOrPartition)
-                        .and_then(|topic| topic.partition(wanted.partition_index))
+                        .and_then(|topic| broker.served_partition(topic, wanted.partition_index))
                     {
                         Ok(partition) => partition,
                         Err(error) => return response.with_error_code(errors::code(&error)),

@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use weir_core::{summary, validate_topic_name, CoreError, Topic};
 
-use crate::api::{text, topic_name};
+use crate::api::{kafka_nodes, text, topic_name};
 use crate::dispatch::{Answer, Client};
 use crate::errors;
 use crate::server::Context;
@@ -60,33 +60,50 @@ pub fn handle(
             })
             .collect()
     };
-    let node = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(text(context.config.advertised_host.clone()))
-        .with_port(i32::from(context.config.advertised_port));
+    let brokers = kafka_nodes(context)
+        .into_iter()
+        .map(|node| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.id))
+                .with_host(text(node.host))
+                .with_port(node.port)
+        })
+        .collect();
     Answer::Now(
         MetadataResponse::default()
-            .with_brokers(vec![node])
-            .with_cluster_id(Some(text(broker.cluster_id())))
-            .with_controller_id(BrokerId(broker.node_id()))
+            .with_brokers(brokers)
+            .with_cluster_id(Some(text(broker.kafka_cluster_id())))
+            .with_controller_id(BrokerId(broker.controller_node()))
             .with_topics(topics),
     )
 }
 
 fn describe(context: &Context, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(context.broker.node_id());
+    let broker = &context.broker;
     let facts = summary(topic);
     let partitions = facts
         .leader_epochs
         .iter()
         .enumerate()
         .map(|(index, &epoch)| {
-            MetadataResponsePartition::default()
+            let replicas: Vec<BrokerId> = broker
+                .partition_replicas(&facts.name, index as u32)
+                .into_iter()
+                .map(BrokerId)
+                .collect();
+            let answer = MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
-                .with_leader_id(node)
                 .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(replicas);
+            match broker.partition_leader(&facts.name, index as u32) {
+                // One replica per partition: the in-sync set is its leader.
+                Some(leader) => answer
+                    .with_leader_id(BrokerId(leader))
+                    .with_isr_nodes(vec![BrokerId(leader)]),
+                None => answer
+                    .with_leader_id(BrokerId(-1))
+                    .with_error_code(ResponseError::LeaderNotAvailable.code()),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

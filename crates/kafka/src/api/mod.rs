@@ -31,6 +31,9 @@ pub mod txn_offset_commit;
 
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use weir_core::KafkaNode;
+
+use crate::server::Context;
 
 /// Every API Weir answers, with the versions it handles in full. librdkafka
 /// chooses wire behaviour from this list, so nothing is listed that is not
@@ -82,6 +85,18 @@ pub(crate) fn text(value: impl Into<String>) -> StrBytes {
 /// An optional protocol string as an owned string.
 pub(crate) fn owned(value: Option<&StrBytes>) -> Option<String> {
     value.map(|v| v.as_str().to_string())
+}
+
+/// The nodes clients are told of: the cluster's live nodes, or this
+/// broker's own listener on a single node.
+pub(crate) fn kafka_nodes(context: &Context) -> Vec<KafkaNode> {
+    context.broker.kafka_nodes().unwrap_or_else(|| {
+        vec![KafkaNode {
+            id: context.broker.node_id(),
+            host: context.config.advertised_host.clone(),
+            port: i32::from(context.config.advertised_port),
+        }]
+    })
 }
 
 /// A topic name for a response.

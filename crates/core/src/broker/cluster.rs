@@ -1,0 +1,371 @@
+//! A broker that is a node of a cluster.
+//!
+//! The cluster's metadata is decided by the controller quorum (an
+//! implementation of [`MetadataQuorum`], in `weir-cluster`): a topic change
+//! is validated against the cluster's state, committed there, and then
+//! applied on every node, which brings its own disk in line with it
+//! ([`Broker::reconcile`]). The node's local metadata log stays what it is
+//! on a single node — the catalog of what this node holds on disk — so
+//! opening, recovery and migration work as they always did; the cluster's
+//! state only drives it.
+//!
+//! Until partition data is replicated, every partition has one replica:
+//! its leader. Every node keeps a (possibly empty) log for every partition
+//! so that leadership can later move without a directory appearing, but
+//! only the leader appends to it or serves it; the others answer
+//! `NotLeaderOrFollower` and Kafka clients go to the leader the metadata
+//! names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::broker::{summary, Broker, Replication, TopicSummary};
+use crate::config::TopicConfig;
+use crate::error::{CoreError, Result};
+use crate::metadata::{MetadataCommand, MetadataState, NodeImage, TopicImage};
+use crate::topic::{Partition, Topic};
+
+/// The controller quorum, as the broker core uses it.
+pub trait MetadataQuorum: Send + Sync + std::fmt::Debug {
+    /// Commits `command` and returns once this node has applied it (and so
+    /// reconciled its disk with it). Blocks the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::ClusterUnavailable`] when no controller leader committed
+    /// it in time (it may still commit later); [`CoreError::InvalidRequest`]
+    /// when the state refused it at commit time (a concurrent change).
+    fn commit(&self, command: MetadataCommand) -> Result<()>;
+
+    /// The cluster's metadata as applied on this node.
+    fn view(&self) -> Arc<ClusterView>;
+}
+
+/// What the cluster's metadata says about nodes and replicas, as this node
+/// applied it last: cheap to read on every request.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Registered nodes by id.
+    pub nodes: BTreeMap<u64, NodeImage>,
+    /// The cluster's id, once named.
+    pub cluster_id: Option<uuid::Uuid>,
+    /// The controller leader, if any.
+    pub controller: Option<u64>,
+    /// The cluster's metadata state.
+    pub state: MetadataState,
+}
+
+impl ClusterView {
+    /// The view of `state`.
+    pub fn new(state: MetadataState, controller: Option<u64>) -> ClusterView {
+        ClusterView {
+            nodes: state.nodes().clone(),
+            cluster_id: state.cluster_id(),
+            controller,
+            state,
+        }
+    }
+
+    /// Registered, unfenced nodes, by id.
+    pub fn live_nodes(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| !node.fenced)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The replicas of a partition, the leader first.
+    pub fn replicas(&self, topic: &str, partition: u32) -> Option<&[u64]> {
+        self.state
+            .topic(topic)?
+            .replicas
+            .get(partition as usize)
+            .map(Vec::as_slice)
+    }
+
+    /// The partition's leader when it is registered and not fenced.
+    pub fn leader(&self, topic: &str, partition: u32) -> Option<u64> {
+        let leader = *self.replicas(topic, partition)?.first()?;
+        self.nodes
+            .get(&leader)
+            .filter(|node| !node.fenced)
+            .map(|_| leader)
+    }
+}
+
+/// A node as Kafka clients are told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaNode {
+    /// Broker id.
+    pub id: i32,
+    /// Host clients connect to.
+    pub host: String,
+    /// Port clients connect to.
+    pub port: i32,
+}
+
+impl Broker {
+    /// The nodes Kafka clients may use: in a cluster every live node with a
+    /// Kafka endpoint; `None` on a single node, whose front-end names its
+    /// own listener.
+    pub fn kafka_nodes(&self) -> Option<Vec<KafkaNode>> {
+        let view = self.cluster_view()?;
+        Some(
+            view.nodes
+                .iter()
+                .filter(|(_, node)| !node.fenced)
+                .filter_map(|(id, node)| {
+                    let (host, port) = node.kafka.as_deref()?.rsplit_once(':')?;
+                    Some(KafkaNode {
+                        id: *id as i32,
+                        host: host
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_owned(),
+                        port: port.parse().ok()?,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The node that coordinates `key` (a group or transactional id): this
+    /// node on a single node; in a cluster a live node picked by the key's
+    /// hash, the same answer from every node that sees the same nodes.
+    /// `None` while no node is live.
+    pub fn coordinator_node(&self, key: &str) -> Option<i32> {
+        let live = self.live_nodes();
+        if live.is_empty() {
+            return None;
+        }
+        let hash = crate::partitioner::murmur2(key.as_bytes()) & 0x7fff_ffff;
+        Some(live[hash as usize % live.len()])
+    }
+
+    /// The controller leader clients are told of (this node on a single
+    /// node; -1 while a cluster has none).
+    pub fn controller_node(&self) -> i32 {
+        match self.cluster_view() {
+            None => self.node_id(),
+            Some(view) => view.controller.map_or(-1, |id| id as i32),
+        }
+    }
+
+    /// The cluster id clients are told of: in a cluster, the one its first
+    /// controller leader chose, the same on every node.
+    pub fn kafka_cluster_id(&self) -> String {
+        match self.cluster_view().and_then(|view| view.cluster_id) {
+            Some(id) => id.simple().to_string(),
+            None => self.cluster_id().to_owned(),
+        }
+    }
+
+    /// Makes this broker a node of the cluster `quorum` decides for. Call
+    /// it once, right after opening, before serving clients.
+    ///
+    /// # Panics
+    ///
+    /// When called twice.
+    pub fn join_cluster(&self, quorum: Arc<dyn MetadataQuorum>) {
+        assert!(
+            self.cluster.set(quorum).is_ok(),
+            "a broker joins one cluster once"
+        );
+    }
+
+    /// The controller quorum, when this broker is a node of a cluster.
+    pub(crate) fn quorum(&self) -> Option<&Arc<dyn MetadataQuorum>> {
+        self.cluster.get()
+    }
+
+    /// The cluster as this node knows it; `None` on a single node.
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.quorum().map(|quorum| quorum.view())
+    }
+
+    /// The leader of a partition: this node on a single node; in a cluster
+    /// the node the metadata names, if it is up.
+    pub fn partition_leader(&self, topic: &str, partition: u32) -> Option<i32> {
+        match self.cluster_view() {
+            None => Some(self.node_id()),
+            Some(view) => view.leader(topic, partition).map(|id| id as i32),
+        }
+    }
+
+    /// The replicas of a partition (node ids, the leader first).
+    pub fn partition_replicas(&self, topic: &str, partition: u32) -> Vec<i32> {
+        match self.cluster_view() {
+            None => vec![self.node_id()],
+            Some(view) => view
+                .replicas(topic, partition)
+                .unwrap_or_default()
+                .iter()
+                .map(|id| *id as i32)
+                .collect(),
+        }
+    }
+
+    /// Refuses a read or write of a partition this node does not lead.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotLeaderOrFollower`].
+    fn check_leader(&self, topic: &str, partition: i32) -> Result<()> {
+        let Some(view) = self.cluster_view() else {
+            return Ok(());
+        };
+        let leads = u32::try_from(partition)
+            .ok()
+            .and_then(|partition| view.leader(topic, partition))
+            == Some(self.node_id() as u64);
+        if leads {
+            Ok(())
+        } else {
+            Err(CoreError::NotLeaderOrFollower)
+        }
+    }
+
+    /// Partition `index` of `topic`, when this node serves it: always on a
+    /// single node, in a cluster when it leads the partition.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::NotLeaderOrFollower`].
+    pub fn served_partition(&self, topic: &Topic, index: i32) -> Result<Arc<Partition>> {
+        let partition = topic.partition(index)?;
+        self.check_leader(topic.name(), index)?;
+        Ok(partition)
+    }
+
+    /// The live nodes a new partition may be placed on: this node alone on
+    /// a single node.
+    pub(crate) fn live_nodes(&self) -> Vec<i32> {
+        match self.cluster_view() {
+            None => vec![self.node_id()],
+            Some(view) => view.live_nodes().into_iter().map(|id| id as i32).collect(),
+        }
+    }
+
+    /// One replica per partition, spread over the live nodes from a
+    /// starting node the topic's name picks (so that many topics of few
+    /// partitions do not all lead on the same node).
+    pub(crate) fn spread_replicas(
+        &self,
+        name: &str,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<Vec<u64>>> {
+        let live = self.live_nodes();
+        if live.is_empty() {
+            return Err(CoreError::ClusterUnavailable(
+                "no live node to place partitions on".into(),
+            ));
+        }
+        let start = crate::partitioner::murmur2(name.as_bytes()) as usize;
+        Ok((first..first + count)
+            .map(|partition| vec![live[(start + partition as usize) % live.len()] as u64])
+            .collect())
+    }
+
+    /// `create_topic` on a node of a cluster: the replicas are placed, the
+    /// command committed through the controller, and the topic is returned
+    /// once this node has applied it.
+    pub(crate) fn create_topic_in_cluster(
+        &self,
+        quorum: &Arc<dyn MetadataQuorum>,
+        name: &str,
+        partitions: u32,
+        replication: Replication,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<TopicSummary> {
+        let replicas = match replication {
+            Replication::Assignment(assignment) => assignment
+                .into_iter()
+                .map(|replicas| replicas.into_iter().map(|id| id as u64).collect())
+                .collect(),
+            Replication::Default | Replication::Factor(_) => {
+                self.spread_replicas(name, 0, partitions)?
+            }
+        };
+        let command = MetadataCommand::CreateTopic {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions,
+            configs: config.overrides().clone(),
+            replicas,
+        };
+        quorum.view().state.validate(&command)?;
+        if validate_only {
+            return Ok(TopicSummary {
+                name: name.to_string(),
+                id: uuid::Uuid::nil(),
+                partitions,
+                leader_epochs: vec![0; partitions as usize],
+            });
+        }
+        quorum.commit(command)?;
+        Ok(summary(self.topic(name)?.as_ref()))
+    }
+
+    /// Brings this node's topics in line with the cluster's metadata:
+    /// creates what it lacks (with the cluster's id, partitions and
+    /// configs), grows and reconfigures. A topic the cluster no longer has
+    /// is deleted when its id is among `deleted` (the cluster deleted it);
+    /// any other is a stray (a node that held topics before it joined, or
+    /// missed a deletion in a snapshot) and is moved to `quarantine/`,
+    /// never deleted on a guess. Idempotent: the same state twice changes
+    /// nothing the second time. Runs after every applied batch of commands
+    /// and once when the node joins.
+    ///
+    /// # Errors
+    ///
+    /// The first failure; the next reconcile tries again.
+    pub fn reconcile(&self, state: &MetadataState, deleted: &BTreeSet<uuid::Uuid>) -> Result<()> {
+        let local: Vec<(String, uuid::Uuid)> = self
+            .topics()
+            .iter()
+            .map(|topic| (topic.name().to_owned(), topic.id()))
+            .collect();
+        for (name, id) in &local {
+            if state.topic(name).is_some_and(|image| image.id == *id) {
+                continue;
+            }
+            if deleted.contains(id) {
+                self.delete_local_topic(name)?;
+            } else {
+                self.set_aside_stray_topic(name)?;
+            }
+        }
+        for (name, image) in state.topics() {
+            self.reconcile_topic(name, image)?;
+        }
+        Ok(())
+    }
+
+    fn reconcile_topic(&self, name: &str, image: &TopicImage) -> Result<()> {
+        let Ok(topic) = self.topic(name) else {
+            let local = TopicImage {
+                replicas: Vec::new(),
+                ..image.clone()
+            };
+            let mut metadata = self.metadata.lock();
+            self.install_topic(&mut metadata, name, &local)?;
+            return Ok(());
+        };
+        if topic.partition_count() < image.partitions {
+            self.grow_local_topic(&topic, image.partitions)?;
+        }
+        if topic.config().overrides() != &image.configs {
+            self.configure_local_topic(
+                name,
+                MetadataCommand::ReplaceTopicConfig {
+                    name: name.to_owned(),
+                    configs: image.configs.clone(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
