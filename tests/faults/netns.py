@@ -27,10 +27,15 @@ import fcntl
 import ipaddress
 import os
 import re
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 NAME_PREFIX = "weirf"
+# The test process's own end of the bridge, where the clients run; a
+# source or target for `Network.connects` and for partitions.
+HOST = "host"
 SUBNET_FIRST_OCTETS = "10.77"
 HOST_OCTET = 254
 NODES_MAX = 200
@@ -150,6 +155,21 @@ class Network:
     def run_in(self, node: str, argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> str:
         """Run `argv` inside `node`'s namespace; its stdout, or NetworkError."""
         return run_command(self.exec_prefix(node) + argv, timeout)
+
+    def connects(self, source: str, address: str, port: int, timeout_s: float = 2.0) -> bool:
+        """Whether a TCP connect from `source` (a node, or HOST) to
+        address:port succeeds within `timeout_s`."""
+        if source == HOST:
+            try:
+                with socket.create_connection((address, port), timeout=timeout_s):
+                    return True
+            except OSError:
+                return False
+        probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout={timeout_s})"
+        completed = subprocess.run(
+            self.exec_prefix(source) + [sys.executable, "-c", probe], capture_output=True, timeout=timeout_s + 30
+        )
+        return completed.returncode == 0
 
     def own_namespaces(self) -> list[str]:
         """This run's namespaces that exist right now (for teardown checks)."""

@@ -13,9 +13,7 @@ fault is a leader that its clients still reach but its peers do not.
 from __future__ import annotations
 
 from . import nft
-from .netns import Network
-
-HOST = "host"
+from .netns import HOST, Network
 
 
 class Partitions:

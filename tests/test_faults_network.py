@@ -1,0 +1,127 @@
+"""The namespace harness itself: a weir node in one namespace serves a
+Kafka client in another namespace and one in the test process; an nftables
+cut stops the traffic and healing restores it; teardown leaves nothing, and
+a crashed run's leftovers are removed by the next run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from faults.fixtures import require_root_and_tools
+from faults.kafka_client import kafka_config, read_back
+from faults.netns import HOST, Network, namespace_names, root_link_names, run_command
+from faults.node import KAFKA_PORT
+from faults.partitions import Partitions
+from helpers import create_topic, unique
+
+# A producer and a reader run inside another namespace: a delivery timeout
+# and the values from argv; prints the offsets acknowledged and the values
+# read back, as JSON.
+PRODUCE_AND_READ = """
+import json, sys
+from confluent_kafka import Consumer, Producer, TopicPartition
+bootstrap, topic, timeout_s, *values = sys.argv[1:]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                     "message.timeout.ms": int(float(timeout_s) * 1000)})
+offsets = []
+for value in values:
+    producer.produce(topic, value=value.encode(), partition=0,
+                     on_delivery=lambda error, message: offsets.append(None if error else message.offset()))
+assert producer.flush(float(timeout_s) + 5) == 0 and None not in offsets, "undelivered"
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ns-reader", "enable.auto.commit": False})
+consumer.assign([TopicPartition(topic, 0, 0)])
+read = []
+while len(read) < max(offsets) + 1:
+    message = consumer.poll(10)
+    assert message is not None and message.error() is None, message and message.error()
+    read.append(message.value().decode())
+consumer.close()
+print(json.dumps({"offsets": offsets, "read": read}))
+"""
+
+
+def produce_and_read_from(
+    network: Network, node: str, bootstrap: str, topic: str, values: list[str], timeout_s: float = 20.0
+) -> dict:
+    argv = [sys.executable, "-c", PRODUCE_AND_READ, bootstrap, topic, str(timeout_s), *values]
+    output = network.run_in(node, argv, timeout=timeout_s + 40)
+    return json.loads(output)
+
+
+def produce_from_host(bootstrap: str, topic: str, values: list[str]) -> None:
+    producer = Producer(kafka_config(bootstrap, acks="all"))
+    for value in values:
+        producer.produce(topic, value=value.encode(), partition=0)
+    assert producer.flush(20) == 0, "messages undelivered from the test process"
+
+
+@pytest.mark.timeout(90)
+def test_cut_and_heal_between_namespaces(fault_network, fault_node):
+    network = fault_network(2)
+    node = fault_node(network, "n1")
+    address = network.address("n1")
+    assert node.bootstrap == f"{address}:{KAFKA_PORT}"
+    topic = unique("faults-net")
+    create_topic(AdminClient(kafka_config(node.bootstrap)), topic, 1)
+
+    first = produce_and_read_from(network, "n2", node.bootstrap, topic, ["a", "b"])
+    assert first == {"offsets": [0, 1], "read": ["a", "b"]}
+    produce_from_host(node.bootstrap, topic, ["c"])
+
+    partitions = Partitions(network)
+    partitions.cut("n1", "n2")
+    assert not network.connects("n2", address, KAFKA_PORT), "n2 still reaches n1 through the cut"
+    assert network.connects(HOST, address, KAFKA_PORT), "a cut between n1 and n2 must not hide n1 from the clients"
+    with pytest.raises(AssertionError, match="undelivered"):
+        produce_and_read_from(network, "n2", node.bootstrap, topic, ["lost in the cut"], timeout_s=3)
+
+    partitions.heal("n1", "n2")
+    assert network.connects("n2", address, KAFKA_PORT), "n2 does not reach n1 after the heal"
+    again = produce_and_read_from(network, "n2", node.bootstrap, topic, ["d"])
+    assert again["read"][:3] == ["a", "b", "c"] and again["read"][-1] == "d"
+
+    partitions.isolate("n1", from_clients=True)
+    assert not network.connects(HOST, address, KAFKA_PORT), "the test process still reaches an isolated n1"
+    assert not network.connects("n2", address, KAFKA_PORT)
+    partitions.heal_all()
+    assert network.connects(HOST, address, KAFKA_PORT) and network.connects("n2", address, KAFKA_PORT)
+    assert [read.value for read in read_back(node.bootstrap, topic, 1)][-1] == "d"
+
+
+def test_teardown_leaves_nothing_behind():
+    require_root_and_tools()
+    with Network(3) as network:
+        Partitions(network).isolate("n2", from_clients=True)
+        namespaces = [network.namespace(node) for node in network.nodes] + [network.hub]
+        assert set(namespaces) <= set(namespace_names())
+        assert network.root_link in root_link_names()
+        assert "inet weir_faults" in run_command(["ip", "netns", "exec", namespaces[1], "nft", "list", "tables"])
+    assert not set(namespaces) & set(namespace_names()), f"namespaces left: {namespace_names()}"
+    assert not [link for link in root_link_names() if link.startswith(network.prefix)], root_link_names()
+    assert "weir_faults" not in run_command(["nft", "list", "tables"]), "an nft table leaked into the root namespace"
+    assert network.host_address not in run_command(["ip", "-4", "-o", "addr", "show"])
+
+
+def test_a_crashed_runs_leftovers_are_removed_by_the_next_run():
+    require_root_and_tools()
+    crashed = subprocess.Popen(["true"])
+    crashed.wait()
+    leftover_namespace = f"weirf{crashed.pid}-hub"
+    leftover_link = f"weirf{crashed.pid}h"
+    run_command(["ip", "netns", "add", leftover_namespace])
+    run_command(["ip", "link", "add", leftover_link, "type", "veth", "peer", "name", f"wfpeer{crashed.pid}"])
+    try:
+        with Network(1) as network:
+            assert set(network.own_namespaces()) == {network.namespace("n1"), network.hub}
+            assert leftover_namespace not in namespace_names()
+            assert leftover_link not in root_link_names()
+            assert f"wfpeer{crashed.pid}" not in root_link_names()
+    finally:
+        for command in (["ip", "netns", "delete", leftover_namespace], ["ip", "link", "delete", leftover_link]):
+            subprocess.run(command, capture_output=True)
