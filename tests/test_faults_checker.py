@@ -1,6 +1,7 @@
-"""The history checker on synthetic histories: each kind of violation is
-found, a clean history passes, and writes with an unknown outcome may or
-may not appear. No broker and no root needed."""
+"""The history checker and the consumer-group checker on synthetic
+histories: each kind of violation is found, a clean history passes, and
+writes (or commits) with an unknown outcome may or may not have taken
+effect. No broker and no root needed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from faults.checker import (
     assert_valid,
     check,
 )
+from faults.group_check import GROUP_GAP, GROUP_REWIND, check_group
 from faults.history import FAILED, OK, UNKNOWN, History, Read, Write
 
 
@@ -204,3 +206,63 @@ def test_history_records_outcomes_in_invocation_order(tmp_path):
         history.complete(first, OK, offset=1)
     history.save(tmp_path / "history.jsonl")
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
+
+
+# --- consumer groups -----------------------------------------------------
+
+
+def log_of(partition_sizes: dict[int, int]) -> list[Read]:
+    return [Read(p, o, f"v{p}-{o}") for p, size in partition_sizes.items() for o in range(size)]
+
+
+def session(number: int, partition: int, offsets, commit_after: bool = True, confirmed: bool = True) -> list[dict]:
+    """Events of one session reading `offsets` of one partition, then committing the next offset."""
+    events = [{"session": number, "event": "assigned", "partitions": [partition]}]
+    events += [{"session": number, "event": "consumed", "partition": partition, "offset": o} for o in offsets]
+    if commit_after:
+        commit = {str(partition): max(offsets) + 1}
+        events.append({"session": number, "event": "commit", "offsets": commit})
+        if confirmed:
+            events.append({"session": number, "event": "committed", "offsets": commit})
+    return events
+
+
+def test_group_resuming_at_the_committed_offset_passes():
+    events = session(1, 0, range(0, 4)) + session(2, 0, range(4, 6), commit_after=False) + session(3, 0, range(4, 10))
+    result = check_group(events, log_of({0: 10}))
+    assert result.valid, result.report()
+    assert result.counts["sessions"] == 3
+
+
+def test_group_resuming_after_the_committed_offset_is_a_gap():
+    events = session(1, 0, range(0, 4)) + session(2, 0, range(5, 10))
+    result = check_group(events, log_of({0: 10}))
+    assert set(result.by_kind()) == {GROUP_GAP}, result.report()
+    assert "session 2, partition 0: resumed at offset 5, committed position [4]" in result.report()
+
+
+def test_group_resuming_before_the_committed_offset_is_a_rewind():
+    events = session(1, 0, range(0, 4)) + session(2, 0, range(2, 10))
+    result = check_group(events, log_of({0: 10}))
+    assert set(result.by_kind()) == {GROUP_REWIND}, result.report()
+
+
+def test_group_skipping_inside_a_session_is_a_gap():
+    events = session(1, 0, [0, 1, 2, 4, 5])
+    result = check_group(events, log_of({0: 6}))
+    assert set(result.by_kind()) == {GROUP_GAP}, result.report()
+    assert "read offset 4 after 2" in result.report()
+    assert "1 records never consumed, first [3]" in result.report()
+
+
+def test_group_commit_with_unknown_outcome_allows_either_position():
+    killed_mid_commit = session(1, 0, range(0, 4)) + session(2, 0, range(4, 7), confirmed=False)
+    for resumed_at in (4, 7):
+        events = killed_mid_commit + session(3, 0, range(resumed_at, 10))
+        assert check_group(events, log_of({0: 10})).valid, resumed_at
+
+
+def test_group_records_never_consumed_are_a_gap():
+    result = check_group(session(1, 0, range(0, 4)), log_of({0: 4, 1: 2}))
+    assert set(result.by_kind()) == {GROUP_GAP}
+    assert "partition 1: 2 records never consumed" in result.report()

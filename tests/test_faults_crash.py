@@ -1,0 +1,53 @@
+"""A single weir node in a namespace, crashed and paused under a
+continuous acks=all idempotent producer: the history checker must find
+nothing acknowledged lost, changed, duplicated or reordered. The same
+recorder and checker will run the cluster's failover scenarios."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from faults.checker import assert_valid, check
+from faults.history import History
+from faults.kafka_client import ProduceRecorder, kafka_config, read_back
+from helpers import create_topic, unique
+
+PARTITIONS = 3
+KILLS = 5
+PAUSE_S = 4.0
+# Acknowledgements to wait for after each fault, so every restart is
+# crashed while the producer is busy, not while it is still reconnecting.
+ACKNOWLEDGEMENTS_BETWEEN_FAULTS = 150
+
+
+@pytest.mark.timeout(150)
+def test_kill_and_pause_lose_nothing_acknowledged(fault_network, fault_node, tmp_path):
+    network = fault_network(1)
+    node = fault_node(network, "n1")
+    topic = unique("faults-crash")
+    create_topic(AdminClient(kafka_config(node.bootstrap)), topic, PARTITIONS)
+    history = History()
+    recorder = ProduceRecorder(node.bootstrap, topic, PARTITIONS, history).start()
+    try:
+        recorder.wait_for_acknowledgements(ACKNOWLEDGEMENTS_BETWEEN_FAULTS, timeout_s=20)
+        for _ in range(KILLS):
+            assert node.kill() == -9, "kill -9 did not reach weir itself"
+            node.start()
+            recorder.wait_for_acknowledgements(ACKNOWLEDGEMENTS_BETWEEN_FAULTS, timeout_s=30)
+        node.pause()
+        time.sleep(PAUSE_S)
+        node.resume()
+        recorder.wait_for_acknowledgements(ACKNOWLEDGEMENTS_BETWEEN_FAULTS, timeout_s=30)
+    finally:
+        recorder.stop()
+    history_path = tmp_path / "history.jsonl"
+    history.save(history_path)
+
+    result = check(history.writes, read_back(node.bootstrap, topic, PARTITIONS))
+    print(result.report())
+    assert_valid(result, history_path)
+    assert not recorder.fatal_errors, f"the idempotent producer went fatal: {recorder.fatal_errors}"
+    assert node.starts == KILLS + 1
