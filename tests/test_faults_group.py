@@ -47,6 +47,5 @@ def test_group_member_killed_resumes_from_committed_offsets(fault_network, fault
     reads = read_back(node.bootstrap, topic, PARTITIONS)
     assert_valid(check(history.writes, reads))
     result = check_group(read_events(member.events_path), reads)
-    print(result.report())
     assert_valid(result)
     assert result.counts["sessions"] == 3
