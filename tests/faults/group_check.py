@@ -46,7 +46,8 @@ class PartitionProgress:
         self.committed = offset
         self.unconfirmed_commits = set()
 
-    def consumed_offset(self, session: int, offset: int) -> list[Violation]:
+    def consume(self, session: int, offset: int) -> list[Violation]:
+        """Note that `session` read `offset`; the violations that reading it there shows."""
         self.consumed.add(offset)
         if self.expected_next is None:
             allowed = sorted({self._record_at_or_after(c) for c in {self.committed} | self.unconfirmed_commits})
@@ -74,6 +75,8 @@ class PartitionProgress:
 
 
 def check_group(events: list[dict], reads: list[Read]) -> CheckResult:
+    """Check the `group_consumer` events of all sessions, in the order
+    written, against the records `reads` found in the log."""
     log_offsets = defaultdict(list)
     for read in reads:
         log_offsets[read.partition].append(read.offset)
@@ -97,7 +100,7 @@ def check_group(events: list[dict], reads: list[Read]) -> CheckResult:
             for partition in event["partitions"]:
                 of(partition).start_reading()
         elif kind == "consumed":
-            violations += of(event["partition"]).consumed_offset(event["session"], event["offset"])
+            violations += of(event["partition"]).consume(event["session"], event["offset"])
         elif kind in ("commit", "commit-failed"):
             for partition, offset in event["offsets"].items():
                 of(partition).commit_invoked(offset)

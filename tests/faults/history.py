@@ -73,9 +73,9 @@ class History:
     def complete(self, write: Write, outcome: str, offset: int | None = None, error: str | None = None) -> None:
         if outcome not in (OK, FAILED, UNKNOWN):
             raise ValueError(f"unknown outcome {outcome!r}")
-        if write.outcome is not None:
-            raise ValueError(f"write {write.value!r} completed twice ({write.outcome}, then {outcome})")
         with self._lock:
+            if write.outcome is not None:
+                raise ValueError(f"write {write.value!r} completed twice ({write.outcome}, then {outcome})")
             write.completed_s = time.monotonic()
             write.outcome, write.offset, write.error = outcome, offset, error
 
