@@ -14,6 +14,7 @@ from faults.checker import (
     LOST,
     NEVER_WRITTEN,
     OFFSET_WENT_BACKWARDS,
+    READ_TAKEN_BACK,
     REORDERED,
     assert_valid,
     check,
@@ -266,3 +267,15 @@ def test_group_records_never_consumed_are_a_gap():
     result = check_group(session(1, 0, range(0, 4)), log_of({0: 4, 1: 2}))
     assert set(result.by_kind()) == {GROUP_GAP}
     assert "partition 1: 2 records never consumed" in result.report()
+
+
+def test_a_read_taken_back_later():
+    """A consumer saw 'p0-2' at offset 1 of partition 0 during the run, but
+    the final log has 'p0-4' there: served, then truncated away."""
+    writes = sequential_writes(6, partitions=2)
+    final = reads_of(writes)
+    observed = [Read(0, 0, "p0-0"), Read(0, 1, "ghost"), Read(1, 0, "p0-1")]
+    result = check(writes, final, observed)
+    assert set(result.by_kind()) == {READ_TAKEN_BACK}, result.report()
+    assert "'ghost' was read at 0/1 during the run; that offset now holds 'p0-2'" in result.report()
+    assert check(writes, final, final[:3]).valid

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from faults.checker import LOST, assert_valid, check
 from faults.history import OK, History
-from faults.kafka_client import ProduceRecorder, kafka_config, read_back
+from faults.kafka_client import ProduceRecorder, TailReader, kafka_config, read_back
 from helpers import create_topic, unique
 
 PARTITIONS = 3
@@ -38,6 +38,7 @@ def test_kill_and_pause_lose_nothing_acknowledged(fault_network, fault_node, tmp
     create_topic(AdminClient(kafka_config(node.bootstrap)), topic, PARTITIONS)
     history = History()
     recorder = ProduceRecorder(node.bootstrap, topic, PARTITIONS, history).start()
+    tail = TailReader(node.bootstrap, topic, PARTITIONS).start()
     try:
         recorder.wait_for_acknowledgements(ACKNOWLEDGEMENTS_BETWEEN_FAULTS, timeout_s=20)
         for _ in range(KILLS):
@@ -53,11 +54,13 @@ def test_kill_and_pause_lose_nothing_acknowledged(fault_network, fault_node, tmp
         recorder.wait_for_acknowledgements(ACKNOWLEDGEMENTS_BETWEEN_FAULTS, timeout_s=30)
     finally:
         recorder.stop()
+        tail.stop()
     history_path = tmp_path / "history.jsonl"
     history.save(history_path)
 
-    result = check(history.writes, read_back(node.bootstrap, topic, PARTITIONS))
+    result = check(history.writes, read_back(node.bootstrap, topic, PARTITIONS), tail.observed)
     assert_valid(result, history_path)
+    assert tail.observed, "the tailing consumer saw nothing during the run"
     assert not recorder.fatal_errors, f"the idempotent producer went fatal: {recorder.fatal_errors}"
     assert node.starts == KILLS + 1
 

@@ -15,6 +15,9 @@ Violations, by kind:
   same partition had been acknowledged got an offset not above it.
 * `failed-write-seen` — a write the client was told definitely failed.
 * `never-written` — a value no write in the history carries.
+* `read-taken-back` — a consumer saw a record during the run that the final
+  read-back does not have at the same offset: the broker served data it
+  later took back (above a high watermark, or a deposed leader's tail).
 
 Writes with an unknown outcome (or still pending) may or may not appear;
 they only count for duplicates and ordering.
@@ -35,6 +38,7 @@ REORDERED = "reordered"
 OFFSET_WENT_BACKWARDS = "offset-went-backwards"
 FAILED_WRITE_SEEN = "failed-write-seen"
 NEVER_WRITTEN = "never-written"
+READ_TAKEN_BACK = "read-taken-back"
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,14 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def check(writes: list[Write], reads: list[Read]) -> CheckResult:
-    """Check `reads` (each partition's records in the order they were read)
-    against the history `writes`."""
+def check(writes: list[Write], reads: list[Read], observed: list[Read] = ()) -> CheckResult:
+    """Check `reads` (the final read-back: each partition's records in the
+    order they were read) against the history `writes`, and against what
+    consumers `observed` while the faults were happening."""
     positions_by_value = _positions_by_value(reads)
     write_by_value = {write.value: write for write in writes}
     counts = _counts(writes, reads, positions_by_value)
+    counts["observed during the run"] = len(observed)
     violations = (
         _offsets_going_backwards_in_reads(reads)
         + _values_never_written(positions_by_value, write_by_value)
@@ -90,6 +96,7 @@ def check(writes: list[Write], reads: list[Read]) -> CheckResult:
         + _acknowledged_out_of_order(writes)
         + _read_out_of_order(reads, write_by_value)
         + _offsets_going_backwards_in_real_time(writes)
+        + _reads_taken_back(observed, reads)
     )
     return CheckResult(counts, violations)
 
@@ -240,3 +247,16 @@ def _offsets_going_backwards_in_real_time(writes) -> list[Violation]:
                     f"{_describe(write)} began after {_describe(highest)} was acknowledged, at a lower offset",
                 ))
     return violations
+
+
+def _reads_taken_back(observed: list[Read], reads: list[Read]) -> list[Violation]:
+    value_at = {(read.partition, read.offset): read.value for read in reads}
+    return [
+        Violation(
+            READ_TAKEN_BACK,
+            f"{read.value!r} was read at {read.partition}/{read.offset} during the run; "
+            f"that offset now holds {value_at.get((read.partition, read.offset), 'nothing')!r}",
+        )
+        for read in observed
+        if value_at.get((read.partition, read.offset)) != read.value
+    ]

@@ -149,19 +149,52 @@ class ProduceRecorder:
             self.fatal_errors.append(str(error))
 
 
+def reading_consumer(bootstrap: str, **overrides) -> Consumer:
+    """A read_committed consumer that never joins or commits to a group
+    (librdkafka wants a group.id even for assign())."""
+    config = {
+        "group.id": f"weir-faults-reader-{uuid.uuid4().hex[:10]}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "error",
+    }
+    config.update(overrides)
+    return Consumer(kafka_config(bootstrap, **config))
+
+
+class TailReader:
+    """Reads every partition from the beginning on a thread of its own while
+    the faults happen, keeping what it saw in `observed`: the checker then
+    makes sure nothing a consumer saw was taken back later. Errors while the
+    broker is down are expected and skipped; librdkafka reconnects."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.consumer = reading_consumer(bootstrap)
+        self.consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in range(partitions)])
+        self.observed: list[Read] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read_until_stopped, name=f"tail-{topic}", daemon=True)
+
+    def start(self) -> "TailReader":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self.consumer.close()
+
+    def _read_until_stopped(self) -> None:
+        while not self._stopping.is_set():
+            for message in self.consumer.consume(500, timeout=0.2):
+                if message.error() is None:
+                    self.observed.append(Read(message.partition(), message.offset(), message.value().decode()))
+
+
 def read_back(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60.0) -> list[Read]:
     """Every committed record of every partition, by a fresh read_committed
     consumer from the beginning up to the end offsets it finds at the start."""
-    consumer = Consumer(kafka_config(
-        bootstrap,
-        **{
-            "group.id": f"weir-faults-reader-{uuid.uuid4().hex[:10]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-        },
-    ))
+    consumer = reading_consumer(bootstrap, **{"enable.partition.eof": True})
     try:
         ends = {
             partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15, cached=False)[1]
