@@ -84,7 +84,7 @@ def test_cut_and_heal_between_namespaces(fault_network, fault_node):
     partitions.heal("n1", "n2")
     assert network.connects("n2", address, KAFKA_PORT), "n2 does not reach n1 after the heal"
     again = produce_and_read_from(network, "n2", node.bootstrap, topic, ["d"])
-    assert again["read"][:3] == ["a", "b", "c"] and again["read"][-1] == "d"
+    assert again == {"offsets": [3], "read": ["a", "b", "c", "d"]}, "the write cut off should never have arrived"
 
     partitions.isolate("n1", from_clients=True)
     assert not network.connects(HOST, address, KAFKA_PORT), "the test process still reaches an isolated n1"
@@ -103,7 +103,7 @@ def test_teardown_leaves_nothing_behind():
         assert network.root_link in root_link_names()
         assert "inet weir_faults" in run_command(["ip", "netns", "exec", namespaces[1], "nft", "list", "tables"])
     assert not set(namespaces) & set(namespace_names()), f"namespaces left: {namespace_names()}"
-    assert not [link for link in root_link_names() if link.startswith(network.prefix)], root_link_names()
+    assert network.root_link not in root_link_names(), root_link_names()
     assert "weir_faults" not in run_command(["nft", "list", "tables"]), "an nft table leaked into the root namespace"
     assert network.host_address not in run_command(["ip", "-4", "-o", "addr", "show"])
 

@@ -28,7 +28,7 @@ def require_root_and_tools() -> None:
 
 
 @pytest.fixture
-def fault_network(request):
+def fault_network():
     """Factory: `fault_network(size) -> Network`, torn down after the test
     (after the nodes in it are killed)."""
     require_root_and_tools()

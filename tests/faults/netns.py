@@ -177,7 +177,7 @@ class Network:
 
     def own_root_links(self) -> list[str]:
         """This run's links in the root namespace that exist right now."""
-        return [name for name in root_link_names() if name.startswith(self.prefix)]
+        return [name for name in root_link_names() if name == self.root_link]
 
     def __enter__(self) -> "Network":
         return self.create()
