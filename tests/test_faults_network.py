@@ -18,7 +18,7 @@ from faults.kafka_client import kafka_config, read_back
 from faults.netns import HOST, Network, namespace_names, root_link_names, run_command
 from faults.node import KAFKA_PORT
 from faults.partitions import Partitions
-from helpers import create_topic, unique
+from helpers import create_topic, unique, wait_until
 
 # A producer and a reader run inside another namespace: a delivery timeout
 # and the values from argv; prints the offsets acknowledged and the values
@@ -94,6 +94,25 @@ def test_cut_and_heal_between_namespaces(fault_network, fault_node):
     assert [read.value for read in read_back(node.bootstrap, topic, 1)][-1] == "d"
 
 
+@pytest.mark.timeout(90)
+def test_isolate_cuts_one_node_from_every_other_node_only(fault_network, fault_node):
+    """The cluster's "leader cut off from its peers while its clients still
+    reach it": the other nodes still reach each other."""
+    network = fault_network(3)
+    fault_node(network, "n1")
+    fault_node(network, "n3")
+    n1, n3 = network.address("n1"), network.address("n3")
+    partitions = Partitions(network)
+
+    partitions.isolate("n1")
+    assert not network.connects("n2", n1, KAFKA_PORT)
+    assert not network.connects("n3", n1, KAFKA_PORT)
+    assert network.connects(HOST, n1, KAFKA_PORT), "isolate() must leave the clients connected"
+    assert network.connects("n2", n3, KAFKA_PORT), "isolating n1 must not cut n2 from n3"
+    partitions.heal_all()
+    assert network.connects("n2", n1, KAFKA_PORT) and network.connects("n3", n1, KAFKA_PORT)
+
+
 def test_teardown_leaves_nothing_behind():
     require_root_and_tools()
     with Network(3) as network:
@@ -116,12 +135,19 @@ def test_a_crashed_runs_leftovers_are_removed_by_the_next_run():
     leftover_link = f"weirf{crashed.pid}h"
     run_command(["ip", "netns", "add", leftover_namespace])
     run_command(["ip", "link", "add", leftover_link, "type", "veth", "peer", "name", f"wfpeer{crashed.pid}"])
+    orphan = subprocess.Popen(["ip", "netns", "exec", leftover_namespace, "sleep", "300"])
     try:
+        wait_until(lambda: str(orphan.pid) in run_command(["ip", "netns", "pids", leftover_namespace]).split(),
+                   10, "the orphan to enter the leftover namespace")
         with Network(1) as network:
             assert set(network.own_namespaces()) == {network.namespace("n1"), network.hub}
             assert leftover_namespace not in namespace_names()
             assert leftover_link not in root_link_names()
             assert f"wfpeer{crashed.pid}" not in root_link_names()
+            assert orphan.wait(10) == -9, "a process left in a crashed run's namespace was not killed"
     finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
         for command in (["ip", "netns", "delete", leftover_namespace], ["ip", "link", "delete", leftover_link]):
             subprocess.run(command, capture_output=True)

@@ -27,6 +27,7 @@ import fcntl
 import ipaddress
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -88,7 +89,9 @@ def pid_alive(pid: int) -> bool:
 
 def remove_leftovers() -> list[str]:
     """Delete namespaces and root links of earlier runs whose process is gone
-    (a run killed before its teardown); return what was removed.
+    (a run killed before its teardown), and kill the processes that run
+    left inside its namespaces (brokers outlive a SIGKILLed pytest); return
+    what was removed.
 
     Deleting a namespace also deletes its nft table and the veth ends inside
     it, and with them their peers."""
@@ -96,6 +99,7 @@ def remove_leftovers() -> list[str]:
     for name in namespace_names():
         match = LEFTOVER_NAME.match(name)
         if match and not pid_alive(int(match.group(1))):
+            kill_processes_in(name)
             run_command(["ip", "netns", "delete", name])
             removed.append(name)
     for name in root_link_names():
@@ -104,6 +108,15 @@ def remove_leftovers() -> list[str]:
             run_command(["ip", "link", "delete", name])
             removed.append(name)
     return removed
+
+
+def kill_processes_in(namespace: str) -> None:
+    """SIGKILL every process inside `namespace`."""
+    for pid in run_command(["ip", "netns", "pids", namespace]).split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def subnets_in_use() -> set[int]:
