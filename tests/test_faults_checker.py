@@ -6,6 +6,7 @@ effect. No broker and no root needed."""
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import KafkaError
 
 from faults.checker import (
     CHANGED,
@@ -21,6 +22,7 @@ from faults.checker import (
 )
 from faults.group_check import GROUP_GAP, GROUP_REWIND, check_group
 from faults.history import FAILED, OK, UNKNOWN, History, Read, Write
+from faults.kafka_client import outcome_of
 
 
 def sequential_writes(count: int, partitions: int = 2, process: str = "p0") -> list[Write]:
@@ -279,3 +281,19 @@ def test_a_read_taken_back_later():
     assert set(result.by_kind()) == {READ_TAKEN_BACK}, result.report()
     assert "'ghost' was read at 0/1 during the run; that offset now holds 'p0-2'" in result.report()
     assert check(writes, final, final[:3]).valid
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (KafkaError._MSG_TIMED_OUT, UNKNOWN),
+        (KafkaError._TRANSPORT, UNKNOWN),
+        (KafkaError._PURGE_INFLIGHT, UNKNOWN),
+        (KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, UNKNOWN),
+        (KafkaError.REQUEST_TIMED_OUT, UNKNOWN),
+        (KafkaError._PURGE_QUEUE, FAILED),
+        (KafkaError.MSG_SIZE_TOO_LARGE, FAILED),
+    ],
+)
+def test_delivery_errors_are_definite_only_when_nothing_was_written(code, outcome):
+    assert outcome_of(KafkaError(code)) == outcome

@@ -1,7 +1,8 @@
 """The namespace harness itself: a weir node in one namespace serves a
 Kafka client in another namespace and one in the test process; an nftables
-cut stops the traffic and healing restores it; teardown leaves nothing, and
-a crashed run's leftovers are removed by the next run."""
+cut stops the traffic and healing restores it; writes cut off time out as
+`unknown`; teardown leaves nothing, and a crashed run's leftovers are
+removed by the next run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from faults.checker import assert_valid, check
 from faults.fixtures import require_root_and_tools
-from faults.kafka_client import kafka_config, read_back
+from faults.history import UNKNOWN, History
+from faults.kafka_client import ProduceRecorder, kafka_config, read_back
 from faults.netns import HOST, Network, namespace_names, root_link_names, run_command
 from faults.node import KAFKA_PORT
 from faults.partitions import Partitions
@@ -151,3 +154,29 @@ def test_a_crashed_runs_leftovers_are_removed_by_the_next_run():
             orphan.wait()
         for command in (["ip", "netns", "delete", leftover_namespace], ["ip", "link", "delete", leftover_link]):
             subprocess.run(command, capture_output=True)
+
+
+@pytest.mark.timeout(90)
+def test_writes_timing_out_in_a_partition_are_unknown(fault_network, fault_node):
+    """The recorder's third outcome, from a real partition: writes that time
+    out while the clients are cut from the node are `unknown`, and the
+    history stays valid whether or not they arrived."""
+    network = fault_network(1)
+    node = fault_node(network, "n1")
+    topic = unique("faults-unknown")
+    create_topic(AdminClient(kafka_config(node.bootstrap)), topic, 2)
+    history = History()
+    recorder = ProduceRecorder(node.bootstrap, topic, 2, history, config={"message.timeout.ms": 2000}).start()
+    partitions = Partitions(network)
+    try:
+        recorder.wait_for_acknowledgements(100, timeout_s=20)
+        partitions.cut("n1", HOST)
+        wait_until(lambda: history.counts()[UNKNOWN] >= 10, 20, "writes to time out during the cut")
+        partitions.heal_all()
+        recorder.wait_for_acknowledgements(100, timeout_s=30)
+    finally:
+        recorder.stop()
+    result = check(history.writes, read_back(node.bootstrap, topic, 2))
+    assert_valid(result)
+    assert result.counts["unknown"] >= 10
+    assert not recorder.fatal_errors, recorder.fatal_errors
