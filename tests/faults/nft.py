@@ -16,7 +16,11 @@ from .netns import run_command
 TABLE = "weir_faults"
 PEER_SET = "cut_peers"
 
+# Declaring the table, deleting it and defining it again makes installing
+# idempotent: whatever was there before, the result is an empty drop set.
 TABLE_DEFINITION = f"""
+table inet {TABLE}
+delete table inet {TABLE}
 table inet {TABLE} {{
     set {PEER_SET} {{ type ipv4_addr; }}
     chain input {{ type filter hook input priority 0; policy accept; ip saddr @{PEER_SET} drop; }}

@@ -17,7 +17,8 @@ from .netns import HOST, Network
 
 
 class Partitions:
-    """The set of cut pairs of one network, applied with nftables."""
+    """The set of cut pairs of one network, applied with nftables.
+    Creating it (re)installs every node's table, so it starts fully healed."""
 
     def __init__(self, network: Network):
         self.network = network
