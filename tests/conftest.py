@@ -284,7 +284,9 @@ class Broker:
             self.proc.send_signal(sig)
             if self.paused:
                 # A stopped process keeps every signal but SIGKILL pending.
-                self.resume()
+                # (send_signal does nothing once the process has exited.)
+                self.proc.send_signal(signal.SIGCONT)
+                self.paused = False
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
