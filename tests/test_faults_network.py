@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from conftest import WEIR_BIN
 from faults.checker import assert_valid, check
 from faults.fixtures import require_root_and_tools
 from faults.history import UNKNOWN, History
@@ -70,6 +72,9 @@ def test_cut_and_heal_between_namespaces(fault_network, fault_node):
     node = fault_node(network, "n1")
     address = network.address("n1")
     assert node.bootstrap == f"{address}:{KAFKA_PORT}"
+    # `ip netns exec` must exec weir, not wait for it as a child: signals
+    # sent to the process the test started have to reach weir itself.
+    assert Path(f"/proc/{node.proc.pid}/exe").resolve() == WEIR_BIN.resolve()
     topic = unique("faults-net")
     create_topic(AdminClient(kafka_config(node.bootstrap)), topic, 1)
 
