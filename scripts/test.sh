@@ -2,7 +2,8 @@
 # The one command that runs Weir's whole test suite:
 #   1. system tools the build and the integration tests need (make and g++
 #      for the bundled librdkafka of `weir bench`, Debian's kcat, amqp-tools,
-#      python3-venv, prometheus for promtool, chromium, node and npm;
+#      python3-venv, prometheus for promtool, chromium, node and npm,
+#      iproute2 and nftables for the fault tests;
 #      playwright-core from npm in tests/browser),
 #   2. a Python venv at .venv with tests/requirements.txt,
 #   3. cargo build --release --workspace, then cargo test --release --workspace,
@@ -47,6 +48,10 @@ command -v amqp-publish >/dev/null 2>&1 && command -v amqp-consume >/dev/null 2>
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 # Headless Chromium drives the web console in tests/test_console.py.
 [[ -x /usr/bin/chromium ]] || apt_install chromium
+# The fault tests (tests/test_faults_*.py, tests/faults/) put nodes in network
+# namespaces joined by veths and a bridge (ip) and cut them apart (nft).
+command -v ip >/dev/null 2>&1 || apt_install iproute2
+command -v nft >/dev/null 2>&1 || apt_install nftables
 
 # --- 2. Python venv ----------------------------------------------------------
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then

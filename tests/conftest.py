@@ -41,6 +41,9 @@ import pytest
 # The AMQP tests' shared helpers (and fixtures): rewrite their asserts too.
 pytest.register_assert_rewrite("amqp_helpers")
 
+# Namespaces, nftables faults and nodes inside namespaces (tests/faults/).
+pytest_plugins = ["faults.fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIR_BIN = Path(os.environ.get("WEIR_BIN") or REPO_ROOT / "target" / "release" / "weir")
 
@@ -101,19 +104,36 @@ class Broker:
     dropped so that the runner's settings never leak into a test).
     """
 
-    def __init__(self, workdir: Path, args=(), env=None, port: int | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        args=(),
+        env=None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        amqp_port: int | None = None,
+        http_port: int | None = None,
+        launcher=(),
+    ):
+        """`host` and the ports default to free ports on loopback; the fault
+        tests pass a network namespace's address and fixed ports (each
+        namespace has its own port space) and a `launcher` such as
+        `ip netns exec NS`, an argv prefix that must exec (not fork) the
+        binary so that signals reach weir itself."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
         self.log_path = workdir / "weir.log"
         self.port = port or free_port()
-        self.amqp_port = free_port()
-        self.http_port = free_port()
-        self.host = "127.0.0.1"
+        self.amqp_port = amqp_port or free_port()
+        self.http_port = http_port or free_port()
+        self.host = host
+        self.launcher = list(launcher)
         self.args = list(args)
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.paused = False
         # Set when the test itself stopped the process, so that teardown can
         # tell a requested exit from a crash.
         self._stopped_on_purpose = True
@@ -159,6 +179,7 @@ class Broker:
         amqp = ["--amqp-listen", f"{self.host}:{self.amqp_port}"] if self.amqp_enabled else []
         http = ["--http-listen", f"{self.host}:{self.http_port}"] if self.http_enabled else []
         return [
+            *self.launcher,
             str(WEIR_BIN),
             "server",
             "--data-dir",
@@ -201,6 +222,7 @@ class Broker:
                 cwd=self.workdir,
             )
         self._stopped_on_purpose = False
+        self.paused = False
         self.wait_ready(timeout)
         return self
 
@@ -234,6 +256,21 @@ class Broker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets and files but answers
+        nothing, as a long GC pause or a stalled VM would."""
+        if not self.alive():
+            raise BrokerError("cannot pause a broker that is not running")
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after `pause()`."""
+        if not self.alive():
+            raise BrokerError("cannot resume a broker that is not running")
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         """Send `sig` and wait for the exit; returns the exit code.
 
@@ -245,6 +282,11 @@ class Broker:
         self._stopped_on_purpose = True
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+            if self.paused:
+                # A stopped process keeps every signal but SIGKILL pending.
+                # (send_signal does nothing once the process has exited.)
+                self.proc.send_signal(signal.SIGCONT)
+                self.paused = False
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -321,7 +363,11 @@ def weir_broker(request, tmp_path):
         raise AssertionError("unreachable")
 
     yield make
+    tear_down_brokers(brokers)
 
+
+def tear_down_brokers(brokers) -> None:
+    """Kill every broker; fail the test if any died on its own or panicked."""
     problems = []
     for broker in brokers:
         for problem in broker.teardown():
