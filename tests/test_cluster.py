@@ -276,3 +276,32 @@ def test_topics_are_cluster_metadata_and_clients_follow_the_leaders(weir_broker)
             f"topic gone from node {node.bootstrap}",
             lambda node=node: "spread" not in {t["name"] for t in Http(node.http_url).ok("GET", "/api/topics")},
         )
+
+
+def init_producer_id(node: Broker) -> int:
+    """InitProducerId v0 for an idempotent (non-transactional) producer."""
+    import kafka_wire
+
+    with kafka_wire.Connection(node) as conn:
+        body = kafka_wire.string(None) + kafka_wire.int32(60_000)
+        reply = conn.response(conn.send_request(22, 0, body))
+        reply.int32()  # throttle_time_ms
+        assert reply.int16() == 0
+        producer_id = reply.int64()
+        assert reply.int16() == 0  # epoch
+        reply.done()
+        return producer_id
+
+
+def test_producer_ids_are_unique_across_nodes_and_restarts(weir_broker):
+    """Each node takes blocks of producer ids through the controller, so an
+    idempotent producer's id is never another's, whichever node it asked."""
+    nodes = start_cluster(weir_broker)
+    all_active = {1: "active", 2: "active", 3: "active"}
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
+    ids = [init_producer_id(node) for node in nodes.values() for _ in range(3)]
+    nodes[1].kill()
+    nodes[1].start()
+    wait_until("node 1 is back", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
+    ids += [init_producer_id(nodes[1]) for _ in range(3)]
+    assert len(set(ids)) == len(ids), ids

@@ -34,6 +34,8 @@ use crate::{CommandOutcome, NodeId, TypeConfig};
 
 /// How long a proposal may wait for a leader before it fails.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why a write was not committed when the leader heard no majority.
+const NO_QUORUM: &str = "not committed: no majority of the controller voters answered";
 /// How long one call to a peer may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Records which node a data directory belongs to.
@@ -306,15 +308,20 @@ impl Controller {
     pub async fn propose(&self, command: MetadataCommand) -> Result<(), ClusterError> {
         let deadline = Instant::now() + PROPOSE_TIMEOUT;
         let outcome = loop {
-            let attempt = match self.raft.client_write(command.clone()).await {
-                Ok(response) => Ok(response.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            // A leader cut off from the others never commits: wait no
+            // longer than the deadline for it.
+            let written =
+                tokio::time::timeout_at(deadline.into(), self.raft.client_write(command.clone()));
+            let attempt = match written.await {
+                Err(_) => Err(NO_QUORUM.to_string()),
+                Ok(Ok(response)) => Ok(response.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
                     match forward.leader_id {
-                        Some(leader) => self.forward(leader, &command).await,
+                        Some(leader) => self.forward(leader, &command, deadline).await,
                         None => Err("no controller leader".to_string()),
                     }
                 }
-                Err(error) => return Err(ClusterError::Raft(error.to_string())),
+                Ok(Err(error)) => return Err(ClusterError::Raft(error.to_string())),
             };
             match attempt {
                 Ok(outcome) => break outcome,
@@ -343,13 +350,18 @@ impl Controller {
         }
     }
 
+    /// Asks the leader to commit `command`, waiting for its answer until
+    /// `deadline` (the leader itself gives up sooner when it hears no
+    /// majority), so that a slow commit is not retried as a new one.
     async fn forward(
         &self,
         leader: NodeId,
         command: &MetadataCommand,
+        deadline: Instant,
     ) -> Result<CommandOutcome, String> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         match self
-            .call(leader, &Request::Propose(command.clone()))
+            .call_within(leader, &Request::Propose(command.clone()), timeout)
             .await?
         {
             Reply::Propose(outcome) => outcome,
@@ -358,6 +370,15 @@ impl Controller {
     }
 
     async fn call(&self, target: NodeId, request: &Request) -> Result<Reply, String> {
+        self.call_within(target, request, CALL_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        target: NodeId,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         let address = *self
             .config
             .voters
@@ -367,7 +388,7 @@ impl Controller {
         let peer = peers
             .entry(target)
             .or_insert_with(|| Peer::new(self.config.node_id, self.config.voters_text(), address));
-        peer.call(request, CALL_TIMEOUT)
+        peer.call(request, timeout)
             .await
             .map_err(|error| format!("node {target} at {address}: {error}"))
     }
@@ -383,9 +404,12 @@ impl Controller {
                 Reply::InstallSnapshot(self.raft.install_snapshot(chunk).await)
             }
             Request::Propose(command) => {
-                Reply::Propose(match self.raft.client_write(command).await {
-                    Ok(response) => Ok(response.data),
-                    Err(error) => Err(error.to_string()),
+                let written =
+                    tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(command));
+                Reply::Propose(match written.await {
+                    Ok(Ok(response)) => Ok(response.data),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(NO_QUORUM.into()),
                 })
             }
             Request::Heartbeat { id, incarnation } => {
@@ -424,13 +448,14 @@ impl Controller {
         let raft = self.raft.clone();
         tokio::spawn(async move {
             let kind = command.kind();
-            match raft.client_write(command).await {
-                Ok(response) => {
+            match tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(command)).await {
+                Ok(Ok(response)) => {
                     if let Some(refusal) = response.data.refusal {
                         tracing::debug!(command = kind, %refusal, "refused");
                     }
                 }
-                Err(error) => tracing::debug!(command = kind, %error, "not committed"),
+                Ok(Err(error)) => tracing::debug!(command = kind, %error, "not committed"),
+                Err(_) => tracing::debug!(command = kind, NO_QUORUM),
             }
         });
     }

@@ -268,6 +268,9 @@ pub struct Broker {
     _data_lock: DataDirLock,
     /// The controller quorum, once this broker joined a cluster.
     cluster: std::sync::OnceLock<Arc<dyn MetadataQuorum>>,
+    /// In a cluster, the producer ids this node took and has not handed
+    /// out yet: `next..end`.
+    cluster_producer_ids: Mutex<(u64, u64)>,
 }
 
 impl Broker {
@@ -324,6 +327,7 @@ impl Broker {
             topic_readers: Mutex::new(HashMap::new()),
             _data_lock: data_lock,
             cluster: std::sync::OnceLock::new(),
+            cluster_producer_ids: Mutex::new((0, 0)),
         };
         broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.
@@ -369,7 +373,10 @@ impl Broker {
     ///
     /// I/O errors persisting the id block.
     pub fn new_producer_id(&self) -> Result<i64> {
-        Ok(self.producer_ids.next()?)
+        match self.quorum() {
+            Some(quorum) => self.cluster_producer_id(quorum),
+            None => Ok(self.producer_ids.next()?),
+        }
     }
 
     /// A topic by name.

@@ -25,6 +25,11 @@ use crate::error::{CoreError, Result};
 use crate::metadata::{MetadataCommand, MetadataState, NodeImage, TopicImage};
 use crate::topic::{Partition, Topic};
 
+/// Producer ids a node takes from the cluster at once.
+const PRODUCER_ID_BLOCK: u64 = 1000;
+/// How often a node may lose the race for a block before it gives up.
+const PRODUCER_ID_RACES_MAX: u32 = 8;
+
 /// The controller quorum, as the broker core uses it.
 pub trait MetadataQuorum: Send + Sync + std::fmt::Debug {
     /// Commits `command` and returns once this node has applied it (and so
@@ -307,6 +312,44 @@ impl Broker {
         }
         quorum.commit(command)?;
         Ok(summary(self.topic(name)?.as_ref()))
+    }
+
+    /// A producer id no node of the cluster handed out before: from this
+    /// node's block, taking a new block through the controller when it is
+    /// used up (a block is never given back, so ids are never reused, even
+    /// across restarts).
+    pub(crate) fn cluster_producer_id(&self, quorum: &Arc<dyn MetadataQuorum>) -> Result<i64> {
+        loop {
+            {
+                let mut block = self.cluster_producer_ids.lock();
+                if block.0 < block.1 {
+                    block.0 += 1;
+                    return Ok((block.0 - 1) as i64);
+                }
+            }
+            // Not under the lock: committing waits on the network.
+            let mut refused = 0;
+            let first = loop {
+                let first = quorum.view().state.next_producer_id();
+                let command = MetadataCommand::AllocateProducerIds {
+                    node: self.node_id() as u64,
+                    first,
+                    count: PRODUCER_ID_BLOCK,
+                };
+                match quorum.commit(command) {
+                    Ok(()) => break first,
+                    // Another node took that block first: try the next.
+                    Err(CoreError::InvalidRequest(_)) if refused < PRODUCER_ID_RACES_MAX => {
+                        refused += 1;
+                    }
+                    Err(error) => return Err(error),
+                }
+            };
+            let mut block = self.cluster_producer_ids.lock();
+            if block.0 == block.1 {
+                *block = (first, first + PRODUCER_ID_BLOCK);
+            }
+        }
     }
 
     /// Brings this node's topics in line with the cluster's metadata:

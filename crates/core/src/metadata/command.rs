@@ -161,6 +161,18 @@ pub enum MetadataCommand {
         /// Its current incarnation.
         incarnation: Uuid,
     },
+    /// A node takes the next block of producer ids, `first` up to
+    /// `first + count`, so that no two nodes ever hand out the same id
+    /// (Kafka's KIP-730). `first` must be the state's next free id: a node
+    /// that lost a race proposes again from the new one.
+    AllocateProducerIds {
+        /// The node taking the block.
+        node: u64,
+        /// First id of the block.
+        first: u64,
+        /// How many ids.
+        count: u64,
+    },
 }
 
 impl MetadataCommand {
@@ -184,6 +196,7 @@ impl MetadataCommand {
             MetadataCommand::RegisterNode { .. } => "register_node",
             MetadataCommand::FenceNode { .. } => "fence_node",
             MetadataCommand::UnfenceNode { .. } => "unfence_node",
+            MetadataCommand::AllocateProducerIds { .. } => "allocate_producer_ids",
         }
     }
 }

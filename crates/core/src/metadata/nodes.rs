@@ -159,6 +159,22 @@ mod tests {
     }
 
     #[test]
+    fn producer_id_blocks_are_taken_in_order_once() {
+        let mut state = MetadataState::new();
+        let take = |first, count| MetadataCommand::AllocateProducerIds {
+            node: 1,
+            first,
+            count,
+        };
+        state.apply(&take(0, 1000)).unwrap();
+        assert!(state.apply(&take(0, 1000)).is_err(), "the same block twice");
+        assert!(state.apply(&take(1000, 0)).is_err(), "an empty block");
+        assert!(state.apply(&take(1000, u64::MAX)).is_err(), "past i64::MAX");
+        state.apply(&take(1000, 1000)).unwrap();
+        assert_eq!(state.next_producer_id(), 2000);
+    }
+
+    #[test]
     fn single_node_state_serializes_without_cluster_fields() {
         let state = MetadataState::new();
         let text = serde_json::to_string(&state).unwrap();

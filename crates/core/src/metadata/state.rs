@@ -45,6 +45,13 @@ pub struct MetadataState {
     /// The registered nodes of a cluster; absent from single-node files.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     nodes: BTreeMap<u64, NodeImage>,
+    /// The first producer id no node has taken yet (in a cluster).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    next_producer_id: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A topic as metadata knows it.
@@ -148,6 +155,11 @@ impl MetadataState {
         &self.nodes
     }
 
+    /// The first producer id no node of the cluster has taken yet.
+    pub fn next_producer_id(&self) -> u64 {
+        self.next_producer_id
+    }
+
     /// Whether `command` applies to this image.
     ///
     /// # Errors
@@ -244,6 +256,20 @@ impl MetadataState {
             MetadataCommand::UnfenceNode { id, incarnation } => {
                 nodes::validate_fencing(&self.nodes, *id, *incarnation, false)
             }
+            MetadataCommand::AllocateProducerIds { first, count, .. } => {
+                if *first != self.next_producer_id {
+                    return Err(MetadataError::NotAllowed(format!(
+                        "producer ids from {first} are taken; the next free one is {}",
+                        self.next_producer_id
+                    )));
+                }
+                match first.checked_add(*count) {
+                    Some(end) if *count > 0 && end <= i64::MAX as u64 => Ok(()),
+                    _ => Err(MetadataError::NotAllowed(format!(
+                        "a block of {count} producer ids from {first}"
+                    ))),
+                }
+            }
         }
     }
 
@@ -276,6 +302,9 @@ impl MetadataState {
             }
             MetadataCommand::UnfenceNode { id, .. } => {
                 nodes::apply_fencing(&mut self.nodes, *id, false)
+            }
+            MetadataCommand::AllocateProducerIds { first, count, .. } => {
+                self.next_producer_id = first + count;
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -325,7 +354,8 @@ impl MetadataState {
             | MetadataCommand::InitializeCluster { .. }
             | MetadataCommand::RegisterNode { .. }
             | MetadataCommand::FenceNode { .. }
-            | MetadataCommand::UnfenceNode { .. } => {
+            | MetadataCommand::UnfenceNode { .. }
+            | MetadataCommand::AllocateProducerIds { .. } => {
                 unreachable!("only vhost commands are applied here")
             }
             MetadataCommand::CreateVhost { name } => {
