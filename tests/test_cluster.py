@@ -305,3 +305,50 @@ def test_producer_ids_are_unique_across_nodes_and_restarts(weir_broker):
     wait_until("node 1 is back", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
     ids += [init_producer_id(nodes[1]) for _ in range(3)]
     assert len(set(ids)) == len(ids), ids
+
+
+def test_a_stream_queue_is_served_by_its_partition_leader_only(weir_broker):
+    """AMQP is not forwarded between nodes yet: a stream queue (a topic) is
+    published to through its partition's leader; another node nacks the
+    publish instead of keeping a copy that would diverge from the leader's."""
+    import pika
+    from confluent_kafka import Consumer, TopicPartition
+
+    nodes = start_cluster(weir_broker)
+    all_active = {1: "active", 2: "active", 3: "active"}
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
+    declarer = pika.BlockingConnection(nodes[1].amqp_params())
+    declarer.channel().queue_declare("events", durable=True, arguments={"x-queue-type": "stream"})
+    declarer.close()
+    leader = wait_until(
+        "the stream's partition has a leader",
+        lambda: Http(nodes[2].http_url).call("GET", "/api/topics/events").status == 200
+        and Http(nodes[2].http_url).ok("GET", "/api/topics/events")["partitions"][0]["leader"],
+    )
+    other = next(node_id for node_id in nodes if node_id != leader)
+
+    refused = pika.BlockingConnection(nodes[other].amqp_params())
+    channel = refused.channel()
+    channel.confirm_delivery()
+    # Not stored, and the publisher is told so: the confirm is a nack.
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "events", b"misdirected", pika.BasicProperties(delivery_mode=2))
+    refused.close()
+    assert "led by another node of the cluster" in nodes[other].log_text()
+
+    accepted = pika.BlockingConnection(nodes[leader].amqp_params())
+    channel = accepted.channel()
+    channel.confirm_delivery()
+    channel.basic_publish("", "events", b"through-the-leader", pika.BasicProperties(delivery_mode=2))
+    accepted.close()
+
+    consumer = Consumer({"bootstrap.servers": nodes[other].bootstrap, "group.id": "stream-check"})
+    consumer.assign([TopicPartition("events", 0, 0)])
+    values = []
+    deadline = time.monotonic() + 30
+    while not values and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+    consumer.close()
+    assert values == [b"through-the-leader"]

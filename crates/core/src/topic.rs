@@ -52,6 +52,10 @@ pub struct Partition {
     snapshot_end: std::sync::atomic::AtomicU64,
     /// Appends, run in order off the async threads.
     writes: Arc<WriteQueue>,
+    /// Whether this node leads the partition: always on a single node; in
+    /// a cluster as the metadata says (crate::broker::cluster). Nothing is
+    /// appended to or read from a partition this node does not lead.
+    leader_here: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
@@ -78,7 +82,19 @@ impl Partition {
             producers: parking_lot::Mutex::new(producers),
             snapshot_end: std::sync::atomic::AtomicU64::new(0),
             writes: Arc::new(WriteQueue::default()),
+            leader_here: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Whether this node leads the partition (and may append and serve it).
+    pub fn is_leader_here(&self) -> bool {
+        self.leader_here.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records whether this node leads the partition.
+    pub(crate) fn set_leader_here(&self, leads: bool) {
+        self.leader_here
+            .store(leads, std::sync::atomic::Ordering::Release);
     }
 
     /// Runs `job` (a write to this partition's log) on the blocking pool

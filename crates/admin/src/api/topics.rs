@@ -115,6 +115,8 @@ fn describe(admin: &crate::Admin, name: &str) -> ApiResult<Value> {
             let offsets = p.offsets();
             json!({
                 "partition": p.index(),
+                "leader": admin.broker.partition_leader(name, p.index()),
+                "replicas": admin.broker.partition_replicas(name, p.index()),
                 "log_start_offset": offsets.log_start_offset,
                 "high_watermark": offsets.high_watermark,
                 "log_end_offset": offsets.log_end_offset,

@@ -211,26 +211,6 @@ impl Broker {
         }
     }
 
-    /// Refuses a read or write of a partition this node does not lead.
-    ///
-    /// # Errors
-    ///
-    /// [`CoreError::NotLeaderOrFollower`].
-    fn check_leader(&self, topic: &str, partition: i32) -> Result<()> {
-        let Some(view) = self.cluster_view() else {
-            return Ok(());
-        };
-        let leads = u32::try_from(partition)
-            .ok()
-            .and_then(|partition| view.leader(topic, partition))
-            == Some(self.node_id() as u64);
-        if leads {
-            Ok(())
-        } else {
-            Err(CoreError::NotLeaderOrFollower)
-        }
-    }
-
     /// Partition `index` of `topic`, when this node serves it: always on a
     /// single node, in a cluster when it leads the partition.
     ///
@@ -239,8 +219,11 @@ impl Broker {
     /// [`CoreError::UnknownTopicOrPartition`], [`CoreError::NotLeaderOrFollower`].
     pub fn served_partition(&self, topic: &Topic, index: i32) -> Result<Arc<Partition>> {
         let partition = topic.partition(index)?;
-        self.check_leader(topic.name(), index)?;
-        Ok(partition)
+        if partition.is_leader_here() {
+            Ok(partition)
+        } else {
+            Err(CoreError::NotLeaderOrFollower)
+        }
     }
 
     /// The live nodes a new partition may be placed on: this node alone on
@@ -352,6 +335,19 @@ impl Broker {
         }
     }
 
+    /// Marks each partition of `topic` this node leads (one replica per
+    /// partition: the first is the leader).
+    fn set_leaderships(&self, topic: &Topic, image: &TopicImage) {
+        let me = self.node_id() as u64;
+        for partition in topic.partitions() {
+            let leader = image
+                .replicas
+                .get(partition.index() as usize)
+                .and_then(|replicas| replicas.first());
+            partition.set_leader_here(leader == Some(&me));
+        }
+    }
+
     /// Brings this node's topics in line with the cluster's metadata:
     /// creates what it lacks (with the cluster's id, partitions and
     /// configs), grows and reconfigures. A topic the cluster no longer has
@@ -388,18 +384,21 @@ impl Broker {
     }
 
     fn reconcile_topic(&self, name: &str, image: &TopicImage) -> Result<()> {
-        let Ok(topic) = self.topic(name) else {
-            let local = TopicImage {
-                replicas: Vec::new(),
-                ..image.clone()
-            };
-            let mut metadata = self.metadata.lock();
-            self.install_topic(&mut metadata, name, &local)?;
-            return Ok(());
+        let topic = match self.topic(name) {
+            Ok(topic) => topic,
+            Err(_) => {
+                let local = TopicImage {
+                    replicas: Vec::new(),
+                    ..image.clone()
+                };
+                let mut metadata = self.metadata.lock();
+                self.install_topic(&mut metadata, name, &local)?
+            }
         };
         if topic.partition_count() < image.partitions {
             self.grow_local_topic(&topic, image.partitions)?;
         }
+        self.set_leaderships(&topic, image);
         if topic.config().overrides() != &image.configs {
             self.configure_local_topic(
                 name,

@@ -80,6 +80,13 @@ pub(crate) fn append_to_topic(
         };
         by_partition[index as usize].push(message.to_topic_record());
     }
+    if let Some((partition, _)) = partitions
+        .iter()
+        .zip(&by_partition)
+        .find(|(partition, records)| !records.is_empty() && !partition.is_leader_here())
+    {
+        return Err(not_led_here(partition));
+    }
     let mut syncs = Vec::new();
     for (partition, records) in partitions.iter().zip(by_partition) {
         if !records.is_empty() {
@@ -88,6 +95,16 @@ pub(crate) fn append_to_topic(
         }
     }
     Ok(syncs)
+}
+
+/// A topic partition another node of the cluster leads: AMQP clients are
+/// not forwarded there yet, and a copy here would diverge from the leader's.
+fn not_led_here(partition: &Partition) -> QueueError {
+    QueueError::PreconditionFailed(format!(
+        "partition {} of the stream is led by another node of the cluster; \
+         connect to that node (AMQP requests are not forwarded between nodes yet)",
+        partition.index()
+    ))
 }
 
 /// Records read from a partition.
@@ -131,6 +148,9 @@ pub(crate) fn read_committed(
     offset: u64,
     max_bytes: usize,
 ) -> Result<TopicRead, ReadError> {
+    if !partition.is_leader_here() {
+        return Err(ReadError::Failed(not_led_here(partition)));
+    }
     let stable = partition.last_stable_offset();
     let bytes = match partition.log().read_below(offset, max_bytes, stable) {
         Ok(bytes) => bytes,
