@@ -352,3 +352,70 @@ def test_a_stream_queue_is_served_by_its_partition_leader_only(weir_broker):
             values.append(message.value())
     consumer.close()
     assert values == [b"through-the-leader"]
+
+
+def find_coordinator(node: Broker, group: str) -> int:
+    """FindCoordinator v0: the coordinator's node id as `node` answers."""
+    import kafka_wire
+
+    with kafka_wire.Connection(node) as conn:
+        reply = conn.response(conn.send_request(10, 0, kafka_wire.string(group)))
+        assert reply.int16() == 0
+        coordinator = reply.int32()
+        reply.string()  # host
+        reply.int32()  # port
+        reply.done()
+        return coordinator
+
+
+def heartbeat_error(node: Broker, group: str) -> int:
+    """Heartbeat v0 of an unknown member: the error code `node` answers."""
+    import kafka_wire
+
+    with kafka_wire.Connection(node) as conn:
+        body = kafka_wire.string(group) + kafka_wire.int32(1) + kafka_wire.string("nobody")
+        reply = conn.response(conn.send_request(12, 0, body))
+        code = reply.int16()
+        reply.done()
+        return code
+
+
+def test_a_group_has_one_coordinator_whichever_node_is_asked(weir_broker):
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    nodes = start_cluster(weir_broker)
+    all_active = {1: "active", 2: "active", 3: "active"}
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
+    coordinators = {find_coordinator(node, "readers") for node in nodes.values()}
+    assert len(coordinators) == 1, coordinators
+    coordinator = coordinators.pop()
+    for node_id, node in nodes.items():
+        # 25 UNKNOWN_MEMBER_ID from the coordinator, 16 NOT_COORDINATOR elsewhere.
+        assert heartbeat_error(node, "readers") == (25 if node_id == coordinator else 16)
+
+    admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+    admin.create_topics([NewTopic("work", num_partitions=3, replication_factor=1)])["work"].result(30)
+    producer = Producer({"bootstrap.servers": nodes[1].bootstrap, "acks": "all"})
+    for i in range(30):
+        producer.produce("work", value=f"job-{i}".encode())
+    assert producer.flush(30) == 0
+
+    def consume(bootstrap: str, want: int) -> list[bytes]:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "readers",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe(["work"])
+        values = []
+        deadline = time.monotonic() + (30 if want else 8)
+        while time.monotonic() < deadline and (len(values) < want or not want):
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+                consumer.commit(message, asynchronous=False)
+        consumer.close()
+        return values
+
+    first = consume(nodes[2].bootstrap, 30)
+    assert sorted(first) == sorted(f"job-{i}".encode() for i in range(30))
+    # The same group through another node resumes from the committed offsets.
+    assert consume(nodes[3].bootstrap, 0) == []

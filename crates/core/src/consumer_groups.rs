@@ -61,7 +61,7 @@ impl Broker {
         instance_id: Option<&str>,
         commits: Vec<OffsetCommit>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
-        self.groups
+        self.coordinating(group_id)?
             .check_commit(group_id, generation, member_id, instance_id)?;
         let now = self.config().clock.now_ms();
         let mut results = Vec::with_capacity(commits.len());

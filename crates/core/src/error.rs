@@ -42,6 +42,10 @@ pub enum CoreError {
     /// This node does not lead the partition; the metadata names the node that does.
     #[error("this node is not the leader of the partition")]
     NotLeaderOrFollower,
+    /// This node does not coordinate the group or transactional id; the
+    /// client asks FindCoordinator again.
+    #[error("this node is not the coordinator of the group")]
+    NotCoordinator,
     /// The controller quorum has no leader or did not commit in time.
     #[error("the cluster's controller is unavailable: {0}")]
     ClusterUnavailable(String),

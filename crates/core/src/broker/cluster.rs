@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::broker::{summary, Broker, Replication, TopicSummary};
 use crate::config::TopicConfig;
 use crate::error::{CoreError, Result};
+use crate::group::GroupCoordinator;
 use crate::metadata::{MetadataCommand, MetadataState, NodeImage, TopicImage};
 use crate::topic::{Partition, Topic};
 
@@ -146,6 +147,21 @@ impl Broker {
         }
         let hash = crate::partitioner::murmur2(key.as_bytes()) & 0x7fff_ffff;
         Some(live[hash as usize % live.len()])
+    }
+
+    /// The group coordinator, for a group this node coordinates: every
+    /// group on a single node; in a cluster the groups
+    /// [`Broker::coordinator_node`] gives this node, so that two nodes
+    /// never run one group (with two generations, and offsets on both).
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotCoordinator`].
+    pub fn coordinating(&self, group_id: &str) -> Result<&GroupCoordinator> {
+        if self.quorum().is_some() && self.coordinator_node(group_id) != Some(self.node_id()) {
+            return Err(CoreError::NotCoordinator);
+        }
+        Ok(&self.groups)
     }
 
     /// The controller leader clients are told of (this node on a single

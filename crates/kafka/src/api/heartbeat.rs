@@ -16,12 +16,15 @@ pub fn handle(
     _version: i16,
 ) -> Answer<HeartbeatResponse> {
     let instance = owned(request.group_instance_id.as_ref());
-    let result = context.broker.groups().heartbeat(
-        request.group_id.0.as_str(),
-        request.generation_id,
-        request.member_id.as_str(),
-        instance.as_deref(),
-    );
+    let group_id = request.group_id.0.as_str();
+    let result = context.broker.coordinating(group_id).and_then(|groups| {
+        groups.heartbeat(
+            group_id,
+            request.generation_id,
+            request.member_id.as_str(),
+            instance.as_deref(),
+        )
+    });
     let code = result.err().map_or(0, |error| errors::code(&error));
     Answer::Now(HeartbeatResponse::default().with_error_code(code))
 }

@@ -39,7 +39,11 @@ pub fn handle(
     let context = Arc::clone(context);
     Answer::Later(Box::pin(async move {
         let response = JoinGroupResponse::default().with_generation_id(-1);
-        match context.broker.groups().join(join).await {
+        let joined = match context.broker.coordinating(&join.group_id) {
+            Ok(groups) => groups.join(join).await,
+            Err(error) => Err(error),
+        };
+        match joined {
             Ok(joined) => {
                 let members = joined
                     .members

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use weir_core::CoreError;
+
 use crate::api::owned;
 use crate::dispatch::Answer;
 use crate::errors;
@@ -25,10 +27,14 @@ pub fn handle(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let results = context
-        .broker
-        .groups()
-        .leave(request.group_id.0.as_str(), &members);
+    let group_id = request.group_id.0.as_str();
+    let results = match context.broker.coordinating(group_id) {
+        Ok(groups) => groups.leave(group_id, &members),
+        Err(_) => members
+            .iter()
+            .map(|_| Err(CoreError::NotCoordinator))
+            .collect(),
+    };
     let code = |result: Result<(), weir_core::CoreError>| {
         result.err().map_or(0, |error| errors::code(&error))
     };

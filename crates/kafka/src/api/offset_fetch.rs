@@ -15,6 +15,7 @@ use weir_core::group::{CommittedOffset, TopicPartition};
 
 use crate::api::{text, topic_name};
 use crate::dispatch::Answer;
+use crate::errors;
 use crate::server::Context;
 
 /// A partition's answer: offset, leader epoch, metadata, error code.
@@ -31,6 +32,14 @@ pub fn handle(
         if version >= 8 {
             let mut groups = Vec::with_capacity(request.groups.len());
             for group in request.groups {
+                if let Err(error) = context.broker.coordinating(group.group_id.0.as_str()) {
+                    groups.push(
+                        OffsetFetchResponseGroup::default()
+                            .with_group_id(group.group_id)
+                            .with_error_code(errors::code(&error)),
+                    );
+                    continue;
+                }
                 let wanted = group.topics.map(|topics| {
                     wanted_partitions(topics.into_iter().map(|t| (t.name, t.partition_indexes)))
                 });
@@ -66,6 +75,33 @@ pub fn handle(
                 );
             }
             return OffsetFetchResponse::default().with_groups(groups);
+        }
+        if let Err(error) = context.broker.coordinating(request.group_id.0.as_str()) {
+            // v1 has no group-level code: each partition asked for carries it.
+            let code = errors::code(&error);
+            let topics = request
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|topic| {
+                    let partitions = topic
+                        .partition_indexes
+                        .iter()
+                        .map(|&index| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(-1)
+                                .with_error_code(code)
+                        })
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic.name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            return OffsetFetchResponse::default()
+                .with_error_code(code)
+                .with_topics(topics);
         }
         let wanted = request.topics.map(|topics| {
             wanted_partitions(topics.into_iter().map(|t| (t.name, t.partition_indexes)))

@@ -25,18 +25,22 @@ pub fn handle(
         let instance = owned(request.group_instance_id.as_ref());
         let protocol_type = owned(request.protocol_type.as_ref());
         let protocol_name = owned(request.protocol_name.as_ref());
-        let result = context
-            .broker
-            .groups()
-            .sync(
-                request.group_id.0.as_str(),
-                request.generation_id,
-                request.member_id.as_str(),
-                instance.as_deref(),
-                (protocol_type.as_deref(), protocol_name.as_deref()),
-                assignments,
-            )
-            .await;
+        let group_id = request.group_id.0.as_str();
+        let result = match context.broker.coordinating(group_id) {
+            Ok(groups) => {
+                groups
+                    .sync(
+                        group_id,
+                        request.generation_id,
+                        request.member_id.as_str(),
+                        instance.as_deref(),
+                        (protocol_type.as_deref(), protocol_name.as_deref()),
+                        assignments,
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         match result {
             Ok(synced) => {
                 let response = SyncGroupResponse::default().with_assignment(synced.assignment);
