@@ -419,3 +419,15 @@ def test_a_group_has_one_coordinator_whichever_node_is_asked(weir_broker):
     assert sorted(first) == sorted(f"job-{i}".encode() for i in range(30))
     # The same group through another node resumes from the committed offsets.
     assert consume(nodes[3].bootstrap, 0) == []
+
+
+def test_transactions_are_refused_in_a_cluster_not_half_done(weir_broker):
+    from confluent_kafka import KafkaException, Producer
+
+    nodes = start_cluster(weir_broker)
+    all_active = {1: "active", 2: "active", 3: "active"}
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
+    producer = Producer({"bootstrap.servers": nodes[1].bootstrap, "transactional.id": "tx-1"})
+    with pytest.raises(KafkaException) as failure:
+        producer.init_transactions(20)
+    assert failure.value.args[0].code() == 42, failure.value  # INVALID_REQUEST

@@ -172,12 +172,22 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`CoreError::InvalidTransactionTimeout`], storage errors.
+    /// [`CoreError::InvalidTransactionTimeout`], storage errors;
+    /// [`CoreError::InvalidRequest`] on a node of a cluster.
     pub async fn init_transactional_producer(
         &self,
         transactional_id: &str,
         timeout_ms: i32,
     ) -> Result<(i64, i16)> {
+        if self.cluster_view().is_some() {
+            // A coordinator writes its commit and abort markers to its own
+            // logs only; partitions other nodes lead would never see them,
+            // and their read_committed readers would stall. Refused, not
+            // half done.
+            return Err(CoreError::InvalidRequest(
+                "transactions are not supported in a cluster yet".into(),
+            ));
+        }
         if transactional_id.is_empty() {
             return Err(CoreError::InvalidRequest(
                 "an empty transactional id".into(),
@@ -316,7 +326,7 @@ impl Broker {
         // KIP-447: offsets sent with a member's group metadata are only
         // accepted from a current member of the current generation.
         if let Some((generation, member_id, instance_id)) = member {
-            self.groups
+            self.coordinating(group_id)?
                 .check_commit(group_id, generation, member_id, instance_id)?;
         }
         let mut transactions = self.transactions.by_id.lock().await;
