@@ -3,8 +3,9 @@
 What is checked here is the first part of the cluster (issue 12): the
 controller quorum on openraft, node registration, heartbeats and fencing,
 `weir cluster status` and `/api/cluster`, and the start-up checks that
-refuse an inconsistent node. Partition replication is not there yet; the
-fault tests in network namespaces come with it.
+refuse an inconsistent node. Partition replication is in
+tests/test_replication.py, faults in network namespaces in
+tests/test_cluster_faults.py.
 """
 
 from __future__ import annotations
@@ -206,11 +207,11 @@ def test_topics_are_cluster_metadata_and_clients_follow_the_leaders(weir_broker)
 
     admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
     admin.create_topics([NewTopic("spread", num_partitions=6, replication_factor=1)])["spread"].result(30)
-    refused = admin.create_topics([NewTopic("triple", num_partitions=1, replication_factor=3)])["triple"]
+    refused = admin.create_topics([NewTopic("quadruple", num_partitions=1, replication_factor=4)])["quadruple"]
     with pytest.raises(KafkaException) as failure:
         refused.result(30)
     assert failure.value.args[0].code() == 38, failure.value  # INVALID_REPLICATION_FACTOR
-    assert "not replicated yet" in failure.value.args[0].str()
+    assert "larger than available brokers: 3" in failure.value.args[0].str()
 
     # Every node applies the command (the proposer before it answered).
     for node in nodes.values():

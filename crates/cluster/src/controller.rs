@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use weir_core::metadata::{MetadataCommand, MetadataState, NodeRegistration};
-use weir_core::{Broker, ClusterView, CoreError, MetadataQuorum};
+use weir_core::{Broker, ClusterView, CoreError, MetadataQuorum, ReplicaRefusal, ReplicaReply};
 use weir_log::checkpoint::write_atomically;
 
 use crate::config::ClusterConfig;
@@ -66,6 +66,8 @@ pub struct Controller {
     /// The metadata as last applied here, with the controller leader, for
     /// the broker core to read on every request.
     view: RwLock<Arc<ClusterView>>,
+    /// The node's broker, which answers replica requests.
+    broker: Option<Arc<Broker>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -177,6 +179,7 @@ impl Controller {
             peers: tokio::sync::Mutex::new(BTreeMap::new()),
             liveness: Mutex::new(Liveness::default()),
             view: RwLock::new(Arc::new(ClusterView::default())),
+            broker: broker.clone(),
             tasks: Mutex::new(Vec::new()),
         });
         controller.state.set_hook(applied_hook(&controller, broker));
@@ -210,6 +213,17 @@ impl Controller {
         let heartbeats = tokio::spawn(heartbeat_loop(Arc::downgrade(self), endpoints));
         let fencing = tokio::spawn(leader_loop(Arc::downgrade(self)));
         self.tasks.lock().extend([server, heartbeats, fencing]);
+        if let Some(broker) = &self.broker {
+            let broker = Arc::downgrade(broker);
+            let interval = self.config.heartbeat_interval;
+            self.tasks.lock().push(tokio::spawn(async move {
+                while let Some(broker) = broker.upgrade() {
+                    broker.maintain_isr().await;
+                    drop(broker);
+                    tokio::time::sleep(interval).await;
+                }
+            }));
+        }
     }
 
     async fn initialize(&self) -> Result<(), ClusterError> {
@@ -415,6 +429,10 @@ impl Controller {
             Request::Heartbeat { id, incarnation } => {
                 Reply::Heartbeat(self.heard_from(id, incarnation))
             }
+            Request::Replica(request) => Reply::Replica(match &self.broker {
+                Some(broker) => broker.serve_replica(request).await,
+                None => ReplicaReply::Refused(ReplicaRefusal::NotLeader),
+            }),
         }
     }
 
@@ -458,6 +476,17 @@ impl Controller {
                 Err(_) => tracing::debug!(command = kind, NO_QUORUM),
             }
         });
+    }
+
+    /// How this node's followers reach partition leaders: through the
+    /// controller voters' addresses.
+    pub fn replica_transport(&self) -> Arc<dyn weir_core::ReplicaTransport> {
+        Arc::new(transport::ReplicaPeers {
+            from: self.config.node_id,
+            voters: self.config.voters_text(),
+            addresses: self.config.voters.clone(),
+            idle: Arc::default(),
+        })
     }
 
     /// Stops raft and the controller's tasks.
@@ -682,6 +711,10 @@ async fn leader_loop(controller: std::sync::Weak<Controller>) {
             for (id, incarnation) in this.overdue_nodes() {
                 tracing::warn!(node = id, "node missed its heartbeats: fencing it");
                 this.propose_in_background(MetadataCommand::FenceNode { id, incarnation });
+            }
+            for election in this.read(MetadataState::elections) {
+                tracing::info!(?election, "partition leadership change");
+                this.propose_in_background(election);
             }
         }
         drop(this);

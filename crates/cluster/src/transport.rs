@@ -1,8 +1,10 @@
 //! How controllers talk: request/reply frames over TCP, one request at a
 //! time per connection.
 //!
-//! A frame is `length u32 LE | JSON`, at most [`FRAME_BYTES_MAX`]. The
-//! first request on a connection is a [`Request::Hello`] carrying the
+//! A frame is `json_length u32 LE | tail_length u32 LE | JSON | tail`, at
+//! most [`FRAME_BYTES_MAX`] in all. The tail carries raw bytes beside the
+//! JSON — the records of a replica fetch, stored batches that JSON would
+//! triple in size — and is empty otherwise. The first request on a connection is a [`Request::Hello`] carrying the
 //! caller's id and voter list; a node answers it only when the list equals
 //! its own, so two nodes started with different voter lists never exchange
 //! a raft message. Everything else is openraft's RPCs plus the two that
@@ -15,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -29,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 use weir_core::metadata::MetadataCommand;
+use weir_core::{ReplicaCall, ReplicaReply, ReplicaRequest, ReplicaTransport};
 
 use crate::{CommandOutcome, NodeId, TypeConfig};
 
@@ -62,6 +66,8 @@ pub(crate) enum Request {
         /// Its process start.
         incarnation: Uuid,
     },
+    /// A follower's request to a partition leader (weir-core's replication).
+    Replica(ReplicaRequest),
 }
 
 /// The answer to a [`Request`].
@@ -82,6 +88,33 @@ pub(crate) enum Reply {
     Propose(Result<CommandOutcome, String>),
     /// What the leader makes of a heartbeat.
     Heartbeat(HeartbeatReply),
+    /// A partition leader's answer; a fetch's records travel in the tail.
+    Replica(ReplicaReply),
+}
+
+impl Reply {
+    /// The bytes this reply carries in its frame's tail.
+    fn take_tail(&mut self) -> Bytes {
+        match self {
+            Reply::Replica(ReplicaReply::Fetched { records, .. }) => std::mem::take(records),
+            _ => Bytes::new(),
+        }
+    }
+
+    /// Puts a frame's tail back where [`Reply::take_tail`] took it from.
+    fn put_tail(&mut self, tail: Bytes) -> io::Result<()> {
+        match self {
+            Reply::Replica(ReplicaReply::Fetched { records, .. }) => *records = tail,
+            _ if tail.is_empty() => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a tail on a reply that carries none",
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The leader's answer to a heartbeat.
@@ -96,31 +129,60 @@ pub(crate) enum HeartbeatReply {
     NotLeader,
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+async fn write_frame<T: Serialize>(
+    stream: &mut TcpStream,
+    value: &T,
+    tail: &[u8],
+) -> io::Result<()> {
     let payload = serde_json::to_vec(value)?;
-    if payload.len() > FRAME_BYTES_MAX {
+    if payload.len() + tail.len() > FRAME_BYTES_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("frame of {} bytes exceeds {FRAME_BYTES_MAX}", payload.len()),
+            format!(
+                "frame of {} bytes exceeds {FRAME_BYTES_MAX}",
+                payload.len() + tail.len()
+            ),
         ));
     }
-    let mut frame = Vec::with_capacity(4 + payload.len());
+    let mut frame = Vec::with_capacity(8 + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&(tail.len() as u32).to_le_bytes());
     frame.extend_from_slice(&payload);
-    stream.write_all(&frame).await
+    stream.write_all(&frame).await?;
+    stream.write_all(tail).await
 }
 
-async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> io::Result<T> {
+async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut TcpStream,
+) -> io::Result<(T, Bytes)> {
     let length = stream.read_u32_le().await? as usize;
-    if length > FRAME_BYTES_MAX {
+    let tail_length = stream.read_u32_le().await? as usize;
+    if length.saturating_add(tail_length) > FRAME_BYTES_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {length} bytes exceeds {FRAME_BYTES_MAX}"),
+            format!(
+                "frame of {} bytes exceeds {FRAME_BYTES_MAX}",
+                length.saturating_add(tail_length)
+            ),
         ));
     }
     let mut payload = vec![0; length];
     stream.read_exact(&mut payload).await?;
-    serde_json::from_slice(&payload).map_err(io::Error::from)
+    let mut tail = vec![0; tail_length];
+    stream.read_exact(&mut tail).await?;
+    let value = serde_json::from_slice(&payload).map_err(io::Error::from)?;
+    Ok((value, Bytes::from(tail)))
+}
+
+async fn write_reply(stream: &mut TcpStream, mut reply: Reply) -> io::Result<()> {
+    let tail = reply.take_tail();
+    write_frame(stream, &reply, &tail).await
+}
+
+async fn read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
+    let (mut reply, tail): (Reply, Bytes) = read_frame(stream).await?;
+    reply.put_tail(tail)?;
+    Ok(reply)
 }
 
 /// Answers requests; implemented by the controller.
@@ -152,12 +214,12 @@ pub(crate) async fn serve(listener: TcpListener, voters: String, handler: Handle
 
 async fn serve_connection(mut stream: TcpStream, voters: &str, handler: Handler) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    match read_frame(&mut stream).await? {
+    match read_frame(&mut stream).await?.0 {
         Request::Hello {
             from,
             voters: theirs,
         } if theirs == voters => {
-            write_frame(&mut stream, &Reply::Hello(Ok(()))).await?;
+            write_reply(&mut stream, Reply::Hello(Ok(()))).await?;
             tracing::debug!(from, "controller connection opened");
         }
         Request::Hello {
@@ -169,7 +231,7 @@ async fn serve_connection(mut stream: TcpStream, voters: &str, handler: Handler)
                  every node must be started with the same --controller-quorum-voters"
             );
             tracing::error!("{why}");
-            return write_frame(&mut stream, &Reply::Hello(Err(why))).await;
+            return write_reply(&mut stream, Reply::Hello(Err(why))).await;
         }
         _ => {
             return Err(io::Error::new(
@@ -179,9 +241,9 @@ async fn serve_connection(mut stream: TcpStream, voters: &str, handler: Handler)
         }
     }
     loop {
-        let request = read_frame(&mut stream).await?;
+        let (request, _) = read_frame(&mut stream).await?;
         let reply = handler(request).await;
-        write_frame(&mut stream, &reply).await?;
+        write_reply(&mut stream, reply).await?;
     }
 }
 
@@ -216,8 +278,8 @@ impl Peer {
                 self.stream = Some(self.connect().await?);
             }
             let stream = self.stream.as_mut().expect("connected above");
-            write_frame(stream, request).await?;
-            read_frame(stream).await
+            write_frame(stream, request, &[]).await?;
+            read_reply(stream).await
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -238,8 +300,8 @@ impl Peer {
             from: self.from,
             voters: self.voters.clone(),
         };
-        write_frame(&mut stream, &hello).await?;
-        match read_frame(&mut stream).await? {
+        write_frame(&mut stream, &hello, &[]).await?;
+        match read_reply(&mut stream).await? {
             Reply::Hello(Ok(())) => Ok(stream),
             Reply::Hello(Err(why)) => {
                 tracing::error!(peer = %self.address, "{why}");
@@ -363,5 +425,59 @@ impl RaftNetwork<TypeConfig> for Connection {
             _ => None,
         })
         .await
+    }
+}
+
+/// How long a replica request may take: a leader holds a fetch at its log
+/// end for half a second.
+const REPLICA_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to partition leaders, for weir-core's replication: a pool
+/// per node, so that each partition's fetcher holds its own connection
+/// while the leader holds its fetch.
+pub(crate) struct ReplicaPeers {
+    pub(crate) from: NodeId,
+    pub(crate) voters: String,
+    pub(crate) addresses: std::collections::BTreeMap<NodeId, SocketAddr>,
+    pub(crate) idle: Arc<parking_lot::Mutex<std::collections::BTreeMap<NodeId, Vec<Peer>>>>,
+}
+
+impl std::fmt::Debug for ReplicaPeers {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ReplicaPeers")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicaTransport for ReplicaPeers {
+    fn call(&self, leader: u64, request: ReplicaRequest) -> ReplicaCall {
+        let address = self.addresses.get(&leader).copied();
+        let pooled = self.idle.lock().get_mut(&leader).and_then(Vec::pop);
+        let (from, voters, idle) = (self.from, self.voters.clone(), Arc::clone(&self.idle));
+        Box::pin(async move {
+            let address = address.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("node {leader} is not a controller voter"),
+                )
+            })?;
+            let mut peer = pooled.unwrap_or_else(|| Peer::new(from, voters, address));
+            let reply = match peer
+                .call(&Request::Replica(request), REPLICA_CALL_TIMEOUT)
+                .await?
+            {
+                Reply::Replica(reply) => reply,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "not a replica reply",
+                    ))
+                }
+            };
+            idle.lock().entry(leader).or_default().push(peer);
+            Ok(reply)
+        })
     }
 }

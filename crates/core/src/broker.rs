@@ -55,8 +55,12 @@ use crate::topic::{Partition, Topic};
 use crate::transactions::Transactions;
 
 mod cluster;
+mod replication;
 
 pub use self::cluster::{ClusterView, KafkaNode, MetadataQuorum};
+pub use self::replication::{
+    ReplicaCall, ReplicaRefusal, ReplicaReply, ReplicaRequest, ReplicaTransport,
+};
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const META_FILE: &str = "meta.json";
@@ -116,17 +120,38 @@ pub struct Appended {
     partition: Arc<Partition>,
     end_offset: u64,
     acks: Acks,
+    /// The leader epoch the batch was appended in.
+    leader_epoch: i32,
+    /// For `acks=all`: replicas that must be in sync, and how long to wait.
+    min_insync: usize,
+    replication_timeout: std::time::Duration,
 }
 
 impl Appended {
-    /// Waits until the append is durable as `acks` and the topic require.
+    /// Waits until the append is durable as `acks` and the topic require:
+    /// on this node's disk, and for `acks=all` on every in-sync replica's.
     ///
     /// # Errors
     ///
-    /// [`CoreError::Storage`] when the log failed before the data was durable.
+    /// [`CoreError::Storage`] when the log failed before the data was
+    /// durable; for `acks=all` the errors of replication
+    /// ([`CoreError::NotLeaderOrFollower`],
+    /// [`CoreError::NotEnoughReplicasAfterAppend`],
+    /// [`CoreError::RequestTimedOut`]).
     pub async fn durable(&self) -> Result<()> {
-        if self.acks != Acks::None {
-            self.partition.log().wait_durable(self.end_offset).await?;
+        if self.acks == Acks::None {
+            return Ok(());
+        }
+        self.partition.log().wait_durable(self.end_offset).await?;
+        if self.acks == Acks::All {
+            self.partition
+                .wait_replicated(
+                    self.end_offset,
+                    self.leader_epoch,
+                    self.min_insync,
+                    self.replication_timeout,
+                )
+                .await?;
         }
         Ok(())
     }
@@ -163,8 +188,10 @@ fn write_batch(
     batches: &[(BatchHeader, Bytes)],
     in_transaction: bool,
     acks: Acks,
+    (min_insync, replication_timeout): (usize, std::time::Duration),
 ) -> Result<Appended> {
     let header = batches[0].0;
+    let leader_epoch = partition.leader_epoch();
     let (base_offset, last_offset) = if header.producer_id >= 0 {
         let mut producers = partition.producers();
         let check = producers.check(&header)?;
@@ -180,17 +207,13 @@ fn write_batch(
                 last_offset,
             } => (base_offset, last_offset),
             SequenceCheck::Append => {
-                let info = partition
-                    .log()
-                    .append(batches, partition.leader_epoch(), now_ms())?;
+                let info = partition.log().append(batches, leader_epoch, now_ms())?;
                 producers.record(&header, info.base_offset);
                 (info.base_offset, info.last_offset)
             }
         }
     } else {
-        let info = partition
-            .log()
-            .append(batches, partition.leader_epoch(), now_ms())?;
+        let info = partition.log().append(batches, leader_epoch, now_ms())?;
         (info.base_offset, info.last_offset)
     };
     Ok(Appended {
@@ -199,6 +222,9 @@ fn write_batch(
         end_offset: last_offset + 1,
         partition: Arc::clone(partition),
         acks,
+        leader_epoch,
+        min_insync,
+        replication_timeout,
     })
 }
 
@@ -271,6 +297,8 @@ pub struct Broker {
     /// In a cluster, the producer ids this node took and has not handed
     /// out yet: `next..end`.
     cluster_producer_ids: Mutex<(u64, u64)>,
+    /// In a cluster, how followers reach partition leaders.
+    replica_transport: std::sync::OnceLock<Arc<dyn ReplicaTransport>>,
 }
 
 impl Broker {
@@ -328,6 +356,7 @@ impl Broker {
             _data_lock: data_lock,
             cluster: std::sync::OnceLock::new(),
             cluster_producer_ids: Mutex::new((0, 0)),
+            replica_transport: std::sync::OnceLock::new(),
         };
         broker.disk_alarm.check();
         // Offsets of topics deleted while their tombstones were not yet durable.
@@ -521,12 +550,11 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicSummary> {
         let mut metadata = self.metadata.lock();
-        let image = crate::metadata::TopicImage {
-            id: uuid::Uuid::new_v4(),
+        let image = crate::metadata::TopicImage::new(
+            uuid::Uuid::new_v4(),
             partitions,
-            configs: config.overrides().clone(),
-            replicas: Vec::new(),
-        };
+            config.overrides().clone(),
+        );
         metadata.state().validate(&creation(name, &image))?;
         if validate_only {
             return Ok(TopicSummary {
@@ -740,12 +768,8 @@ impl Broker {
     ) -> Result<Arc<Topic>> {
         validate_topic_name(name)?;
         let mut metadata = self.metadata.lock();
-        let image = crate::metadata::TopicImage {
-            id: uuid::Uuid::new_v4(),
-            partitions: 1,
-            configs: config.overrides().clone(),
-            replicas: Vec::new(),
-        };
+        let image =
+            crate::metadata::TopicImage::new(uuid::Uuid::new_v4(), 1, config.overrides().clone());
         let command = creation(name, &image);
         metadata.state().validate(&command)?;
         let dir = self.topics_dir.join(name);
@@ -811,7 +835,10 @@ impl Broker {
                     .iter()
                     .map(|replicas| replicas.iter().map(|id| *id as u64).collect())
                     .collect(),
-                None => self.spread_replicas(name, current, total - current)?,
+                None => {
+                    let factor = quorum.view().replicas(name, 0).map_or(1, <[u64]>::len);
+                    self.spread_replicas(name, current, total - current, factor)?
+                }
             };
             let command = MetadataCommand::CreatePartitions {
                 name: name.to_string(),
@@ -862,35 +889,30 @@ impl Broker {
     fn check_replication_factor(&self, factor: i16) -> Result<()> {
         let live = self.live_nodes().len();
         match factor {
-            -1 | 1 => Ok(()),
+            -1 => Ok(()),
             n if n < 1 => Err(CoreError::InvalidReplicationFactor(
                 "replication factor must be larger than 0, or -1 to use the default".into(),
             )),
             n if n as usize > live => Err(CoreError::InvalidReplicationFactor(format!(
                 "replication factor: {n} larger than available brokers: {live}"
             ))),
-            n => Err(CoreError::InvalidReplicationFactor(format!(
-                "replication factor {n}: partition data is not replicated yet, so it must be 1"
-            ))),
+            _ => Ok(()),
         }
     }
 
     fn check_assignment(&self, assignment: &[Vec<i32>]) -> Result<()> {
         let live = self.live_nodes();
         for replicas in assignment {
-            match replicas.as_slice() {
-                [node] if live.contains(node) => {}
-                [node] => {
-                    return Err(CoreError::InvalidReplicaAssignment(format!(
-                        "replica {node} is not a live broker (live: {live:?})"
-                    )))
-                }
-                _ => {
-                    return Err(CoreError::InvalidReplicaAssignment(format!(
-                        "replicas {replicas:?}: partition data is not replicated yet, \
-                         so each partition has exactly one replica"
-                    )))
-                }
+            let distinct: BTreeSet<&i32> = replicas.iter().collect();
+            if replicas.is_empty() || distinct.len() != replicas.len() {
+                return Err(CoreError::InvalidReplicaAssignment(format!(
+                    "replicas {replicas:?} are empty or repeat a broker"
+                )));
+            }
+            if let Some(node) = replicas.iter().find(|node| !live.contains(node)) {
+                return Err(CoreError::InvalidReplicaAssignment(format!(
+                    "replica {node} is not a live broker (live: {live:?})"
+                )));
             }
         }
         Ok(())
@@ -1038,14 +1060,16 @@ impl Broker {
         if self.disk_alarm.is_on() {
             return Err(CoreError::DiskFull);
         }
-        if acks == Acks::All
-            && topic
+        let min_insync = usize::try_from(
+            topic
                 .config()
-                .min_insync_replicas(&self.config.topic_defaults)
-                > 1
-        {
+                .min_insync_replicas(&self.config.topic_defaults),
+        )
+        .unwrap_or(usize::MAX);
+        if acks == Acks::All && partition.in_sync_count() < min_insync {
             return Err(CoreError::NotEnoughReplicas);
         }
+        let replication = (min_insync, self.config.replication_timeout);
         let batches = batch::split_batches(records)?;
         // As Apache Kafka: a v2 produce carries exactly one batch per
         // partition, which keeps idempotence checks per batch simple.
@@ -1065,7 +1089,7 @@ impl Broker {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let writer = Arc::clone(&partition);
         let written = partition.submit_write(move || {
-            let appended = write_batch(&writer, &batches, in_transaction, acks)?;
+            let appended = write_batch(&writer, &batches, in_transaction, acks, replication)?;
             if let (Acks::None, Some(runtime)) = (acks, runtime) {
                 // Nobody waits for this write, yet readers only see durable
                 // data: make it durable in the background.

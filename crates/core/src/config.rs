@@ -37,6 +37,15 @@ pub struct BrokerConfig {
     /// Below this many free bytes on the data directory's file system the
     /// disk alarm refuses produces and blocks publishers (crate::alarm).
     pub disk_free_limit_bytes: u64,
+    /// In a cluster, replicas of a topic created without a factor, at most
+    /// the live node count (`default.replication.factor`).
+    pub default_replication_factor: i16,
+    /// A follower that has not caught up for this long leaves the in-sync
+    /// set (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max: Duration,
+    /// How long an `acks=all` append waits for replication before the
+    /// producer gets `REQUEST_TIMED_OUT` (and retries).
+    pub replication_timeout: Duration,
     /// Where the core reads the time: the system's clock, or a manual one
     /// in tests that drive time (group and transaction timeouts, offsets
     /// retention).
@@ -160,6 +169,9 @@ impl BrokerConfig {
             groups: GroupSettings::default(),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             disk_free_limit_bytes: 50 << 20,
+            default_replication_factor: 3,
+            replica_lag_time_max: Duration::from_secs(10),
+            replication_timeout: Duration::from_secs(30),
             clock: Clock::system(),
         }
     }

@@ -52,6 +52,14 @@ pub enum CoreError {
     /// `acks=all` while fewer replicas are in sync than `min.insync.replicas`.
     #[error("not enough in-sync replicas for acks=all")]
     NotEnoughReplicas,
+    /// An `acks=all` append was written, but the in-sync set shrank below
+    /// `min.insync.replicas` before it was replicated.
+    #[error("the in-sync replicas shrank below min.insync.replicas after the append")]
+    NotEnoughReplicasAfterAppend,
+    /// An `acks=all` append was not replicated in time; the producer retries
+    /// (idempotent producers without duplicating).
+    #[error("the append was not replicated in time")]
+    RequestTimedOut,
     /// An idempotent batch that does not follow the producer's last one.
     #[error("out of order sequence: {0}")]
     OutOfOrderSequence(String),

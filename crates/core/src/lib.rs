@@ -23,13 +23,15 @@ mod principal;
 mod producer;
 pub mod quarantine;
 pub mod queues;
+mod replica;
 mod topic;
 mod transactions;
 mod write_queue;
 
 pub use crate::broker::{
     now_ms, summary, validate_topic_name, Acks, Appended, Broker, ClusterView, Isolation,
-    KafkaNode, MetadataQuorum, OffsetSpec, PendingAppend, ReadResult, Replication, TopicSummary,
+    KafkaNode, MetadataQuorum, OffsetSpec, PendingAppend, ReadResult, ReplicaCall, ReplicaRefusal,
+    ReplicaReply, ReplicaRequest, ReplicaTransport, Replication, TopicSummary,
     TOPIC_NAME_BYTES_MAX,
 };
 pub use crate::clock::Clock;

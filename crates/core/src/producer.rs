@@ -176,17 +176,23 @@ impl ProducerStates {
                 break;
             }
             for (header, bytes) in weir_log::batch::split_batches(chunk)? {
-                if header.is_control() {
-                    if let Some(commit) = weir_log::batch::marker_commits(&bytes) {
-                        states.record_marker(&header, header.base_offset, commit);
-                    }
-                } else if header.producer_id >= 0 {
-                    states.record(&header, header.base_offset);
-                }
-                states.end_offset = header.last_offset() + 1;
+                states.replay(&header, &bytes);
             }
         }
         Ok(states)
+    }
+
+    /// Takes in one stored batch, as written (on open, and on a follower
+    /// copying its leader).
+    pub fn replay(&mut self, header: &BatchHeader, bytes: &[u8]) {
+        if header.is_control() {
+            if let Some(commit) = weir_log::batch::marker_commits(bytes) {
+                self.record_marker(header, header.base_offset, commit);
+            }
+        } else if header.producer_id >= 0 {
+            self.record(header, header.base_offset);
+        }
+        self.end_offset = header.last_offset() + 1;
     }
 
     /// Writes the state next to the log. Not synced: a lost or stale

@@ -23,9 +23,10 @@ use weir_log::{Log, LogOffsets, SharedLog};
 
 use crate::config::{TopicConfig, TopicDefaults};
 use crate::error::{CoreError, Result};
-use crate::metadata::TopicImage;
+use crate::metadata::{Leadership, TopicImage};
 use crate::metrics::Metrics;
 use crate::producer::{AbortedTransaction, ProducerStates};
+use crate::replica::ReplicaState;
 use crate::write_queue::WriteQueue;
 
 /// The file that described a topic before the metadata log.
@@ -45,7 +46,8 @@ pub struct Partition {
     index: u32,
     dir: PathBuf,
     log: Arc<SharedLog>,
-    leader_epoch: i32,
+    /// 0 on a single node; in a cluster the epoch the metadata gives.
+    leader_epoch: std::sync::atomic::AtomicI32,
     last_flush: parking_lot::Mutex<Instant>,
     producers: parking_lot::Mutex<ProducerStates>,
     /// Log end covered by the last producer snapshot written.
@@ -56,6 +58,13 @@ pub struct Partition {
     /// a cluster as the metadata says (crate::broker::cluster). Nothing is
     /// appended to or read from a partition this node does not lead.
     leader_here: std::sync::atomic::AtomicBool,
+    /// In a cluster: the leadership and the followers' progress.
+    replica: parking_lot::Mutex<ReplicaState>,
+    /// Moves whenever the leadership applied here changes (wakes
+    /// producers waiting for replication).
+    leadership_changes: tokio::sync::watch::Sender<u64>,
+    /// Whether a task copies this partition from its leader.
+    fetcher_running: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
@@ -77,12 +86,15 @@ impl Partition {
             index,
             dir,
             log,
-            leader_epoch: 0,
+            leader_epoch: std::sync::atomic::AtomicI32::new(0),
             last_flush: parking_lot::Mutex::new(Instant::now()),
             producers: parking_lot::Mutex::new(producers),
             snapshot_end: std::sync::atomic::AtomicU64::new(0),
             writes: Arc::new(WriteQueue::default()),
             leader_here: std::sync::atomic::AtomicBool::new(true),
+            replica: parking_lot::Mutex::new(ReplicaState::default()),
+            leadership_changes: tokio::sync::watch::Sender::new(0),
+            fetcher_running: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -123,7 +135,153 @@ impl Partition {
 
     /// Current leader epoch (constant on a single broker).
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.leader_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The partition's leadership as this node applied it last (`None` on
+    /// a single node).
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.replica.lock().leadership().cloned()
+    }
+
+    /// How many replicas are in sync (1 on a single node).
+    pub fn in_sync_count(&self) -> usize {
+        self.replica.lock().leadership().map_or(1, |l| l.isr.len())
+    }
+
+    /// Applies the cluster's leadership of this partition on node `me`.
+    /// Returns whether `me` is a follower that should copy the leader.
+    pub(crate) fn apply_leadership(
+        &self,
+        me: u64,
+        replicas: &[u64],
+        leadership: Leadership,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        let leads = leadership.leader == Some(me);
+        let follows = !leads && replicas.contains(&me);
+        let mut replica = self.replica.lock();
+        if replica.leadership() == Some(&leadership) {
+            return follows;
+        }
+        replica.set(me, replicas, leadership.clone(), Instant::now());
+        self.leader_epoch.store(leadership.epoch, Ordering::Release);
+        self.set_leader_here(leads);
+        match replica.floor(me) {
+            Some(floor) => self.log.set_replica_floor(floor),
+            // A follower's high watermark follows its leader's from here.
+            None => self
+                .log
+                .set_replica_floor(self.log.offsets().high_watermark),
+        }
+        drop(replica);
+        self.leadership_changes.send_modify(|changes| *changes += 1);
+        follows
+    }
+
+    /// A follower fetched with everything below `durable_end` on its disk.
+    pub(crate) fn follower_fetched(&self, me: u64, follower: u64, durable_end: u64) {
+        let log_end = self.log.offsets().log_end_offset;
+        let mut replica = self.replica.lock();
+        replica.fetched(follower, durable_end, log_end, Instant::now());
+        if let Some(floor) = replica.floor(me) {
+            self.log.set_replica_floor(floor);
+        }
+    }
+
+    /// The in-sync set this leader should propose (see
+    /// [`ReplicaState::wanted_isr`]) with the version it replaces.
+    pub(crate) fn wanted_isr(
+        &self,
+        me: u64,
+        lag_max: std::time::Duration,
+    ) -> Option<(u32, Vec<u64>)> {
+        let high_watermark = self.log.offsets().high_watermark;
+        self.replica
+            .lock()
+            .wanted_isr(me, high_watermark, Instant::now(), lag_max)
+    }
+
+    /// Waits until the high watermark reaches `end_offset` (an `acks=all`
+    /// append made in leader epoch `epoch`), with at least `min_insync`
+    /// replicas in sync.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotLeaderOrFollower`] when leadership moved since the
+    /// append (it may be cut); [`CoreError::NotEnoughReplicasAfterAppend`]
+    /// when the in-sync set shrank below `min_insync`;
+    /// [`CoreError::RequestTimedOut`] after `timeout`.
+    pub(crate) async fn wait_replicated(
+        &self,
+        end_offset: u64,
+        epoch: i32,
+        min_insync: usize,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut high_watermark = self.log.watch_high_watermark();
+        let mut changes = self.leadership_changes.subscribe();
+        loop {
+            if !self.is_leader_here() || self.leader_epoch() != epoch {
+                return Err(CoreError::NotLeaderOrFollower);
+            }
+            if *high_watermark.borrow_and_update() >= end_offset {
+                if self.in_sync_count() < min_insync {
+                    return Err(CoreError::NotEnoughReplicasAfterAppend);
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                _ = high_watermark.changed() => {}
+                _ = changes.changed() => {}
+                () = tokio::time::sleep_until(deadline) => return Err(CoreError::RequestTimedOut),
+            }
+        }
+    }
+
+    /// Claims the job of copying this partition from its leader; false when
+    /// a task does it already.
+    pub(crate) fn claim_fetcher(&self) -> bool {
+        !self
+            .fetcher_running
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// The copying task ended.
+    pub(crate) fn release_fetcher(&self) {
+        self.fetcher_running
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Appends what the leader sent (see [`SharedLog::append_replicated`])
+    /// and replays its idempotent batches into the producers' state, so
+    /// that after a failover this node still recognizes their retries.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; [`weir_log::LogError::Replica`] for batches that do
+    /// not continue the log.
+    pub(crate) fn append_replicated(&self, records: bytes::Bytes, now_ms: i64) -> Result<u64> {
+        let mut producers = self.producers.lock();
+        let end = self.log.append_replicated(records.clone(), now_ms)?;
+        for (header, bytes) in weir_log::batch::split_batches(records)? {
+            producers.replay(&header, &bytes);
+        }
+        Ok(end)
+    }
+
+    /// Cuts the log back to `offset` (a follower's truncation) and rebuilds
+    /// the idempotent producers' state, which may have seen the cut batches.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn truncate_to(&self, offset: u64) -> Result<()> {
+        self.log.truncate_to(offset).await?;
+        let states = ProducerStates::rebuild(&self.dir, &self.log)?;
+        *self.producers.lock() = states;
+        Ok(())
     }
 
     /// Offsets and size now.
@@ -425,12 +583,11 @@ pub(crate) fn read_legacy_record(dir: &Path) -> std::io::Result<TopicImage> {
     })?;
     let record: LegacyTopicRecord =
         serde_json::from_slice(&text).map_err(|error| invalid(error.to_string()))?;
-    Ok(TopicImage {
-        id: record.id,
-        partitions: record.partitions,
-        configs: record.config.overrides().clone(),
-        replicas: Vec::new(),
-    })
+    Ok(TopicImage::new(
+        record.id,
+        record.partitions,
+        record.config.overrides().clone(),
+    ))
 }
 
 /// Removes the `topic.json` of a topic the metadata log describes: a copy

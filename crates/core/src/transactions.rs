@@ -326,8 +326,12 @@ impl Broker {
         // KIP-447: offsets sent with a member's group metadata are only
         // accepted from a current member of the current generation.
         if let Some((generation, member_id, instance_id)) = member {
-            self.coordinating(group_id)?
-                .check_commit(group_id, generation, member_id, instance_id)?;
+            self.coordinating(group_id)?.check_commit(
+                group_id,
+                generation,
+                member_id,
+                instance_id,
+            )?;
         }
         let mut transactions = self.transactions.by_id.lock().await;
         let transaction = producer_transaction(

@@ -1,7 +1,8 @@
 //! A node of a cluster brings its disk in line with the cluster's
 //! metadata: what the cluster created appears with the cluster's id, what
-//! it deleted goes, what it never knew is quarantined — never deleted on a
-//! guess — and only partitions this node leads take writes.
+//! it deleted goes, a local topic whose name the cluster gives another is
+//! quarantined — never deleted on a guess — one the cluster does not name
+//! is kept unserved, and only partitions this node leads take writes.
 
 use std::collections::BTreeSet;
 
@@ -42,17 +43,19 @@ async fn reconcile_creates_deletes_and_quarantines() {
     config.node_id = 1;
     let broker = Broker::open(config).unwrap();
     let anyone = Principal::anonymous(weir_core::NO_CONNECTION);
-    // A topic this node had before it joined: the cluster never knew it.
-    broker
-        .create_topic(
-            "stray",
-            Some(1),
-            Replication::Default,
-            TopicConfig::default(),
-            false,
-            &anyone,
-        )
-        .unwrap();
+    // Topics this node had before it joined: the cluster never knew them.
+    for name in ["stray", "unnamed"] {
+        broker
+            .create_topic(
+                name,
+                Some(1),
+                Replication::Default,
+                TopicConfig::default(),
+                false,
+                &anyone,
+            )
+            .unwrap();
+    }
 
     let mut state = MetadataState::new();
     register(&mut state, 1);
@@ -67,12 +70,24 @@ async fn reconcile_creates_deletes_and_quarantines() {
             replicas: vec![vec![1], vec![2]],
         })
         .unwrap();
+    let namesake = Uuid::from_u128(43);
+    state
+        .apply(&MetadataCommand::CreateTopic {
+            name: "stray".into(),
+            id: namesake,
+            partitions: 1,
+            configs: Default::default(),
+            replicas: vec![vec![2]],
+        })
+        .unwrap();
     broker.reconcile(&state, &BTreeSet::new()).unwrap();
     let orders = broker.topic("orders").expect("created here");
     assert_eq!(orders.id(), id);
+    assert_eq!(broker.topic("stray").unwrap().id(), namesake);
+    let unnamed = broker.topic("unnamed").expect("kept");
     assert!(matches!(
-        broker.topic("stray"),
-        Err(CoreError::UnknownTopicOrPartition)
+        broker.served_partition(&unnamed, 0),
+        Err(CoreError::NotLeaderOrFollower)
     ));
     let quarantined = std::fs::read_dir(dir.path().join("quarantine").join("topics"))
         .unwrap()

@@ -34,6 +34,8 @@ fn response_error(error: &CoreError) -> ResponseError {
         // Kafka has no "in use" code; its policies refuse deletes this way.
         CoreError::PolicyViolation(_) | CoreError::TopicInUse(_) => ResponseError::PolicyViolation,
         CoreError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        CoreError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+        CoreError::RequestTimedOut => ResponseError::RequestTimedOut,
         // Clients refresh their metadata and go to the leader it names.
         CoreError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
         CoreError::NotCoordinator => ResponseError::NotCoordinator,

@@ -103,6 +103,16 @@ impl LeaderEpochCache {
         self.entries.last().map(|&(epoch, _)| epoch)
     }
 
+    /// The largest epoch at or below `epoch` and where it ends: the start
+    /// of the next epoch, or `log_end` for the latest. `None` when every
+    /// epoch is newer (or none was written).
+    pub fn end_offset_for(&self, epoch: i32, log_end: u64) -> Option<(i32, u64)> {
+        let at = self.entries.partition_point(|&(known, _)| known <= epoch);
+        let (found, _) = *self.entries.get(at.checked_sub(1)?)?;
+        let end = self.entries.get(at).map_or(log_end, |&(_, start)| start);
+        Some((found, end))
+    }
+
     /// All entries, oldest first.
     pub fn entries(&self) -> &[(i32, u64)] {
         &self.entries
@@ -145,6 +155,11 @@ mod tests {
         cache.assign(3, 25).expect("assign");
         let mut reopened = LeaderEpochCache::open(dir.path()).expect("reopen");
         assert_eq!(reopened.entries(), &[(0, 0), (3, 25)]);
+        assert_eq!(reopened.end_offset_for(0, 40), Some((0, 25)));
+        assert_eq!(reopened.end_offset_for(2, 40), Some((0, 25)));
+        assert_eq!(reopened.end_offset_for(3, 40), Some((3, 40)));
+        assert_eq!(reopened.end_offset_for(9, 40), Some((3, 40)));
+        assert_eq!(reopened.end_offset_for(-1, 40), None);
         reopened.truncate_from(20).expect("truncate");
         assert_eq!(reopened.latest_epoch(), Some(0));
     }

@@ -60,6 +60,10 @@ pub enum LogError {
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,
+    /// Batches from a leader that do not continue this log; nothing was
+    /// written.
+    #[error("replicated batches refused: {0}")]
+    Replica(String),
     /// An I/O error from the file system. From a write, it means the write
     /// could not be undone and the log must be healed before the next one
     /// ([`crate::SharedLog`] poisons itself and heals).

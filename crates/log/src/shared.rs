@@ -20,6 +20,14 @@
 //! with `flush.ms` it moves on write. Readers never see data above it, so a
 //! consumer never reads a message that a crash could take back.
 //!
+//! A replicated partition lowers it further: its replication sets a
+//! *replica floor* ([`SharedLog::set_replica_floor`]; on a leader the
+//! least durable end among the in-sync followers, on a follower the
+//! leader's high watermark), and the high watermark is the lesser of the
+//! local durable end and the floor. Producers still wait for the local
+//! durable end with [`SharedLog::wait_durable`]; readers see only the high
+//! watermark.
+//!
 //! # Failures and healing
 //!
 //! A write that fails but is undone ([`LogError::WriteRolledBack`], e.g. a
@@ -76,7 +84,15 @@ pub const HEAL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct SharedLog {
     log: Mutex<Log>,
+    /// End of what is durable as configured on this node.
+    local_end: watch::Sender<u64>,
+    /// What readers may see: the lesser of `local_end` and `replica_floor`.
     high_watermark: watch::Sender<u64>,
+    /// Set by replication; `u64::MAX` when the log is not replicated.
+    replica_floor: AtomicU64,
+    /// The log end, published with every change (for a leader holding a
+    /// follower's fetch).
+    log_end: watch::Sender<u64>,
     /// Held while syncing or healing; holds when the last sync (by a waiter) ended.
     sync_turn: tokio::sync::Mutex<Option<Instant>>,
     poisoned: AtomicBool,
@@ -145,7 +161,10 @@ impl SharedLog {
         SharedLog {
             sync_target,
             log: Mutex::new(log),
+            local_end: watch::Sender::new(end),
             high_watermark: watch::Sender::new(end),
+            replica_floor: AtomicU64::new(u64::MAX),
+            log_end: watch::Sender::new(end),
             sync_turn: tokio::sync::Mutex::new(None),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -185,9 +204,116 @@ impl SharedLog {
         }
         let info = result?;
         if log.config().flush_interval.is_some() {
-            self.advance_high_watermark(info.last_offset + 1);
+            self.advance_local_end(info.last_offset + 1);
         }
         Ok(info)
+    }
+
+    /// Appends batches a leader sent, as they are: each keeps its base
+    /// offset and leader epoch (a follower's log is a copy of its leader's).
+    /// Returns the new log end.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Replica`] when the batches do not start at this log's
+    /// end or are malformed; otherwise as [`SharedLog::append`].
+    pub fn append_replicated(&self, records: Bytes, now_ms: i64) -> Result<u64> {
+        let batches = crate::batch::split_batches(records)
+            .map_err(|error| LogError::Replica(error.to_string()))?;
+        let mut log = self.log.lock();
+        self.check_writable_or_heal(&mut log)?;
+        let mut expected = log.log_end_offset();
+        for (header, _) in &batches {
+            if header.base_offset != expected {
+                return Err(LogError::Replica(format!(
+                    "a batch at offset {} where the log ends at {expected}",
+                    header.base_offset
+                )));
+            }
+            expected = header.last_offset() + 1;
+        }
+        for run in batches.chunk_by(|a, b| a.0.partition_leader_epoch == b.0.partition_leader_epoch)
+        {
+            let result = log.append(run, run[0].0.partition_leader_epoch, now_ms);
+            self.publish(&log);
+            if let Err(LogError::Io(error)) = &result {
+                tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+            result?;
+        }
+        if log.config().flush_interval.is_some() {
+            self.advance_local_end(log.log_end_offset());
+        }
+        Ok(log.log_end_offset())
+    }
+
+    /// Cuts the log back to `offset` (a follower removing a suffix its
+    /// leader does not have, KIP-101). Waits for a running sync; a producer
+    /// waiting for an end offset in the cut range gets
+    /// [`LogError::Truncated`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::truncate_to`]; an I/O error poisons the log.
+    pub async fn truncate_to(&self, offset: u64) -> Result<()> {
+        let _turn = self.sync_turn.lock().await;
+        let mut log = self.log.lock();
+        let end = log.log_end_offset();
+        if offset >= end {
+            return Ok(());
+        }
+        // Readers must not reach what is about to be cut.
+        for watermark in [&self.local_end, &self.high_watermark] {
+            watermark.send_if_modified(|current| {
+                let lowered = *current > offset;
+                *current = (*current).min(offset);
+                lowered
+            });
+        }
+        let result = log.truncate_to(offset);
+        self.publish(&log);
+        if let Err(error) = result {
+            if let LogError::Io(error) = &error {
+                tracing::error!(dir = %log.dir().display(), %error, "truncation failed; log poisoned until healed");
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+            return Err(error);
+        }
+        let durable = self
+            .durable_end
+            .load(Ordering::SeqCst)
+            .min(log.log_end_offset());
+        self.durable_end.store(durable, Ordering::SeqCst);
+        self.heal.lock().cut.push((offset, end));
+        Ok(())
+    }
+
+    /// Bounds the high watermark by `floor` (see the module docs); the high
+    /// watermark never moves back because of it.
+    pub fn set_replica_floor(&self, floor: u64) {
+        self.replica_floor.store(floor, Ordering::SeqCst);
+        self.advance_high_watermark();
+    }
+
+    /// The end of what is durable as configured on this node (the high
+    /// watermark of an unreplicated log).
+    pub fn local_end_offset(&self) -> u64 {
+        *self.local_end.borrow()
+    }
+
+    /// The latest leader epoch written, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log.lock().epochs().latest_epoch()
+    }
+
+    /// The largest epoch at or below `epoch` and the offset where it ends in
+    /// this log (where the next epoch starts, or the log end): the answer
+    /// to a follower's OffsetsForLeaderEpoch. `None` when the log has no
+    /// epoch that old.
+    pub fn epoch_end(&self, epoch: i32) -> Option<(i32, u64)> {
+        let log = self.log.lock();
+        log.epochs().end_offset_for(epoch, log.log_end_offset())
     }
 
     /// Waits until every offset below `end_offset` is durable as configured
@@ -201,12 +327,12 @@ impl SharedLog {
     pub async fn wait_durable(&self, end_offset: u64) -> Result<()> {
         loop {
             self.check_not_cut(end_offset)?;
-            if *self.high_watermark.borrow() >= end_offset {
+            if *self.local_end.borrow() >= end_offset {
                 return Ok(());
             }
             let mut last_sync = self.sync_turn.lock().await;
             self.check_not_cut(end_offset)?;
-            if *self.high_watermark.borrow() >= end_offset {
+            if *self.local_end.borrow() >= end_offset {
                 return Ok(());
             }
             let spacing = self.sync_target.lock().spacing;
@@ -242,7 +368,7 @@ impl SharedLog {
                     observer.synced(started.elapsed());
                 }
                 self.durable_end.fetch_max(target, Ordering::SeqCst);
-                self.advance_high_watermark(target);
+                self.advance_local_end(target);
                 Ok(())
             }
             Ok(Err(error)) => {
@@ -268,9 +394,39 @@ impl SharedLog {
     /// every change to the active segment or the log end.
     fn publish(&self, log: &Log) {
         *self.sync_target.lock() = SyncTarget::of(log);
+        self.log_end.send_if_modified(|end| {
+            let changed = *end != log.log_end_offset();
+            *end = log.log_end_offset();
+            changed
+        });
     }
 
-    fn advance_high_watermark(&self, offset: u64) {
+    /// A receiver that sees every change of the log end.
+    pub fn watch_log_end(&self) -> watch::Receiver<u64> {
+        self.log_end.subscribe()
+    }
+
+    /// Whether the log was closed or deleted.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn advance_local_end(&self, offset: u64) {
+        self.local_end.send_if_modified(|current| {
+            if offset > *current {
+                *current = offset;
+                true
+            } else {
+                false
+            }
+        });
+        self.advance_high_watermark();
+    }
+
+    /// Moves the high watermark up to the lesser of the local end and the
+    /// replica floor.
+    fn advance_high_watermark(&self) {
+        let offset = (*self.local_end.borrow()).min(self.replica_floor.load(Ordering::SeqCst));
         self.high_watermark.send_if_modified(|current| {
             if offset > *current {
                 *current = offset;
@@ -338,11 +494,13 @@ impl SharedLog {
         };
         // Readers must not reach what is about to be cut, even if the cut
         // fails half-way (with `flush.ms` they may have been above it).
-        self.high_watermark.send_if_modified(|current| {
-            let lowered = *current > durable;
-            *current = (*current).min(durable);
-            lowered
-        });
+        for watermark in [&self.local_end, &self.high_watermark] {
+            watermark.send_if_modified(|current| {
+                let lowered = *current > durable;
+                *current = (*current).min(durable);
+                lowered
+            });
+        }
         if let Err(error) = log.truncate_to(durable) {
             self.publish(log);
             tracing::error!(dir = %log.dir().display(), %error, durable_offset = durable, "healing after a failed sync failed; log stays poisoned");

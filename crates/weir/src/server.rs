@@ -185,7 +185,10 @@ async fn join_cluster(
     let controller = weir_cluster::Controller::start(cluster, endpoints, Some(Arc::clone(broker)))
         .await
         .map_err(|error| format!("cannot join the controller quorum: {error}"))?;
-    broker.join_cluster(Arc::clone(&controller) as Arc<dyn weir_core::MetadataQuorum>);
+    broker.join_cluster(
+        Arc::clone(&controller) as Arc<dyn weir_core::MetadataQuorum>,
+        controller.replica_transport(),
+    );
     Ok(Some(controller))
 }
 

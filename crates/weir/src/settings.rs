@@ -44,6 +44,14 @@ pub struct ServerSettings {
     /// Host name given to Kafka clients in metadata [default: the listen address].
     #[arg(long, env = "WEIR_KAFKA_ADVERTISED_HOST")]
     pub kafka_advertised_host: Option<String>,
+    /// In a cluster, replicas of topics created without a replication
+    /// factor, at most the live node count [default: 3].
+    #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", value_parser = clap::value_parser!(i16).range(1..=255))]
+    pub default_replication_factor: Option<i16>,
+    /// In a cluster, a follower that has not caught up for this long leaves
+    /// the in-sync replicas [default: 10000].
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub replica_lag_time_max_ms: Option<u64>,
     /// Partitions of topics created without a count [default: 1].
     #[arg(long, env = "WEIR_NUM_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub num_partitions: Option<u32>,
@@ -159,6 +167,18 @@ impl ServerSettings {
         broker.default_partitions = self.num_partitions.or(file.num_partitions).unwrap_or(1);
         if let Some(limit) = self.disk_free_limit_bytes.or(file.disk_free_limit_bytes) {
             broker.disk_free_limit_bytes = limit;
+        }
+        if let Some(factor) = self
+            .default_replication_factor
+            .or(file.default_replication_factor)
+        {
+            broker.default_replication_factor = factor;
+        }
+        if let Some(lag) = self
+            .replica_lag_time_max_ms
+            .or(file.replica_lag_time_max_ms)
+        {
+            broker.replica_lag_time_max = Duration::from_millis(lag);
         }
         broker.auto_create_topics = self
             .auto_create_topics

@@ -117,6 +117,8 @@ fn describe(admin: &crate::Admin, name: &str) -> ApiResult<Value> {
                 "partition": p.index(),
                 "leader": admin.broker.partition_leader(name, p.index()),
                 "replicas": admin.broker.partition_replicas(name, p.index()),
+                "isr": admin.broker.partition_isr(name, p.index()),
+                "leader_epoch": p.leader_epoch(),
                 "log_start_offset": offsets.log_start_offset,
                 "high_watermark": offsets.high_watermark,
                 "log_end_offset": offsets.log_end_offset,

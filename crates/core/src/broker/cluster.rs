@@ -23,7 +23,7 @@ use crate::broker::{summary, Broker, Replication, TopicSummary};
 use crate::config::TopicConfig;
 use crate::error::{CoreError, Result};
 use crate::group::GroupCoordinator;
-use crate::metadata::{MetadataCommand, MetadataState, NodeImage, TopicImage};
+use crate::metadata::{Leadership, MetadataCommand, MetadataState, NodeImage, TopicImage};
 use crate::topic::{Partition, Topic};
 
 /// Producer ids a node takes from the cluster at once.
@@ -90,9 +90,14 @@ impl ClusterView {
             .map(Vec::as_slice)
     }
 
+    /// The partition's leadership.
+    pub fn leadership(&self, topic: &str, partition: u32) -> Option<Leadership> {
+        self.state.topic(topic)?.leadership(partition)
+    }
+
     /// The partition's leader when it is registered and not fenced.
     pub fn leader(&self, topic: &str, partition: u32) -> Option<u64> {
-        let leader = *self.replicas(topic, partition)?.first()?;
+        let leader = self.leadership(topic, partition)?.leader?;
         self.nodes
             .get(&leader)
             .filter(|node| !node.fenced)
@@ -188,9 +193,13 @@ impl Broker {
     /// # Panics
     ///
     /// When called twice.
-    pub fn join_cluster(&self, quorum: Arc<dyn MetadataQuorum>) {
+    pub fn join_cluster(
+        &self,
+        quorum: Arc<dyn MetadataQuorum>,
+        transport: Arc<dyn crate::broker::ReplicaTransport>,
+    ) {
         assert!(
-            self.cluster.set(quorum).is_ok(),
+            self.cluster.set(quorum).is_ok() && self.replica_transport.set(transport).is_ok(),
             "a broker joins one cluster once"
         );
     }
@@ -227,6 +236,17 @@ impl Broker {
         }
     }
 
+    /// The in-sync replicas of a partition (this node on a single node).
+    pub fn partition_isr(&self, topic: &str, partition: u32) -> Vec<i32> {
+        match self.cluster_view() {
+            None => vec![self.node_id()],
+            Some(view) => view
+                .leadership(topic, partition)
+                .map(|leadership| leadership.isr.iter().map(|id| *id as i32).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Partition `index` of `topic`, when this node serves it: always on a
     /// single node, in a cluster when it leads the partition.
     ///
@@ -251,24 +271,30 @@ impl Broker {
         }
     }
 
-    /// One replica per partition, spread over the live nodes from a
-    /// starting node the topic's name picks (so that many topics of few
-    /// partitions do not all lead on the same node).
+    /// `factor` replicas per partition on distinct live nodes, the leaders
+    /// spread from a starting node the topic's name picks (so that many
+    /// topics of few partitions do not all lead on the same node).
     pub(crate) fn spread_replicas(
         &self,
         name: &str,
         first: u32,
         count: u32,
+        factor: usize,
     ) -> Result<Vec<Vec<u64>>> {
         let live = self.live_nodes();
-        if live.is_empty() {
-            return Err(CoreError::ClusterUnavailable(
-                "no live node to place partitions on".into(),
-            ));
+        if live.len() < factor || factor == 0 {
+            return Err(CoreError::InvalidReplicationFactor(format!(
+                "replication factor: {factor} larger than available brokers: {}",
+                live.len()
+            )));
         }
         let start = crate::partitioner::murmur2(name.as_bytes()) as usize;
         Ok((first..first + count)
-            .map(|partition| vec![live[(start + partition as usize) % live.len()] as u64])
+            .map(|partition| {
+                (0..factor)
+                    .map(|replica| live[(start + partition as usize + replica) % live.len()] as u64)
+                    .collect()
+            })
             .collect())
     }
 
@@ -289,8 +315,13 @@ impl Broker {
                 .into_iter()
                 .map(|replicas| replicas.into_iter().map(|id| id as u64).collect())
                 .collect(),
-            Replication::Default | Replication::Factor(_) => {
-                self.spread_replicas(name, 0, partitions)?
+            Replication::Default | Replication::Factor(-1) => {
+                let factor = (self.config().default_replication_factor.max(1) as usize)
+                    .min(self.live_nodes().len().max(1));
+                self.spread_replicas(name, 0, partitions, factor)?
+            }
+            Replication::Factor(factor) => {
+                self.spread_replicas(name, 0, partitions, factor as usize)?
             }
         };
         let command = MetadataCommand::CreateTopic {
@@ -351,26 +382,34 @@ impl Broker {
         }
     }
 
-    /// Marks each partition of `topic` this node leads (one replica per
-    /// partition: the first is the leader).
+    /// Applies the leadership of each partition of `topic`, and starts
+    /// copying those this node follows.
     fn set_leaderships(&self, topic: &Topic, image: &TopicImage) {
         let me = self.node_id() as u64;
         for partition in topic.partitions() {
-            let leader = image
-                .replicas
-                .get(partition.index() as usize)
-                .and_then(|replicas| replicas.first());
-            partition.set_leader_here(leader == Some(&me));
+            let index = partition.index();
+            let (Some(replicas), Some(leadership)) =
+                (image.replicas.get(index as usize), image.leadership(index))
+            else {
+                partition.set_leader_here(false);
+                continue;
+            };
+            if partition.apply_leadership(me, replicas, leadership) {
+                self.follow(topic, &partition);
+            }
         }
     }
 
     /// Brings this node's topics in line with the cluster's metadata:
     /// creates what it lacks (with the cluster's id, partitions and
     /// configs), grows and reconfigures. A topic the cluster no longer has
-    /// is deleted when its id is among `deleted` (the cluster deleted it);
-    /// any other is a stray (a node that held topics before it joined, or
-    /// missed a deletion in a snapshot) and is moved to `quarantine/`,
-    /// never deleted on a guess. Idempotent: the same state twice changes
+    /// is deleted when its id is among `deleted` (the cluster deleted it).
+    /// One whose name the cluster gives another topic is a stray (a node
+    /// that held topics before it joined, or missed a deletion in a
+    /// snapshot) and is moved to `quarantine/`, never deleted on a guess;
+    /// one the cluster does not name at all is kept unserved (a restarted
+    /// node joins with the state of its last snapshot and applies the rest
+    /// of the cluster's log afterwards). Idempotent: the same state twice changes
     /// nothing the second time. Runs after every applied batch of commands
     /// and once when the node joins.
     ///
@@ -384,13 +423,18 @@ impl Broker {
             .map(|topic| (topic.name().to_owned(), topic.id()))
             .collect();
         for (name, id) in &local {
-            if state.topic(name).is_some_and(|image| image.id == *id) {
-                continue;
-            }
-            if deleted.contains(id) {
-                self.delete_local_topic(name)?;
-            } else {
-                self.set_aside_stray_topic(name)?;
+            match state.topic(name) {
+                Some(image) if image.id == *id => {}
+                _ if deleted.contains(id) => self.delete_local_topic(name)?,
+                Some(_) => self.set_aside_stray_topic(name)?,
+                None => {
+                    // Not (or not yet: a restarted node applies the
+                    // cluster's log again after joining) in the cluster's
+                    // metadata: kept, but not served.
+                    for partition in self.topic(name)?.partitions() {
+                        partition.set_leader_here(false);
+                    }
+                }
             }
         }
         for (name, image) in state.topics() {
@@ -403,10 +447,7 @@ impl Broker {
         let topic = match self.topic(name) {
             Ok(topic) => topic,
             Err(_) => {
-                let local = TopicImage {
-                    replicas: Vec::new(),
-                    ..image.clone()
-                };
+                let local = TopicImage::new(image.id, image.partitions, image.configs.clone());
                 let mut metadata = self.metadata.lock();
                 self.install_topic(&mut metadata, name, &local)?
             }

@@ -147,6 +147,21 @@ pub enum MetadataCommand {
         /// What the node says about itself.
         node: NodeRegistration,
     },
+    /// A replicated partition's leader and in-sync replicas change (see
+    /// [`crate::metadata::Leadership`]): proposed by the controller's
+    /// elections and by a leader shrinking or growing its in-sync set.
+    ChangeLeadership {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The leadership version this change replaces.
+        version: u32,
+        /// The new leader, one of `isr`; `None` while none is live.
+        leader: Option<u64>,
+        /// The new in-sync replicas.
+        isr: Vec<u64>,
+    },
     /// A node missed its heartbeats for the session timeout.
     FenceNode {
         /// The node.
@@ -194,6 +209,7 @@ impl MetadataCommand {
             MetadataCommand::Unbind { .. } => "unbind",
             MetadataCommand::InitializeCluster { .. } => "initialize_cluster",
             MetadataCommand::RegisterNode { .. } => "register_node",
+            MetadataCommand::ChangeLeadership { .. } => "change_leadership",
             MetadataCommand::FenceNode { .. } => "fence_node",
             MetadataCommand::UnfenceNode { .. } => "unfence_node",
             MetadataCommand::AllocateProducerIds { .. } => "allocate_producer_ids",

@@ -71,6 +71,7 @@
 mod command;
 mod error;
 mod file;
+mod leadership;
 mod nodes;
 mod state;
 mod store;
@@ -83,6 +84,7 @@ pub use crate::metadata::error::MetadataError;
 pub use crate::metadata::file::{
     inspect, Inspection, TornTail, COMMAND_BYTES_MAX, SNAPSHOT_BYTES_MAX,
 };
+pub use crate::metadata::leadership::Leadership;
 pub use crate::metadata::nodes::{NodeImage, NodeRegistration, NODE_ID_MAX};
 pub use crate::metadata::state::{
     BindingImage, ExchangeImage, MetadataState, QueueImage, TopicImage, VhostImage, NAME_BYTES_MAX,

@@ -17,6 +17,7 @@ use crate::metadata::command::{
     Arguments, BindingDestination, BindingSpec, ConfigUpdate, ExchangeType, MetadataCommand,
 };
 use crate::metadata::error::MetadataError;
+use crate::metadata::leadership::Leadership;
 use crate::metadata::nodes::{self, NodeImage};
 
 /// Most partitions one topic may have.
@@ -67,9 +68,24 @@ pub struct TopicImage {
     /// first); empty on a single node, where this node holds them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<u64>>,
+    /// Leadership of the first partitions that changed since creation (see
+    /// [`TopicImage::leadership`]); empty on a single node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) leadership: Vec<Leadership>,
 }
 
 impl TopicImage {
+    /// A topic as this node's own catalog holds it (no replicas).
+    pub fn new(id: Uuid, partitions: u32, configs: BTreeMap<String, String>) -> TopicImage {
+        TopicImage {
+            id,
+            partitions,
+            configs,
+            replicas: Vec::new(),
+            leadership: Vec::new(),
+        }
+    }
+
     /// The overrides as a [`TopicConfig`].
     pub fn config(&self) -> TopicConfig {
         TopicConfig::from_validated(self.configs.clone())
@@ -250,6 +266,13 @@ impl MetadataState {
                 None => Ok(()),
             },
             MetadataCommand::RegisterNode { node } => nodes::validate_register(&self.nodes, node),
+            MetadataCommand::ChangeLeadership {
+                topic,
+                partition,
+                version,
+                leader,
+                isr,
+            } => self.validate_change_leadership(topic, *partition, *version, *leader, isr),
             MetadataCommand::FenceNode { id, incarnation } => {
                 nodes::validate_fencing(&self.nodes, *id, *incarnation, true)
             }
@@ -296,7 +319,19 @@ impl MetadataState {
             | MetadataCommand::Bind { .. }
             | MetadataCommand::Unbind { .. } => self.apply_valid_vhost(command),
             MetadataCommand::InitializeCluster { id } => self.cluster_id = Some(*id),
-            MetadataCommand::RegisterNode { node } => nodes::apply_register(&mut self.nodes, node),
+            MetadataCommand::RegisterNode { node } => {
+                if self.nodes.contains_key(&node.id) {
+                    self.restart_leaderships(node.id);
+                }
+                nodes::apply_register(&mut self.nodes, node);
+            }
+            MetadataCommand::ChangeLeadership {
+                topic,
+                partition,
+                leader,
+                isr,
+                ..
+            } => self.apply_change_leadership(topic, *partition, *leader, isr),
             MetadataCommand::FenceNode { id, .. } => {
                 nodes::apply_fencing(&mut self.nodes, *id, true)
             }
@@ -319,6 +354,7 @@ impl MetadataState {
                     partitions: *partitions,
                     configs,
                     replicas: replicas.clone(),
+                    leadership: Vec::new(),
                 };
                 self.topics.insert(name.clone(), topic);
             }
@@ -353,6 +389,7 @@ impl MetadataState {
             | MetadataCommand::ReplaceTopicConfig { .. }
             | MetadataCommand::InitializeCluster { .. }
             | MetadataCommand::RegisterNode { .. }
+            | MetadataCommand::ChangeLeadership { .. }
             | MetadataCommand::FenceNode { .. }
             | MetadataCommand::UnfenceNode { .. }
             | MetadataCommand::AllocateProducerIds { .. } => {
@@ -443,6 +480,9 @@ impl MetadataState {
                     topic.replicas.len(),
                     topic.partitions
                 ));
+            }
+            if topic.leadership.len() > topic.replicas.len() {
+                return Err(format!("topic {name}: leadership of partitions it lacks"));
             }
             match normalized_configs(&topic.configs) {
                 Ok(normal) if normal == topic.configs => {}
@@ -660,7 +700,7 @@ impl MetadataState {
             .ok_or_else(|| MetadataError::NotFound(format!("vhost '{name}'")))
     }
 
-    fn topic_mut(&mut self, name: &str) -> &mut TopicImage {
+    pub(crate) fn topic_mut(&mut self, name: &str) -> &mut TopicImage {
         self.topics.get_mut(name).expect("validated")
     }
 

@@ -95,11 +95,13 @@ fn describe(context: &Context, topic: &Topic) -> MetadataResponseTopic {
                 .with_partition_index(index as i32)
                 .with_leader_epoch(epoch)
                 .with_replica_nodes(replicas);
+            let isr = broker
+                .partition_isr(&facts.name, index as u32)
+                .into_iter()
+                .map(BrokerId)
+                .collect();
             match broker.partition_leader(&facts.name, index as u32) {
-                // One replica per partition: the in-sync set is its leader.
-                Some(leader) => answer
-                    .with_leader_id(BrokerId(leader))
-                    .with_isr_nodes(vec![BrokerId(leader)]),
+                Some(leader) => answer.with_leader_id(BrokerId(leader)).with_isr_nodes(isr),
                 None => answer
                     .with_leader_id(BrokerId(-1))
                     .with_error_code(ResponseError::LeaderNotAvailable.code()),

@@ -1,0 +1,137 @@
+"""Partition data replicated across three real `weir` nodes on loopback
+(issue 12): topics with replication factor 3, followers copying their
+leaders, the high watermark over the in-sync replicas, `acks=all` waiting
+for it, `min.insync.replicas` enforced, and leaders elected from the
+in-sync set when a node dies — checked with librdkafka (confluent-kafka)
+and the fault harness's history checker: no acknowledged record lost,
+changed, duplicated or reordered.
+
+The same under network faults, in namespaces, is tests/test_cluster_faults.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from faults.checker import assert_valid, check
+from faults.history import History
+from faults.kafka_client import ProduceRecorder, TailReader, read_back
+from http_helpers import Http
+from test_cluster import agreed, node_states, start_cluster, wait_until
+
+ALL_ACTIVE = {1: "active", 2: "active", 3: "active"}
+
+
+def partitions_of(node, topic: str) -> list[dict]:
+    """The partitions as `node` has them; empty while it has no such topic."""
+    answer = Http(node.http_url).call("GET", f"/api/topics/{topic}", timeout=5)
+    return answer.json()["partitions"] if answer.status == 200 else []
+
+
+def fully_in_sync(nodes, topic: str, count: int):
+    """Every node names the same leader for each partition, each with all
+    three replicas in sync; returns the partitions as node 1 has them."""
+    views = [partitions_of(node, topic) for node in nodes.values() if node.alive()]
+    first = views[0]
+    if len(first) != count:
+        return None
+    for view in views:
+        for mine, theirs in zip(first, view):
+            if mine["leader"] != theirs["leader"] or sorted(theirs["isr"]) != [1, 2, 3]:
+                return None
+    return first
+
+
+def create_replicated(nodes, topic: str, partitions: int, min_insync: int = 2):
+    admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=3,
+                   config={"min.insync.replicas": str(min_insync)})
+    admin.create_topics([new])[topic].result(30)
+    return wait_until(f"{topic} fully in sync on every node", lambda: fully_in_sync(nodes, topic, partitions))
+
+
+def bootstrap_of(nodes) -> str:
+    return ",".join(node.bootstrap for node in nodes.values())
+
+
+def test_acknowledged_writes_survive_the_death_of_their_leader(weir_broker, tmp_path):
+    nodes = start_cluster(weir_broker)
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == ALL_ACTIVE))
+    placed = create_replicated(nodes, "orders", 3)
+    assert sorted(p["leader"] for p in placed) == [1, 2, 3], "leaders spread over the nodes"
+    described = AdminClient({"bootstrap.servers": nodes[2].bootstrap}).list_topics("orders", timeout=30)
+    for partition in described.topics["orders"].partitions.values():
+        assert sorted(partition.replicas) == [1, 2, 3]
+        assert sorted(partition.isrs) == [1, 2, 3]
+
+    history = History()
+    recorder = ProduceRecorder(bootstrap_of(nodes), "orders", 3, history).start()
+    tail = TailReader(bootstrap_of(nodes), "orders", 3).start()
+    try:
+        recorder.wait_for_acknowledgements(600, timeout_s=60)
+        victim = placed[0]["leader"]
+        nodes[victim].kill()
+        survivors = {i: n for i, n in nodes.items() if i != victim}
+        moved = wait_until(
+            "partition 0 led by a survivor",
+            lambda: (lambda p: p if p["leader"] not in (None, victim) else None)(
+                partitions_of(survivors[min(survivors)], "orders")[0]),
+        )
+        assert victim not in moved["isr"], moved
+        assert moved["leader_epoch"] > placed[0]["leader_epoch"]
+        recorder.wait_for_acknowledgements(600, timeout_s=60)
+        nodes[victim].start()
+        wait_until("the restarted node is back in every in-sync set",
+                   lambda: fully_in_sync(nodes, "orders", 3), timeout=60)
+        recorder.wait_for_acknowledgements(300, timeout_s=60)
+    finally:
+        recorder.stop()
+        tail.stop()
+    assert recorder.fatal_errors == []
+    reads = read_back(bootstrap_of(nodes), "orders", 3)
+    history.save(tmp_path / "history.json")
+    assert_valid(check(history.writes, reads, tail.observed), tmp_path / "history.json")
+    # Every replica holds the same log: the restarted node copied what it missed.
+    ends = [[p["high_watermark"] for p in partitions_of(node, "orders")] for node in nodes.values()]
+    wait_until("every replica at the same high watermark",
+               lambda: len({tuple(p["log_end_offset"] for p in partitions_of(node, "orders"))
+                            for node in nodes.values()}) == 1)
+    assert all(end > 0 for end in ends[0])
+
+
+def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(weir_broker):
+    nodes = start_cluster(weir_broker)
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == ALL_ACTIVE))
+    placed = create_replicated(nodes, "strict", 1, min_insync=3)
+    leader = placed[0]["leader"]
+    follower = next(i for i in nodes if i != leader)
+    nodes[follower].kill()
+    wait_until("the dead follower left the in-sync set",
+               lambda: sorted(partitions_of(nodes[leader], "strict")[0]["isr"]) == sorted(
+                   i for i in nodes if i != follower))
+
+    def produce(acks: str):
+        producer = Producer({"bootstrap.servers": nodes[leader].bootstrap, "acks": acks,
+                             "message.timeout.ms": 10_000, "retries": 0})
+        outcome = []
+        producer.produce("strict", value=b"x", partition=0,
+                         on_delivery=lambda error, message: outcome.append(error))
+        producer.flush(20)
+        return outcome
+
+    refused = produce("all")
+    assert len(refused) == 1 and refused[0] is not None
+    assert refused[0].code() == 19, refused[0]  # NOT_ENOUGH_REPLICAS
+    assert produce("1") == [None]
+
+
+def test_a_replication_factor_above_the_live_nodes_is_refused(weir_broker):
+    nodes = start_cluster(weir_broker)
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == ALL_ACTIVE))
+    admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+    future = admin.create_topics([NewTopic("wide", num_partitions=1, replication_factor=4)])["wide"]
+    with pytest.raises(KafkaException) as failure:
+        future.result(30)
+    assert failure.value.args[0].code() == 38, failure.value  # INVALID_REPLICATION_FACTOR
