@@ -11,6 +11,8 @@ The same under network faults, in namespaces, is tests/test_cluster_faults.py.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -18,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from faults.checker import assert_valid, check
 from faults.history import History
 from faults.kafka_client import ProduceRecorder, TailReader, read_back
+from conftest import WEIR_BIN
 from http_helpers import Http
 from test_cluster import agreed, node_states, start_cluster, wait_until
 
@@ -61,6 +64,13 @@ def test_acknowledged_writes_survive_the_death_of_their_leader(weir_broker, tmp_
     wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == ALL_ACTIVE))
     placed = create_replicated(nodes, "orders", 3)
     assert sorted(p["leader"] for p in placed) == [1, 2, 3], "leaders spread over the nodes"
+    cli = subprocess.run([str(WEIR_BIN), "cluster", "status", "--api", nodes[3].http_url],
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 0, cli.stderr
+    assert "partitions: 3 (0 under-replicated)" in cli.stdout, cli.stdout
+    rows = [line.split() for line in cli.stdout.splitlines() if line.startswith("orders ")]
+    assert [row[1] for row in rows] == ["0", "1", "2"], cli.stdout
+    assert all(row[-2:] == ["in", "sync"] for row in rows), cli.stdout
     described = AdminClient({"bootstrap.servers": nodes[2].bootstrap}).list_topics("orders", timeout=30)
     for partition in described.topics["orders"].partitions.values():
         assert sorted(partition.replicas) == [1, 2, 3]
@@ -80,6 +90,8 @@ def test_acknowledged_writes_survive_the_death_of_their_leader(weir_broker, tmp_
                 partitions_of(survivors[min(survivors)], "orders")[0]),
         )
         assert victim not in moved["isr"], moved
+        status = Http(survivors[min(survivors)].http_url).ok("GET", "/api/cluster")
+        assert [p["under_replicated"] for p in status["partitions"]] == [True] * 3, status
         assert moved["leader_epoch"] > placed[0]["leader_epoch"]
         recorder.wait_for_acknowledgements(600, timeout_s=60)
         nodes[victim].start()

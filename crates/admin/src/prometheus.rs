@@ -157,6 +157,11 @@ fn resources(registry: &mut Registry, admin: &Admin) {
             "Memory high watermark (40 % of physical memory)",
             system::memory_high_watermark_bytes(),
         ),
+        (
+            "weir_under_replicated_partitions",
+            "Partitions this node leads with fewer replicas in sync than assigned",
+            admin.broker.under_replicated_partitions() as u64,
+        ),
     ];
     for (name, help, value) in gauges {
         let gauge: Gauge = family(registry, name, help);

@@ -95,6 +95,28 @@ pub struct ClusterStatus {
     pub voters: Vec<Voter>,
     /// The registered nodes.
     pub nodes: Vec<NodeStatus>,
+    /// Every replicated partition's leadership.
+    #[serde(default)]
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition's replicas and leadership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The leader, if one is live and in sync.
+    pub leader: Option<NodeId>,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// Replicas, the preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Fewer replicas in sync than assigned.
+    pub under_replicated: bool,
 }
 
 /// One controller voter.
@@ -277,7 +299,7 @@ impl Controller {
             let metrics = metrics.borrow();
             (metrics.current_leader, metrics.current_term)
         };
-        let (cluster_id, nodes) = self.state.read(|state| {
+        let (cluster_id, nodes, partitions) = self.state.read(|state| {
             let nodes = state
                 .nodes()
                 .iter()
@@ -289,7 +311,29 @@ impl Controller {
                     fenced: node.fenced,
                 })
                 .collect();
-            (state.cluster_id(), nodes)
+            let partitions = state
+                .topics()
+                .iter()
+                .flat_map(|(name, image)| {
+                    image
+                        .replicas
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(index, replicas)| {
+                            let leadership = image.leadership(index as u32)?;
+                            Some(PartitionStatus {
+                                topic: name.clone(),
+                                partition: index as u32,
+                                leader: leadership.leader,
+                                leader_epoch: leadership.epoch,
+                                under_replicated: leadership.isr.len() < replicas.len(),
+                                replicas: replicas.clone(),
+                                isr: leadership.isr,
+                            })
+                        })
+                })
+                .collect();
+            (state.cluster_id(), nodes, partitions)
         });
         ClusterStatus {
             node_id: self.config.node_id,
@@ -307,6 +351,7 @@ impl Controller {
                 })
                 .collect(),
             nodes,
+            partitions,
         }
     }
 

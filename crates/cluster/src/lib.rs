@@ -7,9 +7,10 @@
 //! and heartbeat the leader, which fences a node that falls silent
 //! (see [`controller`]).
 //!
-//! What this crate does not do yet (issue 12 goes on): replicate partition
-//! data, elect partition leaders and keep the ISR; the broker's topics and
-//! queues are still those of each node.
+//! The controller leader also elects partition leaders from the in-sync
+//! replicas ([`MetadataState::elections`]); the partition data itself is
+//! copied by weir-core's replication, whose requests travel over this
+//! crate's connections (the controller port carries both).
 //!
 //! # On disk: `<data>/controller/`
 //!
@@ -33,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use weir_core::metadata::MetadataCommand;
 
 pub use crate::config::{parse_voters, ClusterConfig};
-pub use crate::controller::{check_identity, ClusterStatus, Controller, Endpoints};
+pub use crate::controller::{
+    check_identity, ClusterStatus, Controller, Endpoints, PartitionStatus,
+};
 pub use crate::error::ClusterError;
 
 /// Node ids: Kafka's broker ids, as raft node ids.

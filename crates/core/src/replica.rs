@@ -46,6 +46,13 @@ impl ReplicaState {
         self.leadership.as_ref()
     }
 
+    /// Fewer replicas in sync than assigned.
+    pub(crate) fn is_under_replicated(&self) -> bool {
+        self.leadership
+            .as_ref()
+            .is_some_and(|leadership| leadership.isr.len() < self.replicas.len())
+    }
+
     /// Applies the metadata's view; forgets followers' progress when this
     /// node starts leading (a new epoch: they fetch again).
     pub(crate) fn set(&mut self, me: u64, replicas: &[u64], leadership: Leadership, now: Instant) {

@@ -144,6 +144,12 @@ impl Partition {
         self.replica.lock().leadership().cloned()
     }
 
+    /// Whether this node leads the partition with fewer replicas in sync
+    /// than assigned.
+    pub fn is_under_replicated(&self) -> bool {
+        self.is_leader_here() && self.replica.lock().is_under_replicated()
+    }
+
     /// How many replicas are in sync (1 on a single node).
     pub fn in_sync_count(&self) -> usize {
         self.replica.lock().leadership().map_or(1, |l| l.isr.len())
@@ -262,12 +268,28 @@ impl Partition {
     ///
     /// Storage errors; [`weir_log::LogError::Replica`] for batches that do
     /// not continue the log.
-    pub(crate) fn append_replicated(&self, records: bytes::Bytes, now_ms: i64) -> Result<u64> {
+    pub(crate) fn append_replicated(
+        &self,
+        records: bytes::Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<u64> {
+        // Held through the append, so leadership cannot change under it: a
+        // fetch answered by the previous leader must not land after this
+        // node took over.
+        let replica = self.replica.lock();
+        let still_following = replica
+            .leadership()
+            .is_some_and(|l| l.epoch == leader_epoch && !self.is_leader_here());
+        if !still_following {
+            return Err(CoreError::NotLeaderOrFollower);
+        }
         let mut producers = self.producers.lock();
         let end = self.log.append_replicated(records.clone(), now_ms)?;
         for (header, bytes) in weir_log::batch::split_batches(records)? {
             producers.replay(&header, &bytes);
         }
+        drop(replica);
         Ok(end)
     }
 

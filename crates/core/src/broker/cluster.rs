@@ -236,6 +236,16 @@ impl Broker {
         }
     }
 
+    /// How many partitions this node leads with fewer replicas in sync
+    /// than assigned (Kafka's UnderReplicatedPartitions).
+    pub fn under_replicated_partitions(&self) -> usize {
+        self.topics()
+            .iter()
+            .flat_map(|topic| topic.partitions())
+            .filter(|partition| partition.is_under_replicated())
+            .count()
+    }
+
     /// The in-sync replicas of a partition (this node on a single node).
     pub fn partition_isr(&self, topic: &str, partition: u32) -> Vec<i32> {
         match self.cluster_view() {

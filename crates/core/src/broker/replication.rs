@@ -402,12 +402,13 @@ impl Fetcher {
                 if !records.is_empty() {
                     let partition = Arc::clone(&self.partition);
                     tokio::task::spawn_blocking(move || {
-                        partition.append_replicated(records, now_ms())
+                        partition.append_replicated(records, leader_epoch, now_ms())
                     })
                     .await
                     .map_err(|error| Step::Local(error.to_string()))?
                     .map_err(|error| match error {
                         CoreError::Storage(weir_log::LogError::Replica(_)) => Step::Diverged,
+                        CoreError::NotLeaderOrFollower => Step::Refused(ReplicaRefusal::NotLeader),
                         other => Step::Local(other.to_string()),
                     })?;
                 }

@@ -90,6 +90,46 @@ fn render(status: &ClusterStatus) -> String {
         }
     }
     text.push_str(&nodes.render());
+    if !status.partitions.is_empty() {
+        let under = status
+            .partitions
+            .iter()
+            .filter(|p| p.under_replicated)
+            .count();
+        text.push_str(&format!(
+            "\npartitions: {} ({under} under-replicated)\n",
+            status.partitions.len()
+        ));
+        let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let mut partitions = table::Table::new(&[
+            "TOPIC",
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "STATE",
+        ]);
+        for partition in &status.partitions {
+            let state = match (partition.leader, partition.under_replicated) {
+                (None, _) => "offline",
+                (Some(_), true) => "under-replicated",
+                (Some(_), false) => "in sync",
+            };
+            partitions.row(vec![
+                partition.topic.clone(),
+                partition.partition.to_string(),
+                partition
+                    .leader
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                partition.leader_epoch.to_string(),
+                ids(&partition.replicas),
+                ids(&partition.isr),
+                state.to_owned(),
+            ]);
+        }
+        text.push_str(&partitions.render());
+    }
     text
 }
 
@@ -108,6 +148,12 @@ mod tests {
             "nodes": [
                 {"id": 1, "kafka": "127.0.0.1:11092", "amqp": null, "http": null, "fenced": false},
                 {"id": 2, "kafka": "127.0.0.1:12092", "amqp": null, "http": null, "fenced": true}
+            ],
+            "partitions": [
+                {"topic": "orders", "partition": 0, "leader": 1, "leader_epoch": 2,
+                 "replicas": [2, 1, 3], "isr": [1, 3], "under_replicated": true},
+                {"topic": "orders", "partition": 1, "leader": null, "leader_epoch": 4,
+                 "replicas": [2], "isr": [2], "under_replicated": false}
             ]
         }))
         .unwrap();
@@ -129,5 +175,22 @@ mod tests {
         assert_eq!(row("1")[..4], ["1", "active", "voter", "127.0.0.1:11092"]);
         assert_eq!(row("2")[..3], ["2", "fenced", "leader"]);
         assert_eq!(row("3")[..3], ["3", "not", "registered"]);
+        assert!(
+            text.contains("partitions: 2 (1 under-replicated)"),
+            "{text}"
+        );
+        let row = |start: &str| {
+            lines
+                .iter()
+                .find(|line| line.starts_with(start))
+                .unwrap_or_else(|| panic!("no row {start}: {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            row("orders  0"),
+            ["orders", "0", "1", "2", "2,1,3", "1,3", "under-replicated"]
+        );
+        assert_eq!(row("orders  1")[2..], ["-", "4", "2", "2", "offline"]);
     }
 }
