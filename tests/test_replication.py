@@ -12,6 +12,7 @@ The same under network faults, in namespaces, is tests/test_cluster_faults.py.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from confluent_kafka import KafkaException, Producer
@@ -147,3 +148,45 @@ def test_a_replication_factor_above_the_live_nodes_is_refused(weir_broker):
     with pytest.raises(KafkaException) as failure:
         future.result(30)
     assert failure.value.args[0].code() == 38, failure.value  # INVALID_REPLICATION_FACTOR
+
+
+def test_amqp_confirms_on_a_replicated_stream_survive_its_leaders_death(weir_broker):
+    """A stream queue declared through AMQP in a cluster is a topic with
+    three replicas; a publisher confirm means the message is on every
+    in-sync replica, so the leader's kill -9 right after the confirms loses
+    none of them."""
+    import pika
+    from confluent_kafka import Consumer, TopicPartition
+
+    nodes = start_cluster(weir_broker)
+    wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == ALL_ACTIVE))
+    declarer = pika.BlockingConnection(nodes[1].amqp_params())
+    declarer.channel().queue_declare("audit", durable=True, arguments={"x-queue-type": "stream"})
+    declarer.close()
+    placed = wait_until("the stream is fully in sync", lambda: fully_in_sync(nodes, "audit", 1))
+    leader = placed[0]["leader"]
+    assert sorted(placed[0]["replicas"]) == [1, 2, 3]
+
+    publisher = pika.BlockingConnection(nodes[leader].amqp_params())
+    channel = publisher.channel()
+    channel.confirm_delivery()
+    bodies = [f"entry-{i}".encode() for i in range(300)]
+    for body in bodies:
+        channel.basic_publish("", "audit", body, pika.BasicProperties(delivery_mode=2))
+    publisher.close()
+    nodes[leader].kill()
+
+    survivor = next(node for i, node in nodes.items() if i != leader)
+    wait_until("a survivor leads the stream",
+               lambda: partitions_of(survivor, "audit")[0]["leader"] not in (None, leader))
+    consumer = Consumer({"bootstrap.servers": ",".join(n.bootstrap for i, n in nodes.items() if i != leader),
+                         "group.id": "audit-check", "enable.auto.commit": False})
+    consumer.assign([TopicPartition("audit", 0, 0)])
+    read = []
+    deadline = time.monotonic() + 60
+    while len(read) < len(bodies) and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is not None and message.error() is None:
+            read.append(message.value())
+    consumer.close()
+    assert read == bodies

@@ -372,7 +372,7 @@ impl Connection {
             self.confirms.push_back(Box::pin(async move {
                 let mut durable = true;
                 for (log, end) in syncs {
-                    durable &= log.wait_durable(end).await.is_ok();
+                    durable &= log.wait_committed(end).await.is_ok();
                 }
                 confirms
                     .into_iter()

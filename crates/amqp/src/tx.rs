@@ -67,7 +67,7 @@ impl Connection {
                 }
                 self.flush_staged()?;
                 for (log, end) in syncs {
-                    log.wait_durable(end)
+                    log.wait_committed(end)
                         .await
                         .map_err(|e| AmqpError::connection(INTERNAL_ERROR, e.to_string()))?;
                 }

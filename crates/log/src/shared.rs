@@ -344,6 +344,28 @@ impl SharedLog {
         }
     }
 
+    /// Waits until every offset below `end_offset` is durable here and
+    /// below the high watermark (on a replicated log: on every in-sync
+    /// replica). Waits as long as it takes; the caller bounds it.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedLog::wait_durable`]; [`LogError::Truncated`] when the
+    /// offsets were cut (a follower's truncation) before they committed.
+    pub async fn wait_committed(&self, end_offset: u64) -> Result<()> {
+        self.wait_durable(end_offset).await?;
+        let mut high_watermark = self.high_watermark.subscribe();
+        loop {
+            self.check_not_cut(end_offset)?;
+            if *high_watermark.borrow_and_update() >= end_offset {
+                return Ok(());
+            }
+            if high_watermark.changed().await.is_err() {
+                return Err(LogError::Closed);
+            }
+        }
+    }
+
     /// Syncs the active segment and moves the high watermark to what was
     /// written when the sync started. Callers hold `sync_turn`, or accept a
     /// redundant sync.

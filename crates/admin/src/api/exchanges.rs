@@ -181,7 +181,7 @@ pub async fn publish(
     let stored = host.publish(&message, &http_principal())?;
     let published = stored.published[0];
     for (log, end) in &stored.syncs {
-        log.wait_durable(*end)
+        log.wait_committed(*end)
             .await
             .map_err(weir_core::queues::QueueError::from)?;
     }

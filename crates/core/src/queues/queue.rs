@@ -345,7 +345,7 @@ impl Queue {
                 continue;
             }
             let lane = self.lane(&mut state, index)?;
-            let end_offset = append_records(&lane.log, &records)?;
+            let end_offset = append_records(&lane.log, &records, 0)?;
             if needs_sync {
                 enqueued.syncs.push((Arc::clone(&lane.log), end_offset));
             }
@@ -677,7 +677,7 @@ impl Queue {
         };
         let count = delivery_count(&stored).unwrap_or(0) + 1;
         let copy = stored.with_header(DELIVERY_COUNT, AMQPValue::LongLongInt(count))?;
-        append_records(&lane.log, &[copy.to_record()])?;
+        append_records(&lane.log, &[copy.to_record()], 0)?;
         lane.settlement.settle(id.offset, id.offset + 1)?;
         state.ready += 1;
         state.ready_bytes += copy.body_bytes();

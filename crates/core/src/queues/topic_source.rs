@@ -31,7 +31,11 @@ const QUEUE_BATCH_BYTES_MAX: usize = 1 << 20;
 /// # Errors
 ///
 /// Storage errors; nothing is appended then.
-pub(crate) fn append_records(log: &SharedLog, records: &[NewRecord]) -> Result<u64, QueueError> {
+pub(crate) fn append_records(
+    log: &SharedLog,
+    records: &[NewRecord],
+    leader_epoch: i32,
+) -> Result<u64, QueueError> {
     let mut batches = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -44,13 +48,15 @@ pub(crate) fn append_records(log: &SharedLog, records: &[NewRecord]) -> Result<u
         }
     }
     let now = records.last().map_or(0, |record| record.timestamp);
-    Ok(log.append(&batches, 0, now)?.last_offset + 1)
+    Ok(log.append(&batches, leader_epoch, now)?.last_offset + 1)
 }
 
 /// Appends messages to a topic, each to its routing key's partition (the
 /// partition Kafka's default partitioner gives the same key; round robin
 /// for an empty key). Returns, per partition written, the log and the
-/// offset it must be durable to before the messages are confirmed.
+/// offset it must be committed to ([`SharedLog::wait_committed`]: durable,
+/// and replicated to the in-sync replicas) before the messages are
+/// confirmed.
 ///
 /// # Errors
 ///
@@ -90,7 +96,7 @@ pub(crate) fn append_to_topic(
     let mut syncs = Vec::new();
     for (partition, records) in partitions.iter().zip(by_partition) {
         if !records.is_empty() {
-            let end = append_records(partition.log(), &records)?;
+            let end = append_records(partition.log(), &records, partition.leader_epoch())?;
             syncs.push((Arc::clone(partition.shared_log()), end));
         }
     }

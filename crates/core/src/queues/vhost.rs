@@ -1278,7 +1278,7 @@ async fn route_dead_letters(
             Err(error) => tracing::error!(error = %Escaped(&error), "dead-lettering failed"),
             Ok(syncs) => {
                 for (log, end) in syncs {
-                    if let Err(error) = log.wait_durable(end).await {
+                    if let Err(error) = log.wait_committed(end).await {
                         tracing::error!(%error, "dead-letter sync failed");
                     }
                 }
