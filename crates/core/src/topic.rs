@@ -293,6 +293,19 @@ impl Partition {
         Ok(end)
     }
 
+    /// Empties the log and starts it at `offset`, the leader's log start
+    /// (a follower that fell behind the leader's retention).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) async fn restart_at(&self, offset: u64) -> Result<()> {
+        self.log.restart_at(offset).await?;
+        let states = ProducerStates::rebuild(&self.dir, &self.log)?;
+        *self.producers.lock() = states;
+        Ok(())
+    }
+
     /// Cuts the log back to `offset` (a follower's truncation) and rebuilds
     /// the idempotent producers' state, which may have seen the cut batches.
     ///

@@ -656,6 +656,46 @@ impl Log {
         Ok(bytes_cut)
     }
 
+    /// Empties the log and starts it again, empty, at `offset`, above its
+    /// end: a follower whose leader's retention deleted everything up to
+    /// there (Kafka's truncate-fully-and-start-at). The old segments go
+    /// first, so a crash half-way leaves an empty log, never a gap.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::OffsetOutOfRange`] when `offset` is not above the log
+    /// end; I/O errors, after which the log must not be written until a
+    /// truncation succeeds.
+    pub fn restart_at(&mut self, offset: u64) -> Result<()> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset <= end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        let had_fences = self.segments.values().any(|s| !s.fenced().is_empty());
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete()?;
+        }
+        self.storage.sync_dir(&self.dir)?;
+        let segment = Segment::create_in(
+            Arc::clone(&self.storage),
+            &self.dir,
+            offset,
+            self.config.index_interval_bytes,
+        )?;
+        self.storage.sync_dir(&self.dir)?;
+        self.segments.insert(offset, segment);
+        self.epochs.truncate_from(0)?;
+        if had_fences {
+            self.persist_corrupt_ranges()?;
+        }
+        tracing::warn!(dir = %self.dir.display(), from_offset = end, to_offset = offset, "restarted the log at the leader's log start");
+        Ok(())
+    }
+
     /// Finds the batch holding `offset`, for a read outside the lock.
     /// `Ok(None)` when `offset` is the log end (nothing to read yet).
     ///

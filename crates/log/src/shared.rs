@@ -289,6 +289,38 @@ impl SharedLog {
         Ok(())
     }
 
+    /// Empties the log and starts it at `offset` (see [`Log::restart_at`]);
+    /// everything below counts as durable and committed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::restart_at`]; an I/O error poisons the log.
+    pub async fn restart_at(&self, offset: u64) -> Result<()> {
+        let _turn = self.sync_turn.lock().await;
+        let mut log = self.log.lock();
+        let end = log.log_end_offset();
+        let result = log.restart_at(offset);
+        self.publish(&log);
+        if let Err(error) = result {
+            if let LogError::Io(error) = &error {
+                tracing::error!(dir = %log.dir().display(), %error, "restarting the log failed; log poisoned until healed");
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+            return Err(error);
+        }
+        self.durable_end.store(offset, Ordering::SeqCst);
+        for watermark in [&self.local_end, &self.high_watermark] {
+            watermark.send_replace(offset);
+        }
+        // Offsets the old log held are not the leader's: a waiter for them
+        // must not be confirmed by what arrives at them now.
+        self.heal
+            .lock()
+            .cut
+            .push((log.log_start_offset().min(end), end));
+        Ok(())
+    }
+
     /// Bounds the high watermark by `floor` (see the module docs); the high
     /// watermark never moves back because of it.
     pub fn set_replica_floor(&self, floor: u64) {

@@ -106,3 +106,29 @@ fn truncation_below_the_log_start_is_refused() {
     assert_eq!(log.segment_count(), 1);
     assert!(model.end() > start);
 }
+
+#[test]
+fn a_restarted_log_is_empty_at_the_new_offset_and_reopens_there() {
+    let sim = SimStorage::new(1);
+    let (mut log, model) = build(&sim, 600, 20);
+    assert!(matches!(
+        log.restart_at(model.end()),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let start = model.end() + 100;
+    log.restart_at(start).expect("restart");
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, start)
+    );
+    assert_eq!(log.epochs().latest_epoch(), None);
+    let bytes = batch_with_timestamps(&[NOW_MS], 30, 9);
+    let info = log.append(&parsed(&[bytes]), 7, NOW_MS).expect("append");
+    assert_eq!(info.base_offset, start);
+    drop(log);
+    let reopened =
+        Log::open_in(sim.shared(), Path::new(DIR), config(600, 64), false).expect("reopen");
+    assert_eq!(reopened.log_start_offset(), start);
+    assert_eq!(reopened.log_end_offset(), info.last_offset + 1);
+    assert_eq!(reopened.epochs().entries(), &[(7, start)]);
+}

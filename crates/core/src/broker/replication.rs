@@ -426,6 +426,17 @@ impl Fetcher {
                     .await
                     .map_err(|error| Step::Local(error.to_string()))
             }
+            ReplicaReply::Refused(ReplicaRefusal::OffsetOutOfRange {
+                log_start_offset, ..
+            }) if log_start_offset > log_end => {
+                // The leader's retention deleted what this log still
+                // lacks: start again where the leader's log starts.
+                tracing::warn!(topic = %self.topic, partition = self.partition.index(), leader, offset = log_start_offset, "behind the leader's log start: starting over there");
+                self.partition
+                    .restart_at(log_start_offset)
+                    .await
+                    .map_err(|error| Step::Local(error.to_string()))
+            }
             ReplicaReply::Refused(refusal) => Err(Step::Refused(refusal)),
             ReplicaReply::EpochEnd(_) => Err(Step::Unexpected),
         }
