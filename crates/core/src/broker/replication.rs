@@ -383,9 +383,13 @@ impl Fetcher {
         let log = self.partition.log();
         let log_end = log.offsets().log_end_offset;
         // The fetch offset vouches that everything below it is durable here.
-        log.wait_durable(log_end)
-            .await
-            .map_err(|error| Step::Local(error.to_string()))?;
+        // A plain sync, not `wait_durable`: that refuses ends inside ranges
+        // this follower once truncated, which it has since refilled.
+        if log.local_end_offset() < log_end {
+            log.flush()
+                .await
+                .map_err(|error| Step::Local(error.to_string()))?;
+        }
         let request = ReplicaRequest::Fetch {
             replica: self.me,
             topic: self.topic.clone(),
