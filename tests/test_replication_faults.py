@@ -15,9 +15,9 @@ a consumer group that must resume at its committed offsets. After each
 fault, partition 0 must take acknowledged writes again within a bound, and
 the cut-off or restarted node must come back into every in-sync set.
 
-Two scenarios are expected to fail until a broker bug is fixed (see
-`STALE_CUT`): a follower that truncated offsets and later reaches them
-again is stuck for good.
+The cut-off leader scenario is expected to fail until a broker bug is
+fixed (see `STALE_CUT`): a node that truncated offsets as a follower and
+later leads answers KAFKA_STORAGE_ERROR for writes ending in that range.
 
 This is the data half of issue 12's fault scenarios; the controller half is
 tests/test_cluster_faults.py, the same replication on loopback
@@ -255,21 +255,17 @@ def survivors_of(nodes: dict, victim: int) -> dict:
     return {node_id: node for node_id, node in nodes.items() if node_id != victim}
 
 
-# The broker bug the pause and cut scenarios run into (weir_log's
-# SharedLog): `truncate_to` records the truncated range in `heal.cut` and
-# nothing ever removes it, so `wait_durable` (through `check_not_cut`)
-# fails with `Truncated` for every later end offset inside that range,
-# even for records written there afterwards. A deposed leader truncates
-# its unacknowledged tail when it starts following; once its fetches bring
-# its log end back into that range, its fetcher's `wait_durable` fails on
-# every attempt ("replication paused ... writes below offset N were cut
-# after a failed sync") and it never rejoins the in-sync set. When such a
-# node leads again, writes ending in the range are answered
-# KAFKA_STORAGE_ERROR although they were written.
+# The broker bug the cut scenario runs into (weir_log's SharedLog):
+# `truncate_to` records the truncated range in `heal.cut` and nothing ever
+# removes it, so `wait_durable` (through `check_not_cut`) fails with
+# `Truncated` for every later end offset inside that range, even for
+# records written there afterwards. Followers no longer consult it (they
+# sync with `flush`), but when such a node leads again, acks=all writes
+# ending in the range are answered KAFKA_STORAGE_ERROR although written.
 STALE_CUT = pytest.mark.xfail(
-    reason="broker bug: a range a follower truncated stays in SharedLog's heal.cut for good, so the deposed "
-    "leader's fetcher fails wait_durable (Truncated) once its log end is back in that range and never "
-    "rejoins the ISR; as leader it answers KAFKA_STORAGE_ERROR for writes ending there",
+    reason="broker bug: a range a node truncated as follower stays in SharedLog's heal.cut for good; when "
+    "it leads again, acks=all writes ending in that range are answered KAFKA_STORAGE_ERROR although "
+    "they were written, and the partition stalls",
     raises=AssertionError,
     strict=True,
 )
@@ -307,7 +303,6 @@ def test_ten_kills_of_a_partition_leader_lose_no_acknowledged_write(fault_networ
         workload.check()
 
 
-@STALE_CUT
 @pytest.mark.timeout(180)
 def test_a_paused_leader_is_deposed_and_acknowledges_nothing_after(fault_network, fault_node, tmp_path):
     """SIGSTOP outlasting the fencing timeout: the others elect a new
