@@ -15,10 +15,6 @@ a consumer group that must resume at its committed offsets. After each
 fault, partition 0 must take acknowledged writes again within a bound, and
 the cut-off or restarted node must come back into every in-sync set.
 
-The cut-off leader scenario is expected to fail until a broker bug is
-fixed (see `STALE_CUT`): a node that truncated offsets as a follower and
-later leads answers KAFKA_STORAGE_ERROR for writes ending in that range.
-
 This is the data half of issue 12's fault scenarios; the controller half is
 tests/test_cluster_faults.py, the same replication on loopback
 tests/test_replication.py.
@@ -236,39 +232,23 @@ class Workload:
         assert self.recorder.fatal_errors == []
         result = self.check_history()
         print(result.report())
-        for node_id, node in self.nodes.items():
-            errors = storage_errors_answered(node)
-            if errors:
-                print(f"node {node_id} answered KAFKA_STORAGE_ERROR {len(errors)} times, first: {errors[0]}")
+        storage_errors = {node_id: storage_errors_answered(node) for node_id, node in self.nodes.items()}
         assert_valid(result, self.history_path)
+        # A node that truncated offsets as a follower and leads again once
+        # answered these for writes it had made there since.
+        assert not any(storage_errors.values()), f"KAFKA_STORAGE_ERROR answered: {storage_errors}"
         assert result.counts["ok"] > 0
         wait_until("every replica holds the same log, all of it committed", lambda: same_logs(self.nodes))
 
 
 def storage_errors_answered(node) -> list[str]:
     """The KAFKA_STORAGE_ERROR answers in `node`'s log. No disk fails in
-    these tests, so each is worth a look (printed, for the report)."""
+    these tests, so each one is a bug."""
     return [line for line in node.log_text().splitlines() if "Kafka error answered code=56" in line]
 
 
 def survivors_of(nodes: dict, victim: int) -> dict:
     return {node_id: node for node_id, node in nodes.items() if node_id != victim}
-
-
-# The broker bug the cut scenario runs into (weir_log's SharedLog):
-# `truncate_to` records the truncated range in `heal.cut` and nothing ever
-# removes it, so `wait_durable` (through `check_not_cut`) fails with
-# `Truncated` for every later end offset inside that range, even for
-# records written there afterwards. Followers no longer consult it (they
-# sync with `flush`), but when such a node leads again, acks=all writes
-# ending in the range are answered KAFKA_STORAGE_ERROR although written.
-STALE_CUT = pytest.mark.xfail(
-    reason="broker bug: a range a node truncated as follower stays in SharedLog's heal.cut for good; when "
-    "it leads again, acks=all writes ending in that range are answered KAFKA_STORAGE_ERROR although "
-    "they were written, and the partition stalls",
-    raises=AssertionError,
-    strict=True,
-)
 
 
 @pytest.mark.timeout(240)
@@ -340,7 +320,6 @@ def test_a_paused_leader_is_deposed_and_acknowledges_nothing_after(fault_network
         workload.check()
 
 
-@STALE_CUT
 @pytest.mark.timeout(180)
 def test_a_leader_cut_off_from_its_peers_but_not_its_clients_acknowledges_nothing(
     fault_network, fault_node, tmp_path

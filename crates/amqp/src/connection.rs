@@ -371,8 +371,8 @@ impl Connection {
         if !confirms.is_empty() {
             self.confirms.push_back(Box::pin(async move {
                 let mut durable = true;
-                for (log, end) in syncs {
-                    durable &= log.wait_committed(end).await.is_ok();
+                for (log, written) in syncs {
+                    durable &= log.wait_committed(written).await.is_ok();
                 }
                 confirms
                     .into_iter()

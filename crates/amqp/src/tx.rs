@@ -66,8 +66,8 @@ impl Connection {
                     self.settle_now(channel, settle)?;
                 }
                 self.flush_staged()?;
-                for (log, end) in syncs {
-                    log.wait_committed(end)
+                for (log, written) in syncs {
+                    log.wait_committed(written)
                         .await
                         .map_err(|e| AmqpError::connection(INTERNAL_ERROR, e.to_string()))?;
                 }

@@ -38,6 +38,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use weir_log::batch::{self, BatchHeader};
 use weir_log::checkpoint::{sync_dir, write_atomically};
+use weir_log::Written;
 
 use crate::alarm::DiskAlarm;
 use crate::config::{BrokerConfig, ConfigChange, ConfigEntry, TopicConfig};
@@ -118,7 +119,7 @@ pub struct Appended {
     /// Log start offset when appended.
     pub log_start_offset: u64,
     partition: Arc<Partition>,
-    end_offset: u64,
+    written: Written,
     acks: Acks,
     /// The leader epoch the batch was appended in.
     leader_epoch: i32,
@@ -142,11 +143,20 @@ impl Appended {
         if self.acks == Acks::None {
             return Ok(());
         }
-        self.partition.log().wait_durable(self.end_offset).await?;
+        if let Err(error) = self.partition.log().wait_durable(self.written).await {
+            // Cut by a follower's truncation: another leader took over,
+            // which is not a fault of this node's storage.
+            if matches!(error, weir_log::LogError::Truncated { .. })
+                && self.partition.leader_epoch() != self.leader_epoch
+            {
+                return Err(CoreError::NotLeaderOrFollower);
+            }
+            return Err(error.into());
+        }
         if self.acks == Acks::All {
             self.partition
                 .wait_replicated(
-                    self.end_offset,
+                    self.written.end_offset,
                     self.leader_epoch,
                     self.min_insync,
                     self.replication_timeout,
@@ -192,7 +202,7 @@ fn write_batch(
 ) -> Result<Appended> {
     let header = batches[0].0;
     let leader_epoch = partition.leader_epoch();
-    let (base_offset, last_offset) = if header.producer_id >= 0 {
+    let (base_offset, written) = if header.producer_id >= 0 {
         let mut producers = partition.producers();
         let check = producers.check(&header)?;
         // After the epoch check, so a fenced producer hears it is fenced;
@@ -205,21 +215,21 @@ fn write_batch(
             SequenceCheck::Duplicate {
                 base_offset,
                 last_offset,
-            } => (base_offset, last_offset),
+            } => (base_offset, partition.log().holding_below(last_offset + 1)),
             SequenceCheck::Append => {
                 let info = partition.log().append(batches, leader_epoch, now_ms())?;
                 producers.record(&header, info.base_offset);
-                (info.base_offset, info.last_offset)
+                (info.base_offset, info.written())
             }
         }
     } else {
         let info = partition.log().append(batches, leader_epoch, now_ms())?;
-        (info.base_offset, info.last_offset)
+        (info.base_offset, info.written())
     };
     Ok(Appended {
         base_offset,
         log_start_offset: partition.log().offsets().log_start_offset,
-        end_offset: last_offset + 1,
+        written,
         partition: Arc::clone(partition),
         acks,
         leader_epoch,
@@ -1093,9 +1103,9 @@ impl Broker {
             if let (Acks::None, Some(runtime)) = (acks, runtime) {
                 // Nobody waits for this write, yet readers only see durable
                 // data: make it durable in the background.
-                let end_offset = appended.end_offset;
+                let written = appended.written;
                 runtime.spawn(async move {
-                    if let Err(error) = writer.log().wait_durable(end_offset).await {
+                    if let Err(error) = writer.log().wait_durable(written).await {
                         tracing::error!(%error, "sync after an acks=0 append failed");
                     }
                 });

@@ -558,14 +558,14 @@ impl Broker {
         let batches = weir_log::batch::split_batches(marker)?;
         // Queued behind the partition's other writes, off the async threads.
         let writer = Arc::clone(&partition);
-        let end = partition
-            .submit_write(move || -> Result<u64> {
+        let written = partition
+            .submit_write(move || -> Result<weir_log::Written> {
                 let mut producers = writer.producers();
                 let info = writer
                     .log()
                     .append(&batches, writer.leader_epoch(), now_ms())?;
                 producers.record_marker(&batches[0].0, info.base_offset, commit);
-                Ok(info.last_offset + 1)
+                Ok(info.written())
             })
             .await
             .map_err(|_| {
@@ -573,7 +573,7 @@ impl Broker {
                     crate::write_queue::JobPanicked,
                 )))
             })??;
-        partition.log().wait_durable(end).await?;
+        partition.log().wait_durable(written).await?;
         Ok(())
     }
 
@@ -584,9 +584,9 @@ impl Broker {
     ) -> Result<()> {
         self.transactions.note(transaction);
         let value = serde_json::to_value(transaction).map_err(std::io::Error::other)?;
-        let end = self
+        let written = self
             .offsets
             .append_transaction(transactional_id, Some(value))?;
-        self.offsets.wait_durable(end).await
+        self.offsets.wait_durable(written).await
     }
 }

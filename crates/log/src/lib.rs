@@ -39,7 +39,7 @@ pub mod verify;
 
 pub use crate::config::LogConfig;
 pub use crate::error::{BatchError, LogError, Result};
-pub use crate::log::{AppendInfo, Log, ReadCursor};
+pub use crate::log::{AppendInfo, Log, ReadCursor, Written};
 pub use crate::segment::{CorruptRange, Recovery};
 pub use crate::shared::{LogOffsets, SharedLog, SyncObserver, HEAL_RETRY_INTERVAL};
 pub use crate::storage::{FileHandle, StdStorage, Storage, StorageFile};

@@ -63,6 +63,31 @@ pub struct AppendInfo {
     pub base_offset: u64,
     /// Offset of the last record appended.
     pub last_offset: u64,
+    /// How many truncations the log had begun before this append.
+    pub truncations: u64,
+}
+
+impl AppendInfo {
+    /// What a writer of these batches waits on.
+    pub fn written(&self) -> Written {
+        Written {
+            end_offset: self.last_offset + 1,
+            truncations: self.truncations,
+        }
+    }
+}
+
+/// The end of a write and how many truncations its log had begun before
+/// it ([`Log::truncations`]): a later truncation that cut the end offset
+/// makes the write lost for good, even once new data fills that offset
+/// again, while a truncation before the write does not concern it.
+/// The default is a write of nothing, durable from the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The offset after the last one written.
+    pub end_offset: u64,
+    /// [`Log::truncations`] when it was written.
+    pub truncations: u64,
 }
 
 /// Where to read from, captured under the log's lock and used outside it.
@@ -126,6 +151,7 @@ pub struct Log {
     segments: BTreeMap<u64, Segment>,
     epochs: LeaderEpochCache,
     last_recovery: Recovery,
+    truncations: u64,
 }
 
 impl Log {
@@ -187,6 +213,7 @@ impl Log {
             segments,
             epochs,
             last_recovery: Recovery::default(),
+            truncations: 0,
         };
         log.load_corrupt_ranges();
         log.open_active_segment(clean)?;
@@ -484,6 +511,7 @@ impl Log {
         Ok(AppendInfo {
             base_offset,
             last_offset: self.log_end_offset() - 1,
+            truncations: self.truncations,
         })
     }
 
@@ -621,6 +649,7 @@ impl Log {
             self.active_mut().cut_stray_bytes()?;
             return Ok(0);
         }
+        self.truncations += 1;
         let had_fences = self.segments.values().any(|s| !s.fenced().is_empty());
         let mut bytes_cut = 0;
         let mut deleted = false;
@@ -675,6 +704,7 @@ impl Log {
                 log_end_offset: end,
             });
         }
+        self.truncations += 1;
         let had_fences = self.segments.values().any(|s| !s.fenced().is_empty());
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete()?;
@@ -694,6 +724,13 @@ impl Log {
         }
         tracing::warn!(dir = %self.dir.display(), from_offset = end, to_offset = offset, "restarted the log at the leader's log start");
         Ok(())
+    }
+
+    /// How many truncations ([`Log::truncate_to`] below the end,
+    /// [`Log::restart_at`]) this log has begun since it was opened,
+    /// including failed ones.
+    pub fn truncations(&self) -> u64 {
+        self.truncations
     }
 
     /// Finds the batch holding `offset`, for a read outside the lock.

@@ -44,9 +44,11 @@
 //! — with [`Log::truncate_to`], which syncs the cut. Everything above it
 //! was never acknowledged as durable: its writers got (or will get) an
 //! error. A writer that appended before the heal and waits afterwards gets
-//! [`LogError::Truncated`] for any end offset inside a cut range, even if
-//! new data has filled those offsets since (a spurious failure is safe, a
-//! false acknowledgement is not). With `flush.ms` the high watermark may
+//! [`LogError::Truncated`] when its end offset is inside the cut range,
+//! even if new data has filled those offsets since (a spurious failure is
+//! safe, a false acknowledgement is not). A follower's truncation (KIP-101)
+//! fails its waiters the same way; writes made after a cut are not
+//! concerned by it ([`Written::truncations`]). With `flush.ms` the high watermark may
 //! have passed the durable end; the heal lowers it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,7 +62,7 @@ use tokio::sync::watch;
 use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::{LogError, Result};
-use crate::log::{AppendInfo, Log};
+use crate::log::{AppendInfo, Log, Written};
 use crate::storage::FileHandle;
 
 /// Told how long each successful `fdatasync` of a log took: the metrics
@@ -133,11 +135,28 @@ impl SyncTarget {
 #[derive(Debug, Default)]
 struct HealState {
     last_attempt: Option<Instant>,
-    /// `(durable_end, log_end)` of every heal that cut something: a wait
-    /// for an end offset in `durable_end + 1..=log_end` cannot be confirmed.
-    cut: Vec<(u64, u64)>,
+    /// Every truncation that cut something.
+    cuts: Vec<Cut>,
     /// Highest log end seen by a heal attempt since the last heal.
     end_before_cut: u64,
+}
+
+/// A truncation: a write made before it ([`Written::truncations`] below
+/// `truncation`) ending in `from + 1..=to` cannot be confirmed.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    /// [`Log::truncations`] once it began.
+    truncation: u64,
+    from: u64,
+    to: u64,
+}
+
+impl Cut {
+    fn lost(&self, written: Written) -> bool {
+        written.truncations < self.truncation
+            && self.from < written.end_offset
+            && written.end_offset <= self.to
+    }
 }
 
 /// Offsets and sizes of a log at one moment.
@@ -273,6 +292,12 @@ impl SharedLog {
         }
         let result = log.truncate_to(offset);
         self.publish(&log);
+        // Even a failed truncation may have cut part of the range.
+        self.heal.lock().cuts.push(Cut {
+            truncation: log.truncations(),
+            from: offset,
+            to: end,
+        });
         if let Err(error) = result {
             if let LogError::Io(error) = &error {
                 tracing::error!(dir = %log.dir().display(), %error, "truncation failed; log poisoned until healed");
@@ -285,7 +310,6 @@ impl SharedLog {
             .load(Ordering::SeqCst)
             .min(log.log_end_offset());
         self.durable_end.store(durable, Ordering::SeqCst);
-        self.heal.lock().cut.push((offset, end));
         Ok(())
     }
 
@@ -298,9 +322,16 @@ impl SharedLog {
     pub async fn restart_at(&self, offset: u64) -> Result<()> {
         let _turn = self.sync_turn.lock().await;
         let mut log = self.log.lock();
-        let end = log.log_end_offset();
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let result = log.restart_at(offset);
         self.publish(&log);
+        // Offsets the old log held are not the leader's: a waiter for them
+        // must not be confirmed by what arrives at them now.
+        self.heal.lock().cuts.push(Cut {
+            truncation: log.truncations(),
+            from: start.min(end),
+            to: end,
+        });
         if let Err(error) = result {
             if let LogError::Io(error) = &error {
                 tracing::error!(dir = %log.dir().display(), %error, "restarting the log failed; log poisoned until healed");
@@ -312,13 +343,16 @@ impl SharedLog {
         for watermark in [&self.local_end, &self.high_watermark] {
             watermark.send_replace(offset);
         }
-        // Offsets the old log held are not the leader's: a waiter for them
-        // must not be confirmed by what arrives at them now.
-        self.heal
-            .lock()
-            .cut
-            .push((log.log_start_offset().min(end), end));
         Ok(())
+    }
+
+    /// A wait for what the log holds now below `end_offset`: data written
+    /// earlier and found again (a producer's retried batch).
+    pub fn holding_below(&self, end_offset: u64) -> Written {
+        Written {
+            end_offset,
+            truncations: self.log.lock().truncations(),
+        }
     }
 
     /// Bounds the high watermark by `floor` (see the module docs); the high
@@ -348,23 +382,23 @@ impl SharedLog {
         log.epochs().end_offset_for(epoch, log.log_end_offset())
     }
 
-    /// Waits until every offset below `end_offset` is durable as configured
-    /// (immediately with `flush.ms`), syncing if nobody else is.
+    /// Waits until a write is durable as configured (immediately with
+    /// `flush.ms`), syncing if nobody else is.
     ///
     /// # Errors
     ///
     /// [`LogError::Poisoned`] when a sync failed (until the log heals);
-    /// [`LogError::Truncated`] when a heal cut the offsets waited for;
+    /// [`LogError::Truncated`] when a truncation cut the write;
     /// [`LogError::Closed`].
-    pub async fn wait_durable(&self, end_offset: u64) -> Result<()> {
+    pub async fn wait_durable(&self, written: Written) -> Result<()> {
         loop {
-            self.check_not_cut(end_offset)?;
-            if *self.local_end.borrow() >= end_offset {
+            self.check_not_cut(written)?;
+            if *self.local_end.borrow() >= written.end_offset {
                 return Ok(());
             }
             let mut last_sync = self.sync_turn.lock().await;
-            self.check_not_cut(end_offset)?;
-            if *self.local_end.borrow() >= end_offset {
+            self.check_not_cut(written)?;
+            if *self.local_end.borrow() >= written.end_offset {
                 return Ok(());
             }
             let spacing = self.sync_target.lock().spacing;
@@ -376,20 +410,20 @@ impl SharedLog {
         }
     }
 
-    /// Waits until every offset below `end_offset` is durable here and
-    /// below the high watermark (on a replicated log: on every in-sync
-    /// replica). Waits as long as it takes; the caller bounds it.
+    /// Waits until a write is durable here and below the high watermark
+    /// (on a replicated log: on every in-sync replica). Waits as long as it
+    /// takes; the caller bounds it.
     ///
     /// # Errors
     ///
     /// As [`SharedLog::wait_durable`]; [`LogError::Truncated`] when the
-    /// offsets were cut (a follower's truncation) before they committed.
-    pub async fn wait_committed(&self, end_offset: u64) -> Result<()> {
-        self.wait_durable(end_offset).await?;
+    /// write was cut (a follower's truncation) before it committed.
+    pub async fn wait_committed(&self, written: Written) -> Result<()> {
+        self.wait_durable(written).await?;
         let mut high_watermark = self.high_watermark.subscribe();
         loop {
-            self.check_not_cut(end_offset)?;
-            if *high_watermark.borrow_and_update() >= end_offset {
+            self.check_not_cut(written)?;
+            if *high_watermark.borrow_and_update() >= written.end_offset {
                 return Ok(());
             }
             if high_watermark.changed().await.is_err() {
@@ -566,7 +600,11 @@ impl SharedLog {
         heal.last_attempt = None;
         heal.end_before_cut = 0;
         if end > durable {
-            heal.cut.push((durable, end));
+            heal.cuts.push(Cut {
+                truncation: log.truncations(),
+                from: durable,
+                to: end,
+            });
         }
         drop(heal);
         self.poisoned.store(false, Ordering::SeqCst);
@@ -580,15 +618,12 @@ impl SharedLog {
         true
     }
 
-    /// Fails a wait for an end offset that a heal cut (see the module docs).
-    fn check_not_cut(&self, end_offset: u64) -> Result<()> {
-        let heal = self.heal.lock();
-        if heal
-            .cut
-            .iter()
-            .any(|&(durable, end)| durable < end_offset && end_offset <= end)
-        {
-            return Err(LogError::Truncated { end_offset });
+    /// Fails a wait for a write that a truncation cut (see the module docs).
+    fn check_not_cut(&self, written: Written) -> Result<()> {
+        if self.heal.lock().cuts.iter().any(|cut| cut.lost(written)) {
+            return Err(LogError::Truncated {
+                end_offset: written.end_offset,
+            });
         }
         Ok(())
     }

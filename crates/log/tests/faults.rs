@@ -30,10 +30,7 @@ fn batches(count: usize, value_bytes: usize, seed: u8) -> Vec<Bytes> {
 async fn append_acked(shared: &SharedLog, model: &mut Model, batches: &[Bytes]) {
     let info = shared.append(&parsed(batches), 0, NOW_MS).expect("append");
     model.append(batches, 0);
-    shared
-        .wait_durable(info.last_offset + 1)
-        .await
-        .expect("durable");
+    shared.wait_durable(info.written()).await.expect("durable");
 }
 
 /// Every `.log` file's bytes are whole batches, and the log agrees.
@@ -114,7 +111,7 @@ async fn a_failed_sync_poisons_then_the_log_heals_to_its_durable_end() {
             .expect("append");
         sim.set_sync_fault(Some(EIO));
         let error = shared
-            .wait_durable(lost.last_offset + 1)
+            .wait_durable(lost.written())
             .await
             .expect_err("sync fails");
         assert!(matches!(error, LogError::Poisoned), "seed {seed}: {error}");
@@ -144,7 +141,7 @@ async fn a_failed_sync_poisons_then_the_log_heals_to_its_durable_end() {
         // are taken again.
         append_acked(&shared, &mut model, &batches(8, 80, 90)).await;
         let error = shared
-            .wait_durable(lost.last_offset + 1)
+            .wait_durable(lost.written())
             .await
             .expect_err("cut write");
         assert!(
@@ -168,7 +165,7 @@ async fn a_poisoned_log_heals_at_the_next_append_without_help() {
         .append(&parsed(&batches(2, 20, 9)), 0, NOW_MS)
         .expect("append");
     sim.set_sync_fault(Some(ENOSPC));
-    assert!(shared.wait_durable(pending.last_offset + 1).await.is_err());
+    assert!(shared.wait_durable(pending.written()).await.is_err());
     sim.set_sync_fault(None);
     // No heal was attempted yet, so this append heals first and succeeds.
     append_acked(&shared, &mut model, &batches(3, 20, 30)).await;
@@ -211,7 +208,7 @@ async fn a_failed_heal_is_retried_after_the_interval() {
         .append(&parsed(&batches(1, 20, 7)), 0, NOW_MS)
         .expect("append");
     sim.set_sync_fault(Some(EIO));
-    assert!(shared.wait_durable(pending.last_offset + 1).await.is_err());
+    assert!(shared.wait_durable(pending.written()).await.is_err());
     // This append's heal attempt fails (its sync fails too).
     assert!(matches!(
         shared.append(&parsed(&batches(1, 20, 8)), 0, NOW_MS),
@@ -270,7 +267,7 @@ async fn acknowledged_writes_survive_failing_syncs_and_heals() {
                             if writer % 2 == 1 {
                                 tokio::time::sleep(std::time::Duration::from_micros(500)).await;
                             }
-                            if shared.wait_durable(info.last_offset + 1).await.is_ok() {
+                            if shared.wait_durable(info.written()).await.is_ok() {
                                 acked.push((info.base_offset, bytes));
                             }
                         }

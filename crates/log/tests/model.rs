@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use weir_log::{Log, LogConfig, LogError, SharedLog};
+use weir_log::{Log, LogConfig, LogError, SharedLog, Written};
 
 use common::{
     batch, check_whole_log, config, expected_deleted_by_size, log_read, parsed, segment_files,
@@ -333,6 +333,14 @@ fn shared_op() -> impl Strategy<Value = SharedOp> {
     ]
 }
 
+/// A write to a log these tests never truncate.
+fn never_truncated(end_offset: u64) -> Written {
+    Written {
+        end_offset,
+        truncations: 0,
+    }
+}
+
 fn run_shared(config: LogConfig, ops: &[SharedOp]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -360,7 +368,7 @@ fn run_shared(config: LogConfig, ops: &[SharedOp]) {
             SharedOp::WaitDurable { pick } => {
                 let target = pick % (model.end() + 1);
                 runtime
-                    .block_on(shared.wait_durable(target))
+                    .block_on(shared.wait_durable(never_truncated(target)))
                     .expect("wait_durable");
                 assert!(
                     shared.offsets().high_watermark >= target,
@@ -401,7 +409,7 @@ fn run_shared(config: LogConfig, ops: &[SharedOp]) {
         high_watermark = offsets.high_watermark;
     }
     runtime
-        .block_on(shared.wait_durable(model.end()))
+        .block_on(shared.wait_durable(never_truncated(model.end())))
         .expect("final wait_durable");
     let offsets = shared.offsets();
     assert_eq!(offsets.high_watermark, model.end());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use weir_log::batch::{self, BatchHeader};
-use weir_log::{Log, LogConfig, SharedLog};
+use weir_log::{Log, LogConfig, LogError, SharedLog};
 
 use common::{batch, config, parsed, split, NOW_MS};
 
@@ -124,7 +124,7 @@ async fn group_commit(config: LogConfig) {
                     let bytes = tagged_batch(writer, sequence);
                     let info = shared.append(&parsed(&[bytes]), 0, NOW_MS).expect("append");
                     shared
-                        .wait_durable(info.last_offset + 1)
+                        .wait_durable(info.written())
                         .await
                         .expect("wait_durable");
                     let offsets = shared.offsets();
@@ -203,7 +203,7 @@ async fn appends_are_unreadable_until_durable() {
         .is_none());
     let mut watermark = shared.watch_high_watermark();
     shared
-        .wait_durable(info.last_offset + 1)
+        .wait_durable(info.written())
         .await
         .expect("wait_durable");
     assert_eq!(*watermark.borrow_and_update(), 3);
@@ -264,7 +264,7 @@ async fn sync_spacing_delays_the_next_sync_and_unsynced_reads_see_writes() {
         .append(&parsed(&[batch(1, 10, NOW_MS, 1)]), 0, NOW_MS)
         .expect("append");
     shared
-        .wait_durable(first.last_offset + 1)
+        .wait_durable(first.written())
         .await
         .expect("first sync");
     let second = shared
@@ -278,7 +278,7 @@ async fn sync_spacing_delays_the_next_sync_and_unsynced_reads_see_writes() {
     );
     let started = std::time::Instant::now();
     shared
-        .wait_durable(second.last_offset + 1)
+        .wait_durable(second.written())
         .await
         .expect("second sync");
     assert!(
@@ -314,7 +314,7 @@ async fn a_sync_does_not_wait_for_the_log_lock() {
     is_locked.recv().expect("locked");
     let started = std::time::Instant::now();
     shared
-        .wait_durable(info.last_offset + 1)
+        .wait_durable(info.written())
         .await
         .expect("wait_durable");
     assert!(
@@ -352,9 +352,39 @@ async fn each_log_reports_its_syncs_to_its_own_observer() {
     let info = one
         .append(&parsed(&[batch(1, 10, NOW_MS, 1)]), 0, NOW_MS)
         .expect("append");
-    one.wait_durable(info.last_offset + 1)
-        .await
-        .expect("durable");
+    one.wait_durable(info.written()).await.expect("durable");
     assert_eq!(one_count.0.load(Ordering::Relaxed), 1);
     assert_eq!(other_count.0.load(Ordering::Relaxed), 0);
+}
+
+/// A follower's truncation fails the writes it cut, even once new data
+/// fills their offsets, but never a write made after it (the node may
+/// lead the partition again and write there).
+#[tokio::test]
+async fn a_truncation_fails_only_the_writes_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedLog::new(Log::open(dir.path(), config(1 << 20, 64), false).expect("open"));
+    let append = |seed| {
+        shared
+            .append(&parsed(&[batch(1, 10, NOW_MS, seed)]), 0, NOW_MS)
+            .expect("append")
+    };
+    let kept = append(1);
+    let cut = append(2);
+    shared.truncate_to(cut.base_offset).await.expect("truncate");
+    let refilled = append(3);
+    assert_eq!(refilled.base_offset, cut.base_offset, "same offset again");
+    shared.wait_durable(kept.written()).await.expect("kept");
+    assert!(matches!(
+        shared.wait_durable(cut.written()).await,
+        Err(LogError::Truncated { .. })
+    ));
+    assert!(matches!(
+        shared.wait_committed(cut.written()).await,
+        Err(LogError::Truncated { .. })
+    ));
+    shared
+        .wait_committed(refilled.written())
+        .await
+        .expect("a write after the truncation is not concerned by it");
 }

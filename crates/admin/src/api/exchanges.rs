@@ -180,8 +180,8 @@ pub async fn publish(
     )?;
     let stored = host.publish(&message, &http_principal())?;
     let published = stored.published[0];
-    for (log, end) in &stored.syncs {
-        log.wait_committed(*end)
+    for (log, written) in &stored.syncs {
+        log.wait_committed(*written)
             .await
             .map_err(weir_core::queues::QueueError::from)?;
     }

@@ -382,9 +382,8 @@ impl Fetcher {
     async fn fetch(&self, leader: u64, leader_epoch: i32) -> std::result::Result<(), Step> {
         let log = self.partition.log();
         let log_end = log.offsets().log_end_offset;
-        // The fetch offset vouches that everything below it is durable here.
-        // A plain sync, not `wait_durable`: that refuses ends inside ranges
-        // this follower once truncated, which it has since refilled.
+        // The fetch offset vouches that everything below it is durable
+        // here, whoever wrote it: a plain sync.
         if log.local_end_offset() < log_end {
             log.flush()
                 .await

@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::error::{CoreError, Result};
 use crate::group::offsets::{OffsetStore, StoredGroup, StoredMember};
 use crate::logging::Escaped;
+use weir_log::Written;
 
 /// Bounds and defaults of the group coordinator (Kafka's `group.*` configs).
 #[derive(Debug, Clone)]
@@ -659,7 +660,7 @@ impl GroupCoordinator {
     /// to wait for. A failure is logged: the group goes on in memory, and
     /// only a restart would lose its membership (the offsets log is then
     /// poisoned and commits fail loudly).
-    fn persist(&self, group_id: &str, group: Option<&Group>) -> Option<u64> {
+    fn persist(&self, group_id: &str, group: Option<&Group>) -> Option<Written> {
         match self
             .store
             .append_membership(group_id, group.map(Group::stored))

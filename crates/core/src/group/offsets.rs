@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_log::batch::{self, NewRecord};
-use weir_log::{Log, LogConfig, SharedLog};
+use weir_log::{Log, LogConfig, SharedLog, Written};
 
 use crate::error::{CoreError, Result};
 use crate::metrics::Metrics;
@@ -194,9 +194,9 @@ impl OffsetStore {
         &self,
         group: &str,
         changes: Vec<(TopicPartition, Option<CommittedOffset>)>,
-    ) -> Result<u64> {
+    ) -> Result<Written> {
         if changes.is_empty() {
-            return Ok(0);
+            return Ok(Written::default());
         }
         let records: Vec<NewRecord> = changes
             .iter()
@@ -226,7 +226,11 @@ impl OffsetStore {
     /// # Errors
     ///
     /// Storage errors.
-    pub fn append_membership(&self, group: &str, membership: Option<StoredGroup>) -> Result<u64> {
+    pub fn append_membership(
+        &self,
+        group: &str,
+        membership: Option<StoredGroup>,
+    ) -> Result<Written> {
         let record = encode(&(group,), membership.as_ref())?;
         let mut state = self.state.lock();
         let end = self.append(&[record])?;
@@ -237,13 +241,13 @@ impl OffsetStore {
         Ok(end)
     }
 
-    /// Waits until everything up to `end` is durable.
+    /// Waits until a write is durable.
     ///
     /// # Errors
     ///
     /// Storage errors.
-    pub async fn wait_durable(&self, end: u64) -> Result<()> {
-        Ok(self.log.wait_durable(end).await?)
+    pub async fn wait_durable(&self, written: Written) -> Result<()> {
+        Ok(self.log.wait_durable(written).await?)
     }
 
     /// Records a transaction's state (`None` forgets it), without waiting
@@ -256,7 +260,7 @@ impl OffsetStore {
         &self,
         transactional_id: &str,
         record: Option<serde_json::Value>,
-    ) -> Result<u64> {
+    ) -> Result<Written> {
         let key = TransactionKey {
             transaction: transactional_id.to_string(),
         };
@@ -280,11 +284,11 @@ impl OffsetStore {
         self.state.lock().memberships.clone()
     }
 
-    fn append(&self, records: &[NewRecord]) -> Result<u64> {
+    fn append(&self, records: &[NewRecord]) -> Result<Written> {
         let bytes = batch::encode_batch(records);
         let batches = batch::split_batches(bytes)?;
         let info = self.log.append(&batches, 0, crate::now_ms())?;
-        Ok(info.last_offset + 1)
+        Ok(info.written())
     }
 
     /// The offsets of one group.
@@ -330,7 +334,7 @@ impl OffsetStore {
         if size < COMPACT_BYTES_MIN {
             return Ok(false);
         }
-        let (start, end) = {
+        let (start, written) = {
             let state = self.state.lock();
             let offsets = state.offsets.iter().flat_map(|(group, entries)| {
                 entries.iter().map(move |((topic, partition), value)| {
@@ -362,13 +366,13 @@ impl OffsetStore {
             }
             self.log.roll()?;
             let start = self.log.offsets().log_end_offset;
-            let mut end = start;
+            let mut written = Written::default();
             for chunk in live.chunks(SNAPSHOT_BATCH_RECORDS) {
-                end = self.append(chunk)?;
+                written = self.append(chunk)?;
             }
-            (start, end)
+            (start, written)
         };
-        self.log.wait_durable(end).await?;
+        self.log.wait_durable(written).await?;
         let deleted = self.log.delete_segments_below(start)?;
         tracing::info!(deleted, size_before = size, "compacted the offsets log");
         Ok(true)

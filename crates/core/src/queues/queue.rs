@@ -16,7 +16,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use weir_log::batch::NewRecord;
-use weir_log::{LogConfig, SharedLog};
+use weir_log::{LogConfig, SharedLog, Written};
 
 use crate::broker::now_ms;
 use crate::logging::Escaped;
@@ -60,7 +60,7 @@ pub struct Enqueued {
     pub accepted: Vec<bool>,
     /// Logs that must be durable up to an offset before the persistent
     /// messages among them are confirmed.
-    pub syncs: Vec<(Arc<SharedLog>, u64)>,
+    pub syncs: Vec<(Arc<SharedLog>, Written)>,
 }
 
 /// A message taken from the queue, with whether it was delivered before.
@@ -345,9 +345,9 @@ impl Queue {
                 continue;
             }
             let lane = self.lane(&mut state, index)?;
-            let end_offset = append_records(&lane.log, &records, 0)?;
+            let written = append_records(&lane.log, &records, 0)?;
             if needs_sync {
-                enqueued.syncs.push((Arc::clone(&lane.log), end_offset));
+                enqueued.syncs.push((Arc::clone(&lane.log), written));
             }
         }
         while over(&state, 0, 0) {

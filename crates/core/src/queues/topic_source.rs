@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use weir_log::batch::{decode_records, encode_batch, split_batches, NewRecord, StoredRecord};
-use weir_log::{LogError, SharedLog};
+use weir_log::{LogError, SharedLog, Written};
 
 use crate::partitioner::partition_for_key;
 use crate::queues::consumer::StreamStart;
@@ -26,7 +26,7 @@ use crate::topic::{Partition, Topic};
 const QUEUE_BATCH_BYTES_MAX: usize = 1 << 20;
 
 /// Appends records in batches of about [`QUEUE_BATCH_BYTES_MAX`]; returns
-/// the offset after the last.
+/// the write to wait for.
 ///
 /// # Errors
 ///
@@ -35,7 +35,7 @@ pub(crate) fn append_records(
     log: &SharedLog,
     records: &[NewRecord],
     leader_epoch: i32,
-) -> Result<u64, QueueError> {
+) -> Result<Written, QueueError> {
     let mut batches = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -48,13 +48,13 @@ pub(crate) fn append_records(
         }
     }
     let now = records.last().map_or(0, |record| record.timestamp);
-    Ok(log.append(&batches, leader_epoch, now)?.last_offset + 1)
+    Ok(log.append(&batches, leader_epoch, now)?.written())
 }
 
 /// Appends messages to a topic, each to its routing key's partition (the
 /// partition Kafka's default partitioner gives the same key; round robin
 /// for an empty key). Returns, per partition written, the log and the
-/// offset it must be committed to ([`SharedLog::wait_committed`]: durable,
+/// write that must be committed ([`SharedLog::wait_committed`]: durable,
 /// and replicated to the in-sync replicas) before the messages are
 /// confirmed.
 ///
@@ -65,7 +65,7 @@ pub(crate) fn append_to_topic(
     topic: &Topic,
     round_robin: &AtomicU32,
     messages: &[&Message],
-) -> Result<Vec<(Arc<SharedLog>, u64)>, QueueError> {
+) -> Result<Vec<(Arc<SharedLog>, Written)>, QueueError> {
     let partitions = topic.partitions();
     if topic.is_deleted() || partitions.is_empty() {
         return Err(QueueError::NotFound(format!(
@@ -96,8 +96,8 @@ pub(crate) fn append_to_topic(
     let mut syncs = Vec::new();
     for (partition, records) in partitions.iter().zip(by_partition) {
         if !records.is_empty() {
-            let end = append_records(partition.log(), &records, partition.leader_epoch())?;
-            syncs.push((Arc::clone(partition.shared_log()), end));
+            let written = append_records(partition.log(), &records, partition.leader_epoch())?;
+            syncs.push((Arc::clone(partition.shared_log()), written));
         }
     }
     Ok(syncs)

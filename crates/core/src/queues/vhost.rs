@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use weir_log::checkpoint::write_atomically;
-use weir_log::{LogConfig, SharedLog};
+use weir_log::{LogConfig, SharedLog, Written};
 
 use crate::broker::{Broker, Replication};
 use crate::config::TopicConfig;
@@ -112,7 +112,7 @@ pub struct Stored {
     pub published: Vec<Published>,
     /// Logs that must be durable up to an offset before the batch's
     /// persistent messages are confirmed (one entry per log written).
-    pub syncs: Vec<(Arc<SharedLog>, u64)>,
+    pub syncs: Vec<(Arc<SharedLog>, Written)>,
 }
 
 /// The stored form of a durable queue.
@@ -1277,8 +1277,8 @@ async fn route_dead_letters(
             Err(QueueError::NotFound(_)) => {}
             Err(error) => tracing::error!(error = %Escaped(&error), "dead-lettering failed"),
             Ok(syncs) => {
-                for (log, end) in syncs {
-                    if let Err(error) = log.wait_committed(end).await {
+                for (log, written) in syncs {
+                    if let Err(error) = log.wait_committed(written).await {
                         tracing::error!(%error, "dead-letter sync failed");
                     }
                 }
