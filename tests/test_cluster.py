@@ -355,17 +355,21 @@ def test_a_stream_queue_is_served_by_its_partition_leader_only(weir_broker):
     assert values == [b"through-the-leader"]
 
 
-def find_coordinator(node: Broker, group: str) -> int:
-    """FindCoordinator v0: the coordinator's node id as `node` answers."""
+def find_coordinator(node: Broker, group: str) -> int | None:
+    """FindCoordinator v0: the coordinator's node id as `node` answers,
+    None while it answers COORDINATOR_NOT_AVAILABLE (15)."""
     import kafka_wire
 
     with kafka_wire.Connection(node) as conn:
         reply = conn.response(conn.send_request(10, 0, kafka_wire.string(group)))
-        assert reply.int16() == 0
+        error = reply.int16()
         coordinator = reply.int32()
         reply.string()  # host
         reply.int32()  # port
         reply.done()
+        if error == 15:
+            return None
+        assert error == 0, error
         return coordinator
 
 
@@ -381,45 +385,72 @@ def heartbeat_error(node: Broker, group: str) -> int:
         return code
 
 
-def test_a_group_has_one_coordinator_whichever_node_is_asked(weir_broker):
-    from confluent_kafka import Consumer, Producer
+def one_coordinator(nodes: dict[int, Broker], group: str) -> int | None:
+    """The coordinator every live node names, once they agree."""
+    named = {find_coordinator(node, group) for node in nodes.values()}
+    return named.pop() if len(named) == 1 and None not in named else None
+
+
+def consume_with_commits(bootstrap: str, group: str, want: int, quiet_s: float = 8) -> list[bytes]:
+    """Reads `want` records (or, with want 0, whatever comes within
+    `quiet_s`) as a member of `group`, committing each synchronously."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["work"])
+    values = []
+    deadline = time.monotonic() + (45 if want else quiet_s)
+    while time.monotonic() < deadline and (len(values) < want or not want):
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+            consumer.commit(message, asynchronous=False)
+    consumer.close()
+    return values
+
+
+def test_groups_have_one_coordinator_and_survive_its_kill(weir_broker):
+    """Every node names the same coordinator (the leader of the replicated
+    offsets topic); the others answer NOT_COORDINATOR. A group commits
+    through one node; the coordinator is killed -9; the group, through
+    another node, resumes exactly at its committed offsets on the new
+    coordinator: nothing read twice, nothing skipped."""
+    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
     nodes = start_cluster(weir_broker)
     all_active = {1: "active", 2: "active", 3: "active"}
     wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
-    coordinators = {find_coordinator(node, "readers") for node in nodes.values()}
-    assert len(coordinators) == 1, coordinators
-    coordinator = coordinators.pop()
+    coordinator = wait_until("one coordinator named by every node", lambda: one_coordinator(nodes, "readers"))
     for node_id, node in nodes.items():
         # 25 UNKNOWN_MEMBER_ID from the coordinator, 16 NOT_COORDINATOR elsewhere.
         assert heartbeat_error(node, "readers") == (25 if node_id == coordinator else 16)
+    offsets_topic = status(nodes[1])
+    assert any(p["topic"] == "__consumer_offsets" and len(p["replicas"]) == 3
+               for p in offsets_topic["partitions"]), offsets_topic
 
     admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
-    admin.create_topics([NewTopic("work", num_partitions=3, replication_factor=1)])["work"].result(30)
+    admin.create_topics([NewTopic("work", num_partitions=3, replication_factor=3)])["work"].result(30)
     producer = Producer({"bootstrap.servers": nodes[1].bootstrap, "acks": "all"})
     for i in range(30):
         producer.produce("work", value=f"job-{i}".encode())
     assert producer.flush(30) == 0
 
-    def consume(bootstrap: str, want: int) -> list[bytes]:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "readers",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        consumer.subscribe(["work"])
-        values = []
-        deadline = time.monotonic() + (30 if want else 8)
-        while time.monotonic() < deadline and (len(values) < want or not want):
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                values.append(message.value())
-                consumer.commit(message, asynchronous=False)
-        consumer.close()
-        return values
-
-    first = consume(nodes[2].bootstrap, 30)
+    survivors = [node_id for node_id in nodes if node_id != coordinator]
+    first = consume_with_commits(nodes[survivors[0]].bootstrap, "readers", 30)
     assert sorted(first) == sorted(f"job-{i}".encode() for i in range(30))
+    for i in range(30, 45):
+        producer.produce("work", value=f"job-{i}".encode())
+    assert producer.flush(30) == 0
+
+    nodes[coordinator].kill()
+    alive = {node_id: nodes[node_id] for node_id in survivors}
+    wait_until("a new coordinator", lambda: one_coordinator(alive, "readers") in survivors)
     # The same group through another node resumes from the committed offsets.
-    assert consume(nodes[3].bootstrap, 0) == []
+    rest = consume_with_commits(nodes[survivors[1]].bootstrap, "readers", 15)
+    assert sorted(rest) == sorted(f"job-{i}".encode() for i in range(30, 45))
+    assert consume_with_commits(nodes[survivors[1]].bootstrap, "readers", 0) == []
 
 
 def test_transactions_are_refused_in_a_cluster_not_half_done(weir_broker):

@@ -35,7 +35,6 @@ from faults.history import OK, History
 from faults.kafka_client import ProduceRecorder, TailReader, kafka_config, read_back
 from faults.partitions import Partitions
 from http_helpers import Http
-from kafka.partitioner import murmur2
 from test_cluster_faults import agreed, all_registered, start_cluster, wait_until
 
 TOPIC = "orders"
@@ -392,49 +391,45 @@ def groups_known(nodes: dict, group: str) -> set[int]:
     }
 
 
-def coordinator_of(group: str, live: list[int]) -> int:
-    """The node that coordinates `group` while `live` are the live nodes:
-    Weir picks `live[murmur2(group) % len(live)]` (sorted ids)."""
-    return sorted(live)[(murmur2(group.encode()) & 0x7FFFFFFF) % len(live)]
-
-
-def group_keeping_its_coordinator(victim: int) -> tuple[str, int]:
-    """A group id whose coordinator is not `victim` and stays the same
-    node while `victim` is dead. Group offsets are not replicated yet, so a
-    coordinator that moves (or dies) loses them; this test is about the
-    data partitions under the group, not about coordinator failover."""
-    survivors = [node_id for node_id in (1, 2, 3) if node_id != victim]
-    for index in range(1000):
-        group = f"faults-group-{index}"
-        coordinator = coordinator_of(group, [1, 2, 3])
-        if coordinator != victim and coordinator == coordinator_of(group, survivors):
-            return group, coordinator
-    raise AssertionError("no group id keeps its coordinator")
+def coordinator_of(nodes: dict) -> int | None:
+    """The group coordinator every node in `nodes` names: the leader of
+    the offsets topic, which holds every group's state."""
+    leaders = set()
+    for node in nodes.values():
+        offsets = partitions_of(node, "__consumer_offsets")
+        leaders.add(offsets[0]["leader"] if offsets else None)
+    return leaders.pop() if len(leaders) == 1 else None
 
 
 @pytest.mark.timeout(240)
-def test_a_group_resumes_from_its_committed_offsets_across_a_leaders_kill(fault_network, fault_node, tmp_path):
-    """A consumer group member reads the topic while the leader of
-    partition 0 (not the group's coordinator) is killed -9: it keeps
-    reading from the new leaders, is itself killed -9 and restarted while
-    the node is down, and must resume exactly at its committed offsets —
-    no record skipped, none committed and delivered again — through the
-    node's restart too. Then the writes are checked as in the other tests."""
+def test_a_group_resumes_from_its_committed_offsets_across_its_coordinators_kill(
+    fault_network, fault_node, tmp_path
+):
+    """A consumer group member reads the topic while its coordinator (the
+    leader of the replicated offsets topic, and of some data partitions)
+    is killed -9: the group moves to the new leader of the offsets topic,
+    which replays the group's offsets; the member keeps reading, is itself
+    killed -9 and restarted while the node is down, and must resume
+    exactly at its committed offsets — no record skipped, none committed
+    and delivered again — through the node's restart too. Then the writes
+    are checked as in the other tests."""
     _, _, nodes = replicated_cluster(fault_network, fault_node)
-    victim = settled(nodes)[0]["leader"]
-    group, coordinator = group_keeping_its_coordinator(victim)
+    victim = wait_until("one group coordinator", lambda: coordinator_of(nodes), timeout=REJOIN_S)
+    group = "faults-group"
+    survivors = survivors_of(nodes, victim)
     member = GroupMember(bootstrap_of(nodes), TOPIC, group, tmp_path / "group-events.jsonl")
     with Workload(nodes, tmp_path / "history.jsonl") as workload:
         try:
             workload.wait_for_acks(0, 100, timeout_s=30, what="before the kill")
             member.start()
             member.wait_for_commits(COMMITS_PER_STEP, timeout_s=30)
-            assert groups_known(nodes, group) == {coordinator}
-            before = settled(nodes)[0]
+            assert groups_known(nodes, group) == {victim}
             assert nodes[victim].kill() == -9
-            wait_until("partition 0 led by a survivor", lambda: moved_away(survivors_of(nodes, victim), 0, before),
-                       timeout=RECOVERY_S)
+            coordinator = wait_until("the offsets topic led by a survivor",
+                                     lambda: coordinator_of(survivors) in survivors and coordinator_of(survivors),
+                                     timeout=RECOVERY_S)
             member.wait_for_commits(2 * COMMITS_PER_STEP, timeout_s=30)
+            assert groups_known(survivors, group) == {coordinator}
             member.kill()
             member.start()
             member.wait_for_commits(COMMITS_PER_STEP, timeout_s=30)

@@ -193,6 +193,10 @@ impl Controller {
         let listener = TcpListener::bind(config.controller_listen)
             .await
             .map_err(|error| ClusterError::io(config.controller_listen.to_string(), error))?;
+        let view = ClusterView {
+            voters: config.voters.len(),
+            ..ClusterView::default()
+        };
         let controller = Arc::new(Controller {
             config,
             incarnation: Uuid::new_v4(),
@@ -200,7 +204,7 @@ impl Controller {
             state,
             peers: tokio::sync::Mutex::new(BTreeMap::new()),
             liveness: Mutex::new(Liveness::default()),
-            view: RwLock::new(Arc::new(ClusterView::default())),
+            view: RwLock::new(Arc::new(view)),
             broker: broker.clone(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -240,7 +244,7 @@ impl Controller {
             let interval = self.config.heartbeat_interval;
             self.tasks.lock().push(tokio::spawn(async move {
                 while let Some(broker) = broker.upgrade() {
-                    broker.maintain_isr().await;
+                    broker.maintain_cluster().await;
                     drop(broker);
                     tokio::time::sleep(interval).await;
                 }
@@ -569,7 +573,11 @@ fn applied_hook(controller: &Arc<Controller>, broker: Option<Arc<Broker>>) -> Ap
     let controller = Arc::downgrade(controller);
     Arc::new(move |state: &MetadataState, deleted: &BTreeSet<Uuid>| {
         if let Some(controller) = controller.upgrade() {
-            let view = ClusterView::new(state.clone(), controller.leader());
+            let view = ClusterView::new(
+                state.clone(),
+                controller.leader(),
+                controller.config.voters.len(),
+            );
             *controller.view.write() = Arc::new(view);
         }
         if let Some(broker) = &broker {

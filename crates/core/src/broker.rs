@@ -285,8 +285,12 @@ pub struct Broker {
     staging_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     producer_ids: ProducerIds,
-    pub(crate) groups: GroupCoordinator,
-    pub(crate) offsets: Arc<OffsetStore>,
+    /// The group coordinator: always on a single node; in a cluster while
+    /// this node leads the offsets partition ([`Broker::refresh_group_coordinator`]).
+    pub(crate) groups: RwLock<Option<Arc<GroupCoordinator>>>,
+    /// The single node's offsets log (`data/__consumer_offsets/`), closed
+    /// on shutdown; a cluster keeps its offsets in a replicated partition.
+    local_offsets: Arc<OffsetStore>,
     pub(crate) transactions: Transactions,
     /// The metadata log and state. Its lock serialises every topic change,
     /// so a check, the command and the disk change are one step.
@@ -346,13 +350,13 @@ impl Broker {
         let broker = Broker {
             producer_ids: ProducerIds::open(&config.data_dir)
                 .map_err(|error| at_path(&config.data_dir.join(crate::producer::ID_FILE), error))?,
-            groups: GroupCoordinator::new(
+            groups: RwLock::new(Some(Arc::new(GroupCoordinator::new(
                 config.groups.clone(),
                 config.clock.clone(),
                 Arc::clone(&offsets),
-            ),
+            )))),
             transactions: Transactions::restore(offsets.transactions()),
-            offsets,
+            local_offsets: offsets,
             cluster_id: meta.cluster_id,
             config,
             topics_dir,
@@ -372,6 +376,33 @@ impl Broker {
         // Offsets of topics deleted while their tombstones were not yet durable.
         broker.forget_topic_offsets(|topic| broker.topics.read().contains_key(topic));
         Ok(broker)
+    }
+
+    /// Whether `name` is a topic of the broker's own (the offsets topic of
+    /// a cluster): clients may read it, never write, delete or grow it.
+    pub fn is_internal_topic(&self, name: &str) -> bool {
+        self.quorum().is_some() && name == crate::group::OFFSETS_TOPIC
+    }
+
+    /// [`CoreError::InvalidTopic`] for an internal topic, as Kafka answers
+    /// a client that writes to one.
+    fn refuse_internal(&self, name: &str) -> Result<()> {
+        if self.is_internal_topic(name) {
+            return Err(CoreError::InvalidTopic(format!(
+                "'{name}' is an internal topic of the broker"
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many replicas of `topic` must be in sync for an `acks=all` write.
+    pub(crate) fn min_insync(&self, topic: &Topic) -> usize {
+        usize::try_from(
+            topic
+                .config()
+                .min_insync_replicas(&self.config.topic_defaults),
+        )
+        .unwrap_or(usize::MAX)
     }
 
     /// The settings the broker runs with.
@@ -502,6 +533,7 @@ impl Broker {
         principal: &Principal,
     ) -> Result<TopicSummary> {
         validate_topic_name(name)?;
+        self.refuse_internal(name)?;
         let partitions = match &replication {
             Replication::Default => partitions,
             Replication::Factor(factor) => {
@@ -641,6 +673,7 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`], I/O errors.
     pub fn delete_topic(&self, name: &str, principal: &Principal) -> Result<()> {
+        self.refuse_internal(name)?;
         if let Some(quorum) = self.quorum() {
             self.check_unread(name)?;
             let id = self.topic(name)?.id();
@@ -737,6 +770,7 @@ impl Broker {
     ///
     /// [`CoreError::UnknownTopicOrPartition`] when there is no such topic.
     pub fn hold_topic(&self, topic: &str, reader: &str) -> Result<Arc<Topic>> {
+        self.refuse_internal(topic)?;
         // Under the metadata lock, so a deletion cannot slip in between.
         let _metadata = self.metadata.lock();
         let found = self.topic(topic)?;
@@ -820,6 +854,7 @@ impl Broker {
         validate_only: bool,
         principal: &Principal,
     ) -> Result<()> {
+        self.refuse_internal(name)?;
         let topic = self.topic(name)?;
         let current = topic.partition_count();
         if let Some(assignment) = assignment {
@@ -1065,17 +1100,13 @@ impl Broker {
         acks: Acks,
         principal: &Principal,
     ) -> Result<PendingAppend> {
+        self.refuse_internal(topic)?;
         let topic = self.topic_or_create(topic, true, principal)?;
         let partition = self.served_partition(&topic, partition)?;
         if self.disk_alarm.is_on() {
             return Err(CoreError::DiskFull);
         }
-        let min_insync = usize::try_from(
-            topic
-                .config()
-                .min_insync_replicas(&self.config.topic_defaults),
-        )
-        .unwrap_or(usize::MAX);
+        let min_insync = self.min_insync(&topic);
         if acks == Acks::All && partition.in_sync_count() < min_insync {
             return Err(CoreError::NotEnoughReplicas);
         }
@@ -1251,7 +1282,7 @@ impl Broker {
         for topic in self.topics() {
             all_closed &= topic.close();
         }
-        if let Err(error) = self.offsets.close() {
+        if let Err(error) = self.local_offsets.close() {
             tracing::error!(%error, "closing the offsets log failed; the next start recovers it");
             all_closed = false;
         }

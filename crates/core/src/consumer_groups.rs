@@ -1,13 +1,17 @@
 //! The broker's consumer-group operations: membership is the coordinator's,
 //! committed offsets the offset store's; this file ties them to topics
-//! (validation, deleted topics, lag) and is what front-ends call.
+//! (validation, deleted topics, lag) and is what front-ends call. A node of
+//! a cluster that does not coordinate groups (see
+//! [`Broker::group_coordinator`]) knows of none.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::broker::Broker;
 use crate::error::{CoreError, Result};
 use crate::group::{
-    CommittedOffset, GroupCoordinator, GroupDescription, GroupState, OffsetExpiry, TopicPartition,
+    CommittedOffset, GroupCoordinator, GroupDescription, GroupState, OffsetExpiry, OffsetStore,
+    TopicPartition, OFFSETS_TOPIC,
 };
 use crate::logging::Escaped;
 
@@ -41,9 +45,67 @@ pub struct PartitionLag {
 }
 
 impl Broker {
-    /// Group membership (JoinGroup, SyncGroup, Heartbeat, LeaveGroup).
-    pub fn groups(&self) -> &GroupCoordinator {
-        &self.groups
+    /// The group coordinator (JoinGroup, SyncGroup, Heartbeat,
+    /// LeaveGroup, committed offsets): always on a single node; in a
+    /// cluster while this node leads the offsets partition.
+    pub fn group_coordinator(&self) -> Option<Arc<GroupCoordinator>> {
+        self.groups.read().clone()
+    }
+
+    /// The group coordinator, for a group this node coordinates.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotCoordinator`].
+    pub fn coordinating(&self, _group_id: &str) -> Result<Arc<GroupCoordinator>> {
+        self.group_coordinator().ok_or(CoreError::NotCoordinator)
+    }
+
+    /// Makes this node the group coordinator of a cluster while it leads
+    /// partition 0 of [`OFFSETS_TOPIC`], and no longer once it does not:
+    /// a new leader (or a new leader epoch) replays the partition into a
+    /// new coordinator; the groups of the old one are dropped (their
+    /// members find the new coordinator and join it again).
+    pub(crate) fn refresh_group_coordinator(&self) {
+        let led = self
+            .topic(OFFSETS_TOPIC)
+            .and_then(|topic| Ok((topic.partition(0)?, topic)))
+            .ok()
+            .filter(|(partition, _)| partition.is_leader_here());
+        let Some((partition, topic)) = led else {
+            if self.groups.write().take().is_some() {
+                tracing::info!("no longer the group coordinator");
+            }
+            return;
+        };
+        let epoch = partition.leader_epoch();
+        let current = self.group_coordinator();
+        if current.is_some_and(|current| current.store().leader_epoch() == Some(epoch)) {
+            return;
+        }
+        let store = OffsetStore::replicated(
+            partition,
+            epoch,
+            self.min_insync(&topic),
+            self.config().replication_timeout,
+        );
+        let coordinator = match store {
+            Ok(store) => {
+                tracing::info!(epoch, "this node is the group coordinator");
+                Some(Arc::new(GroupCoordinator::new(
+                    self.config().groups.clone(),
+                    self.config().clock.clone(),
+                    Arc::new(store),
+                )))
+            }
+            Err(error) => {
+                tracing::error!(%error, "loading the groups from the offsets partition failed; not coordinating");
+                None
+            }
+        };
+        *self.groups.write() = coordinator;
+        // Offsets of topics deleted while another node coordinated.
+        self.forget_topic_offsets(|topic| self.topic(topic).is_ok());
     }
 
     /// Commits offsets for a group member (or standalone, with generation
@@ -61,8 +123,8 @@ impl Broker {
         instance_id: Option<&str>,
         commits: Vec<OffsetCommit>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
-        self.coordinating(group_id)?
-            .check_commit(group_id, generation, member_id, instance_id)?;
+        let coordinator = self.coordinating(group_id)?;
+        coordinator.check_commit(group_id, generation, member_id, instance_id)?;
         let now = self.config().clock.now_ms();
         let mut results = Vec::with_capacity(commits.len());
         let mut accepted = Vec::new();
@@ -90,10 +152,19 @@ impl Broker {
             }
             results.push((commit.partition, check));
         }
-        if let Err(error) = self.offsets.write(group_id, accepted).await {
+        if let Err(error) = coordinator.store().write(group_id, accepted).await {
             tracing::error!(group = %Escaped(group_id), %error, "offset commit failed");
+            // As Kafka: a coordinator that moved or could not replicate
+            // says so, and the client retries.
+            let failure = || match error {
+                CoreError::NotCoordinator => CoreError::NotCoordinator,
+                CoreError::NotEnoughReplicasAfterAppend | CoreError::RequestTimedOut => {
+                    CoreError::CoordinatorNotAvailable
+                }
+                _ => CoreError::Storage(weir_log::LogError::Poisoned),
+            };
             for (_, result) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
-                *result = Err(CoreError::Storage(weir_log::LogError::Poisoned));
+                *result = Err(failure());
             }
         }
         Ok(results)
@@ -106,7 +177,10 @@ impl Broker {
         group_id: &str,
         wanted: Option<Vec<TopicPartition>>,
     ) -> Vec<(TopicPartition, Option<CommittedOffset>)> {
-        let committed = self.offsets.group(group_id);
+        let committed = self
+            .group_coordinator()
+            .map(|coordinator| coordinator.store().group(group_id))
+            .unwrap_or_default();
         match wanted {
             Some(wanted) => wanted
                 .into_iter()
@@ -124,13 +198,15 @@ impl Broker {
 
     /// Every group: those with members, and those with only offsets (Empty).
     pub fn list_groups(&self) -> Vec<GroupDescription> {
-        let mut groups: BTreeMap<String, GroupDescription> = self
-            .groups
+        let Some(coordinator) = self.group_coordinator() else {
+            return Vec::new();
+        };
+        let mut groups: BTreeMap<String, GroupDescription> = coordinator
             .list()
             .into_iter()
             .map(|g| (g.group_id.clone(), g))
             .collect();
-        for name in self.offsets.group_names() {
+        for name in coordinator.store().group_names() {
             groups
                 .entry(name.clone())
                 .or_insert_with(|| empty_group(&name));
@@ -140,28 +216,31 @@ impl Broker {
 
     /// One group, if it has members or offsets.
     pub fn describe_group(&self, group_id: &str) -> Option<GroupDescription> {
-        self.groups
-            .describe(group_id)
-            .or_else(|| (!self.offsets.group(group_id).is_empty()).then(|| empty_group(group_id)))
+        let coordinator = self.group_coordinator()?;
+        coordinator.describe(group_id).or_else(|| {
+            (!coordinator.store().group(group_id).is_empty()).then(|| empty_group(group_id))
+        })
     }
 
     /// Deletes a group without members, with its offsets.
     ///
     /// # Errors
     ///
-    /// [`CoreError::NonEmptyGroup`], [`CoreError::GroupIdNotFound`], storage errors.
+    /// [`CoreError::NotCoordinator`], [`CoreError::NonEmptyGroup`],
+    /// [`CoreError::GroupIdNotFound`], storage errors.
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        let coordinator = self.coordinating(group_id)?;
         if self.describe_group(group_id).is_none() {
             return Err(CoreError::GroupIdNotFound);
         }
-        self.groups.remove_if_empty(group_id)?;
-        let tombstones = self
-            .offsets
+        coordinator.remove_if_empty(group_id)?;
+        let store = coordinator.store();
+        let tombstones = store
             .group(group_id)
             .into_keys()
             .map(|key| (key, None))
             .collect();
-        self.offsets.write(group_id, tombstones).await
+        store.write(group_id, tombstones).await
     }
 
     /// Deletes some committed offsets of a group, except those of topics
@@ -169,18 +248,20 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`CoreError::GroupIdNotFound`] for the whole call; per partition
-    /// [`CoreError::GroupSubscribedToTopic`]; storage errors.
+    /// [`CoreError::NotCoordinator`], [`CoreError::GroupIdNotFound`] for
+    /// the whole call; per partition [`CoreError::GroupSubscribedToTopic`];
+    /// storage errors.
     pub async fn delete_group_offsets(
         &self,
         group_id: &str,
         partitions: Vec<TopicPartition>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        let coordinator = self.coordinating(group_id)?;
         if self.describe_group(group_id).is_none() {
             return Err(CoreError::GroupIdNotFound);
         }
-        let has_members = self.groups.has_members(group_id);
-        let subscribed = self.groups.subscribed_topics(group_id);
+        let has_members = coordinator.has_members(group_id);
+        let subscribed = coordinator.subscribed_topics(group_id);
         let mut results = Vec::with_capacity(partitions.len());
         let mut tombstones = Vec::new();
         for key in partitions {
@@ -194,14 +275,18 @@ impl Broker {
                 results.push((key, Ok(())));
             }
         }
-        self.offsets.write(group_id, tombstones).await?;
+        coordinator.store().write(group_id, tombstones).await?;
         Ok(results)
     }
 
     /// For each partition the group committed: committed offset, log end
     /// (high watermark) and lag.
     pub fn group_lag(&self, group_id: &str) -> Vec<PartitionLag> {
-        self.offsets
+        let Some(coordinator) = self.group_coordinator() else {
+            return Vec::new();
+        };
+        coordinator
+            .store()
             .group(group_id)
             .into_iter()
             .filter_map(|(key, committed)| {
@@ -221,19 +306,21 @@ impl Broker {
     /// longer ago than `offsets.retention.minutes`, then compacts the
     /// offsets log if it grew well past what is live.
     pub async fn expire_offsets(&self) {
+        let Some(coordinator) = self.group_coordinator() else {
+            return;
+        };
         let retention_ms = self.config().offsets_retention.as_millis() as i64;
         let cutoff = self.config().clock.now_ms().saturating_sub(retention_ms);
         // Read first: the coordinator must not be locked inside the store's lock.
-        let expiry = self.groups.offset_expiry();
-        let expired = self
-            .offsets
-            .select(|group, _, value| match expiry.get(group) {
-                Some(OffsetExpiry::Never) => false,
-                Some(OffsetExpiry::EmptySince(since)) => *since < cutoff,
-                Some(OffsetExpiry::ByCommitTime) | None => value.commit_timestamp_ms < cutoff,
-            });
-        self.delete_offsets_of(expired);
-        if let Err(error) = self.offsets.compact_if_needed().await {
+        let expiry = coordinator.offset_expiry();
+        let store = coordinator.store();
+        let expired = store.select(|group, _, value| match expiry.get(group) {
+            Some(OffsetExpiry::Never) => false,
+            Some(OffsetExpiry::EmptySince(since)) => *since < cutoff,
+            Some(OffsetExpiry::ByCommitTime) | None => value.commit_timestamp_ms < cutoff,
+        });
+        delete_offsets_of(store, expired);
+        if let Err(error) = store.compact_if_needed().await {
             tracing::error!(%error, "compacting the offsets log failed");
         }
     }
@@ -241,20 +328,22 @@ impl Broker {
     /// Drops every group's offsets of a topic (it was deleted, or is gone
     /// after a restart). Durable with the next sync of the offsets log.
     pub(crate) fn forget_topic_offsets(&self, topic_exists: impl Fn(&str) -> bool) {
-        let gone = self.offsets.select(|_, (topic, _), _| !topic_exists(topic));
-        self.delete_offsets_of(gone);
-    }
-
-    fn delete_offsets_of(&self, entries: Vec<(String, TopicPartition)>) {
-        let mut by_group: BTreeMap<String, Vec<(TopicPartition, Option<CommittedOffset>)>> =
-            BTreeMap::new();
-        for (group, key) in entries {
-            by_group.entry(group).or_default().push((key, None));
+        if let Some(coordinator) = self.group_coordinator() {
+            let store = coordinator.store();
+            delete_offsets_of(store, store.select(|_, (topic, _), _| !topic_exists(topic)));
         }
-        for (group, tombstones) in by_group {
-            if let Err(error) = self.offsets.append_changes(&group, tombstones) {
-                tracing::error!(group = %Escaped(&group), %error, "deleting offsets failed");
-            }
+    }
+}
+
+fn delete_offsets_of(store: &OffsetStore, entries: Vec<(String, TopicPartition)>) {
+    let mut by_group: BTreeMap<String, Vec<(TopicPartition, Option<CommittedOffset>)>> =
+        BTreeMap::new();
+    for (group, key) in entries {
+        by_group.entry(group).or_default().push((key, None));
+    }
+    for (group, tombstones) in by_group {
+        if let Err(error) = store.append_changes(&group, tombstones) {
+            tracing::error!(group = %Escaped(&group), %error, "deleting offsets failed");
         }
     }
 }

@@ -46,6 +46,10 @@ pub enum CoreError {
     /// client asks FindCoordinator again.
     #[error("this node is not the coordinator of the group")]
     NotCoordinator,
+    /// The coordinator could not make a write durable on enough replicas
+    /// (in a cluster); the client retries.
+    #[error("the coordinator could not replicate the write")]
+    CoordinatorNotAvailable,
     /// The controller quorum has no leader or did not commit in time.
     #[error("the cluster's controller is unavailable: {0}")]
     ClusterUnavailable(String),

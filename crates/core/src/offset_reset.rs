@@ -61,7 +61,7 @@ impl Broker {
         if !execute {
             return Ok(plan);
         }
-        if self.groups.has_members(group) {
+        if self.coordinating(group)?.has_members(group) {
             return Err(CoreError::NonEmptyGroup);
         }
         let commits = plan

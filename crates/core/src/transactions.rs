@@ -526,7 +526,10 @@ impl Broker {
                         ((p.topic.clone(), p.partition), Some(committed))
                     })
                     .collect();
-                self.offsets.write(group, changes).await?;
+                self.coordinating(group)?
+                    .store()
+                    .write(group, changes)
+                    .await?;
             }
         }
         transaction.state = if commit {
@@ -584,9 +587,10 @@ impl Broker {
     ) -> Result<()> {
         self.transactions.note(transaction);
         let value = serde_json::to_value(transaction).map_err(std::io::Error::other)?;
-        let written = self
-            .offsets
-            .append_transaction(transactional_id, Some(value))?;
-        self.offsets.wait_durable(written).await
+        // Transactions run on a single node only (refused in a cluster),
+        // whose coordinator keeps them in its offsets log.
+        let store = Arc::clone(self.coordinating(transactional_id)?.store());
+        let written = store.append_transaction(transactional_id, Some(value))?;
+        store.wait(written).await
     }
 }

@@ -109,8 +109,10 @@ async fn standalone_commits_are_fetched_and_expire_each_by_its_commit_time() {
 async fn a_groups_offsets_live_while_it_has_members_and_expire_together_once_it_empties() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, clock) = broker(&dir);
-    let joined = broker
-        .groups()
+    let groups = broker
+        .group_coordinator()
+        .expect("a single node coordinates every group");
+    let joined = groups
         .join(JoinRequest {
             group_id: GROUP.to_string(),
             member_id: String::new(),
@@ -127,8 +129,7 @@ async fn a_groups_offsets_live_while_it_has_members_and_expire_together_once_it_
         .await
         .expect("join");
     let member = joined.member_id.clone();
-    broker
-        .groups()
+    groups
         .sync(GROUP, 1, &member, None, (None, None), Vec::new())
         .await
         .expect("sync");
@@ -144,9 +145,8 @@ async fn a_groups_offsets_live_while_it_has_members_and_expire_together_once_it_
     // Heartbeats keep the member; its offsets outlive the retention.
     for _ in 0..(3 * 3600 / 5) {
         clock.advance(Duration::from_secs(5));
-        broker.groups().tick();
-        broker
-            .groups()
+        groups.tick();
+        groups
             .heartbeat(GROUP, 1, &member, None)
             .expect("heartbeat");
     }
@@ -158,7 +158,7 @@ async fn a_groups_offsets_live_while_it_has_members_and_expire_together_once_it_
     assert_eq!(committed(&broker), vec![Some(3), Some(4)]);
 
     // Once the group is empty, both expire together, counted from then.
-    let left = broker.groups().leave(GROUP, &[(member, None)]);
+    let left = groups.leave(GROUP, &[(member, None)]);
     assert!(left.iter().all(Result::is_ok));
     clock.advance(RETENTION);
     broker.expire_offsets().await;

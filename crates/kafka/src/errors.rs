@@ -39,6 +39,7 @@ fn response_error(error: &CoreError) -> ResponseError {
         // Clients refresh their metadata and go to the leader it names.
         CoreError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
         CoreError::NotCoordinator => ResponseError::NotCoordinator,
+        CoreError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         // What Kafka answers when its controller does not commit in time.
         CoreError::ClusterUnavailable(_) => ResponseError::RequestTimedOut,
         CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,

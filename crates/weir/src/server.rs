@@ -272,7 +272,11 @@ async fn maintain(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
                 }
                 broker.expire_offsets().await;
             }
-            _ = groups.tick() => broker.groups().tick(),
+            _ = groups.tick() => {
+                if let Some(coordinator) = broker.group_coordinator() {
+                    coordinator.tick();
+                }
+            }
             _ = transactions.tick() => broker.expire_transactions().await,
             _ = snapshots.tick() => {
                 let worker = Arc::clone(&broker);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::broker::{summary, Broker, Replication, TopicSummary};
 use crate::config::TopicConfig;
 use crate::error::{CoreError, Result};
-use crate::group::GroupCoordinator;
+use crate::group::OFFSETS_TOPIC;
 use crate::metadata::{Leadership, MetadataCommand, MetadataState, NodeImage, TopicImage};
 use crate::topic::{Partition, Topic};
 
@@ -57,17 +57,21 @@ pub struct ClusterView {
     pub cluster_id: Option<uuid::Uuid>,
     /// The controller leader, if any.
     pub controller: Option<u64>,
+    /// How many controller voters the cluster has: the size it is meant
+    /// to have, whoever has registered yet.
+    pub voters: usize,
     /// The cluster's metadata state.
     pub state: MetadataState,
 }
 
 impl ClusterView {
-    /// The view of `state`.
-    pub fn new(state: MetadataState, controller: Option<u64>) -> ClusterView {
+    /// The view of `state`, in a cluster of `voters` controller voters.
+    pub fn new(state: MetadataState, controller: Option<u64>, voters: usize) -> ClusterView {
         ClusterView {
             nodes: state.nodes().clone(),
             cluster_id: state.cluster_id(),
             controller,
+            voters,
             state,
         }
     }
@@ -141,32 +145,71 @@ impl Broker {
         )
     }
 
-    /// The node that coordinates `key` (a group or transactional id): this
-    /// node on a single node; in a cluster a live node picked by the key's
-    /// hash, the same answer from every node that sees the same nodes.
-    /// `None` while no node is live.
-    pub fn coordinator_node(&self, key: &str) -> Option<i32> {
-        let live = self.live_nodes();
-        if live.is_empty() {
-            return None;
-        }
-        let hash = crate::partitioner::murmur2(key.as_bytes()) & 0x7fff_ffff;
-        Some(live[hash as usize % live.len()])
+    /// The node that coordinates groups and transactional ids: this node
+    /// on a single node; in a cluster the leader of partition 0 of
+    /// [`OFFSETS_TOPIC`], which holds their state (`None` until the topic
+    /// exists and while its leader is down).
+    pub fn coordinator_node(&self) -> Option<i32> {
+        self.partition_leader(OFFSETS_TOPIC, 0)
     }
 
-    /// The group coordinator, for a group this node coordinates: every
-    /// group on a single node; in a cluster the groups
-    /// [`Broker::coordinator_node`] gives this node, so that two nodes
-    /// never run one group (with two generations, and offsets on both).
-    ///
-    /// # Errors
-    ///
-    /// [`CoreError::NotCoordinator`].
-    pub fn coordinating(&self, group_id: &str) -> Result<&GroupCoordinator> {
-        if self.quorum().is_some() && self.coordinator_node(group_id) != Some(self.node_id()) {
-            return Err(CoreError::NotCoordinator);
+    /// Periodic work of a node of a cluster: in-sync set changes, and the
+    /// offsets topic until it exists.
+    pub async fn maintain_cluster(self: &Arc<Self>) {
+        self.maintain_isr().await;
+        self.create_offsets_topic().await;
+    }
+
+    /// Creates [`OFFSETS_TOPIC`] once enough nodes are live for its
+    /// replicas (Kafka likewise waits for `offsets.topic.replication.factor`
+    /// brokers): one partition on `default.replication.factor` nodes (at
+    /// most the voters), at least two of them in sync for a write, nothing
+    /// deleted by retention (the store compacts itself). Only the lowest
+    /// live node proposes it. Until it exists, FindCoordinator answers
+    /// COORDINATOR_NOT_AVAILABLE and clients retry.
+    async fn create_offsets_topic(self: &Arc<Self>) {
+        let Some(quorum) = self.quorum().cloned() else {
+            return;
+        };
+        let view = quorum.view();
+        let live = view.live_nodes();
+        let factor =
+            (self.config().default_replication_factor.max(1) as usize).min(view.voters.max(1));
+        if view.state.topic(OFFSETS_TOPIC).is_some()
+            || view.controller.is_none()
+            || live.len() < factor
+            || live.first() != Some(&(self.node_id() as u64))
+        {
+            return;
         }
-        Ok(&self.groups)
+        let replicas = match self.spread_replicas(OFFSETS_TOPIC, 0, 1, factor) {
+            Ok(replicas) => replicas,
+            Err(error) => {
+                tracing::debug!(%error, "the offsets topic cannot be placed yet");
+                return;
+            }
+        };
+        let min_insync = factor.min(2).to_string();
+        let configs = [
+            ("min.insync.replicas", min_insync.as_str()),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        let command = MetadataCommand::CreateTopic {
+            name: OFFSETS_TOPIC.to_owned(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 1,
+            configs,
+            replicas,
+        };
+        match tokio::task::spawn_blocking(move || quorum.commit(command)).await {
+            Ok(Ok(())) => tracing::info!(replication_factor = factor, "created the offsets topic"),
+            Ok(Err(error)) => tracing::debug!(%error, "offsets topic not created; retrying"),
+            Err(error) => tracing::warn!(%error, "creating the offsets topic failed"),
+        }
     }
 
     /// The controller leader clients are told of (this node on a single
@@ -202,6 +245,9 @@ impl Broker {
             self.cluster.set(quorum).is_ok() && self.replica_transport.set(transport).is_ok(),
             "a broker joins one cluster once"
         );
+        // Groups are coordinated by the leader of the offsets topic; the
+        // single node's offsets log is not used in a cluster.
+        self.refresh_group_coordinator();
     }
 
     /// The controller quorum, when this broker is a node of a cluster.
@@ -450,6 +496,7 @@ impl Broker {
         for (name, image) in state.topics() {
             self.reconcile_topic(name, image)?;
         }
+        self.refresh_group_coordinator();
         Ok(())
     }
 

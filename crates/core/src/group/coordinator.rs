@@ -656,7 +656,12 @@ impl GroupCoordinator {
         }
     }
 
-    /// Persists a group's membership without waiting; returns the offset
+    /// The store of the groups' memberships and committed offsets.
+    pub fn store(&self) -> &Arc<OffsetStore> {
+        &self.store
+    }
+
+    /// Persists a group's membership without waiting; returns the write
     /// to wait for. A failure is logged: the group goes on in memory, and
     /// only a restart would lose its membership (the offsets log is then
     /// poisoned and commits fail loudly).
@@ -875,7 +880,7 @@ impl GroupCoordinator {
         if let Some((durable_at, answers)) = answers {
             // As Kafka: assignments are handed out once the membership is durable.
             if let Some(end) = durable_at {
-                if let Err(error) = self.store.wait_durable(end).await {
+                if let Err(error) = self.store.wait(end).await {
                     tracing::error!(group = %Escaped(group_id), %error, "group membership is not durable");
                 }
             }

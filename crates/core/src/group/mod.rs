@@ -8,4 +8,6 @@ pub use coordinator::{
     GroupCoordinator, GroupDescription, GroupSettings, GroupState, JoinRequest, Joined,
     JoinedMember, MemberDescription, OffsetExpiry, Synced,
 };
-pub use offsets::{CommittedOffset, OffsetStore, StoredGroup, StoredMember, TopicPartition};
+pub use offsets::{
+    CommittedOffset, OffsetStore, StoredGroup, StoredMember, TopicPartition, OFFSETS_TOPIC,
+};

@@ -12,10 +12,18 @@
 //! replayed into memory. When the log grows well past what is live, the live
 //! entries are written again at its end and the segments before them are
 //! deleted, so the log stays proportional to the live offsets.
+//!
+//! In a cluster the same records go to partition 0 of the replicated
+//! internal topic `__consumer_offsets` instead ([`OffsetStore::replicated`]):
+//! the node that leads it replays it and coordinates every group, a write
+//! is answered once every in-sync replica has it, and when leadership
+//! moves the new leader replays the same log, so groups and their offsets
+//! survive the death of their coordinator.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -24,9 +32,11 @@ use weir_log::{Log, LogConfig, SharedLog, Written};
 
 use crate::error::{CoreError, Result};
 use crate::metrics::Metrics;
+use crate::topic::Partition;
 
-/// Directory of the offsets log inside the data directory.
-const OFFSETS_DIR: &str = "__consumer_offsets";
+/// Directory of the offsets log inside the data directory; in a cluster,
+/// the name of the internal topic.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Bytes read at a time while replaying.
 const REPLAY_CHUNK_BYTES: usize = 1 << 20;
 /// Records per batch when rewriting the live entries.
@@ -105,8 +115,19 @@ struct State {
 /// All groups' committed offsets and memberships.
 #[derive(Debug)]
 pub struct OffsetStore {
-    log: SharedLog,
+    log: Arc<SharedLog>,
+    /// In a cluster: the partition this store writes to, while led here.
+    replicated: Option<Replicated>,
     state: Mutex<State>,
+}
+
+/// The offsets partition of a cluster, as led here in one leader epoch.
+#[derive(Debug)]
+struct Replicated {
+    partition: Arc<Partition>,
+    epoch: i32,
+    min_insync: usize,
+    timeout: Duration,
 }
 
 impl OffsetStore {
@@ -123,21 +144,58 @@ impl OffsetStore {
             max_message_bytes: 64 << 20,
             ..LogConfig::default()
         };
-        let log = SharedLog::new(Log::open(&data_dir.join(OFFSETS_DIR), config, clean)?)
+        let log = SharedLog::new(Log::open(&data_dir.join(OFFSETS_TOPIC), config, clean)?)
             .observing_syncs(Arc::clone(metrics));
         let store = OffsetStore {
-            log,
+            log: Arc::new(log),
+            replicated: None,
             state: Mutex::new(State::default()),
         };
         store.replay()?;
         Ok(store)
     }
 
+    /// The store of a cluster: partition 0 of [`OFFSETS_TOPIC`], led here
+    /// in leader epoch `epoch`, replayed to its end (what an earlier leader
+    /// wrote and this node copied included). Writes wait for `min_insync`
+    /// in-sync replicas, at most `timeout`; once leadership moves they
+    /// fail with [`CoreError::NotCoordinator`].
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or a record that is not an offsets record.
+    pub fn replicated(
+        partition: Arc<Partition>,
+        epoch: i32,
+        min_insync: usize,
+        timeout: Duration,
+    ) -> Result<OffsetStore> {
+        let store = OffsetStore {
+            log: Arc::clone(partition.shared_log()),
+            replicated: Some(Replicated {
+                partition,
+                epoch,
+                min_insync,
+                timeout,
+            }),
+            state: Mutex::new(State::default()),
+        };
+        store.replay()?;
+        Ok(store)
+    }
+
+    /// The leader epoch of the partition this store writes to, in a cluster.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        self.replicated.as_ref().map(|replicated| replicated.epoch)
+    }
+
     fn replay(&self) -> Result<()> {
         let mut offset = self.log.offsets().log_start_offset;
         let mut state = self.state.lock();
         loop {
-            let chunk = match self.log.read(offset, REPLAY_CHUNK_BYTES) {
+            // To the log's end: a new leader's log is the truth, even the
+            // part not yet on every replica.
+            let chunk = match self.log.read_unsynced(offset, REPLAY_CHUNK_BYTES) {
                 Err(weir_log::LogError::Corrupt { offset: at, .. }) => {
                     // Commits in damaged batches are lost; later ones (each
                     // group's newest) still replay over them.
@@ -179,9 +237,8 @@ impl OffsetStore {
         group: &str,
         offsets: Vec<(TopicPartition, Option<CommittedOffset>)>,
     ) -> Result<()> {
-        let end = self.append_changes(group, offsets)?;
-        self.log.wait_durable(end).await?;
-        Ok(())
+        let written = self.append_changes(group, offsets)?;
+        self.wait(written).await
     }
 
     /// Appends `changes` for `group` and applies them in memory, without
@@ -241,13 +298,33 @@ impl OffsetStore {
         Ok(end)
     }
 
-    /// Waits until a write is durable.
+    /// Waits until a write is durable: on this node's disk, and in a
+    /// cluster on every in-sync replica's.
     ///
     /// # Errors
     ///
-    /// Storage errors.
-    pub async fn wait_durable(&self, written: Written) -> Result<()> {
-        Ok(self.log.wait_durable(written).await?)
+    /// Storage errors; in a cluster [`CoreError::NotCoordinator`] once
+    /// leadership moved, the errors of replication otherwise
+    /// ([`CoreError::NotEnoughReplicasAfterAppend`],
+    /// [`CoreError::RequestTimedOut`]).
+    pub async fn wait(&self, written: Written) -> Result<()> {
+        self.log.wait_durable(written).await?;
+        let Some(replicated) = &self.replicated else {
+            return Ok(());
+        };
+        let outcome = replicated
+            .partition
+            .wait_replicated(
+                written.end_offset,
+                replicated.epoch,
+                replicated.min_insync,
+                replicated.timeout,
+            )
+            .await;
+        match outcome {
+            Err(CoreError::NotLeaderOrFollower) => Err(CoreError::NotCoordinator),
+            other => other,
+        }
     }
 
     /// Records a transaction's state (`None` forgets it), without waiting
@@ -287,7 +364,17 @@ impl OffsetStore {
     fn append(&self, records: &[NewRecord]) -> Result<Written> {
         let bytes = batch::encode_batch(records);
         let batches = batch::split_batches(bytes)?;
-        let info = self.log.append(&batches, 0, crate::now_ms())?;
+        let epoch = match &self.replicated {
+            None => 0,
+            Some(replicated) => {
+                let partition = &replicated.partition;
+                if !partition.is_leader_here() || partition.leader_epoch() != replicated.epoch {
+                    return Err(CoreError::NotCoordinator);
+                }
+                replicated.epoch
+            }
+        };
+        let info = self.log.append(&batches, epoch, crate::now_ms())?;
         Ok(info.written())
     }
 
@@ -372,18 +459,22 @@ impl OffsetStore {
             }
             (start, written)
         };
-        self.log.wait_durable(written).await?;
+        self.wait(written).await?;
         let deleted = self.log.delete_segments_below(start)?;
         tracing::info!(deleted, size_before = size, "compacted the offsets log");
         Ok(true)
     }
 
-    /// Syncs and checkpoints the offsets log for a clean shutdown.
+    /// Syncs and checkpoints the offsets log for a clean shutdown (in a
+    /// cluster the topic closes its partition's log).
     ///
     /// # Errors
     ///
     /// I/O errors.
     pub fn close(&self) -> Result<()> {
+        if self.replicated.is_some() {
+            return Ok(());
+        }
         Ok(self.log.close()?)
     }
 }

@@ -303,6 +303,12 @@ impl VirtualHost {
             .join(id);
         let mut held = None;
         let topic = if spec.parsed.queue_type == QueueType::Stream {
+            if self.broker.is_internal_topic(&spec.name) {
+                return Err(QueueError::AccessRefused(format!(
+                    "'{}' is an internal topic of the broker",
+                    spec.name
+                )));
+            }
             let topic = self.broker.topic(&spec.name).map_err(|_| {
                 QueueError::NotFound(format!(
                     "stream queue '{}' in vhost '{}': its topic was deleted",
@@ -402,7 +408,10 @@ impl VirtualHost {
             self.forget_queue(definitions, &queue)?;
             queue.close_for_delete();
         }
-        if self.name != DEFAULT_VHOST || self.broker.topic(name).is_err() {
+        if self.name != DEFAULT_VHOST
+            || self.broker.is_internal_topic(name)
+            || self.broker.topic(name).is_err()
+        {
             return Ok(None);
         }
         let mut arguments = FieldTable::default();

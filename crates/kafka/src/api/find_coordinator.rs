@@ -1,6 +1,6 @@
-//! FindCoordinator: the node that coordinates a group or a transactional
-//! id — this broker on a single node; in a cluster the same live node,
-//! picked by the key's hash, whichever node is asked.
+//! FindCoordinator: the node that coordinates groups and transactional
+//! ids — this broker on a single node; in a cluster the leader of the
+//! offsets topic, whichever node is asked.
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub fn handle(
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let (error, node, host, port) = coordinator(context, key.as_str());
+                let (error, node, host, port) = coordinator(context);
                 Coordinator::default()
                     .with_key(key)
                     .with_error_code(error)
@@ -35,7 +35,7 @@ pub fn handle(
             .collect();
         return Answer::Now(FindCoordinatorResponse::default().with_coordinators(coordinators));
     }
-    let (error, node, host, port) = coordinator(context, request.key.as_str());
+    let (error, node, host, port) = coordinator(context);
     Answer::Now(
         FindCoordinatorResponse::default()
             .with_error_code(error)
@@ -45,11 +45,11 @@ pub fn handle(
     )
 }
 
-/// Error code, node id, host and port of the coordinator of `key`.
-fn coordinator(context: &Context, key: &str) -> (i16, BrokerId, StrBytes, i32) {
+/// Error code, node id, host and port of the coordinator.
+fn coordinator(context: &Context) -> (i16, BrokerId, StrBytes, i32) {
     let chosen = context
         .broker
-        .coordinator_node(key)
+        .coordinator_node()
         .and_then(|id| kafka_nodes(context).into_iter().find(|node| node.id == id));
     match chosen {
         Some(node) => (0, BrokerId(node.id), text(node.host), node.port),

@@ -111,6 +111,7 @@ fn describe(context: &Context, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&facts.name)))
         .with_topic_id(facts.id)
+        .with_is_internal(broker.is_internal_topic(&facts.name))
         .with_partitions(partitions)
 }
 
