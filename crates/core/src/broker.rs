@@ -291,7 +291,9 @@ pub struct Broker {
     /// The single node's offsets log (`data/__consumer_offsets/`), closed
     /// on shutdown; a cluster keeps its offsets in a replicated partition.
     local_offsets: Arc<OffsetStore>,
-    pub(crate) transactions: Transactions,
+    /// The transaction coordinator's state: on a single node always; in a
+    /// cluster that of the group coordinator, replayed with it.
+    pub(crate) transactions: RwLock<Arc<Transactions>>,
     /// The metadata log and state. Its lock serialises every topic change,
     /// so a check, the command and the disk change are one step.
     metadata: Mutex<MetadataStore>,
@@ -355,7 +357,7 @@ impl Broker {
                 config.clock.clone(),
                 Arc::clone(&offsets),
             )))),
-            transactions: Transactions::restore(offsets.transactions()),
+            transactions: RwLock::new(Arc::new(Transactions::restore(offsets.transactions()))),
             local_offsets: offsets,
             cluster_id: meta.cluster_id,
             config,
@@ -1120,12 +1122,16 @@ impl Broker {
                 batches.len()
             )));
         };
+        // In a cluster the transaction coordinator is usually another
+        // node: a partition leader takes a transactional batch unchecked,
+        // as Kafka did before KIP-890.
         let in_transaction = header.producer_id >= 0
             && header.is_transactional()
-            && self.transactions.allows(
-                header.producer_id,
-                &(topic.name().to_string(), partition.index() as i32),
-            );
+            && (self.quorum().is_some()
+                || self.transactions.read().allows(
+                    header.producer_id,
+                    &(topic.name().to_string(), partition.index() as i32),
+                ));
         // An acks=0 write is made durable in the background, on this runtime.
         let runtime = tokio::runtime::Handle::try_current().ok();
         let writer = Arc::clone(&partition);

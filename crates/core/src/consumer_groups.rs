@@ -14,6 +14,7 @@ use crate::group::{
     TopicPartition, OFFSETS_TOPIC,
 };
 use crate::logging::Escaped;
+use crate::transactions::Transactions;
 
 /// Longest commit metadata accepted (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -74,7 +75,8 @@ impl Broker {
             .filter(|(partition, _)| partition.is_leader_here());
         let Some((partition, topic)) = led else {
             if self.groups.write().take().is_some() {
-                tracing::info!("no longer the group coordinator");
+                *self.transactions.write() = Arc::default();
+                tracing::info!("no longer the group and transaction coordinator");
             }
             return;
         };
@@ -91,7 +93,10 @@ impl Broker {
         );
         let coordinator = match store {
             Ok(store) => {
-                tracing::info!(epoch, "this node is the group coordinator");
+                tracing::info!(epoch, "this node is the group and transaction coordinator");
+                // Transactions left prepared are completed by the next
+                // `expire_transactions`.
+                *self.transactions.write() = Arc::new(Transactions::restore(store.transactions()));
                 Some(Arc::new(GroupCoordinator::new(
                     self.config().groups.clone(),
                     self.config().clock.clone(),

@@ -10,22 +10,37 @@
 //! epoch bumped, which fences the producer that left it. After a restart,
 //! transactions found in a Prepare state are completed; open ones time out.
 //!
+//! In a cluster the group coordinator (the leader of the replicated offsets
+//! topic) is the transaction coordinator too: its records replicate with
+//! the groups', a new coordinator replays them and completes what its
+//! predecessor left prepared, and each marker goes to its partition's
+//! leader, wherever that is ([`ReplicaRequest::WriteMarker`]), and counts
+//! once every in-sync replica has it.
+//!
 //! Operations are serialised by one async lock: a transaction's steps are
 //! few and short (one or two fsyncs each).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::{now_ms, Broker, ReplicaReply, ReplicaRequest};
 use crate::consumer_groups::OffsetCommit;
 use crate::error::{CoreError, Result};
 use crate::group::TopicPartition;
 use crate::logging::Escaped;
+use crate::topic::Partition;
 
 /// Longest transaction timeout accepted (Kafka's `transaction.max.timeout.ms`).
 pub const TRANSACTION_TIMEOUT_MAX_MS: i64 = 900_000;
+/// How long a coordinator keeps retrying a marker whose partition has no
+/// reachable leader before it leaves the transaction prepared (the periodic
+/// [`Broker::expire_transactions`] completes it later).
+const MARKER_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Pause between two attempts at a marker.
+const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where a transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,21 +188,13 @@ impl Broker {
     /// # Errors
     ///
     /// [`CoreError::InvalidTransactionTimeout`], storage errors;
-    /// [`CoreError::InvalidRequest`] on a node of a cluster.
+    /// [`CoreError::NotCoordinator`] on a node of a cluster that does not
+    /// coordinate.
     pub async fn init_transactional_producer(
         &self,
         transactional_id: &str,
         timeout_ms: i32,
     ) -> Result<(i64, i16)> {
-        if self.cluster_view().is_some() {
-            // A coordinator writes its commit and abort markers to its own
-            // logs only; partitions other nodes lead would never see them,
-            // and their read_committed readers would stall. Refused, not
-            // half done.
-            return Err(CoreError::InvalidRequest(
-                "transactions are not supported in a cluster yet".into(),
-            ));
-        }
         if transactional_id.is_empty() {
             return Err(CoreError::InvalidRequest(
                 "an empty transactional id".into(),
@@ -197,7 +204,8 @@ impl Broker {
         if timeout_ms <= 0 || timeout_ms > TRANSACTION_TIMEOUT_MAX_MS {
             return Err(CoreError::InvalidTransactionTimeout);
         }
-        let mut transactions = self.transactions.by_id.lock().await;
+        let state = self.transaction_state(transactional_id)?;
+        let mut transactions = state.by_id.lock().await;
         let transaction = match transactions.remove(transactional_id) {
             None => Transaction {
                 producer_id: self.new_producer_id()?,
@@ -247,7 +255,8 @@ impl Broker {
         producer_epoch: i16,
         partitions: Vec<TopicPartition>,
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
-        let mut transactions = self.transactions.by_id.lock().await;
+        let state = self.transaction_state(transactional_id)?;
+        let mut transactions = state.by_id.lock().await;
         let transaction = producer_transaction(
             &mut transactions,
             transactional_id,
@@ -293,7 +302,8 @@ impl Broker {
         producer_epoch: i16,
         group_id: &str,
     ) -> Result<()> {
-        let mut transactions = self.transactions.by_id.lock().await;
+        let state = self.transaction_state(transactional_id)?;
+        let mut transactions = state.by_id.lock().await;
         let transaction = producer_transaction(
             &mut transactions,
             transactional_id,
@@ -333,7 +343,8 @@ impl Broker {
                 instance_id,
             )?;
         }
-        let mut transactions = self.transactions.by_id.lock().await;
+        let state = self.transaction_state(transactional_id)?;
+        let mut transactions = state.by_id.lock().await;
         let transaction = producer_transaction(
             &mut transactions,
             transactional_id,
@@ -378,10 +389,9 @@ impl Broker {
         &self,
         group_id: &str,
     ) -> std::collections::HashSet<TopicPartition> {
-        self.transactions
-            .by_id
-            .lock()
-            .await
+        let state = Arc::clone(&self.transactions.read());
+        let transactions = state.by_id.lock().await;
+        transactions
             .values()
             .filter(|t| {
                 matches!(
@@ -408,7 +418,8 @@ impl Broker {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        let mut transactions = self.transactions.by_id.lock().await;
+        let state = self.transaction_state(transactional_id)?;
+        let mut transactions = state.by_id.lock().await;
         let transaction = producer_transaction(
             &mut transactions,
             transactional_id,
@@ -419,6 +430,13 @@ impl Broker {
             (TransactionState::Ongoing, _) => {}
             (TransactionState::CompleteCommit, true) | (TransactionState::CompleteAbort, false) => {
                 return Ok(())
+            }
+            // A retry after markers failed: finish what was decided.
+            (TransactionState::PrepareCommit, true) | (TransactionState::PrepareAbort, false) => {
+                let mut decided = transaction.clone();
+                let result = self.complete(transactional_id, &mut decided).await;
+                *transaction = decided;
+                return result;
             }
             _ => return Err(CoreError::InvalidTxnState),
         }
@@ -438,7 +456,11 @@ impl Broker {
     /// producer that left them is fenced; completes transactions a restart
     /// left in a Prepare state.
     pub async fn expire_transactions(&self) {
-        let mut transactions = self.transactions.by_id.lock().await;
+        if self.group_coordinator().is_none() {
+            return;
+        }
+        let state = Arc::clone(&self.transactions.read());
+        let mut transactions = state.by_id.lock().await;
         let now = self.config().clock.now_ms();
         for (id, transaction) in transactions.iter_mut() {
             let result = match transaction.state {
@@ -543,8 +565,10 @@ impl Broker {
             .await
     }
 
-    /// Appends a COMMIT or ABORT marker for `producer_id` and waits until it
-    /// is durable. A partition deleted meanwhile needs none.
+    /// Writes a COMMIT or ABORT marker for `producer_id` to a partition:
+    /// here when this node leads it, else through its leader, retrying
+    /// while it has none for up to [`MARKER_RETRY_MAX`]. A partition deleted
+    /// meanwhile needs none.
     async fn write_marker(
         &self,
         topic: &str,
@@ -553,20 +577,81 @@ impl Broker {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        let Ok(partition) = self.topic(topic).and_then(|t| t.partition(partition)) else {
+        let Ok(index) = u32::try_from(partition) else {
             return Ok(());
         };
+        let deadline = tokio::time::Instant::now() + MARKER_RETRY_MAX;
+        loop {
+            let outcome = match (
+                self.partition_leader(topic, index),
+                self.replica_transport(),
+            ) {
+                (Some(leader), Some(transport)) if leader != self.node_id() => {
+                    let request = ReplicaRequest::WriteMarker {
+                        topic: topic.to_owned(),
+                        partition: index,
+                        producer_id,
+                        producer_epoch,
+                        commit,
+                    };
+                    match transport.call(leader as u64, request).await {
+                        Ok(ReplicaReply::MarkerWritten) => Ok(()),
+                        Ok(other) => Err(CoreError::Storage(weir_log::LogError::Replica(format!(
+                            "node {leader} did not write the marker: {other:?}"
+                        )))),
+                        Err(error) => Err(CoreError::Io(error)),
+                    }
+                }
+                _ => {
+                    self.write_marker_here(topic, partition, producer_id, producer_epoch, commit)
+                        .await
+                }
+            };
+            match outcome {
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(topic = %Escaped(topic), partition, %error, "marker not written yet; retrying");
+                    tokio::time::sleep(MARKER_RETRY_BACKOFF).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Appends a COMMIT or ABORT marker for `producer_id` to a partition
+    /// this node leads and waits until it is durable (in a cluster: on
+    /// every in-sync replica). A partition deleted meanwhile needs none.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotLeaderOrFollower`] when this node does not lead the
+    /// partition (or stopped leading it); storage and replication errors.
+    pub(crate) async fn write_marker_here(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        let Ok(found) = self.topic(topic) else {
+            return Ok(());
+        };
+        let Ok(partition) = found.partition(partition) else {
+            return Ok(());
+        };
+        let epoch = partition.leader_epoch();
         let marker =
             weir_log::batch::encode_marker(producer_id, producer_epoch, commit, 0, now_ms());
         let batches = weir_log::batch::split_batches(marker)?;
         // Queued behind the partition's other writes, off the async threads.
-        let writer = Arc::clone(&partition);
+        let writer: Arc<Partition> = Arc::clone(&partition);
         let written = partition
             .submit_write(move || -> Result<weir_log::Written> {
+                if !writer.is_leader_here() || writer.leader_epoch() != epoch {
+                    return Err(CoreError::NotLeaderOrFollower);
+                }
                 let mut producers = writer.producers();
-                let info = writer
-                    .log()
-                    .append(&batches, writer.leader_epoch(), now_ms())?;
+                let info = writer.log().append(&batches, epoch, now_ms())?;
                 producers.record_marker(&batches[0].0, info.base_offset, commit);
                 Ok(info.written())
             })
@@ -577,7 +662,28 @@ impl Broker {
                 )))
             })??;
         partition.log().wait_durable(written).await?;
+        if self.quorum().is_some() {
+            partition
+                .wait_replicated(
+                    written.end_offset,
+                    epoch,
+                    self.min_insync(&found),
+                    self.config().replication_timeout,
+                )
+                .await?;
+        }
         Ok(())
+    }
+
+    /// The transaction coordinator's state, when this node coordinates
+    /// `transactional_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotCoordinator`].
+    fn transaction_state(&self, transactional_id: &str) -> Result<Arc<Transactions>> {
+        self.coordinating(transactional_id)?;
+        Ok(Arc::clone(&self.transactions.read()))
     }
 
     async fn persist_transaction(
@@ -585,10 +691,8 @@ impl Broker {
         transactional_id: &str,
         transaction: &Transaction,
     ) -> Result<()> {
-        self.transactions.note(transaction);
+        self.transactions.read().note(transaction);
         let value = serde_json::to_value(transaction).map_err(std::io::Error::other)?;
-        // Transactions run on a single node only (refused in a cluster),
-        // whose coordinator keeps them in its offsets log.
         let store = Arc::clone(self.coordinating(transactional_id)?.store());
         let written = store.append_transaction(transactional_id, Some(value))?;
         store.wait(written).await

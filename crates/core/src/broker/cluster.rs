@@ -250,6 +250,11 @@ impl Broker {
         self.refresh_group_coordinator();
     }
 
+    /// How followers and coordinators reach partition leaders, in a cluster.
+    pub(crate) fn replica_transport(&self) -> Option<&Arc<dyn crate::broker::ReplicaTransport>> {
+        self.replica_transport.get()
+    }
+
     /// The controller quorum, when this broker is a node of a cluster.
     pub(crate) fn quorum(&self) -> Option<&Arc<dyn MetadataQuorum>> {
         self.cluster.get()

@@ -75,6 +75,20 @@ pub enum ReplicaRequest {
         /// The follower's latest epoch.
         epoch: i32,
     },
+    /// A transaction coordinator's COMMIT or ABORT marker, for the leader
+    /// to append and replicate (Kafka's WriteTxnMarkers).
+    WriteMarker {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The transaction's producer.
+        producer_id: i64,
+        /// Its epoch.
+        producer_epoch: i16,
+        /// COMMIT, or ABORT.
+        commit: bool,
+    },
 }
 
 /// A leader's answer.
@@ -92,6 +106,8 @@ pub enum ReplicaReply {
     /// The largest epoch at or below the one asked for and where it ends
     /// in the leader's log; `None` when the leader has no such epoch.
     EpochEnd(Option<(i32, u64)>),
+    /// The marker is on every in-sync replica.
+    MarkerWritten,
     /// Why the leader did not answer.
     Refused(ReplicaRefusal),
 }
@@ -157,6 +173,27 @@ impl Broker {
                 Ok(partition) => ReplicaReply::EpochEnd(partition.log().epoch_end(epoch)),
                 Err(refusal) => ReplicaReply::Refused(refusal),
             },
+            ReplicaRequest::WriteMarker {
+                topic,
+                partition,
+                producer_id,
+                producer_epoch,
+                commit,
+            } => {
+                let Ok(partition) = i32::try_from(partition) else {
+                    return ReplicaReply::Refused(ReplicaRefusal::UnknownTopicOrPartition);
+                };
+                match self
+                    .write_marker_here(&topic, partition, producer_id, producer_epoch, commit)
+                    .await
+                {
+                    Ok(()) => ReplicaReply::MarkerWritten,
+                    Err(CoreError::NotLeaderOrFollower) => {
+                        ReplicaReply::Refused(ReplicaRefusal::NotLeader)
+                    }
+                    Err(error) => ReplicaReply::Refused(ReplicaRefusal::Storage(error.to_string())),
+                }
+            }
         }
     }
 
@@ -365,7 +402,9 @@ impl Fetcher {
             }
             ReplicaReply::EpochEnd(None) => log.offsets().log_start_offset,
             ReplicaReply::Refused(refusal) => return Err(Step::Refused(refusal)),
-            ReplicaReply::Fetched { .. } => return Err(Step::Unexpected),
+            ReplicaReply::Fetched { .. } | ReplicaReply::MarkerWritten => {
+                return Err(Step::Unexpected)
+            }
         };
         if end < log.offsets().log_end_offset {
             tracing::info!(topic = %self.topic, partition = self.partition.index(), leader, epoch = leader_epoch, offset = end, "truncating to the leader's log");
@@ -441,7 +480,7 @@ impl Fetcher {
                     .map_err(|error| Step::Local(error.to_string()))
             }
             ReplicaReply::Refused(refusal) => Err(Step::Refused(refusal)),
-            ReplicaReply::EpochEnd(_) => Err(Step::Unexpected),
+            ReplicaReply::EpochEnd(_) | ReplicaReply::MarkerWritten => Err(Step::Unexpected),
         }
     }
 }
