@@ -453,13 +453,181 @@ def test_groups_have_one_coordinator_and_survive_its_kill(weir_broker):
     assert consume_with_commits(nodes[survivors[1]].bootstrap, "readers", 0) == []
 
 
-def test_transactions_are_refused_in_a_cluster_not_half_done(weir_broker):
-    from confluent_kafka import KafkaException, Producer
+TXN_TOPIC = "ledger"
+TXN_INPUT = "ledger-input"
+TXN_GROUP = "ledger-relay"
+TXN_COUNT = 10
+TXN_CALL_TIMEOUT_S = 30.0
+# The transactions sending the group's offsets: one committed, one aborted.
+TXN_OFFSETS = {5: {0: 4, 1: 7, 2: 9}, 7: {0: 10, 1: 10, 2: 10}}
+
+
+def txn_aborted(txn: int) -> bool:
+    """Transactions 1, 4 and 7 are aborted, the seven others committed."""
+    return txn % 3 == 1
+
+
+def txn_records(txn: int, partition: int) -> list[tuple[bytes, bytes]]:
+    """The (key, value) records transaction `txn` writes to `partition`:
+    one to three of them, with binary payloads of up to 800 bytes."""
+    records = []
+    for index in range((txn + partition) % 3 + 1):
+        payload = bytes((txn * 31 + partition * 7 + index + n) % 256 for n in range(400 * index))
+        records.append((f"t{txn}".encode(), f"t{txn}-p{partition}-r{index}|".encode() + payload))
+    return records
+
+
+def in_sync_everywhere(nodes: dict[int, Broker], topic: str, partitions: int) -> list[dict] | None:
+    """The topic's partitions when every node names the same leader for
+    each and has all three replicas in sync; else None."""
+    views = []
+    for node in nodes.values():
+        answer = Http(node.http_url).call("GET", f"/api/topics/{topic}", timeout=5)
+        views.append(answer.json()["partitions"] if answer.status == 200 else [])
+    first = views[0]
+    if len(first) != partitions:
+        return None
+    for view in views:
+        for mine, theirs in zip(first, view):
+            if mine["leader"] is None or mine["leader"] != theirs["leader"] or sorted(theirs["isr"]) != [1, 2, 3]:
+                return None
+    return first
+
+
+def stable_ends(bootstrap: str, topic: str, partitions: int) -> list[int] | None:
+    """Each partition's end when its last stable offset (what
+    read_committed sees) is its high watermark: every transaction's
+    markers written; else None."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ledger-ends-{isolation}",
+                             "isolation.level": isolation})
+        try:
+            ends[isolation] = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                               for p in range(partitions)]
+        finally:
+            consumer.close()
+    return ends["read_committed"] if ends["read_committed"] == ends["read_uncommitted"] else None
+
+
+def read_partitions(bootstrap: str, topic: str, partitions: int, isolation: str, ends: list[int]) -> dict:
+    """{partition: [(offset, key, value), ...]}: every record a consumer
+    with `isolation` finds from offset 0 up to the `ends`."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ledger-reader-{isolation}",
+                         "enable.auto.commit": False, "isolation.level": isolation, "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    read: dict[int, list] = {p: [] for p in range(partitions)}
+    done = {p for p in range(partitions) if ends[p] == 0}
+    deadline = time.monotonic() + 60
+    try:
+        while len(done) < partitions:
+            assert time.monotonic() < deadline, f"{isolation} read of {topic} stuck: {read}"
+            for message in consumer.consume(1000, timeout=0.5):
+                error = message.error()
+                if error is None:
+                    read[message.partition()].append((message.offset(), message.key(), message.value()))
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(f"{isolation} read of {topic}: {error!r}")
+                elif message.offset() >= ends[message.partition()]:
+                    done.add(message.partition())
+    finally:
+        consumer.close()
+    return read
+
+
+@pytest.mark.timeout(120)
+def test_transactions_commit_or_abort_across_partitions_led_by_three_nodes(weir_broker):
+    """A transactional producer bootstrapped through a node that is not its
+    coordinator runs ten transactions, each writing to all three
+    partitions of a topic (RF 3, min.insync.replicas 2, one partition led
+    by each node): seven committed, three aborted, one committed and one
+    aborted of them also sending a consumer group's offsets. A
+    read_committed consumer then reads exactly the committed records, byte
+    for byte, once each, in each partition in the order produced, at the
+    offsets their deliveries named; a read_uncommitted one reads every
+    record; each transaction leaves one marker offset per partition; and
+    the group's committed offsets are those of the committed transaction."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
 
     nodes = start_cluster(weir_broker)
     all_active = {1: "active", 2: "active", 3: "active"}
     wait_until("all three registered", lambda: agreed(nodes, lambda s: node_states(s) == all_active))
-    producer = Producer({"bootstrap.servers": nodes[1].bootstrap, "transactional.id": "tx-1"})
-    with pytest.raises(KafkaException) as failure:
-        producer.init_transactions(20)
-    assert failure.value.args[0].code() == 42, failure.value  # INVALID_REQUEST
+    admin = AdminClient({"bootstrap.servers": nodes[1].bootstrap})
+    config = {"min.insync.replicas": "2"}
+    created = admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=3, config=config)
+                                   for name in (TXN_TOPIC, TXN_INPUT)])
+    for future in created.values():
+        future.result(30)
+    placed = wait_until(f"{TXN_TOPIC} in sync on every node", lambda: in_sync_everywhere(nodes, TXN_TOPIC, 3))
+    assert sorted(p["leader"] for p in placed) == [1, 2, 3], placed
+    wait_until(f"{TXN_INPUT} in sync on every node", lambda: in_sync_everywhere(nodes, TXN_INPUT, 3))
+    coordinator = wait_until("one coordinator named by every node", lambda: one_coordinator(nodes, TXN_GROUP))
+    entry = nodes[next(node_id for node_id in nodes if node_id != coordinator)]
+
+    # What the group "consumed": ten records in each input partition.
+    feeder = Producer({"bootstrap.servers": entry.bootstrap, "acks": "all"})
+    for i in range(30):
+        feeder.produce(TXN_INPUT, value=f"in-{i}".encode(), partition=i % 3)
+    assert feeder.flush(30) == 0
+    relay = Consumer({"bootstrap.servers": entry.bootstrap, "group.id": TXN_GROUP, "enable.auto.commit": False,
+                      "isolation.level": "read_committed"})
+    relay.assign([TopicPartition(TXN_INPUT, p, 0) for p in range(3)])
+
+    producer = Producer({"bootstrap.servers": entry.bootstrap, "transactional.id": "ledger-writer",
+                         "linger.ms": 5})
+    producer.init_transactions(TXN_CALL_TIMEOUT_S)
+    delivered: dict[int, list] = {}
+    for txn in range(TXN_COUNT):
+        producer.begin_transaction()
+        reports = []
+        for partition in range(3):
+            for key, value in txn_records(txn, partition):
+                producer.produce(TXN_TOPIC, key=key, value=value, partition=partition,
+                                 on_delivery=lambda error, message, into=reports: into.append((error, message)))
+        # Flushed before the end, so that an aborted transaction's records
+        # are in the log too (for the read_uncommitted consumer).
+        assert producer.flush(TXN_CALL_TIMEOUT_S) == 0
+        assert [error for error, _ in reports if error is not None] == [], txn
+        delivered[txn] = [(m.partition(), m.offset(), m.key(), m.value()) for _, m in reports]
+        if txn in TXN_OFFSETS:
+            positions = [TopicPartition(TXN_INPUT, p, offset) for p, offset in TXN_OFFSETS[txn].items()]
+            producer.send_offsets_to_transaction(positions, relay.consumer_group_metadata(), TXN_CALL_TIMEOUT_S)
+        if txn_aborted(txn):
+            producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+        else:
+            producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+    assert not txn_aborted(5) and txn_aborted(7)
+
+    every = {p: [(o, k, v) for txn in range(TXN_COUNT) for (q, o, k, v) in delivered[txn] if q == p] for p in range(3)}
+    committed = {p: [(o, k, v) for txn in range(TXN_COUNT) if not txn_aborted(txn)
+                     for (q, o, k, v) in delivered[txn] if q == p] for p in range(3)}
+    for p in range(3):
+        # What each partition was sent, in order, and by whom.
+        assert [(k, v) for _, k, v in every[p]] == [r for txn in range(TXN_COUNT) for r in txn_records(txn, p)]
+    # Markers are written after EndTxn is answered: wait for the last ones.
+    # Each transaction's marker takes one offset in each partition.
+    ends = wait_until("every partition's last stable offset at its high watermark",
+                      lambda: stable_ends(entry.bootstrap, TXN_TOPIC, 3))
+    assert ends == [len(every[p]) + TXN_COUNT for p in range(3)], ends
+
+    assert read_partitions(entry.bootstrap, TXN_TOPIC, 3, "read_committed", ends) == committed
+    assert read_partitions(nodes[coordinator].bootstrap, TXN_TOPIC, 3, "read_uncommitted", ends) == every
+
+    relay.close()
+    reader = Consumer({"bootstrap.servers": entry.bootstrap, "group.id": TXN_GROUP,
+                       "isolation.level": "read_committed"})
+    try:
+        wanted = [(TXN_INPUT, p, offset, None) for p, offset in TXN_OFFSETS[5].items()]
+        wait_until(
+            "the group's offsets are those of the committed transaction",
+            lambda: [(tp.topic, tp.partition, tp.offset, tp.error)
+                     for tp in reader.committed([TopicPartition(TXN_INPUT, p) for p in range(3)], timeout=15)]
+            == wanted,
+        )
+    finally:
+        reader.close()

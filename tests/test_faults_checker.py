@@ -1,13 +1,16 @@
-"""The history checker and the consumer-group checker on synthetic
-histories: each kind of violation is found, a clean history passes, and
-writes (or commits) with an unknown outcome may or may not have taken
-effect. No broker and no root needed."""
+"""The history checker, the consumer-group checker and the transaction
+checker on synthetic histories: each kind of violation is found, a clean
+history passes, and writes (or commits, or transactions) with an unknown
+outcome may or may not have taken effect. Also which outcome the
+transactional producer records for which client errors. No broker and no
+root needed."""
 
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
+from faults import txn_producer
 from faults.checker import (
     CHANGED,
     DUPLICATED,
@@ -21,8 +24,19 @@ from faults.checker import (
     check,
 )
 from faults.group_check import GROUP_GAP, GROUP_REWIND, check_group
+from faults.group_member import read_events
 from faults.history import FAILED, OK, UNKNOWN, History, Read, Write
 from faults.kafka_client import outcome_of
+from faults.txn_check import (
+    ABORTED,
+    ABORTED_TXN_SEEN,
+    COMMITTED,
+    TXN_LOST,
+    TXN_PARTIAL,
+    Transaction,
+    check_transactions,
+    transactions_from_events,
+)
 
 
 def sequential_writes(count: int, partitions: int = 2, process: str = "p0") -> list[Write]:
@@ -297,3 +311,207 @@ def test_a_read_taken_back_later():
 )
 def test_delivery_errors_are_definite_only_when_nothing_was_written(code, outcome):
     assert outcome_of(KafkaError(code)) == outcome
+
+
+# --- transactions --------------------------------------------------------
+
+
+def transaction(number: int, outcome: str, partitions: int = 2, records: int = 2) -> Transaction:
+    return Transaction(number, {p: [f"t{number}-p{p}-r{r}" for r in range(records)] for p in range(partitions)},
+                       outcome)
+
+
+def committed_log(transactions: list[Transaction], visible=(COMMITTED,)) -> list[Read]:
+    """What a correct broker shows a read_committed consumer: the visible
+    transactions' values, in each partition in the order written, one
+    offset apart (the markers are not records)."""
+    reads = []
+    next_offset: dict[int, int] = {}
+    for txn in transactions:
+        for partition, values in txn.values.items():
+            for value in values:
+                offset = next_offset.get(partition, 0)
+                if txn.outcome in visible:
+                    reads.append(Read(partition, offset, value))
+                next_offset[partition] = offset + 1
+            next_offset[partition] += 1  # the marker
+    return sorted(reads, key=lambda r: (r.partition, r.offset))
+
+
+def txn_history() -> list[Transaction]:
+    return [transaction(0, COMMITTED), transaction(1, ABORTED), transaction(2, COMMITTED), transaction(3, UNKNOWN)]
+
+
+def test_transactions_committed_once_and_aborted_invisible_pass():
+    transactions = txn_history()
+    result = check_transactions(transactions, committed_log(transactions))
+    assert result.valid, result.report()
+    assert (result.counts["committed"], result.counts["aborted"], result.counts["unknown"]) == (2, 1, 1)
+    assert result.counts["unknown seen"] == 0
+    # The unknown one may be there too, as a whole.
+    everything_but_aborted = committed_log(transactions, visible=(COMMITTED, UNKNOWN))
+    result = check_transactions(transactions, everything_but_aborted, observed=everything_but_aborted[:3])
+    assert result.valid, result.report()
+    assert result.counts["unknown seen"] == 1
+
+
+def test_a_lost_committed_transaction():
+    transactions = txn_history()
+    reads = [r for r in committed_log(transactions) if not r.value.startswith("t2-")]
+    result = check_transactions(transactions, reads)
+    assert kinds(result) == {TXN_LOST}, result.report()
+    assert "transaction 2 (committed, 4 values): none of its values is in the log" in result.report()
+
+
+def test_a_committed_transaction_seen_in_part():
+    transactions = txn_history()
+    reads = [r for r in committed_log(transactions) if r.value != "t2-p1-r1"]
+    result = check_transactions(transactions, reads)
+    assert kinds(result) == {TXN_PARTIAL}, result.report()
+    assert "first missing ['t2-p1-r1']" in result.report()
+
+
+def test_an_unknown_transaction_seen_in_part():
+    transactions = txn_history()
+    reads = [r for r in committed_log(transactions, visible=(COMMITTED, UNKNOWN)) if r.partition == 0
+             or not r.value.startswith("t3-")]
+    result = check_transactions(transactions, reads)
+    assert kinds(result) == {TXN_PARTIAL}, result.report()
+    assert "transaction 3 (unknown, 4 values): 2 values seen, 2 missing" in result.report()
+
+
+def test_a_duplicated_transaction():
+    transactions = txn_history()
+    reads = committed_log(transactions)
+    again = [Read(r.partition, r.offset + 100, r.value) for r in reads if r.value.startswith("t0-")]
+    result = check_transactions(transactions, reads + again)
+    assert DUPLICATED in kinds(result) and kinds(result) <= {DUPLICATED, REORDERED}, result.report()
+    assert "'t0-p0-r0' is at 2 positions" in result.report()
+
+
+def test_an_aborted_transaction_visible():
+    transactions = txn_history()
+    reads = committed_log(transactions, visible=(COMMITTED, ABORTED))
+    result = check_transactions(transactions, reads)
+    assert kinds(result) == {ABORTED_TXN_SEEN}, result.report()
+    assert "transaction 1 (aborted, 4 values): 4 values are visible" in result.report()
+
+
+def test_an_aborted_transaction_seen_during_the_run_only():
+    transactions = txn_history()
+    final = committed_log(transactions)
+    ghost = Read(0, 2, "t1-p0-r0")
+    result = check_transactions(transactions, final, observed=[final[0], ghost])
+    assert kinds(result) == {ABORTED_TXN_SEEN, READ_TAKEN_BACK}, result.report()
+
+
+def test_committed_values_out_of_order_in_a_partition():
+    transactions = txn_history()
+    reads = committed_log(transactions)
+    first, later = reads[0], next(r for r in reads if r.partition == 0 and r.value.startswith("t2-"))
+    swapped = [Read(r.partition, r.offset, later.value if r == first else first.value if r == later else r.value)
+               for r in reads]
+    result = check_transactions(transactions, swapped)
+    assert kinds(result) == {REORDERED}, result.report()
+
+
+def test_a_value_in_another_partition_or_never_written():
+    transactions = txn_history()
+    reads = [Read(1, 50, r.value) if r.value == "t0-p0-r0" else r for r in committed_log(transactions)]
+    result = check_transactions(transactions, reads + [Read(1, 99, "stranger")])
+    assert kinds(result) == {CHANGED, NEVER_WRITTEN}, result.report()
+
+
+def test_transactions_from_producer_events():
+    events = [
+        {"event": "ready", "producer": 1},
+        {"event": "begin", "txn": 0, "producer": 1, "intent": "commit", "values": {"0": ["a"], "1": ["b"]}},
+        {"event": "end", "txn": 0, "outcome": "committed"},
+        {"event": "begin", "txn": 1, "producer": 1, "intent": "commit", "values": {"0": ["c"], "1": ["d"]}},
+        {"event": "retry", "txn": 1, "call": "commit", "error": {"name": "_TIMED_OUT"}},
+        {"event": "end", "txn": 1, "outcome": "unknown", "error": "_FENCED: fenced"},
+        {"event": "replaced", "producer": 1, "error": {"name": "_FENCED"}},
+        {"event": "ready", "producer": 2},
+        {"event": "begin", "txn": 2, "producer": 2, "intent": "abort", "values": {"0": ["e"], "1": ["f"]}},
+        {"event": "end", "txn": 2, "outcome": "aborted"},
+        {"event": "begin", "txn": 3, "producer": 2, "intent": "commit", "values": {"0": ["g"], "1": ["h"]}},
+    ]
+    transactions = transactions_from_events(events)
+    assert [(t.number, t.outcome, t.producer) for t in transactions] == [
+        (0, COMMITTED, 1), (1, UNKNOWN, 1), (2, ABORTED, 2), (3, UNKNOWN, 2)]
+    assert transactions[1].error == "_FENCED: fenced"
+    assert transactions[3].values == {0: ["g"], 1: ["h"]}
+
+
+# --- the transactional producer's outcomes -----------------------------------
+
+
+class ScriptedProducer:
+    """Stands in for confluent-kafka's Producer: commit_transaction() and
+    abort_transaction() raise the scripted errors, one per call, then return."""
+
+    script: dict[str, list[KafkaError]] = {}
+    made = 0
+
+    def __init__(self, _config):
+        ScriptedProducer.made += 1
+
+    def init_transactions(self, _timeout):
+        pass
+
+    def produce(self, *_args, **_kwargs):
+        pass
+
+    def poll(self, _timeout):
+        return 0
+
+    def purge(self):
+        pass
+
+    def commit_transaction(self, _timeout):
+        self._call("commit")
+
+    def abort_transaction(self, _timeout):
+        self._call("abort")
+
+    def _call(self, name: str):
+        errors = ScriptedProducer.script.get(name, [])
+        if errors:
+            raise KafkaException(errors.pop(0))
+
+
+RETRIABLE = KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)
+ABORTABLE = KafkaError(KafkaError._STATE, "a delivery failed", txn_requires_abort=True)
+FATAL = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
+
+
+@pytest.mark.parametrize(
+    ("number", "commit_errors", "abort_errors", "outcome", "producers"),
+    [
+        (0, [], [], COMMITTED, 1),
+        (0, [RETRIABLE], [], COMMITTED, 1),
+        (0, [ABORTABLE], [], ABORTED, 1),
+        (0, [ABORTABLE], [FATAL], UNKNOWN, 2),
+        (0, [FATAL], [], UNKNOWN, 2),
+        (0, [RETRIABLE] * 3, [], UNKNOWN, 2),
+        # Transaction 3 is aborted on purpose: never committed, whatever the abort said.
+        (3, [], [], ABORTED, 1),
+        (3, [], [FATAL], ABORTED, 2),
+    ],
+)
+def test_the_transactional_producer_records_what_the_client_knows(
+    monkeypatch, tmp_path, number, commit_errors, abort_errors, outcome, producers
+):
+    monkeypatch.setattr(txn_producer, "Producer", ScriptedProducer)
+    monkeypatch.setattr(ScriptedProducer, "script", {"commit": list(commit_errors), "abort": list(abort_errors)})
+    monkeypatch.setattr(ScriptedProducer, "made", 0)
+    events_path = tmp_path / "events.jsonl"
+    loop = txn_producer.TransactionalLoop("bootstrap", "topic", 2, "tid", txn_producer.EventLog(str(events_path)))
+    loop.producer = loop.fresh_producer()
+    loop.run_transaction(number)
+    loop.events.file.close()
+    transactions = transactions_from_events(read_events(events_path))
+    assert [(t.number, t.outcome) for t in transactions] == [(number, outcome)]
+    assert transactions[0].values == {0: [f"t{number}-p0-r{r}" for r in range(3)],
+                                      1: [f"t{number}-p1-r{r}" for r in range(3)]}
+    assert ScriptedProducer.made == producers

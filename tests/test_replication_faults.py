@@ -26,14 +26,17 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from faults.checker import CheckResult, assert_valid, check
 from faults.group_check import check_group
 from faults.group_member import GroupMember, read_events
 from faults.history import OK, History
-from faults.kafka_client import ProduceRecorder, TailReader, kafka_config, read_back
+from faults.kafka_client import ProduceRecorder, TailReader, kafka_config, read_back, reading_consumer
 from faults.partitions import Partitions
+from faults.txn_check import COMMITTED, check_transactions
+from faults.txn_process import TransactionalProducerProcess
 from http_helpers import Http
 from test_cluster_faults import agreed, all_registered, start_cluster, wait_until
 
@@ -448,3 +451,87 @@ def test_a_group_resumes_from_its_committed_offsets_across_its_coordinators_kill
     print(result.report())
     assert_valid(result)
     assert result.counts["sessions"] == 3
+
+
+# Transactions committed in each step of the transaction scenario.
+TXNS_PER_STEP = 10
+# How long the killed coordinator stays down, the producer going on
+# through its successor meanwhile.
+COORDINATOR_DOWN_S = 15.0
+
+
+def transactions_completed(bootstrap: str) -> list[int] | None:
+    """Each partition's end once its last stable offset (where
+    read_committed consumers stop) is its high watermark: every
+    transaction's markers are written; else None."""
+    ends = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = reading_consumer(bootstrap, **{"isolation.level": isolation})
+        try:
+            ends[isolation] = [
+                consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10, cached=False)[1]
+                for p in range(PARTITIONS)
+            ]
+        finally:
+            consumer.close()
+    return ends["read_committed"] if ends["read_committed"] == ends["read_uncommitted"] else None
+
+
+@pytest.mark.timeout(300)
+def test_transactions_through_a_coordinators_kill_are_seen_once_whole_or_not_at_all(
+    fault_network, fault_node, tmp_path
+):
+    """Fault scenario 7: a transactional producer (a process of its own)
+    writes transactions of three records to each partition, every fourth
+    one aborted, while a read_committed consumer tails the topic. The
+    transaction coordinator (the leader of the offsets topic, and of one
+    data partition) is killed -9: a survivor takes the offsets topic over
+    and the producer keeps committing through it — retrying, aborting, or
+    starting over with the same transactional.id, as its errors say. The
+    node comes back, everything settles, the producer stops after its
+    current transaction. Then read_committed must show every transaction
+    the producer saw committed exactly once and whole, none of an aborted
+    one (not even during the run), a transaction whose commit failed
+    without a definite answer whole or not at all, and each partition's
+    values in the order produced; every replica ends with the same log."""
+    _, _, nodes = replicated_cluster(fault_network, fault_node)
+    victim = wait_until("one transaction coordinator", lambda: coordinator_of(nodes), timeout=REJOIN_S)
+    survivors = survivors_of(nodes, victim)
+    producer = TransactionalProducerProcess(bootstrap_of(nodes), TOPIC, PARTITIONS, "faults-txn",
+                                            tmp_path / "txn-events.jsonl", tmp_path / "txn-producer.log")
+    tail = TailReader(bootstrap_of(nodes), TOPIC, PARTITIONS).start()
+    try:
+        producer.start()
+        producer.wait_until_ready(timeout_s=60)
+        producer.wait_for_outcomes(COMMITTED, TXNS_PER_STEP, timeout_s=30, what="before the kill")
+        killed = producer.mark(COMMITTED)
+        killed_at = killed[0]
+        assert nodes[victim].kill() == -9
+        coordinator = wait_until("the offsets topic led by a survivor",
+                                 lambda: coordinator_of(survivors) in survivors and coordinator_of(survivors),
+                                 timeout=RECOVERY_S)
+        recovery_s = producer.wait_for_outcomes(COMMITTED, 1, timeout_s=RECOVERY_S + 15,
+                                                what="after the coordinator's kill", since=killed)
+        print(f"killed coordinator node {victim}; node {coordinator} coordinates; a transaction committed "
+              f"{recovery_s:.1f} s after the kill")
+        producer.wait_for_outcomes(COMMITTED, 2 * TXNS_PER_STEP, timeout_s=COORDINATOR_DOWN_S,
+                                   what="with the old coordinator down")
+        time.sleep(max(0.0, killed_at + COORDINATOR_DOWN_S - time.monotonic()))
+        nodes[victim].start()
+        wait_settled(nodes, f"node {victim} back in every in-sync set, leaders preferred")
+        producer.wait_for_outcomes(COMMITTED, TXNS_PER_STEP, timeout_s=RECOVERY_S, what="after the restart")
+        producer.stop()
+    finally:
+        producer.kill()
+        tail.stop()
+    print(f"producer events {dict(producer.event_counts())}; replaced for {producer.replacements()}")
+    wait_until("every transaction's markers written", lambda: transactions_completed(bootstrap_of(nodes)),
+               timeout=REJOIN_S)
+    reads = read_back(bootstrap_of(nodes), TOPIC, PARTITIONS)
+    result = check_transactions(producer.transactions(), reads, tail.observed)
+    print(result.report())
+    assert_valid(result, producer.events_path)
+    assert result.counts["committed"] >= 4 * TXNS_PER_STEP
+    wait_until("every replica holds the same log, all of it committed", lambda: same_logs(nodes))
+    storage_errors = {node_id: storage_errors_answered(node) for node_id, node in nodes.items()}
+    assert not any(storage_errors.values()), f"KAFKA_STORAGE_ERROR answered: {storage_errors}"

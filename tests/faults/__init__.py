@@ -12,6 +12,10 @@ Jepsen-style history of client operations checked afterwards.
 * `checker`      — decides whether a history and the logs agree
 * `group_consumer`, `group_member`, `group_check` — a consumer-group member
   as a killable process, and the check that it resumes where it committed
+* `txn_producer`, `txn_process`, `txn_check` — a transactional producer as
+  a process of its own that records each transaction's outcome, and the
+  check that read_committed shows committed ones once and whole, aborted
+  ones never
 
 A test reads like this:
 
