@@ -53,7 +53,10 @@ impl Broker {
         self.groups.read().clone()
     }
 
-    /// The group coordinator, for a group this node coordinates.
+    /// The group coordinator, for a group (or transactional id) this node
+    /// coordinates: every one on a single node, and in a cluster every one
+    /// while this node leads the offsets partition (one partition holds
+    /// them all, so the id does not decide yet).
     ///
     /// # Errors
     ///
