@@ -170,7 +170,16 @@ impl Partition {
         if replica.leadership() == Some(&leadership) {
             return follows;
         }
-        replica.set(me, replicas, leadership.clone(), Instant::now());
+        if replica.leadership().is_none() {
+            // The first leadership since the log opened: everything it
+            // recovered counts as durable here, but a crash may have left
+            // a tail that no other replica holds (and that a new leader
+            // replaces), so readers see only what replication commits.
+            self.log
+                .lower_high_watermark(self.log.offsets().log_start_offset);
+        }
+        let log_end = self.log.offsets().log_end_offset;
+        replica.set(me, replicas, leadership.clone(), replica_now(), log_end);
         self.leader_epoch.store(leadership.epoch, Ordering::Release);
         self.set_leader_here(leads);
         match replica.floor(me) {
@@ -189,23 +198,38 @@ impl Partition {
     pub(crate) fn follower_fetched(&self, me: u64, follower: u64, durable_end: u64) {
         let log_end = self.log.offsets().log_end_offset;
         let mut replica = self.replica.lock();
-        replica.fetched(follower, durable_end, log_end, Instant::now());
+        replica.fetched(follower, durable_end, log_end, replica_now());
         if let Some(floor) = replica.floor(me) {
             self.log.set_replica_floor(floor);
         }
     }
 
     /// The in-sync set this leader should propose (see
-    /// [`ReplicaState::wanted_isr`]) with the version it replaces.
+    /// [`ReplicaState::wanted_isr`]) with the version it replaces; the
+    /// caller proposes it, and until the outcome is applied the high
+    /// watermark waits for the replicas it adds.
     pub(crate) fn wanted_isr(
         &self,
         me: u64,
         lag_max: std::time::Duration,
     ) -> Option<(u32, Vec<u64>)> {
         let high_watermark = self.log.offsets().high_watermark;
-        self.replica
-            .lock()
-            .wanted_isr(me, high_watermark, Instant::now(), lag_max)
+        let mut replica = self.replica.lock();
+        let wanted = replica.wanted_isr(me, high_watermark, replica_now(), lag_max);
+        if let Some(floor) = replica.floor(me) {
+            self.log.set_replica_floor(floor);
+        }
+        wanted
+    }
+
+    /// Forgets this leader's in-sync set proposal from `version`, which
+    /// the controller refused (see [`ReplicaState::forget_proposal`]).
+    pub(crate) fn forget_isr_proposal(&self, me: u64, version: u32) {
+        let mut replica = self.replica.lock();
+        replica.forget_proposal(version);
+        if let Some(floor) = replica.floor(me) {
+            self.log.set_replica_floor(floor);
+        }
     }
 
     /// Waits until the high watermark reaches `end_offset` (an `acks=all`
@@ -293,27 +317,52 @@ impl Partition {
         Ok(end)
     }
 
+    /// Whether this node follows the partition in leader epoch `epoch`
+    /// (what a follower's truncation, decided on a leader's answer in that
+    /// epoch, requires once it happens).
+    fn follows_in(&self, epoch: i32) -> bool {
+        self.leader_epoch() == epoch && !self.is_leader_here()
+    }
+
     /// Empties the log and starts it at `offset`, the leader's log start
-    /// (a follower that fell behind the leader's retention).
+    /// (a follower of leader epoch `epoch` that fell behind the leader's
+    /// retention).
     ///
     /// # Errors
     ///
-    /// Storage errors.
-    pub(crate) async fn restart_at(&self, offset: u64) -> Result<()> {
-        self.log.restart_at(offset).await?;
+    /// [`CoreError::NotLeaderOrFollower`] when this node no longer follows
+    /// epoch `epoch` (nothing changed); storage errors.
+    pub(crate) async fn restart_at(&self, offset: u64, epoch: i32) -> Result<()> {
+        if !self
+            .log
+            .restart_at_if(offset, || self.follows_in(epoch))
+            .await?
+        {
+            return Err(CoreError::NotLeaderOrFollower);
+        }
         let states = ProducerStates::rebuild(&self.dir, &self.log)?;
         *self.producers.lock() = states;
         Ok(())
     }
 
-    /// Cuts the log back to `offset` (a follower's truncation) and rebuilds
-    /// the idempotent producers' state, which may have seen the cut batches.
+    /// Cuts the log back to `offset` (a follower's truncation, in leader
+    /// epoch `epoch`) and rebuilds the idempotent producers' state, which
+    /// may have seen the cut batches. A node that leads (or follows a newer
+    /// epoch) by the time the log is locked cuts nothing: its log may hold
+    /// writes it acknowledged since.
     ///
     /// # Errors
     ///
-    /// Storage errors.
-    pub(crate) async fn truncate_to(&self, offset: u64) -> Result<()> {
-        self.log.truncate_to(offset).await?;
+    /// [`CoreError::NotLeaderOrFollower`] when this node no longer follows
+    /// epoch `epoch` (nothing changed); storage errors.
+    pub(crate) async fn truncate_to(&self, offset: u64, epoch: i32) -> Result<()> {
+        if !self
+            .log
+            .truncate_to_if(offset, || self.follows_in(epoch))
+            .await?
+        {
+            return Err(CoreError::NotLeaderOrFollower);
+        }
         let states = ProducerStates::rebuild(&self.dir, &self.log)?;
         *self.producers.lock() = states;
         Ok(())
@@ -376,6 +425,14 @@ impl Partition {
         self.log.flush().await?;
         Ok(())
     }
+}
+
+/// The time replication measures followers' lag with: tokio's clock,
+/// which is the system's monotonic clock unless a test paused it (a
+/// simulation then drives the lag with virtual time, as it drives fetch
+/// waits and replication timeouts).
+fn replica_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A named set of partitions with shared settings.

@@ -276,11 +276,31 @@ impl SharedLog {
     ///
     /// As [`Log::truncate_to`]; an I/O error poisons the log.
     pub async fn truncate_to(&self, offset: u64) -> Result<()> {
+        self.truncate_to_if(offset, || true).await.map(|_| ())
+    }
+
+    /// As [`SharedLog::truncate_to`], if `still_wanted` holds once the log
+    /// is locked — when no write can come between it and the cut. A
+    /// follower's truncation waits (for a running sync, for its leader's
+    /// answer); by then its node may lead and have acknowledged writes
+    /// that the cut would take. Returns whether `still_wanted` held.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedLog::truncate_to`].
+    pub async fn truncate_to_if(
+        &self,
+        offset: u64,
+        still_wanted: impl FnOnce() -> bool,
+    ) -> Result<bool> {
         let _turn = self.sync_turn.lock().await;
         let mut log = self.log.lock();
+        if !still_wanted() {
+            return Ok(false);
+        }
         let end = log.log_end_offset();
         if offset >= end {
-            return Ok(());
+            return Ok(true);
         }
         // Readers must not reach what is about to be cut.
         for watermark in [&self.local_end, &self.high_watermark] {
@@ -310,7 +330,7 @@ impl SharedLog {
             .load(Ordering::SeqCst)
             .min(log.log_end_offset());
         self.durable_end.store(durable, Ordering::SeqCst);
-        Ok(())
+        Ok(true)
     }
 
     /// Empties the log and starts it at `offset` (see [`Log::restart_at`]);
@@ -320,8 +340,25 @@ impl SharedLog {
     ///
     /// As [`Log::restart_at`]; an I/O error poisons the log.
     pub async fn restart_at(&self, offset: u64) -> Result<()> {
+        self.restart_at_if(offset, || true).await.map(|_| ())
+    }
+
+    /// As [`SharedLog::restart_at`], if `still_wanted` holds once the log
+    /// is locked (see [`SharedLog::truncate_to_if`]). Returns whether it held.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedLog::restart_at`].
+    pub async fn restart_at_if(
+        &self,
+        offset: u64,
+        still_wanted: impl FnOnce() -> bool,
+    ) -> Result<bool> {
         let _turn = self.sync_turn.lock().await;
         let mut log = self.log.lock();
+        if !still_wanted() {
+            return Ok(false);
+        }
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let result = log.restart_at(offset);
         self.publish(&log);
@@ -343,7 +380,7 @@ impl SharedLog {
         for watermark in [&self.local_end, &self.high_watermark] {
             watermark.send_replace(offset);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A wait for what the log holds now below `end_offset`: data written
@@ -360,6 +397,19 @@ impl SharedLog {
     pub fn set_replica_floor(&self, floor: u64) {
         self.replica_floor.store(floor, Ordering::SeqCst);
         self.advance_high_watermark();
+    }
+
+    /// Lowers the high watermark to `offset` if it is above. A replicated
+    /// log opened after a crash counts everything it recovered as durable,
+    /// yet only replication knows how much of it is committed (on every
+    /// in-sync replica): its tail may be on no other replica, and a new
+    /// leader may have replaced it. Replication raises it again.
+    pub fn lower_high_watermark(&self, offset: u64) {
+        self.high_watermark.send_if_modified(|current| {
+            let lowered = *current > offset;
+            *current = (*current).min(offset);
+            lowered
+        });
     }
 
     /// The end of what is durable as configured on this node (the high

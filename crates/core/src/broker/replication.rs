@@ -161,7 +161,8 @@ impl Broker {
                     Ok(partition) => partition,
                     Err(refusal) => return ReplicaReply::Refused(refusal),
                 };
-                self.serve_fetch(&partition, replica, fetch_offset).await
+                self.serve_fetch(&partition, replica, leader_epoch, fetch_offset)
+                    .await
             }
             ReplicaRequest::EpochEnd {
                 topic,
@@ -211,13 +212,7 @@ impl Broker {
             .filter(|topic| topic.id() == topic_id)
             .and_then(|topic| topic.partition(partition as i32).ok())
             .ok_or(ReplicaRefusal::UnknownTopicOrPartition)?;
-        let epoch = partition.leader_epoch();
-        if leader_epoch < epoch {
-            return Err(ReplicaRefusal::FencedLeaderEpoch);
-        }
-        if leader_epoch > epoch || !partition.is_leader_here() {
-            return Err(ReplicaRefusal::NotLeader);
-        }
+        leads_in(&partition, leader_epoch)?;
         Ok(partition)
     }
 
@@ -225,6 +220,7 @@ impl Broker {
         &self,
         partition: &Partition,
         replica: u64,
+        leader_epoch: i32,
         fetch_offset: u64,
     ) -> ReplicaReply {
         let me = self.node_id() as u64;
@@ -252,7 +248,16 @@ impl Broker {
         // Written but maybe not yet durable here: the follower's copy
         // counts only once both are durable (the high watermark is the
         // least durable end of all in-sync replicas, this one included).
-        match partition.log().read_unsynced(fetch_offset, FETCH_BYTES_MAX) {
+        let read = partition.log().read_unsynced(fetch_offset, FETCH_BYTES_MAX);
+        // Checked after the read: while the fetch was held, this node may
+        // have lost the lead, truncated to its new leader's log and copied
+        // other records to the offsets asked for — which must not reach a
+        // follower of the old epoch. Epochs only move forward, so leading
+        // in it now means leading in it throughout the read.
+        if let Err(refusal) = leads_in(partition, leader_epoch) {
+            return ReplicaReply::Refused(refusal);
+        }
+        match read {
             Ok(records) => ReplicaReply::Fetched {
                 high_watermark: partition.offsets().high_watermark,
                 records,
@@ -300,37 +305,77 @@ impl Broker {
         let Some(quorum) = self.quorum().cloned() else {
             return;
         };
-        let me = self.node_id() as u64;
-        let lag_max = self.config.replica_lag_time_max;
-        for topic in self.topics() {
-            for partition in topic.partitions() {
-                let Some((version, isr)) = partition.wanted_isr(me, lag_max) else {
-                    continue;
-                };
-                tracing::info!(
-                    topic = topic.name(),
-                    partition = partition.index(),
-                    ?isr,
-                    "proposing a new in-sync set"
-                );
-                let command = MetadataCommand::ChangeLeadership {
-                    topic: topic.name().to_owned(),
-                    partition: partition.index(),
-                    version,
-                    leader: Some(me),
-                    isr,
-                };
-                let quorum = Arc::clone(&quorum);
-                match tokio::task::spawn_blocking(move || quorum.commit(command)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "in-sync set change not committed; retrying")
+        for command in self.wanted_isr_changes() {
+            let MetadataCommand::ChangeLeadership {
+                topic,
+                partition,
+                version,
+                isr,
+                ..
+            } = &command
+            else {
+                continue;
+            };
+            tracing::info!(topic, partition, ?isr, "proposing a new in-sync set");
+            let proposer = self
+                .topic(topic)
+                .and_then(|topic| topic.partition(*partition as i32));
+            let version = *version;
+            let quorum = Arc::clone(&quorum);
+            match tokio::task::spawn_blocking(move || quorum.commit(command)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(CoreError::InvalidRequest(why))) => {
+                    // Refused by the state (another change came first): it
+                    // will never commit, so it holds the high watermark no more.
+                    tracing::debug!(%why, "in-sync set change refused");
+                    if let Ok(partition) = proposer {
+                        partition.forget_isr_proposal(self.node_id() as u64, version);
                     }
-                    Err(error) => tracing::warn!(%error, "in-sync set change task failed"),
                 }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "in-sync set change not committed; retrying")
+                }
+                Err(error) => tracing::warn!(%error, "in-sync set change task failed"),
             }
         }
     }
+
+    /// The in-sync set changes the partitions this node leads want now,
+    /// each naming the version it replaces: what [`Broker::maintain_isr`]
+    /// proposes. Public for tests that play the controller themselves.
+    #[doc(hidden)]
+    pub fn wanted_isr_changes(&self) -> Vec<MetadataCommand> {
+        let me = self.node_id() as u64;
+        let lag_max = self.config.replica_lag_time_max;
+        let mut changes = Vec::new();
+        for topic in self.topics() {
+            for partition in topic.partitions() {
+                if let Some((version, isr)) = partition.wanted_isr(me, lag_max) {
+                    changes.push(MetadataCommand::ChangeLeadership {
+                        topic: topic.name().to_owned(),
+                        partition: partition.index(),
+                        version,
+                        leader: Some(me),
+                        isr,
+                    });
+                }
+            }
+        }
+        changes
+    }
+}
+
+/// Whether this node leads `partition` in `leader_epoch` (the epoch a
+/// follower's request carries), or why not.
+fn leads_in(partition: &Partition, leader_epoch: i32) -> std::result::Result<(), ReplicaRefusal> {
+    let epoch = partition.leader_epoch();
+    if leader_epoch < epoch {
+        return Err(ReplicaRefusal::FencedLeaderEpoch);
+    }
+    if leader_epoch > epoch || !partition.is_leader_here() {
+        return Err(ReplicaRefusal::NotLeader);
+    }
+    Ok(())
 }
 
 /// One partition's copying task on a follower.
@@ -379,41 +424,56 @@ impl Fetcher {
     }
 
     /// Cuts this log to where it stops agreeing with the leader's (KIP-279).
+    ///
+    /// The leader answers with the largest epoch it has at or below this
+    /// log's latest, and where that epoch ends in its log. When this log
+    /// has that epoch too, the logs agree up to where the shorter one ends
+    /// it. When it does not, everything from this log's next epoch on was
+    /// written in epochs the leader never had: that goes, and the question
+    /// is asked again for the epoch this log ends with then (what it holds
+    /// of older epochs may still run past the leader's).
     async fn truncate(&self, leader: u64, leader_epoch: i32) -> std::result::Result<(), Step> {
         let log = self.partition.log();
-        let Some(latest) = log.latest_epoch() else {
-            return Ok(());
-        };
-        let request = ReplicaRequest::EpochEnd {
-            topic: self.topic.clone(),
-            topic_id: self.topic_id,
-            partition: self.partition.index(),
-            leader_epoch,
-            epoch: latest,
-        };
-        let end = match self.transport.call(leader, request).await? {
-            ReplicaReply::EpochEnd(Some((epoch, leader_end))) => {
-                // Where the leader's epoch ends in this log, too.
-                let own_end = log
-                    .epoch_end(epoch)
-                    .filter(|(own, _)| *own == epoch)
-                    .map_or(leader_end, |(_, end)| end);
-                leader_end.min(own_end)
+        loop {
+            let Some(latest) = log.latest_epoch() else {
+                return Ok(());
+            };
+            let request = ReplicaRequest::EpochEnd {
+                topic: self.topic.clone(),
+                topic_id: self.topic_id,
+                partition: self.partition.index(),
+                leader_epoch,
+                epoch: latest,
+            };
+            let (end, agreed) = match self.transport.call(leader, request).await? {
+                ReplicaReply::EpochEnd(Some((epoch, leader_end))) => match log.epoch_end(epoch) {
+                    Some((own, own_end)) if own == epoch => (leader_end.min(own_end), true),
+                    // This log lacks `epoch`; its epochs after it, the
+                    // leader lacks. `own_end` is where they start.
+                    Some((_, own_end)) => (own_end, false),
+                    // Every epoch of this log is one the leader lacks.
+                    None => (log.offsets().log_start_offset, true),
+                },
+                ReplicaReply::EpochEnd(None) => (log.offsets().log_start_offset, true),
+                ReplicaReply::Refused(refusal) => return Err(Step::Refused(refusal)),
+                ReplicaReply::Fetched { .. } | ReplicaReply::MarkerWritten => {
+                    return Err(Step::Unexpected)
+                }
+            };
+            let log_end = log.offsets().log_end_offset;
+            if end < log_end {
+                tracing::info!(topic = %self.topic, partition = self.partition.index(), leader, epoch = leader_epoch, offset = end, "truncating to the leader's log");
+                self.partition
+                    .truncate_to(end, leader_epoch)
+                    .await
+                    .map_err(Step::from)?;
             }
-            ReplicaReply::EpochEnd(None) => log.offsets().log_start_offset,
-            ReplicaReply::Refused(refusal) => return Err(Step::Refused(refusal)),
-            ReplicaReply::Fetched { .. } | ReplicaReply::MarkerWritten => {
-                return Err(Step::Unexpected)
+            // Asking again only after a cut (the latest epoch is then an
+            // older one), so a leader's odd answer cannot loop.
+            if agreed || end >= log_end {
+                return Ok(());
             }
-        };
-        if end < log.offsets().log_end_offset {
-            tracing::info!(topic = %self.topic, partition = self.partition.index(), leader, epoch = leader_epoch, offset = end, "truncating to the leader's log");
-            self.partition
-                .truncate_to(end)
-                .await
-                .map_err(|error| Step::Local(error.to_string()))?;
         }
-        Ok(())
     }
 
     /// One fetch: appends what the leader sent, syncs it, and follows the
@@ -464,9 +524,9 @@ impl Fetcher {
                 // an unsynced tail): nothing past its end was ever
                 // acknowledged, since the leader holds all that was.
                 self.partition
-                    .truncate_to(log_end_offset)
+                    .truncate_to(log_end_offset, leader_epoch)
                     .await
-                    .map_err(|error| Step::Local(error.to_string()))
+                    .map_err(Step::from)
             }
             ReplicaReply::Refused(ReplicaRefusal::OffsetOutOfRange {
                 log_start_offset, ..
@@ -475,9 +535,9 @@ impl Fetcher {
                 // lacks: start again where the leader's log starts.
                 tracing::warn!(topic = %self.topic, partition = self.partition.index(), leader, offset = log_start_offset, "behind the leader's log start: starting over there");
                 self.partition
-                    .restart_at(log_start_offset)
+                    .restart_at(log_start_offset, leader_epoch)
                     .await
-                    .map_err(|error| Step::Local(error.to_string()))
+                    .map_err(Step::from)
             }
             ReplicaReply::Refused(refusal) => Err(Step::Refused(refusal)),
             ReplicaReply::EpochEnd(_) | ReplicaReply::MarkerWritten => Err(Step::Unexpected),
@@ -503,6 +563,16 @@ enum Step {
 impl From<std::io::Error> for Step {
     fn from(error: std::io::Error) -> Step {
         Step::Unreachable(error)
+    }
+}
+
+impl From<CoreError> for Step {
+    fn from(error: CoreError) -> Step {
+        match error {
+            // This node leads now, or follows a newer epoch.
+            CoreError::NotLeaderOrFollower => Step::Refused(ReplicaRefusal::NotLeader),
+            other => Step::Local(other.to_string()),
+        }
     }
 }
 
