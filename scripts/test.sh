@@ -3,7 +3,8 @@
 #   1. system tools the build and the integration tests need (make and g++
 #      for the bundled librdkafka of `weir bench`, Debian's kcat, amqp-tools,
 #      python3-venv, prometheus for promtool, chromium, node and npm,
-#      iproute2 and nftables for the fault tests;
+#      iproute2 and nftables for the fault tests, e2fsprogs and mount for
+#      the disk-full tests;
 #      playwright-core from npm in tests/browser),
 #   2. a Python venv at .venv with tests/requirements.txt,
 #   3. cargo build --release --workspace, then cargo test --release --workspace,
@@ -52,6 +53,10 @@ command -v promtool >/dev/null 2>&1 || apt_install prometheus
 # namespaces joined by veths and a bridge (ip) and cut them apart (nft).
 command -v ip >/dev/null 2>&1 || apt_install iproute2
 command -v nft >/dev/null 2>&1 || apt_install nftables
+# The disk-full tests (tests/test_disk_full.py, a follower's full disk in
+# tests/test_replication_faults.py) loop-mount small ext4 file systems.
+command -v mkfs.ext4 >/dev/null 2>&1 || apt_install e2fsprogs
+command -v mount >/dev/null 2>&1 || apt_install mount
 
 # --- 2. Python venv ----------------------------------------------------------
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then

@@ -19,14 +19,18 @@ CONTROLLER_PORT = 9093
 CONVERGE_S = 30.0
 
 
-def start_cluster(fault_network, fault_node):
+def start_cluster(fault_network, fault_node, data_dirs: dict | None = None):
+    """Three nodes, each in its own namespace and a controller voter.
+    `data_dirs` maps a node id to a data directory of its own (one on a
+    small disk), instead of one under the test's tmp dir."""
     network = fault_network(3)
     names = {node_id: f"n{node_id}" for node_id in (1, 2, 3)}
     voters = ",".join(
         f"{node_id}@{network.address(name)}:{CONTROLLER_PORT}" for node_id, name in names.items()
     )
-    nodes = {
-        node_id: fault_node(
+    nodes = {}
+    for node_id, name in names.items():
+        node = fault_node(
             network,
             name,
             args=[
@@ -34,9 +38,10 @@ def start_cluster(fault_network, fault_node):
                 "--controller-listen", f"{network.address(name)}:{CONTROLLER_PORT}",
                 "--controller-quorum-voters", voters,
             ],
+            start=False,
         )
-        for node_id, name in names.items()
-    }
+        node.data_dir = (data_dirs or {}).get(node_id, node.data_dir)
+        nodes[node_id] = node.start()
     return network, names, nodes
 
 

@@ -13,7 +13,10 @@ nothing once deposed), an nftables cut from the other nodes while its
 clients still reach it, a rolling restart of every node, and a kill under
 a consumer group that must resume at its committed offsets. After each
 fault, partition 0 must take acknowledged writes again within a bound, and
-the cut-off or restarted node must come back into every in-sync set.
+the cut-off or restarted node must come back into every in-sync set. One
+more fault hits a follower instead: its disk (a small loop-mounted file
+system) fills up, it must leave every in-sync set while the leaders keep
+acknowledging, and catch up once the space returns.
 
 This is the data half of issue 12's fault scenarios; the controller half is
 tests/test_cluster_faults.py, the same replication on loopback
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from faults.checker import CheckResult, assert_valid, check
@@ -38,7 +41,7 @@ from faults.partitions import Partitions
 from faults.txn_check import COMMITTED, check_transactions
 from faults.txn_process import TransactionalProducerProcess
 from http_helpers import Http
-from test_cluster_faults import agreed, all_registered, start_cluster, wait_until
+from test_cluster_faults import agreed, all_registered, start_cluster, status, wait_until
 
 TOPIC = "orders"
 PARTITIONS = 3
@@ -53,6 +56,27 @@ REJOIN_S = 45.0
 API_TIMEOUT_S = 3.0
 # Commits a group member makes before each step of the group scenario.
 COMMITS_PER_STEP = 5
+# The broker's default replica.lag.time.max.ms: a follower that has not
+# caught up for this long leaves the in-sync set.
+REPLICA_LAG_TIME_MAX_S = 10.0
+# On top of the lag time, until the leaders' in-sync set changes are
+# committed (they propose every 0.5 s).
+ISR_SHRINK_MARGIN_S = 5.0
+# A controller leader that cannot write its raft log stops answering; the
+# proposals forwarded to it meanwhile fail after this long (the
+# controller's PROPOSE_TIMEOUT), then go to its successor.
+PROPOSE_TIMEOUT_S = 10.0
+# Each node's data directory is on a file system of this size: its
+# partition logs, raft log and metadata snapshot fit many times over, far
+# from the disk alarm's default 50 MiB, and filling one takes a moment.
+NODE_DISK_BYTES = 128 << 20
+# How long the disk stays full once the in-sync sets have shrunk, the
+# leaders acknowledging with two replicas meanwhile.
+FULL_AFTER_SHRINK_S = 5.0
+# Topics created while a node's disk is full: each a raft entry of a few
+# hundred bytes, together more than the last 1 KiB block of its raft log
+# can still take, so that its raft log must grow on the full disk.
+TOPICS_CREATED_WHILE_FULL = 8
 
 
 def partitions_of(node, topic: str = TOPIC) -> list[dict]:
@@ -145,12 +169,28 @@ def replicated_cluster(fault_network, fault_node):
     partition led by its preferred replica, all in sync."""
     network, names, nodes = start_cluster(fault_network, fault_node)
     wait_until("one controller leader, all registered", lambda: agreed(nodes, all_registered))
-    admin = AdminClient(kafka_config(bootstrap_of(nodes)))
-    topic = NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3, config={"min.insync.replicas": "2"})
-    admin.create_topics([topic])[TOPIC].result(30)
-    placed = wait_settled(nodes, f"{TOPIC} settled on every node", timeout=30)
+    placed = create_settled_topic(nodes)
     assert sorted(p["leader"] for p in placed) == [1, 2, 3], "leaders spread over the nodes"
     return network, names, nodes
+
+
+def create_settled_topic(nodes: dict, assignment: list[list[int]] | None = None) -> list[dict]:
+    """Creates the topic, three replicas per partition and
+    `min.insync.replicas=2`, placed by the broker or as `assignment` says
+    (each partition's replicas, the preferred leader first); returns its
+    partitions once settled on every node."""
+    admin = AdminClient(kafka_config(bootstrap_of(nodes)))
+    config = {"min.insync.replicas": "2"}
+    if assignment is None:
+        topic = NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3, config=config)
+    else:
+        # (confluent-kafka wants the partition count with an assignment too)
+        topic = NewTopic(TOPIC, num_partitions=len(assignment), replica_assignment=assignment, config=config)
+    admin.create_topics([topic])[TOPIC].result(30)
+    placed = wait_settled(nodes, f"{TOPIC} settled on every node", timeout=30)
+    if assignment is not None:
+        assert [p["replicas"] for p in placed] == assignment, placed
+    return placed
 
 
 def bootstrap_of(nodes: dict) -> str:
@@ -244,8 +284,9 @@ class Workload:
 
 
 def storage_errors_answered(node) -> list[str]:
-    """The KAFKA_STORAGE_ERROR answers in `node`'s log. No disk fails in
-    these tests, so each one is a bug."""
+    """The KAFKA_STORAGE_ERROR answers in `node`'s log. No leader's disk
+    fails in these tests (the one that fills is a follower's), so each one
+    is a bug."""
     return [line for line in node.log_text().splitlines() if "Kafka error answered code=56" in line]
 
 
@@ -383,6 +424,172 @@ def test_a_rolling_restart_under_load_loses_no_acknowledged_write(fault_network,
             for p in range(PARTITIONS):
                 workload.wait_for_acks(p, 100, timeout_s=RECOVERY_S, what=f"load after node {node_id} rejoined")
         workload.wait_for_acks(0, 50, timeout_s=RECOVERY_S, what="after the last restart")
+        workload.check()
+
+
+def wait_out_of_every_isr(nodes: dict, node_id: int, bound_s: float, timeout_s: float) -> dict[int, float]:
+    """Waits until the nodes other than `node_id` (which leads nothing)
+    all see it in no in-sync set, and returns for each partition how long
+    that took after the node fell behind there: since its log end last
+    was its leader's. (A partition without new writes keeps the node in
+    sync however full its disk; the producer's requests to one leader wait
+    behind each other, so a partition can stay without writes while
+    another one waits for its acknowledgements.) Fails when that took
+    longer than `bound_s` for a partition, or all of it `timeout_s`."""
+    others = survivors_of(nodes, node_id)
+    behind_since: dict[int, float] = {}
+    left_after: dict[int, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(left_after) < PARTITIONS:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"node {node_id} still in an in-sync set {timeout_s} s after its disk filled: "
+                                 f"left {left_after}, behind since {behind_since}")
+        now = time.monotonic()
+        try:
+            mine = partitions_of(nodes[node_id])
+            views = [partitions_of(node) for node in others.values()]
+        except OSError:
+            time.sleep(0.25)
+            continue
+        for p in set(range(PARTITIONS)) - set(left_after):
+            leader_end = max(view[p]["log_end_offset"] for view in views)
+            if leader_end <= mine[p]["log_end_offset"]:
+                behind_since.pop(p, None)
+                continue
+            behind_since.setdefault(p, now)
+            if all(node_id not in view[p]["isr"] for view in views):
+                left_after[p] = now - behind_since[p]
+        time.sleep(0.25)
+    slow = {p: round(after, 1) for p, after in left_after.items() if after > bound_s}
+    assert not slow, f"node {node_id} left these in-sync sets later than {bound_s} s after it fell behind: {slow}"
+    return left_after
+
+
+def create_topics_meanwhile(nodes: dict, names: list[str], replica: int, timeout_s: float) -> None:
+    """Creates one-partition topics kept by node `replica` alone, one at a
+    time, through the nodes in `nodes`. A controller leader whose raft
+    waits for disk space answers a proposal only when it times out: then
+    the topic is asked for again, by a new client that learns the new
+    controller (a topic that exists by then was created by the first try)."""
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            admin = AdminClient(kafka_config(bootstrap_of(nodes)))
+            topic = NewTopic(name, num_partitions=1, replica_assignment=[[replica]])
+            future = admin.create_topics([topic], request_timeout=PROPOSE_TIMEOUT_S + 5)[name]
+            try:
+                future.result()
+                break
+            except KafkaException as error:
+                if error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"topic {name} not created within {timeout_s} s: {error}") from error
+            time.sleep(0.5)
+
+
+def metadata_topics(node) -> set[str]:
+    """The topics in the metadata as `node`'s controller applied it."""
+    return {p["topic"] for p in status(node)["partitions"]}
+
+
+def applied_everywhere(nodes: dict, index: int) -> bool:
+    """Whether every node's controller has applied the metadata up to
+    `index` (a node whose raft log stopped would stay behind)."""
+    return all(status(node)["applied_index"] >= index for node in nodes.values())
+
+
+def following_only(victim: int) -> list[list[int]]:
+    """Replicas for the topic's partitions that make node `victim` follow
+    every partition and lead none, the others leading: the fault is then a
+    follower's alone, and every partition keeps a leader that can write."""
+    first, second = sorted({1, 2, 3} - {victim})
+    return [[first, victim, second], [second, first, victim], [first, second, victim]]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("controller_role", ["follower", "leader"])
+def test_a_follower_with_a_full_disk_leaves_the_isr_and_catches_up_when_space_returns(
+    fault_network, fault_node, loop_disk, tmp_path, controller_role
+):
+    """Every node's data directory (its partition logs and its raft log) is
+    on a small file system of its own. One node follows every partition
+    and leads none; it is a controller follower, or the controller leader.
+    A filler file fills its disk while the producer writes: it cannot
+    append what it fetches, so each leader drops it from the in-sync set
+    within `replica.lag.time.max` (10 s) plus a margin of its falling
+    behind there — when it is the controller leader, plus the proposal
+    timeout: its raft waits for space, and the proposals for a successor.
+    The leaders then acknowledge with the two replicas left
+    (`min.insync.replicas=2`), and no partition changes leader (no healthy
+    node is fenced). Topics created meanwhile make its raft log grow on the
+    full disk. The node does not die: when the filler is deleted it heals
+    without a restart, copies what it missed, is back in every in-sync
+    set, and its controller applies the metadata committed meanwhile (the
+    topics too). Nothing acknowledged is lost, and every replica ends with
+    the same log."""
+    disks = {node_id: loop_disk(f"n{node_id}-disk", NODE_DISK_BYTES) for node_id in (1, 2, 3)}
+    _, _, nodes = start_cluster(
+        fault_network, fault_node, data_dirs={node_id: disk.mount / "data" for node_id, disk in disks.items()}
+    )
+    controller = wait_until("one controller leader, all registered",
+                            lambda: agreed(nodes, all_registered))["controller_leader"]
+    victim = controller if controller_role == "leader" else min(set(nodes) - {controller})
+    before = create_settled_topic(nodes, following_only(victim))
+    created = [f"created-while-full-{index}" for index in range(TOPICS_CREATED_WHILE_FULL)]
+    # A controller leader that cannot write is replaced; proposals to it
+    # wait out their timeout first.
+    shrink_s = REPLICA_LAG_TIME_MAX_S + ISR_SHRINK_MARGIN_S + (PROPOSE_TIMEOUT_S if controller_role == "leader" else 0)
+    with Workload(nodes, tmp_path / "history.jsonl") as workload:
+        for p in range(PARTITIONS):
+            workload.wait_for_acks(p, 100, timeout_s=30, what="before the disk fills")
+        leading = agreed(nodes, all_registered)
+        leads = leading is not None and leading["controller_leader"] == victim
+        assert leads == (controller_role == "leader"), f"node {victim} is no controller {controller_role}: {leading}"
+        filled_at = time.monotonic()
+        filler_bytes = disks[victim].fill()
+        try:
+            print(f"filled node {victim}'s disk (controller {controller_role}) with {filler_bytes >> 20} MiB")
+            left_after = wait_out_of_every_isr(nodes, victim, bound_s=shrink_s,
+                                               timeout_s=shrink_s + REPLICA_LAG_TIME_MAX_S)
+            shrunk_at = time.monotonic()
+            timings = {p: round(after, 1) for p, after in sorted(left_after.items())}
+            print(f"node {victim} out of every in-sync set {shrunk_at - filled_at:.1f} s after its disk filled, "
+                  f"per partition {timings} s after falling behind there")
+            marks = {p: workload.mark(p) for p in range(PARTITIONS)}
+            for p in range(PARTITIONS):
+                workload.wait_for_acks(p, 50, timeout_s=RECOVERY_S, what="two replicas in sync, one disk full",
+                                       since=marks[p])
+            others = survivors_of(nodes, victim)
+            creating = time.monotonic()
+            create_topics_meanwhile(others, created, replica=min(others), timeout_s=2 * PROPOSE_TIMEOUT_S + 10)
+            print(f"created {len(created)} topics in {time.monotonic() - creating:.1f} s")
+            time.sleep(max(0.0, shrunk_at + FULL_AFTER_SHRINK_S - time.monotonic()))
+            assert nodes[victim].alive(), f"node {victim} died of its full disk"
+            behind = partitions_of(nodes[victim])
+            ahead = leaders_high_watermarks(nodes, exclude=victim)
+            stopped = all(p["log_end_offset"] < watermark for p, watermark in zip(behind, ahead))
+            assert stopped, f"node {victim} kept copying with a full disk: {behind}, leaders at {ahead}"
+        finally:
+            disks[victim].free()
+        freed_at = time.monotonic()
+        watermarks = leaders_high_watermarks(nodes, exclude=victim)
+        wait_until(f"node {victim} caught up to {watermarks}", lambda: caught_up(nodes, victim, watermarks),
+                   timeout=REJOIN_S)
+        print(f"node {victim} caught up and in every in-sync set {time.monotonic() - freed_at:.1f} s "
+              f"after the space returned")
+        after = wait_settled(nodes, f"node {victim} back in every in-sync set on every node")
+        epochs = [p["leader_epoch"] for p in before]
+        assert [p["leader_epoch"] for p in after] == epochs, f"a partition changed leader: {before} -> {after}"
+        agreement = wait_until("one controller leader, no node fenced", lambda: agreed(nodes, all_registered))
+        index = status(nodes[agreement["controller_leader"]])["applied_index"]
+        wait_until(f"every controller applied the metadata up to {index}", lambda: applied_everywhere(nodes, index))
+        missing = set(created) - metadata_topics(nodes[victim])
+        assert not missing, f"node {victim} lacks the topics created while its disk was full: {sorted(missing)}"
+        waited = "waits for space" in nodes[victim].log_text()
+        print(f"node {victim}'s raft log {'waited' if waited else 'did not wait'} for space")
+        for p in range(PARTITIONS):
+            workload.wait_for_acks(p, 50, timeout_s=RECOVERY_S, what="after the space returned")
         workload.check()
 
 

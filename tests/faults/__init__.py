@@ -6,6 +6,7 @@ Jepsen-style history of client operations checked afterwards.
 * `nft`          — one namespace's own drop table
 * `partitions`   — cut / heal / isolate between namespaces
 * `node`         — a weir node started inside a namespace
+* `disk`         — a small loop-mounted file system that a test fills up
 * `fixtures`     — `fault_network` and `fault_node` for pytest
 * `history`      — writes and their outcomes (ok / failed / unknown)
 * `kafka_client` — records produces into a history, tails and reads back

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import tear_down_brokers
 
+from .disk import DiskError, LoopDisk
 from .netns import Network
 from .node import namespaced_node
 
@@ -60,3 +61,36 @@ def fault_node(request, tmp_path, fault_network):
 
     yield make
     tear_down_brokers(brokers)
+
+
+@pytest.fixture
+def loop_disk(request, tmp_path, fault_node):
+    """Factory: `loop_disk(name, size_bytes) -> LoopDisk`, a small ext4 file
+    system mounted at tmp_path/name, for a node's data directory.
+
+    It depends on `fault_node`, so it is torn down first: a node still
+    running with its data there is killed (one that died on its own is
+    left for `fault_node` to report), then the file system is unmounted
+    and its image removed, also when the test failed."""
+    missing = [tool for tool in ("mkfs.ext4", "mount", "umount") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the disk fault tests need {missing}; scripts/test.sh installs e2fsprogs and mount",
+                    pytrace=False)
+    disks: list[LoopDisk] = []
+
+    def make(name: str, size_bytes: int) -> LoopDisk:
+        disk = LoopDisk(tmp_path / f"{name}.img", tmp_path / name, size_bytes)
+        disks.append(disk.create())
+        return disk
+
+    yield make
+    failures = []
+    for disk in disks:
+        for broker in getattr(request.node, "_weir_brokers", []):
+            if broker.alive() and broker.data_dir.is_relative_to(disk.mount):
+                broker.kill()
+        try:
+            disk.unmount()
+        except DiskError as error:
+            failures.append(str(error))
+    assert not failures, failures

@@ -36,8 +36,12 @@ use crate::{CommandOutcome, NodeId, TypeConfig};
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a write was not committed when the leader heard no majority.
 const NO_QUORUM: &str = "not committed: no majority of the controller voters answered";
-/// How long one call to a peer may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a heartbeat waits for its answer, in parts of the session
+/// timeout: one to an old leader that stopped answering (paused, cut off)
+/// must leave the time to learn of the new leader and be heard there
+/// before the new leader's session timeout runs out, or it fences this
+/// node — and itself, its own heartbeats waiting on the old leader too.
+const HEARTBEAT_TIMEOUTS_PER_SESSION: u32 = 3;
 /// Records which node a data directory belongs to.
 const IDENTITY_FILE: &str = "node.json";
 
@@ -58,9 +62,15 @@ pub struct Controller {
     config: ClusterConfig,
     incarnation: Uuid,
     raft: Raft<TypeConfig>,
+    /// The raft log, to close when shutting down.
+    log: LogStore,
     state: StateMachine,
-    /// Connections to the other controllers, for proposals and heartbeats.
-    peers: tokio::sync::Mutex<BTreeMap<NodeId, Peer>>,
+    /// Connections to the other controllers, one per peer for heartbeats
+    /// and one for proposals, each locked only for its own calls: a
+    /// proposal that an old leader cannot commit holds its connection for
+    /// up to [`PROPOSE_TIMEOUT`], and heartbeats queued behind it would
+    /// miss the session timeout and get this node fenced.
+    peers: Mutex<BTreeMap<(NodeId, Channel), SharedPeer>>,
     /// While leader: when each node was last heard, and as which incarnation.
     liveness: Mutex<Liveness>,
     /// The metadata as last applied here, with the controller leader, for
@@ -69,6 +79,16 @@ pub struct Controller {
     /// The node's broker, which answers replica requests.
     broker: Option<Arc<Broker>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One connection to a peer, locked for each call.
+type SharedPeer = Arc<tokio::sync::Mutex<Peer>>;
+
+/// Which of its connections to a peer a call takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Channel {
+    Heartbeats,
+    Proposals,
 }
 
 #[derive(Default)]
@@ -185,7 +205,7 @@ impl Controller {
             config.node_id,
             Arc::new(raft_config),
             network,
-            log,
+            log.clone(),
             state.clone(),
         )
         .await
@@ -201,8 +221,9 @@ impl Controller {
             config,
             incarnation: Uuid::new_v4(),
             raft,
+            log,
             state,
-            peers: tokio::sync::Mutex::new(BTreeMap::new()),
+            peers: Mutex::new(BTreeMap::new()),
             liveness: Mutex::new(Liveness::default()),
             view: RwLock::new(Arc::new(view)),
             broker: broker.clone(),
@@ -432,10 +453,6 @@ impl Controller {
         }
     }
 
-    async fn call(&self, target: NodeId, request: &Request) -> Result<Reply, String> {
-        self.call_within(target, request, CALL_TIMEOUT).await
-    }
-
     async fn call_within(
         &self,
         target: NodeId,
@@ -447,10 +464,23 @@ impl Controller {
             .voters
             .get(&target)
             .ok_or_else(|| format!("node {target} is not a controller voter"))?;
-        let mut peers = self.peers.lock().await;
-        let peer = peers
-            .entry(target)
-            .or_insert_with(|| Peer::new(self.config.node_id, self.config.voters_text(), address));
+        let channel = match request {
+            Request::Heartbeat { .. } => Channel::Heartbeats,
+            _ => Channel::Proposals,
+        };
+        let peer = Arc::clone(
+            self.peers
+                .lock()
+                .entry((target, channel))
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Mutex::new(Peer::new(
+                        self.config.node_id,
+                        self.config.voters_text(),
+                        address,
+                    )))
+                }),
+        );
+        let mut peer = peer.lock().await;
         peer.call(request, timeout)
             .await
             .map_err(|error| format!("node {target} at {address}: {error}"))
@@ -543,6 +573,9 @@ impl Controller {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
+        // Writes waiting for a full disk give up, so raft can stop.
+        self.log.close();
+        self.state.close();
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft did not shut down cleanly");
         }
@@ -711,7 +744,8 @@ async fn heartbeat_loop(controller: std::sync::Weak<Controller>, endpoints: Endp
                     id: this.config.node_id,
                     incarnation: this.incarnation,
                 };
-                match this.call(leader, &request).await {
+                let timeout = this.config.session_timeout / HEARTBEAT_TIMEOUTS_PER_SESSION;
+                match this.call_within(leader, &request, timeout).await {
                     Ok(Reply::Heartbeat(reply)) => Some(reply),
                     Ok(_) | Err(_) => None,
                 }

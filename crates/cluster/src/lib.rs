@@ -24,6 +24,7 @@
 pub mod config;
 pub mod controller;
 mod error;
+mod full_disk;
 pub mod log_store;
 pub mod state_machine;
 mod transport;

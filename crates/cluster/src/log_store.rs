@@ -25,6 +25,9 @@
 //!   forgets the entries; the file is rewritten without them once enough
 //!   accumulated, atomically, so a crash leaves either file whole.
 //! * All file I/O runs on tokio's blocking pool, serialised by one lock.
+//! * A write the disk refuses for want of space leaves the files and the
+//!   memory as they were, and is tried again until there is space (see
+//!   [`crate::full_disk`]); only closing the store makes it fail.
 //!
 //! # Recovery
 //!
@@ -42,6 +45,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -53,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use weir_log::checkpoint::write_atomically;
 
 use crate::error::ClusterError;
+use crate::full_disk::retry_while_full;
 use crate::{NodeId, TypeConfig};
 
 /// Largest serialized entry: far above any metadata command.
@@ -69,6 +74,8 @@ const STATE_FILE: &str = "raft-state";
 #[derive(Clone)]
 pub struct LogStore {
     files: Arc<Mutex<LogFiles>>,
+    /// Set by [`LogStore::close`]: a write waiting for space gives up.
+    closing: Arc<AtomicBool>,
 }
 
 /// What `raft-state` holds.
@@ -158,19 +165,31 @@ impl LogStore {
         }
         Ok(LogStore {
             files: Arc::new(Mutex::new(files)),
+            closing: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Runs `work` on the log files off the async threads.
-    async fn blocking<T, F>(&self, work: F) -> io::Result<T>
+    /// Makes writes that wait for disk space fail instead (the controller
+    /// shuts down: raft must not wait for a disk that stays full).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Runs `work` on the log files off the async threads, again while the
+    /// disk is full. The lock is taken for each try, so that reads are not
+    /// held up while a write waits for space.
+    async fn blocking<T, F>(&self, what: &'static str, mut work: F) -> io::Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut LogFiles) -> io::Result<T> + Send + 'static,
+        F: FnMut(&mut LogFiles) -> io::Result<T> + Send + 'static,
     {
         let files = Arc::clone(&self.files);
-        tokio::task::spawn_blocking(move || work(&mut files.lock()))
-            .await
-            .map_err(io::Error::other)?
+        let closing = Arc::clone(&self.closing);
+        tokio::task::spawn_blocking(move || {
+            retry_while_full(what, &closing, || work(&mut files.lock()))
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 
@@ -296,8 +315,9 @@ impl LogFiles {
         {
             return Ok(());
         }
-        self.persistent.last_purged = Some(upto);
-        self.save_persistent()?;
+        let previous = self.persistent.last_purged.replace(upto);
+        self.save_persistent()
+            .inspect_err(|_| self.persistent.last_purged = previous)?;
         let kept = self.entries.split_off(&(upto.index + 1));
         self.purged_in_file += std::mem::replace(&mut self.entries, kept).len() as u64;
         if self.purged_in_file > PURGED_IN_FILE_MAX {
@@ -353,7 +373,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let vote = *vote;
-        self.blocking(move |files| {
+        self.blocking("raft vote", move |files| {
             let previous = files.persistent.vote.replace(vote);
             files
                 .save_persistent()
@@ -377,27 +397,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        self.blocking(move |files| {
-            let result = files.append(entries);
-            let failure = result
+        let result = self
+            .blocking("raft log append", move |files| {
+                files.append(entries.clone())
+            })
+            .await;
+        callback.log_io_completed(
+            result
                 .as_ref()
-                .err()
-                .map(|error| io::Error::new(error.kind(), error.to_string()));
-            callback.log_io_completed(result);
-            failure.map_or(Ok(()), Err)
+                .map(|_| ())
+                .map_err(|error| io::Error::new(error.kind(), error.to_string())),
+        );
+        result.map_err(|error| StorageIOError::write_logs(&error).into())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.blocking("raft log truncation", move |files| {
+            files.truncate(log_id.index)
         })
         .await
         .map_err(|error| StorageIOError::write_logs(&error).into())
     }
 
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.blocking(move |files| files.truncate(log_id.index))
-            .await
-            .map_err(|error| StorageIOError::write_logs(&error).into())
-    }
-
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.blocking(move |files| files.purge(log_id))
+        self.blocking("raft log purge", move |files| files.purge(log_id))
             .await
             .map_err(|error| StorageIOError::write_logs(&error).into())
     }

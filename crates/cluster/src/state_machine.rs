@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -28,6 +29,7 @@ use weir_core::metadata::{MetadataCommand, MetadataState};
 use weir_log::checkpoint::write_atomically;
 
 use crate::error::ClusterError;
+use crate::full_disk::retry_while_full;
 use crate::{CommandOutcome, NodeId, TypeConfig};
 
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -45,6 +47,8 @@ pub struct StateMachine {
     /// The index of the last applied entry, for whoever waits on it.
     applied: watch::Sender<u64>,
     snapshot_path: PathBuf,
+    /// Set by [`StateMachine::close`]: a snapshot waiting for space gives up.
+    closing: Arc<AtomicBool>,
 }
 
 struct Machine {
@@ -105,7 +109,14 @@ impl StateMachine {
             hook: Arc::new(OnceLock::new()),
             applied,
             snapshot_path,
+            closing: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Makes a snapshot write that waits for disk space fail instead (the
+    /// controller shuts down).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     /// Sets the hook called after every applied batch, and calls it once
@@ -147,17 +158,23 @@ impl StateMachine {
         let _ = applied.wait_for(|applied| *applied >= index).await;
     }
 
-    /// Makes `file` the durable snapshot, off the async threads.
+    /// Makes `file` the durable snapshot, off the async threads; while the
+    /// disk is full, once there is space again.
     async fn persist(&self, file: &SnapshotFile) -> Result<(), StorageError<NodeId>> {
         let signature = file.meta.signature();
         let bytes = serde_json::to_vec(file)
             .map_err(|error| StorageIOError::write_snapshot(Some(signature.clone()), &error))?;
         let path = self.snapshot_path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|written| written)
-            .map_err(|error| StorageIOError::write_snapshot(Some(signature), &error).into())
+        let closing = Arc::clone(&self.closing);
+        tokio::task::spawn_blocking(move || {
+            retry_while_full("raft snapshot", &closing, || {
+                write_atomically(&path, &bytes)
+            })
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|written| written)
+        .map_err(|error| StorageIOError::write_snapshot(Some(signature), &error).into())
     }
 }
 

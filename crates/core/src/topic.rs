@@ -207,7 +207,16 @@ impl Partition {
     /// The in-sync set this leader should propose (see
     /// [`ReplicaState::wanted_isr`]) with the version it replaces; the
     /// caller proposes it, and until the outcome is applied the high
-    /// watermark waits for the replicas it adds.
+    /// watermark waits for the replicas it adds. Without the followers
+    /// that lag first, and only when none does, with those that caught up
+    /// (Kafka shrinks and expands in separate steps too).
+    ///
+    /// Both in one step, a follower that keeps fetching but cannot append
+    /// (its disk is full) would leave and come straight back: the high
+    /// watermark it holds back is its own log end, so it "holds everything
+    /// below the high watermark". It would never leave, and `acks=all`
+    /// would wait on it for good. Once its removal is committed, the high
+    /// watermark moves past it until it really catches up.
     pub(crate) fn wanted_isr(
         &self,
         me: u64,
@@ -215,7 +224,11 @@ impl Partition {
     ) -> Option<(u32, Vec<u64>)> {
         let high_watermark = self.log.offsets().high_watermark;
         let mut replica = self.replica.lock();
-        let wanted = replica.wanted_isr(me, high_watermark, replica_now(), lag_max);
+        let now = replica_now();
+        // No follower reaches offset u64::MAX: removals only.
+        let wanted = replica
+            .wanted_isr(me, u64::MAX, now, lag_max)
+            .or_else(|| replica.wanted_isr(me, high_watermark, now, lag_max));
         if let Some(floor) = replica.floor(me) {
             self.log.set_replica_floor(floor);
         }
