@@ -217,10 +217,7 @@ impl SharedLog {
         self.check_writable_or_heal(&mut log)?;
         let result = log.append(batches, leader_epoch, now_ms);
         self.publish(&log);
-        if let Err(LogError::Io(error)) = &result {
-            tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
-            self.poisoned.store(true, Ordering::SeqCst);
-        }
+        self.poison_on_io_error(&log, &result, "write");
         let info = result?;
         if log.config().flush_interval.is_some() {
             self.advance_local_end(info.last_offset + 1);
@@ -255,10 +252,7 @@ impl SharedLog {
         {
             let result = log.append(run, run[0].0.partition_leader_epoch, now_ms);
             self.publish(&log);
-            if let Err(LogError::Io(error)) = &result {
-                tracing::error!(dir = %log.dir().display(), %error, "write failed; log poisoned until healed");
-                self.poisoned.store(true, Ordering::SeqCst);
-            }
+            self.poison_on_io_error(&log, &result, "write");
             result?;
         }
         if log.config().flush_interval.is_some() {
@@ -303,13 +297,8 @@ impl SharedLog {
             return Ok(true);
         }
         // Readers must not reach what is about to be cut.
-        for watermark in [&self.local_end, &self.high_watermark] {
-            watermark.send_if_modified(|current| {
-                let lowered = *current > offset;
-                *current = (*current).min(offset);
-                lowered
-            });
-        }
+        lower(&self.local_end, offset);
+        lower(&self.high_watermark, offset);
         let result = log.truncate_to(offset);
         self.publish(&log);
         // Even a failed truncation may have cut part of the range.
@@ -318,13 +307,8 @@ impl SharedLog {
             from: offset,
             to: end,
         });
-        if let Err(error) = result {
-            if let LogError::Io(error) = &error {
-                tracing::error!(dir = %log.dir().display(), %error, "truncation failed; log poisoned until healed");
-                self.poisoned.store(true, Ordering::SeqCst);
-            }
-            return Err(error);
-        }
+        self.poison_on_io_error(&log, &result, "truncation");
+        result?;
         let durable = self
             .durable_end
             .load(Ordering::SeqCst)
@@ -369,13 +353,8 @@ impl SharedLog {
             from: start.min(end),
             to: end,
         });
-        if let Err(error) = result {
-            if let LogError::Io(error) = &error {
-                tracing::error!(dir = %log.dir().display(), %error, "restarting the log failed; log poisoned until healed");
-                self.poisoned.store(true, Ordering::SeqCst);
-            }
-            return Err(error);
-        }
+        self.poison_on_io_error(&log, &result, "restarting the log");
+        result?;
         self.durable_end.store(offset, Ordering::SeqCst);
         for watermark in [&self.local_end, &self.high_watermark] {
             watermark.send_replace(offset);
@@ -405,11 +384,7 @@ impl SharedLog {
     /// in-sync replica): its tail may be on no other replica, and a new
     /// leader may have replaced it. Replication raises it again.
     pub fn lower_high_watermark(&self, offset: u64) {
-        self.high_watermark.send_if_modified(|current| {
-            let lowered = *current > offset;
-            *current = (*current).min(offset);
-            lowered
-        });
+        lower(&self.high_watermark, offset);
     }
 
     /// The end of what is durable as configured on this node (the high
@@ -632,13 +607,8 @@ impl SharedLog {
         };
         // Readers must not reach what is about to be cut, even if the cut
         // fails half-way (with `flush.ms` they may have been above it).
-        for watermark in [&self.local_end, &self.high_watermark] {
-            watermark.send_if_modified(|current| {
-                let lowered = *current > durable;
-                *current = (*current).min(durable);
-                lowered
-            });
-        }
+        lower(&self.local_end, durable);
+        lower(&self.high_watermark, durable);
         if let Err(error) = log.truncate_to(durable) {
             self.publish(log);
             tracing::error!(dir = %log.dir().display(), %error, durable_offset = durable, "healing after a failed sync failed; log stays poisoned");
@@ -666,6 +636,14 @@ impl SharedLog {
             "healed after a failed sync: cut {bytes_cut} bytes above durable offset {durable}"
         );
         true
+    }
+
+    /// Poisons the log after an I/O error of `what` (see the module docs).
+    fn poison_on_io_error<T>(&self, log: &Log, result: &Result<T>, what: &str) {
+        if let Err(LogError::Io(error)) = result {
+            tracing::error!(dir = %log.dir().display(), %error, "{what} failed; log poisoned until healed");
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Fails a wait for a write that a truncation cut (see the module docs).
@@ -834,10 +812,7 @@ impl SharedLog {
         self.check_writable_or_heal(&mut log)?;
         let result = log.roll();
         self.publish(&log);
-        if let Err(LogError::Io(error)) = &result {
-            tracing::error!(dir = %log.dir().display(), %error, "roll failed; log poisoned until healed");
-            self.poisoned.store(true, Ordering::SeqCst);
-        }
+        self.poison_on_io_error(&log, &result, "roll");
         result
     }
 
@@ -907,4 +882,13 @@ impl SharedLog {
             _ => Ok(()),
         }
     }
+}
+
+/// Moves a watermark down to `offset`, never up.
+fn lower(watermark: &watch::Sender<u64>, offset: u64) {
+    watermark.send_if_modified(|current| {
+        let lowered = *current > offset;
+        *current = (*current).min(offset);
+        lowered
+    });
 }
