@@ -11,6 +11,7 @@ The same under network faults, in namespaces, is tests/test_cluster_faults.py.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -22,9 +23,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from faults.checker import assert_valid, check
 from faults.history import History
 from faults.kafka_client import ProduceRecorder, TailReader, read_back
-from conftest import WEIR_BIN
+from conftest import WEIR_BIN, free_port
 from http_helpers import Http
-from test_cluster import agreed, node_states, start_cluster, wait_until
+from test_cluster import agreed, cluster_args, node_states, start_cluster, wait_until
 
 ALL_ACTIVE = {1: "active", 2: "active", 3: "active"}
 
@@ -114,6 +115,81 @@ def test_acknowledged_writes_survive_the_death_of_their_leader(weir_broker, tmp_
                lambda: len({tuple(p["log_end_offset"] for p in partitions_of(node, "orders"))
                             for node in nodes.values()}) == 1)
     assert all(end > 0 for end in ends[0])
+
+
+def weir_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(WEIR_BIN), *args], capture_output=True, text=True, timeout=30)
+
+
+def moved(nodes, topic: str, target: list[int], count: int):
+    """The partitions once every live node has them on `target` only,
+    all in sync and led by the preferred replica; else None."""
+    views = [partitions_of(node, topic) for node in nodes.values() if node.alive()]
+    done = all(
+        len(view) == count and all(
+            p["replicas"] == target and sorted(p["isr"]) == sorted(target)
+            and p["moving_to"] is None and p["leader"] == target[0]
+            for p in view)
+        for view in views)
+    return views[0] if done else None
+
+
+def test_a_new_node_takes_partitions_moved_to_it_while_producers_write(weir_broker, tmp_path):
+    """`weir topic reassign` moves live partitions from node 1 to a node
+    that joins later: it copies them as a follower, and once it is in sync
+    it replaces node 1, which can then die without a write lost."""
+    ports = {node_id: free_port() for node_id in range(1, 5)}
+    nodes = {i: weir_broker(args=cluster_args(i, ports), start=False) for i in ports}
+    first_three = {i: nodes[i] for i in (1, 2, 3)}
+    for node in first_three.values():
+        node.start()
+    wait_until("three of four voters registered",
+               lambda: agreed(first_three, lambda s: node_states(s) == ALL_ACTIVE))
+    create_replicated(first_three, "moving", 2)
+
+    history = History()
+    recorder = ProduceRecorder(bootstrap_of(first_three), "moving", 2, history).start()
+    tail = TailReader(bootstrap_of(first_three), "moving", 2).start()
+    try:
+        recorder.wait_for_acknowledgements(400, timeout_s=60)
+        nodes[4].start()
+        wait_until("node 4 registered",
+                   lambda: agreed(first_three, lambda s: node_states(s) == {**ALL_ACTIVE, 4: "active"}))
+        api = ("--api", nodes[2].http_url)
+        refused = weir_cli("topic", "reassign", "moving", "--replicas", "4,4", *api)
+        assert refused.returncode != 0 and "repeat" in refused.stderr, refused
+        refused = weir_cli("topic", "reassign", "moving", "--replicas", "4,9", *api)
+        assert refused.returncode != 0 and "9" in refused.stderr, refused
+
+        started = weir_cli("topic", "reassign", "moving", "--replicas", "4,2,3", "--output", "json", *api)
+        assert started.returncode == 0, started
+        answer = json.loads(started.stdout)
+        assert [p["moving_to"] for p in answer["partitions"]] == [[4, 2, 3]] * 2, answer
+        assert [p["replicas"][:3] for p in answer["partitions"]] == [[4, 2, 3]] * 2, answer
+        again = weir_cli("topic", "reassign", "moving", "--replicas", "2,3,4", *api)
+        assert again.returncode != 0 and "being moved" in again.stderr, again
+
+        wait_until("both partitions moved to nodes 4, 2, 3 and led by node 4",
+                   lambda: moved(nodes, "moving", [4, 2, 3], 2), timeout=60)
+        status = weir_cli("cluster", "status", *api)
+        rows = [line.split() for line in status.stdout.splitlines() if line.startswith("moving ")]
+        assert [row[-2:] for row in rows] == [["in", "sync"]] * 2, status.stdout
+        recorder.wait_for_acknowledgements(400, timeout_s=60)
+
+        # Node 1 holds no replica any more: its death changes nothing.
+        nodes[1].kill()
+        recorder.wait_for_acknowledgements(400, timeout_s=60)
+    finally:
+        recorder.stop()
+        tail.stop()
+    assert recorder.fatal_errors == []
+    survivors = {i: nodes[i] for i in (2, 3, 4)}
+    reads = read_back(bootstrap_of(survivors), "moving", 2)
+    history.save(tmp_path / "history.json")
+    assert_valid(check(history.writes, reads, tail.observed), tmp_path / "history.json")
+    wait_until("nodes 2, 3 and 4 hold the same logs",
+               lambda: len({tuple(p["log_end_offset"] for p in partitions_of(node, "moving"))
+                            for node in survivors.values()}) == 1)
 
 
 def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(weir_broker):

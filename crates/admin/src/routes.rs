@@ -49,6 +49,11 @@ pub(crate) fn table() -> Vec<Route> {
             post(topics::add_partitions),
         ),
         (
+            "/api/topics/{name}/reassign",
+            &["post"],
+            post(topics::reassign),
+        ),
+        (
             "/api/topics/{name}/records",
             &["get", "post"],
             get(records::peek).post(records::produce),

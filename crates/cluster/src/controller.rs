@@ -137,6 +137,10 @@ pub struct PartitionStatus {
     pub isr: Vec<NodeId>,
     /// Fewer replicas in sync than assigned.
     pub under_replicated: bool,
+    /// While the partition moves (`weir topic reassign`): the replicas it
+    /// moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<Vec<NodeId>>,
 }
 
 /// One controller voter.
@@ -354,6 +358,7 @@ impl Controller {
                                 under_replicated: leadership.isr.len() < replicas.len(),
                                 replicas: replicas.clone(),
                                 isr: leadership.isr,
+                                moving_to: image.reassigning.get(&(index as u32)).cloned(),
                             })
                         })
                 })

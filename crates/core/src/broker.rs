@@ -143,16 +143,9 @@ impl Appended {
         if self.acks == Acks::None {
             return Ok(());
         }
-        if let Err(error) = self.partition.log().wait_durable(self.written).await {
-            // Cut by a follower's truncation: another leader took over,
-            // which is not a fault of this node's storage.
-            if matches!(error, weir_log::LogError::Truncated { .. })
-                && self.partition.leader_epoch() != self.leader_epoch
-            {
-                return Err(CoreError::NotLeaderOrFollower);
-            }
-            return Err(error.into());
-        }
+        self.partition
+            .wait_durable(self.written, self.leader_epoch)
+            .await?;
         if self.acks == Acks::All {
             self.partition
                 .wait_replicated(
@@ -201,8 +194,11 @@ fn write_batch(
     (min_insync, replication_timeout): (usize, std::time::Duration),
 ) -> Result<Appended> {
     let header = batches[0].0;
-    let leader_epoch = partition.leader_epoch();
-    let (base_offset, written) = if header.producer_id >= 0 {
+    let (leader_epoch, base_offset, written) = partition.append_as_leader(None, |epoch| {
+        if header.producer_id < 0 {
+            let info = partition.log().append(batches, epoch, now_ms())?;
+            return Ok((epoch, info.base_offset, info.written()));
+        }
         let mut producers = partition.producers();
         let check = producers.check(&header)?;
         // After the epoch check, so a fenced producer hears it is fenced;
@@ -211,21 +207,22 @@ fn write_batch(
         if check == SequenceCheck::Append && header.is_transactional() && !in_transaction {
             return Err(CoreError::InvalidTxnState);
         }
-        match check {
+        Ok(match check {
             SequenceCheck::Duplicate {
                 base_offset,
                 last_offset,
-            } => (base_offset, partition.log().holding_below(last_offset + 1)),
+            } => (
+                epoch,
+                base_offset,
+                partition.log().holding_below(last_offset + 1),
+            ),
             SequenceCheck::Append => {
-                let info = partition.log().append(batches, leader_epoch, now_ms())?;
+                let info = partition.log().append(batches, epoch, now_ms())?;
                 producers.record(&header, info.base_offset);
-                (info.base_offset, info.written())
+                (epoch, info.base_offset, info.written())
             }
-        }
-    } else {
-        let info = partition.log().append(batches, leader_epoch, now_ms())?;
-        (info.base_offset, info.written())
-    };
+        })
+    })?;
     Ok(Appended {
         base_offset,
         log_start_offset: partition.log().offsets().log_start_offset,

@@ -60,6 +60,10 @@ pub struct Partition {
     leader_here: std::sync::atomic::AtomicBool,
     /// In a cluster: the leadership and the followers' progress.
     replica: parking_lot::Mutex<ReplicaState>,
+    /// Read-held through every append, written when the leadership
+    /// changes: an append checked as the leader's (or a follower's) lands
+    /// before this node's role moves, never after.
+    role_gate: RwLock<()>,
     /// Moves whenever the leadership applied here changes (wakes
     /// producers waiting for replication).
     leadership_changes: tokio::sync::watch::Sender<u64>,
@@ -93,6 +97,7 @@ impl Partition {
             writes: Arc::new(WriteQueue::default()),
             leader_here: std::sync::atomic::AtomicBool::new(true),
             replica: parking_lot::Mutex::new(ReplicaState::default()),
+            role_gate: RwLock::new(()),
             leadership_changes: tokio::sync::watch::Sender::new(0),
             fetcher_running: std::sync::atomic::AtomicBool::new(false),
         })
@@ -166,6 +171,7 @@ impl Partition {
         use std::sync::atomic::Ordering;
         let leads = leadership.leader == Some(me);
         let follows = !leads && replicas.contains(&me);
+        let _role = self.role_gate.write();
         let mut replica = self.replica.lock();
         if replica.leadership() == Some(&leadership) {
             return follows;
@@ -311,11 +317,12 @@ impl Partition {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<u64> {
-        // Held through the append, so leadership cannot change under it: a
-        // fetch answered by the previous leader must not land after this
-        // node took over.
-        let replica = self.replica.lock();
-        let still_following = replica
+        // A fetch answered by the previous leader must not land after
+        // this node took over.
+        let _role = self.role_gate.read();
+        let still_following = self
+            .replica
+            .lock()
             .leadership()
             .is_some_and(|l| l.epoch == leader_epoch && !self.is_leader_here());
         if !still_following {
@@ -326,8 +333,49 @@ impl Partition {
         for (header, bytes) in weir_log::batch::split_batches(records)? {
             producers.replay(&header, &bytes);
         }
-        drop(replica);
         Ok(end)
+    }
+
+    /// Runs `append`, a write to this partition's log, while this node
+    /// leads the partition (in leader epoch `expected`, when given), and
+    /// passes it the leader epoch to stamp. Leadership cannot move until
+    /// it returns: a write checked as the leader's but made after this
+    /// node became a follower would sit in its log where the new leader
+    /// has other data, and a follower's truncation would then cut it in an
+    /// epoch that did not change, as if the disk had failed.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotLeaderOrFollower`] when this node does not lead the
+    /// partition (in `expected`); `append`'s errors.
+    pub(crate) fn append_as_leader<T>(
+        &self,
+        expected: Option<i32>,
+        append: impl FnOnce(i32) -> Result<T>,
+    ) -> Result<T> {
+        let _role = self.role_gate.read();
+        let epoch = self.leader_epoch();
+        if !self.is_leader_here() || expected.is_some_and(|expected| expected != epoch) {
+            return Err(CoreError::NotLeaderOrFollower);
+        }
+        append(epoch)
+    }
+
+    /// Waits until `written`, appended as leader in `epoch`, is on this
+    /// node's disk.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::NotLeaderOrFollower`] when a follower's truncation cut
+    /// it (another leader took over, not a fault of this node's storage);
+    /// [`CoreError::Storage`] when the log failed before it was durable.
+    pub(crate) async fn wait_durable(&self, written: weir_log::Written, epoch: i32) -> Result<()> {
+        match self.log.wait_durable(written).await {
+            Err(weir_log::LogError::Truncated { .. }) if self.leader_epoch() != epoch => {
+                Err(CoreError::NotLeaderOrFollower)
+            }
+            result => Ok(result?),
+        }
     }
 
     /// Whether this node follows the partition in leader epoch `epoch`

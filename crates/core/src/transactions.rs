@@ -647,13 +647,12 @@ impl Broker {
         let writer: Arc<Partition> = Arc::clone(&partition);
         let written = partition
             .submit_write(move || -> Result<weir_log::Written> {
-                if !writer.is_leader_here() || writer.leader_epoch() != epoch {
-                    return Err(CoreError::NotLeaderOrFollower);
-                }
-                let mut producers = writer.producers();
-                let info = writer.log().append(&batches, epoch, now_ms())?;
-                producers.record_marker(&batches[0].0, info.base_offset, commit);
-                Ok(info.written())
+                writer.append_as_leader(Some(epoch), |epoch| {
+                    let mut producers = writer.producers();
+                    let info = writer.log().append(&batches, epoch, now_ms())?;
+                    producers.record_marker(&batches[0].0, info.base_offset, commit);
+                    Ok(info.written())
+                })
             })
             .await
             .map_err(|_| {
@@ -661,7 +660,7 @@ impl Broker {
                     crate::write_queue::JobPanicked,
                 )))
             })??;
-        partition.log().wait_durable(written).await?;
+        partition.wait_durable(written, epoch).await?;
         if self.quorum().is_some() {
             partition
                 .wait_replicated(

@@ -58,6 +58,15 @@ struct ConfigPatch {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Reassignment {
+    /// The target replicas, the preferred leader first.
+    replicas: Vec<i32>,
+    /// The partitions to move; every one when absent.
+    partitions: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PartitionCount {
     count: i32,
 }
@@ -118,6 +127,7 @@ fn describe(admin: &crate::Admin, name: &str) -> ApiResult<Value> {
                 "leader": admin.broker.partition_leader(name, p.index()),
                 "replicas": admin.broker.partition_replicas(name, p.index()),
                 "isr": admin.broker.partition_isr(name, p.index()),
+                "moving_to": admin.broker.partition_reassignment(name, p.index()),
                 "leader_epoch": p.leader_epoch(),
                 "log_start_offset": offsets.log_start_offset,
                 "high_watermark": offsets.high_watermark,
@@ -245,6 +255,29 @@ pub async fn add_partitions(
             other => other.into(),
         })?;
     describe(&admin, &name).map(Json)
+}
+
+/// Moves partitions of a topic to other replicas (all partitions when
+/// `partitions` is absent); the move completes in the background.
+///
+/// # Errors
+///
+/// 404 for an unknown topic; 400 for bad targets, a single node, or a
+/// partition being moved already.
+pub async fn reassign(
+    axum::extract::State(admin): State,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let request: Reassignment = parse_body(&body)?;
+    let topic = admin.broker.topic(&name).map_err(|_| unknown(&name))?;
+    let partitions = request
+        .partitions
+        .unwrap_or_else(|| (0..topic.partition_count()).collect());
+    admin
+        .broker
+        .reassign_partitions(&name, &partitions, &request.replicas, &http_principal())?;
+    Ok((StatusCode::ACCEPTED, Json(describe(&admin, &name)?)))
 }
 
 /// Deletes a topic and its data.

@@ -287,6 +287,73 @@ impl Broker {
         }
     }
 
+    /// Where a partition is being moved (`weir topic reassign`): the
+    /// target replicas, until every one of them is in sync.
+    pub fn partition_reassignment(&self, topic: &str, partition: u32) -> Option<Vec<i32>> {
+        let view = self.cluster_view()?;
+        let target = view.state.topic(topic)?.reassigning.get(&partition)?;
+        Some(target.iter().map(|id| *id as i32).collect())
+    }
+
+    /// Moves each of `partitions` of `topic` to the replicas `target` (the
+    /// preferred leader first), Kafka's partition reassignment: the
+    /// targets copy the log as followers, and once all of them are in
+    /// sync the controller makes them the replicas and the others stop
+    /// being. Each partition moves on its own; all are checked first.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidRequest`] on a single node or while a partition
+    /// is being moved already; [`CoreError::UnknownTopicOrPartition`],
+    /// [`CoreError::InvalidPartitions`] for a partition it lacks;
+    /// [`CoreError::InvalidReplicaAssignment`] for targets that are empty,
+    /// repeat a node or name one that is not live;
+    /// [`CoreError::ClusterUnavailable`].
+    pub fn reassign_partitions(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        target: &[i32],
+        principal: &crate::Principal,
+    ) -> Result<()> {
+        let Some(quorum) = self.quorum() else {
+            return Err(CoreError::InvalidRequest(
+                "replicas move only in a cluster; a single node holds every partition".into(),
+            ));
+        };
+        let count = self.topic(topic)?.partition_count();
+        if let Some(missing) = partitions.iter().find(|partition| **partition >= count) {
+            return Err(CoreError::InvalidPartitions(format!(
+                "topic {topic} has no partition {missing} (it has {count})"
+            )));
+        }
+        self.check_assignment(&[target.to_vec()])?;
+        let commands: Vec<MetadataCommand> = partitions
+            .iter()
+            .map(|partition| MetadataCommand::ReassignPartition {
+                topic: topic.to_owned(),
+                partition: *partition,
+                target: target.iter().map(|id| *id as u64).collect(),
+            })
+            .collect();
+        let view = quorum.view();
+        for command in &commands {
+            view.state.validate(command)?;
+        }
+        for command in commands {
+            quorum.commit(command)?;
+        }
+        tracing::info!(
+            topic,
+            ?partitions,
+            ?target,
+            user = principal.user_name(),
+            connection = principal.connection(),
+            "moving partitions to new replicas"
+        );
+        Ok(())
+    }
+
     /// How many partitions this node leads with fewer replicas in sync
     /// than assigned (Kafka's UnderReplicatedPartitions).
     pub fn under_replicated_partitions(&self) -> usize {

@@ -308,23 +308,24 @@ impl OffsetStore {
     /// ([`CoreError::NotEnoughReplicasAfterAppend`],
     /// [`CoreError::RequestTimedOut`]).
     pub async fn wait(&self, written: Written) -> Result<()> {
-        self.log.wait_durable(written).await?;
         let Some(replicated) = &self.replicated else {
-            return Ok(());
+            return Ok(self.log.wait_durable(written).await?);
         };
-        let outcome = replicated
-            .partition
-            .wait_replicated(
-                written.end_offset,
-                replicated.epoch,
-                replicated.min_insync,
-                replicated.timeout,
-            )
-            .await;
-        match outcome {
-            Err(CoreError::NotLeaderOrFollower) => Err(CoreError::NotCoordinator),
-            other => other,
-        }
+        let partition = &replicated.partition;
+        let outcome = match partition.wait_durable(written, replicated.epoch).await {
+            Ok(()) => {
+                partition
+                    .wait_replicated(
+                        written.end_offset,
+                        replicated.epoch,
+                        replicated.min_insync,
+                        replicated.timeout,
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        outcome.map_err(as_coordinator_error)
     }
 
     /// Records a transaction's state (`None` forgets it), without waiting
@@ -364,18 +365,14 @@ impl OffsetStore {
     fn append(&self, records: &[NewRecord]) -> Result<Written> {
         let bytes = batch::encode_batch(records);
         let batches = batch::split_batches(bytes)?;
-        let epoch = match &self.replicated {
-            None => 0,
-            Some(replicated) => {
-                let partition = &replicated.partition;
-                if !partition.is_leader_here() || partition.leader_epoch() != replicated.epoch {
-                    return Err(CoreError::NotCoordinator);
-                }
-                replicated.epoch
-            }
-        };
-        let info = self.log.append(&batches, epoch, crate::now_ms())?;
-        Ok(info.written())
+        let append = |epoch| Ok(self.log.append(&batches, epoch, crate::now_ms())?.written());
+        match &self.replicated {
+            None => append(0),
+            Some(replicated) => replicated
+                .partition
+                .append_as_leader(Some(replicated.epoch), append)
+                .map_err(as_coordinator_error),
+        }
     }
 
     /// The offsets of one group.
@@ -480,6 +477,15 @@ impl OffsetStore {
 }
 
 /// A record with a JSON key and, unless it deletes, a JSON value.
+/// A write of the coordinator's that failed because the offsets partition
+/// moved to another leader: the coordinator moved with it.
+fn as_coordinator_error(error: CoreError) -> CoreError {
+    match error {
+        CoreError::NotLeaderOrFollower => CoreError::NotCoordinator,
+        other => other,
+    }
+}
+
 fn encode<K: serde::Serialize, V: serde::Serialize>(
     key: &K,
     value: Option<&V>,

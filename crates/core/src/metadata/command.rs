@@ -176,6 +176,34 @@ pub enum MetadataCommand {
         /// Its current incarnation.
         incarnation: Uuid,
     },
+    /// Moves a replicated partition to the replicas `target` (`weir topic
+    /// reassign`), Kafka's KIP-455 way: until the move completes the
+    /// partition's replicas are the targets followed by the replicas that
+    /// leave, so the targets copy the log as followers while the old
+    /// replicas keep the in-sync set; the leadership's version moves, so
+    /// the leader starts counting the new followers.
+    ReassignPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas it moves to, the preferred leader first.
+        target: Vec<u64>,
+    },
+    /// Every target of a reassignment is in sync: the replicas become the
+    /// targets, the others leave the in-sync set, and `leader` (a target
+    /// in sync) leads; proposed by the controller's elections.
+    CompleteReassignment {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The leadership version this change replaces.
+        version: u32,
+        /// The leader from now on: the current one if it stays, else a
+        /// live target (a new leader epoch).
+        leader: u64,
+    },
     /// A node takes the next block of producer ids, `first` up to
     /// `first + count`, so that no two nodes ever hand out the same id
     /// (Kafka's KIP-730). `first` must be the state's next free id: a node
@@ -213,6 +241,8 @@ impl MetadataCommand {
             MetadataCommand::FenceNode { .. } => "fence_node",
             MetadataCommand::UnfenceNode { .. } => "unfence_node",
             MetadataCommand::AllocateProducerIds { .. } => "allocate_producer_ids",
+            MetadataCommand::ReassignPartition { .. } => "reassign_partition",
+            MetadataCommand::CompleteReassignment { .. } => "complete_reassignment",
         }
     }
 }

@@ -14,6 +14,15 @@
 //! fenced follower leaves the in-sync set (unless it is the last member,
 //! whose data no one else has), and leadership goes back to the preferred
 //! replica (the first) when it is live and in sync.
+//!
+//! A partition moves to other replicas (`weir topic reassign`) in two
+//! commands, as in Kafka's KIP-455: [`MetadataCommand::ReassignPartition`]
+//! makes the replicas the targets followed by those that leave, so the
+//! targets copy the log as followers and join the in-sync set like any
+//! follower; once every target is in sync the elections propose
+//! [`MetadataCommand::CompleteReassignment`], which drops the others.
+//! Data is never moved by the controller, and the in-sync set never holds
+//! fewer replicas than before the move while it runs.
 
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +140,118 @@ impl MetadataState {
         );
     }
 
+    pub(crate) fn validate_reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        target: &[u64],
+    ) -> Result<(), MetadataError> {
+        let image = self
+            .topic(topic)
+            .ok_or_else(|| MetadataError::UnknownTopic(topic.to_owned()))?;
+        if image.replicas.get(partition as usize).is_none() {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic {topic} has no replicated partition {partition}"
+            )));
+        }
+        if image.reassigning.contains_key(&partition) {
+            return Err(MetadataError::NotAllowed(format!(
+                "{topic}-{partition} is being moved already; wait until that move completes"
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if target.is_empty() || !target.iter().all(|node| seen.insert(*node)) {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "{topic}-{partition}: target replicas {target:?} are empty or repeat a node"
+            )));
+        }
+        if let Some(unknown) = target.iter().find(|node| !self.nodes().contains_key(node)) {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "{topic}-{partition}: node {unknown} has never joined the cluster"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn apply_reassign_partition(&mut self, topic: &str, partition: u32, target: &[u64]) {
+        let image = self.topic_mut(topic);
+        let index = partition as usize;
+        let mut replicas = target.to_vec();
+        replicas.extend(
+            image.replicas[index]
+                .iter()
+                .filter(|node| !target.contains(node)),
+        );
+        let mut leadership = image.leadership(partition).expect("validated");
+        leadership.version += 1;
+        image.set_leadership(partition, leadership);
+        image.replicas[index] = replicas;
+        image.reassigning.insert(partition, target.to_vec());
+    }
+
+    pub(crate) fn validate_complete_reassignment(
+        &self,
+        topic: &str,
+        partition: u32,
+        version: u32,
+        leader: u64,
+    ) -> Result<(), MetadataError> {
+        let image = self
+            .topic(topic)
+            .ok_or_else(|| MetadataError::UnknownTopic(topic.to_owned()))?;
+        let target = image.reassigning.get(&partition).ok_or_else(|| {
+            MetadataError::NotAllowed(format!("{topic}-{partition} is not being moved"))
+        })?;
+        let current = image
+            .leadership(partition)
+            .expect("a moving partition is replicated");
+        if current.version != version {
+            return Err(MetadataError::NotAllowed(format!(
+                "{topic}-{partition} is at version {}, not {version}",
+                current.version
+            )));
+        }
+        if !target.iter().all(|node| current.isr.contains(node)) {
+            return Err(MetadataError::NotAllowed(format!(
+                "{topic}-{partition}: not every target of {target:?} is in sync ({:?})",
+                current.isr
+            )));
+        }
+        if !target.contains(&leader) {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "{topic}-{partition}: leader {leader} is not among the targets {target:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn apply_complete_reassignment(&mut self, topic: &str, partition: u32, leader: u64) {
+        let image = self.topic_mut(topic);
+        let target = image.reassigning.remove(&partition).expect("validated");
+        let current = image.leadership(partition).expect("validated");
+        let epoch = if current.leader == Some(leader) {
+            current.epoch
+        } else {
+            current.epoch + 1
+        };
+        let isr = current
+            .isr
+            .iter()
+            .copied()
+            .filter(|node| target.contains(node))
+            .collect();
+        image.set_leadership(
+            partition,
+            Leadership {
+                leader: Some(leader),
+                epoch,
+                isr,
+                version: current.version + 1,
+            },
+        );
+        image.replicas[partition as usize] = target;
+    }
+
     /// A node restarted (registered with a new incarnation): every
     /// partition it leads gets a new leader epoch, so followers that
     /// fetched what its crash lost truncate it (the old epoch ends where
@@ -160,6 +281,17 @@ impl MetadataState {
         for (name, image) in self.topics() {
             for partition in 0..image.replicas.len() as u32 {
                 let current = image.leadership(partition).expect("a replicated partition");
+                if let Some(target) = image.reassigning.get(&partition) {
+                    if let Some(leader) = completed_move_leader(target, &current, live) {
+                        changes.push(MetadataCommand::CompleteReassignment {
+                            topic: name.clone(),
+                            partition,
+                            version: current.version,
+                            leader,
+                        });
+                        continue;
+                    }
+                }
                 let replicas = &image.replicas[partition as usize];
                 let mut isr: Vec<u64> = current.isr.iter().copied().filter(live).collect();
                 if isr.is_empty() {
@@ -200,6 +332,24 @@ impl MetadataState {
             }
         }
         changes
+    }
+}
+
+/// The leader a partition moving to `target` has once the move completes,
+/// when it can complete: every target in sync, and a live one to lead (the
+/// current leader if it is a target, so that leadership moves only when
+/// it must).
+fn completed_move_leader(
+    target: &[u64],
+    current: &Leadership,
+    live: impl Fn(&u64) -> bool,
+) -> Option<u64> {
+    if !target.iter().all(|node| current.isr.contains(node)) {
+        return None;
+    }
+    match current.leader {
+        Some(leader) if live(&leader) && target.contains(&leader) => Some(leader),
+        _ => target.iter().copied().find(|node| live(node)),
     }
 }
 
@@ -370,6 +520,110 @@ mod tests {
         let topic = state.topic("t").unwrap();
         assert_eq!(topic.leadership(0).unwrap().epoch, 1);
         assert_eq!(topic.leadership(1).unwrap().epoch, 0);
+    }
+
+    fn change_isr(state: &mut MetadataState, leader: u64, isr: Vec<u64>) {
+        let version = leadership(state).version;
+        state
+            .apply(&MetadataCommand::ChangeLeadership {
+                topic: "t".into(),
+                partition: 0,
+                version,
+                leader: Some(leader),
+                isr,
+            })
+            .unwrap();
+    }
+
+    fn reassign(target: Vec<u64>) -> MetadataCommand {
+        MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            target,
+        }
+    }
+
+    #[test]
+    fn a_moved_partition_keeps_its_replicas_until_every_target_is_in_sync() {
+        let mut state = cluster(4, vec![vec![1, 2, 3]]);
+        let before = leadership(&state);
+        state.apply(&reassign(vec![4, 2, 3])).unwrap();
+        let topic = state.topic("t").unwrap();
+        assert_eq!(
+            topic.replicas[0],
+            vec![4, 2, 3, 1],
+            "targets first, then who leaves"
+        );
+        let moving = leadership(&state);
+        assert_eq!(
+            (moving.leader, moving.epoch, moving.version),
+            (Some(1), before.epoch, before.version + 1),
+            "the version moves so the leader counts node 4; the epoch does not"
+        );
+        assert!(
+            state.apply(&reassign(vec![2, 3])).is_err(),
+            "one move at a time"
+        );
+        assert!(state.elections().is_empty(), "node 4 is not in sync yet");
+
+        change_isr(&mut state, 1, vec![1, 2, 3, 4]);
+        // Node 4 is preferred and in sync: the completion makes it leader.
+        let elections = state.elections();
+        assert!(
+            matches!(
+                elections.as_slice(),
+                [MetadataCommand::CompleteReassignment { leader: 4, .. }]
+            ),
+            "{elections:?}"
+        );
+        elect(&mut state);
+        let after = leadership(&state);
+        let topic = state.topic("t").unwrap();
+        assert_eq!(topic.replicas[0], vec![4, 2, 3]);
+        assert!(topic.reassigning.is_empty());
+        assert_eq!(
+            (after.leader, after.epoch, after.isr),
+            (Some(4), before.epoch + 1, vec![2, 3, 4])
+        );
+        assert!(state.elections().is_empty(), "settled");
+    }
+
+    #[test]
+    fn a_move_that_keeps_the_leader_keeps_its_epoch_and_skips_dead_targets_as_leader() {
+        let mut state = cluster(4, vec![vec![1, 2, 3]]);
+        state.apply(&reassign(vec![2, 1, 4])).unwrap();
+        change_isr(&mut state, 1, vec![1, 2, 3, 4]);
+        // Node 2 is preferred, but the move completes first, keeping node 1.
+        elect(&mut state);
+        let topic = state.topic("t").unwrap();
+        assert_eq!(topic.replicas[0], vec![2, 1, 4]);
+        assert_eq!(leadership(&state).isr, vec![1, 2, 4]);
+        // Then the preferred replica takes over, as after any election.
+        elect(&mut state);
+        assert_eq!(leadership(&state).leader, Some(2));
+
+        let mut state = cluster(4, vec![vec![1, 2, 3]]);
+        state.apply(&reassign(vec![4, 3])).unwrap();
+        change_isr(&mut state, 1, vec![1, 2, 3, 4]);
+        fence(&mut state, 4);
+        let epoch = leadership(&state).epoch;
+        elect(&mut state);
+        let after = leadership(&state);
+        assert_eq!(
+            (after.leader, after.epoch),
+            (Some(3), epoch + 1),
+            "node 4 is fenced"
+        );
+        assert!(
+            state
+                .apply(&MetadataCommand::ReassignPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    target: vec![5],
+                })
+                .is_err(),
+            "node 5 never joined"
+        );
     }
 
     proptest! {

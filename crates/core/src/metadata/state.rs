@@ -72,6 +72,10 @@ pub struct TopicImage {
     /// [`TopicImage::leadership`]); empty on a single node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) leadership: Vec<Leadership>,
+    /// The partitions being moved, with the replicas they move to (see
+    /// [`MetadataCommand::ReassignPartition`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reassigning: BTreeMap<u32, Vec<u64>>,
 }
 
 impl TopicImage {
@@ -83,6 +87,7 @@ impl TopicImage {
             configs,
             replicas: Vec::new(),
             leadership: Vec::new(),
+            reassigning: BTreeMap::new(),
         }
     }
 
@@ -279,6 +284,17 @@ impl MetadataState {
             MetadataCommand::UnfenceNode { id, incarnation } => {
                 nodes::validate_fencing(&self.nodes, *id, *incarnation, false)
             }
+            MetadataCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => self.validate_reassign_partition(topic, *partition, target),
+            MetadataCommand::CompleteReassignment {
+                topic,
+                partition,
+                version,
+                leader,
+            } => self.validate_complete_reassignment(topic, *partition, *version, *leader),
             MetadataCommand::AllocateProducerIds { first, count, .. } => {
                 if *first != self.next_producer_id {
                     return Err(MetadataError::NotAllowed(format!(
@@ -341,6 +357,17 @@ impl MetadataState {
             MetadataCommand::AllocateProducerIds { first, count, .. } => {
                 self.next_producer_id = first + count;
             }
+            MetadataCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => self.apply_reassign_partition(topic, *partition, target),
+            MetadataCommand::CompleteReassignment {
+                topic,
+                partition,
+                leader,
+                ..
+            } => self.apply_complete_reassignment(topic, *partition, *leader),
             MetadataCommand::CreateTopic {
                 name,
                 id,
@@ -355,6 +382,7 @@ impl MetadataState {
                     configs,
                     replicas: replicas.clone(),
                     leadership: Vec::new(),
+                    reassigning: BTreeMap::new(),
                 };
                 self.topics.insert(name.clone(), topic);
             }
@@ -392,7 +420,9 @@ impl MetadataState {
             | MetadataCommand::ChangeLeadership { .. }
             | MetadataCommand::FenceNode { .. }
             | MetadataCommand::UnfenceNode { .. }
-            | MetadataCommand::AllocateProducerIds { .. } => {
+            | MetadataCommand::AllocateProducerIds { .. }
+            | MetadataCommand::ReassignPartition { .. }
+            | MetadataCommand::CompleteReassignment { .. } => {
                 unreachable!("only vhost commands are applied here")
             }
             MetadataCommand::CreateVhost { name } => {
@@ -483,6 +513,15 @@ impl MetadataState {
             }
             if topic.leadership.len() > topic.replicas.len() {
                 return Err(format!("topic {name}: leadership of partitions it lacks"));
+            }
+            if let Some((partition, _)) = topic
+                .reassigning
+                .iter()
+                .find(|(partition, _)| **partition as usize >= topic.replicas.len())
+            {
+                return Err(format!(
+                    "topic {name}: partition {partition} it lacks is being moved"
+                ));
             }
             match normalized_configs(&topic.configs) {
                 Ok(normal) if normal == topic.configs => {}

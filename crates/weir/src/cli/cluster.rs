@@ -111,10 +111,15 @@ fn render(status: &ClusterStatus) -> String {
             "STATE",
         ]);
         for partition in &status.partitions {
-            let state = match (partition.leader, partition.under_replicated) {
-                (None, _) => "offline",
-                (Some(_), true) => "under-replicated",
-                (Some(_), false) => "in sync",
+            let state = match (
+                partition.leader,
+                &partition.moving_to,
+                partition.under_replicated,
+            ) {
+                (None, _, _) => "offline".to_owned(),
+                (Some(_), Some(target), _) => format!("moving to {}", ids(target)),
+                (Some(_), None, true) => "under-replicated".to_owned(),
+                (Some(_), None, false) => "in sync".to_owned(),
             };
             partitions.row(vec![
                 partition.topic.clone(),
@@ -125,7 +130,7 @@ fn render(status: &ClusterStatus) -> String {
                 partition.leader_epoch.to_string(),
                 ids(&partition.replicas),
                 ids(&partition.isr),
-                state.to_owned(),
+                state,
             ]);
         }
         text.push_str(&partitions.render());

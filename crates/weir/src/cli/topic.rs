@@ -14,6 +14,7 @@ const EXAMPLES: &str = "Examples:
   weir topic describe orders
   weir topic alter orders --set retention.ms=3600000 --delete segment.bytes
   weir topic add-partitions orders --count 12
+  weir topic reassign orders --replicas 4,2,3 --partition 0   (in a cluster)
   weir topic delete orders
   weir topic list --output json | jq -r '.[].name'";
 
@@ -73,6 +74,20 @@ enum TopicCommand {
         /// The new total number of partitions (as Kafka's CreatePartitions).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
+    },
+    /// Move partitions to other nodes (cluster only). The new replicas
+    /// copy the data as followers; once all of them are in sync they
+    /// replace the old ones (`weir cluster status` shows the move).
+    Reassign {
+        /// Topic name.
+        name: String,
+        /// The node ids to hold the partitions, the preferred leader
+        /// first, e.g. 4,2,3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        /// A partition to move (repeatable) [default: every partition].
+        #[arg(long = "partition")]
+        partitions: Vec<u32>,
     },
 }
 
@@ -229,7 +244,40 @@ pub fn run(args: TopicArgs) -> Result<(), CliError> {
             }
             print(&format!("topic {name} now has {count} partitions\n"))
         }
+        TopicCommand::Reassign {
+            name,
+            replicas,
+            partitions,
+        } => {
+            let mut body = json!({ "replicas": replicas });
+            if !partitions.is_empty() {
+                body["partitions"] = json!(partitions);
+            }
+            let answer = client
+                .call(
+                    "POST",
+                    &format!("/api/topics/{}/reassign", encode(&name)),
+                    Some(&body),
+                )
+                .map_err(|error| error.hint_for(404, LIST_HINT))?;
+            if json {
+                return print_json(&answer);
+            }
+            let which = if partitions.is_empty() {
+                "every partition".to_owned()
+            } else {
+                format!("partitions {}", join(&partitions))
+            };
+            print(&format!(
+                "moving {which} of topic {name} to nodes {}; `weir cluster status` shows the move until it completes\n",
+                join(&replicas)
+            ))
+        }
     }
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// `GET /api/topics/{name}`, with a hint when the topic does not exist.
